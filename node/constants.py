@@ -1,0 +1,35 @@
+"""Protocol parameters and limits, in one place, each with its unit in the name."""
+
+from __future__ import annotations
+
+# Kademlia
+ID_BITS = 256
+ID_BYTES = ID_BITS // 8
+K = 20                      # bucket size and replication factor
+ALPHA = 3                   # lookup parallelism
+REPLACEMENT_CACHE_SIZE = K  # per-bucket candidates kept while a bucket is full
+BUCKET_REFRESH_S = 600.0    # a bucket without lookups for this long is refreshed
+CONTACT_FAILURES_BEFORE_EVICT = 1
+
+# Records
+RECORD_TTL_S = 300.0                 # provider records expire after this
+REPUBLISH_MARGIN_S = 60.0            # providers republish this long before expiry
+MAX_RECORD_TTL_S = 3600.0            # a record claiming to live longer is refused
+MAX_CLOCK_SKEW_S = 30.0              # tolerated difference between clocks of peers
+MAX_RECORDS_PER_KEY = 64             # providers kept per service
+MAX_RECORDS_PER_PEER = 256           # records one publisher may hold on one node
+MAX_RECORDS_TOTAL = 100_000          # records one node stores in all
+MAX_VALUE_BYTES = 1024               # a record's value (an endpoint)
+MAX_SERVICE_NAME_BYTES = 256
+
+# Wire and transport
+ALPN = "dhtscope/1"
+WIRE_VERSION = 1
+MAX_MESSAGE_BYTES = 256 * 1024       # one request or response on one stream
+MAX_CONTACTS_PER_MESSAGE = 2 * K
+MAX_RECORDS_PER_MESSAGE = MAX_RECORDS_PER_KEY
+REQUEST_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+MAX_STREAMS_IN_FLIGHT_PER_PEER = 100  # below aioquic's fixed 128; the rest wait in a queue
+MAX_INBOUND_REQUESTS_IN_FLIGHT = 1024  # handlers running at once, all peers together
+IDLE_TIMEOUT_S = 60.0

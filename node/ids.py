@@ -1,0 +1,99 @@
+"""256-bit node ids and keys, and the XOR metric between them."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from .constants import ID_BITS, ID_BYTES
+
+_HEX_LEN = ID_BYTES * 2
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NodeId:
+    """A point in the 256-bit key space: a node id or a record key."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.value < (1 << ID_BITS):
+            raise ValueError(f"id out of range for {ID_BITS} bits")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> NodeId:
+        if len(data) != ID_BYTES:
+            raise ValueError(f"id must be {ID_BYTES} bytes, got {len(data)}")
+        return cls(int.from_bytes(data, "big"))
+
+    @classmethod
+    def from_hex(cls, text: str) -> NodeId:
+        if len(text) != _HEX_LEN:
+            raise ValueError(f"id must be {_HEX_LEN} hex digits, got {len(text)}")
+        try:
+            return cls(int(text, 16))
+        except ValueError:
+            raise ValueError(f"id is not hexadecimal: {text!r}") from None
+
+    @classmethod
+    def from_public_key(cls, public_key: bytes) -> NodeId:
+        """A node's id is SHA-256 of its raw public key, so it cannot be claimed without the key."""
+        return cls.from_bytes(hashlib.sha256(public_key).digest())
+
+    @classmethod
+    def for_name(cls, name: str) -> NodeId:
+        """The key a service (or any named value) is stored under: SHA-256 of its UTF-8 name."""
+        return cls.from_bytes(hashlib.sha256(name.encode("utf-8")).digest())
+
+    @classmethod
+    def parse(cls, text: str) -> NodeId:
+        """A 64-digit hex id as is; anything else is a name and is hashed."""
+        if len(text) == _HEX_LEN:
+            try:
+                return cls(int(text, 16))
+            except ValueError:
+                pass
+        return cls.for_name(text)
+
+    @classmethod
+    def random(cls, rng: random.Random | None = None) -> NodeId:
+        return cls((rng or random).getrandbits(ID_BITS))
+
+    def to_bytes(self) -> bytes:
+        return self.value.to_bytes(ID_BYTES, "big")
+
+    def hex(self) -> str:
+        return format(self.value, f"0{_HEX_LEN}x")
+
+    def short(self) -> str:
+        return self.hex()[:8]
+
+    def distance(self, other: NodeId) -> int:
+        return self.value ^ other.value
+
+    def bucket_index(self, other: NodeId) -> int:
+        """Index of the bucket `other` falls in, seen from self: 0..255, or -1 for self."""
+        return (self.value ^ other.value).bit_length() - 1
+
+    def __str__(self) -> str:
+        return self.hex()
+
+    def __repr__(self) -> str:
+        return f"NodeId({self.short()}…)"
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """How to reach a node: its id and the address it listens on."""
+
+    node_id: NodeId
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.node_id.short()}@{self.address}"
