@@ -37,3 +37,44 @@ class TraceInfo:
     title: str | None = None
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    """A node named in a recording's manifest."""
+
+    name: str
+    node_id: str | None
+    address: str | None
+    role: str | None
+    dir: str | None = None
+
+
+class Trace:
+    """One endpoint's trace: its header facts and its events, loaded lazily by the reader.
+
+    Readers subclass this; analysis only uses `info`, `len()`, indexing and iteration.
+    """
+
+    info: TraceInfo
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, record: int) -> Event:
+        raise NotImplementedError
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for i in range(len(self)):
+            yield self[i]
+
+
+@dataclass
+class Recording:
+    """Everything read from a path: a recording directory, or one or more trace files."""
+
+    path: str
+    traces: list[Trace]
+    nodes: list[NodeEntry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    dhtscope_version: str | None = None
