@@ -9,7 +9,8 @@ K = 20                      # bucket size and replication factor
 ALPHA = 3                   # lookup parallelism
 REPLACEMENT_CACHE_SIZE = K  # per-bucket candidates kept while a bucket is full
 BUCKET_REFRESH_S = 600.0    # a bucket without lookups for this long is refreshed
-CONTACT_FAILURES_BEFORE_EVICT = 1
+FIND_VALUE_QUORUM = 3       # a FIND_VALUE lookup stops after this many nodes returned records
+MAINTENANCE_INTERVAL_S = 1.0  # how often a node expires records, republishes and refreshes
 
 # Records
 RECORD_TTL_S = 300.0                 # provider records expire after this
@@ -30,6 +31,6 @@ MAX_CONTACTS_PER_MESSAGE = 2 * K
 MAX_RECORDS_PER_MESSAGE = MAX_RECORDS_PER_KEY
 REQUEST_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
-MAX_STREAMS_IN_FLIGHT_PER_PEER = 100  # below aioquic's fixed 128; the rest wait in a queue
-MAX_INBOUND_REQUESTS_IN_FLIGHT = 1024  # handlers running at once, all peers together
+STREAM_CREDIT_WAIT_S = 30.0          # a request waits this long for the peer's stream credit
+MAX_CONNECTIONS = 1024               # open QUIC connections, both directions together
 IDLE_TIMEOUT_S = 60.0

@@ -1,0 +1,211 @@
+"""The seed's topology as separate OS processes: 1 registry, N providers, 1 client, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+SERVICE = "calculator"
+CHECK_TIMEOUT_S = 60.0
+STOP_GRACE_S = 3.0
+
+
+@dataclass
+class Member:
+    name: str
+    role: str
+    port: int
+    args: list[str]
+    process: subprocess.Popen[str] | None = None
+    buffer: str = ""
+    control: str | None = None
+
+
+@dataclass
+class ClusterPlan:
+    providers: int = 3
+    base_port: int = 4500
+    host: str = "127.0.0.1"
+    scenario: str = "healthy"
+    record_dir: str | None = None
+    control_dir: str | None = None
+    members: list[Member] = field(default_factory=list)
+
+    def build(self) -> list[Member]:
+        registry = f"{self.host}:{self.base_port}"
+        common = ["--json-lines"]
+        members = [Member("registry", "registry", self.base_port,
+                          ["--listen", registry, "--role", "registry", "--scenario", self.scenario])]
+        for i in range(1, self.providers + 1):
+            port = self.base_port + i
+            endpoint = f"{self.host}:{9000 + i}"
+            members.append(Member(f"provider{i}", "provider", port, [
+                "--listen", f"{self.host}:{port}", "--bootstrap", registry, "--role", "provider",
+                "--advertise", f"{SERVICE}={endpoint}"]))
+        client_port = self.base_port + self.providers + 1
+        members.append(Member("client", "client", client_port, [
+            "--listen", f"{self.host}:{client_port}", "--bootstrap", registry, "--role", "client",
+            "--discover", SERVICE]))
+        for m in members:
+            m.args = ["--name", m.name, *m.args, *common]
+            if self.record_dir:
+                m.args += ["--record", self.record_dir]
+            if self.control_dir:
+                m.control = os.path.join(self.control_dir, f"{m.name}.sock")
+                m.args += ["--control", m.control]
+        self.members = members
+        return members
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the cluster process dies, so none is ever left behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Cluster:
+    """Starts, watches and stops the member processes."""
+
+    def __init__(self, plan: ClusterPlan, python: str = sys.executable) -> None:
+        self.plan = plan
+        self.python = python
+        self.members = plan.build()
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.plan.record_dir:
+            os.makedirs(self.plan.record_dir, exist_ok=True)
+            from .recording import write_cluster_manifest
+
+            write_cluster_manifest(self.plan.record_dir, [(m.name, m.role, f"{self.plan.host}:{m.port}")
+                                                         for m in self.members])
+        for m in self.members:
+            m.process = subprocess.Popen(
+                [self.python, "-m", "dhtscope.tui.cli", "node", *m.args],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                text=True, env=env, preexec_fn=_die_with_parent,
+            )
+            os.set_blocking(m.process.stdout.fileno(), False)  # type: ignore[union-attr]
+
+    def events(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Lines the members printed within `timeout_s`, parsed; non-JSON lines come as {'text': ...}."""
+        sel = selectors.DefaultSelector()
+        for m in self.members:
+            if m.process and m.process.stdout and m.process.poll() is None:
+                sel.register(m.process.stdout, selectors.EVENT_READ, m)
+        out: list[dict[str, Any]] = []
+        if not sel.get_map():
+            time.sleep(timeout_s)
+            return out
+        for key, _ in sel.select(timeout_s):
+            m: Member = key.data
+            try:
+                chunk = key.fileobj.read()  # type: ignore[union-attr]
+            except (OSError, ValueError):
+                chunk = ""
+            if not chunk:
+                continue
+            m.buffer += chunk
+            *lines, m.buffer = m.buffer.split("\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = {"node": m.name, "event": "output", "text": line}
+                event.setdefault("node", m.name)
+                out.append(event)
+        sel.close()
+        return out
+
+    def exited(self) -> list[Member]:
+        return [m for m in self.members if m.process is not None and m.process.poll() is not None]
+
+    def stop(self) -> None:
+        procs = [m.process for m in self.members if m.process is not None]
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for p in procs:
+            if p.stdout:
+                p.stdout.close()
+
+
+def run_check(plan: ClusterPlan, out: TextIO, timeout_s: float = CHECK_TIMEOUT_S,
+              echo: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Run the cluster until the client discovers every provider (exit 0) or time runs out (exit 1)."""
+    cluster = Cluster(plan)
+    started = time.monotonic()
+    want = plan.providers
+    best = 0
+    failures: list[str] = []
+    try:
+        cluster.start()
+        while time.monotonic() - started < timeout_s:
+            for event in cluster.events(0.2):
+                if echo:
+                    echo(event)
+                if event.get("event") == "discovered" and event.get("node") == "client":
+                    best = max(best, len(event.get("providers", [])))
+                    if best >= want:
+                        elapsed = (time.monotonic() - started) * 1000
+                        out.write(f"discovered {best}/{want} providers of {SERVICE} in {elapsed:.0f} ms\n")
+                        return 0
+                if event.get("event", "").endswith("_failed"):
+                    failures.append(f"{event.get('node')}: {event.get('text')}")
+            dead = [m for m in cluster.exited() if m.process and m.process.returncode not in (0, None)]
+            if dead:
+                for m in dead:
+                    failures.append(f"{m.name} exited with code {m.process.returncode}: "  # type: ignore[union-attr]
+                                    f"{m.buffer.strip()[-300:]}")
+                break
+        out.write(f"discovered {best}/{want} providers of {SERVICE}: gave up after "
+                  f"{time.monotonic() - started:.1f} s\n")
+        for line in failures[-5:]:
+            out.write(f"  {line}\n")
+        return 1
+    finally:
+        cluster.stop()
+
+
+def run_foreground(plan: ClusterPlan, out: TextIO, until: Callable[[dict[str, Any]], bool] | None = None,
+                   timeout_s: float | None = None) -> int:
+    """Run the cluster printing what every node does, until Ctrl-C, `until(event)` or the timeout."""
+    cluster = Cluster(plan)
+    started = time.monotonic()
+    width = max(len(m.name) for m in cluster.members)
+    try:
+        cluster.start()
+        while timeout_s is None or time.monotonic() - started < timeout_s:
+            for event in cluster.events(0.2):
+                out.write(f"{event.get('node', '?'):>{width}} | {event.get('text', '')}\n")
+                out.flush()
+                if until is not None and until(event):
+                    return 0
+            if len(cluster.exited()) == len(cluster.members):
+                return 1
+        return 1 if until is not None else 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cluster.stop()

@@ -1,0 +1,603 @@
+"""The DHT node: the sans-I/O core (routing, lookup, records) driven over QUIC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .constants import (
+    ALPHA,
+    BUCKET_REFRESH_S,
+    FIND_VALUE_QUORUM,
+    K,
+    MAINTENANCE_INTERVAL_S,
+    RECORD_TTL_S,
+    REQUEST_TIMEOUT_S,
+)
+from .ids import Contact, NodeId
+from .keys import Identity
+from .lookup import Hop, Lookup, LookupResult
+from .records import Advertisements, Record, RecordError, RecordStore, verify
+from .routing import RoutingChange, RoutingTable
+from .rpc import RemoteError, RpcEndpoint, RpcError, contact_of
+from .transport import Address, Conn, Endpoint, Faults, TransportError
+from .wire import (
+    Error,
+    ErrorCode,
+    FindNode,
+    FindValue,
+    Message,
+    Nodes,
+    Ping,
+    Pong,
+    Sender,
+    Store,
+    StoreResult,
+    Value,
+)
+
+log = logging.getLogger("dhtscope.node")
+
+EventListener = Callable[[str, dict[str, Any], "Conn | None"], None]
+
+
+class NodeError(Exception):
+    """An operation the node could not carry out, with a reason a user can act on."""
+
+
+@dataclass(frozen=True)
+class StoreReport:
+    """What a STORE reached: how many of the closest nodes accepted each record."""
+
+    key: NodeId
+    targets: tuple[Contact, ...]
+    accepted: tuple[Contact, ...]
+    refused: tuple[tuple[Contact, str], ...]
+    stored_locally: bool
+    lookup: LookupResult | None
+
+    @property
+    def replicas(self) -> int:
+        return len(self.accepted) + (1 if self.stored_locally else 0)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    service: str
+    records: tuple[Record, ...]
+    lookup: LookupResult
+
+
+@dataclass
+class NodeStats:
+    requests_handled: dict[str, int] = field(default_factory=dict)
+    lookups: int = 0
+    identity_mismatches: int = 0
+
+
+def parse_address(text: str, default_host: str = "127.0.0.1") -> Address:
+    """HOST:PORT (or :PORT, or [v6]:PORT) as a tuple; ValueError with a readable message."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"address {text!r} must be HOST:PORT")
+    host = host.strip("[]") or default_host
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port in {text!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port {number} in {text!r} is out of range")
+    return host, number
+
+
+class Node:
+    """A Kademlia node over QUIC. Construct, `await start()`, use, `await stop()`."""
+
+    def __init__(
+        self,
+        identity: Identity | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        name: str | None = None,
+        role: str = "node",
+        faults: Faults | None = None,
+        recorder: Any = None,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+        record_ttl_s: float = RECORD_TTL_S,
+        republish_margin_s: float | None = None,
+        maintenance_interval_s: float = MAINTENANCE_INTERVAL_S,
+        bucket_refresh_s: float = BUCKET_REFRESH_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity or Identity.generate()
+        self.id = self.identity.node_id
+        self.name = name or self.id.short()
+        self.role = role
+        self.host = host
+        self.port = port
+        self.faults = faults or Faults()
+        self.recorder = recorder
+        self.clock = clock
+        self.request_timeout_s = request_timeout_s
+        self.maintenance_interval_s = maintenance_interval_s
+        self.bucket_refresh_s = bucket_refresh_s
+        self.routing = RoutingTable(self.id)
+        self.store_ = RecordStore()
+        ad_args: dict[str, Any] = {"ttl_s": record_ttl_s}
+        if republish_margin_s is not None:
+            ad_args["margin_s"] = republish_margin_s
+        self.advertisements = Advertisements(self.identity, **ad_args)
+        self.stats = NodeStats()
+        self.listeners: list[EventListener] = []
+        self.rpc: RpcEndpoint | None = None
+        self.started_at: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._maintenance: asyncio.Task[None] | None = None
+        self._lookup_ids = 0
+        self._rng = random.Random()
+        self._stopping = False
+
+    # -- life -----------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def contact(self) -> Contact:
+        return Contact(self.id, self.host, self.port)
+
+    async def start(self) -> None:
+        quic_logger = self.recorder.quic_logger() if self.recorder is not None else None
+
+        def make_endpoint(owner: RpcEndpoint) -> Endpoint:
+            return Endpoint(self.identity, owner, faults=self.faults, quic_logger=quic_logger)
+
+        self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults, on_peer=self._on_peer)
+        self.rpc.endpoint.event_sink = self._connection_event
+        try:
+            host, port = await self.rpc.endpoint.listen(self.host, self.port)
+        except OSError as exc:
+            raise NodeError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        self.port = port
+        self.started_at = self.clock()
+        self.emit("dht:node_started", {
+            "node_id": self.id.hex(), "address": self.address, "role": self.role,
+            "name": self.name, "scenario": self.faults.names(),
+        })
+        self._maintenance = asyncio.create_task(self._maintain())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(t for t in [self._maintenance, *self._tasks] if t), return_exceptions=True)
+        if self.rpc is not None:
+            await self.rpc.close()
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- events ---------------------------------------------------------------
+
+    def emit(self, name: str, data: dict[str, Any]) -> None:
+        """A node-level event: into the node's trace and to live listeners."""
+        if self.recorder is not None:
+            self.recorder.log(name, data)
+        for listener in self.listeners:
+            listener(name, data, None)
+
+    def _connection_event(self, conn: Conn, name: str, data: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(name, data, conn)
+
+    # -- the handler: one request in, one response out --------------------------
+
+    def _sender(self) -> Sender:
+        return Sender(self.id, self.port)
+
+    def _handle(self, conn: Conn, request: Message) -> Message | None:
+        kind = request.TYPE.name
+        self.stats.requests_handled[kind] = self.stats.requests_handled.get(kind, 0) + 1
+        if request.sender is not None:
+            contact = contact_of(conn, request.sender)
+            if contact is None:
+                self.stats.identity_mismatches += 1
+                claimed = request.sender.node_id.short()
+                actual = conn.peer_id.short() if conn.peer_id else "no key"
+                return Error(request.request_id, code=ErrorCode.IDENTITY_MISMATCH,
+                             reason=f"claimed id {claimed} is not SHA-256 of your TLS key ({actual})")
+            conn.peer_port = request.sender.port
+            self._saw(contact)
+        now = self.clock()
+        rid = request.request_id
+        if isinstance(request, Ping):
+            return Pong(rid)
+        if isinstance(request, FindNode):
+            return Nodes(rid, contacts=tuple(self.routing.closest(request.target, K, exclude=conn.peer_id)))
+        if isinstance(request, FindValue):
+            return Value(rid, records=tuple(self.store_.get(request.key, now)[:64]),
+                         contacts=tuple(self.routing.closest(request.key, K, exclude=conn.peer_id)))
+        if isinstance(request, Store):
+            results = []
+            for record in request.records:
+                results.append(self._accept_record(record, now, conn.peer_id))
+            return StoreResult(rid, results=tuple(results))
+        return Error(rid, code=ErrorCode.UNKNOWN_TYPE, reason=f"{kind} is not handled")
+
+    def _accept_record(self, record: Record, now: float, from_peer: NodeId | None) -> tuple[bool, str]:
+        outcome = self.store_.put(record, now, from_peer=from_peer)
+        base = {"key": record.key.hex(), "publisher": record.publisher.hex(),
+                "from_peer": from_peer.hex() if from_peer else None}
+        if outcome.accepted:
+            self.emit("dht:record_stored", {**base, "seq": record.seq, "action": outcome.action,
+                                            "expires_at_ms": round(record.expires_at * 1000),
+                                            "name": record.name})
+        else:
+            self.emit("dht:record_refused", {**base, "reason": outcome.reason})
+        return outcome.accepted, outcome.reason or outcome.action
+
+    # -- routing ----------------------------------------------------------------
+
+    def _on_peer(self, conn: Conn) -> None:
+        """A handshake finished; the peer's contact is added when it tells us its listening port."""
+
+    def _saw(self, contact: Contact) -> None:
+        if contact.node_id == self.id:
+            return
+        change = self.routing.seen(contact, self.clock())
+        self._log_change(change)
+        if change.ping is not None:
+            self._spawn(self._check_oldest(change.ping))
+
+    def _log_change(self, change: RoutingChange | None) -> None:
+        if change is None or change.action in ("updated", "ignored"):
+            return
+        self.emit("dht:routing_updated", {
+            "action": change.action, "peer_id": change.contact.node_id.hex(),
+            "address": change.contact.address, "bucket": change.bucket,
+        })
+        if change.promoted is not None:
+            self.emit("dht:routing_updated", {
+                "action": "added", "peer_id": change.promoted.node_id.hex(),
+                "address": change.promoted.address, "bucket": change.bucket,
+            })
+
+    async def _check_oldest(self, oldest: Contact) -> None:
+        """A full bucket met a newcomer: the oldest contact keeps its place only if it still answers."""
+        try:
+            await self.ping(oldest)
+        except (RpcError, TransportError, NodeError):
+            self._failed(oldest)
+
+    def _failed(self, contact: Contact) -> None:
+        self._log_change(self.routing.failed(contact.node_id, self.clock()))
+
+    # -- RPCs -------------------------------------------------------------------
+
+    def _require_started(self) -> RpcEndpoint:
+        if self.rpc is None:
+            raise NodeError("node is not started")
+        return self.rpc
+
+    async def _call(self, target: Contact | Address, message: Message) -> tuple[Message, float, Conn]:
+        """One request to a contact (or a bare address); the contact is marked failed if it does not answer."""
+        rpc = self._require_started()
+        if isinstance(target, Contact):
+            addr, expected = (target.host, target.port), target.node_id
+        else:
+            addr, expected = target, None
+        message = _with_sender(message, self._sender())
+        try:
+            conn = await rpc.connection_to(addr, expected)
+            response, rtt = await rpc.request(conn, message, self.request_timeout_s)
+        except RemoteError:
+            raise
+        except (RpcError, TransportError) as exc:
+            if isinstance(target, Contact):
+                self._failed(target)
+            raise NodeError(str(exc)) from None
+        if conn.peer_id is not None and response.sender is not None and response.sender.node_id == conn.peer_id:
+            self._saw(Contact(conn.peer_id, addr[0], response.sender.port))
+        return response, rtt, conn
+
+    async def ping(self, target: Contact | Address) -> float:
+        """Round-trip time in seconds of one PING."""
+        rpc = self._require_started()
+        response, rtt, _ = await self._call(target, Ping(rpc.next_request_id()))
+        if not isinstance(response, Pong):
+            raise NodeError(f"PING answered with {response.TYPE.name}")
+        return rtt
+
+    async def bootstrap(self, addresses: list[Address]) -> int:
+        """Join through known nodes: PING each, then look up our own id and refresh every bucket.
+
+        The self-lookup is what fills the table beyond the bootstrap node; without it
+        a node only ever knows its bootstrap contact.
+        """
+        reached = 0
+        errors = []
+        for addr in addresses:
+            try:
+                await self.ping(addr)
+                reached += 1
+            except (NodeError, RemoteError) as exc:
+                errors.append(f"{addr[0]}:{addr[1]}: {exc}")
+        if addresses and not reached:
+            raise NodeError("no bootstrap node answered: " + "; ".join(errors))
+        await self.find_node(self.id)
+        await self.refresh(force=True)
+        return len(self.routing)
+
+    async def refresh(self, force: bool = False) -> int:
+        """Look up a random id in each stale bucket; returns how many buckets were refreshed."""
+        now = self.clock()
+        stale = self.routing.stale_buckets(now, 0.0 if force else self.bucket_refresh_s)
+        for index in stale:
+            self.routing.touch_bucket(index, now)
+        targets = [self.routing.random_id_in_bucket(i, self._rng) for i in stale]
+        # Refreshing the far buckets in parallel keeps joining fast; each is its own lookup.
+        sem = asyncio.Semaphore(ALPHA)
+
+        async def one(target: NodeId) -> None:
+            async with sem:
+                await self.find_node(target)
+
+        await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+        return len(targets)
+
+    async def find_node(self, target: NodeId) -> LookupResult:
+        return await self._lookup(target, "find_node")
+
+    async def find_value(self, key: NodeId, quorum: int | None = FIND_VALUE_QUORUM) -> LookupResult:
+        """Records under `key` gathered from the first `quorum` nodes holding any (None: all k closest)."""
+        result = await self._lookup(key, "find_value", quorum)
+        local = self.store_.get(key, self.clock())
+        if local:
+            merged = _latest_per_publisher([*result.values, *local])
+            result = _replace_values(result, merged)
+        return result
+
+    async def _lookup(self, target: NodeId, kind: str, quorum: int | None = None) -> LookupResult:
+        rpc = self._require_started()
+        self._lookup_ids += 1
+        lookup_id = f"{self.id.short()}-{self._lookup_ids}"
+        self.stats.lookups += 1
+        now = self.clock()
+        index = self.id.bucket_index(target)
+        if index >= 0:
+            self.routing.touch_bucket(index, now)
+        seeds = self.routing.closest(target, K)
+        if not seeds:
+            self.emit("dht:lookup_started", {"lookup_id": lookup_id, "kind": kind, "target": target.hex()})
+            self.emit("dht:lookup_finished", {"lookup_id": lookup_id, "rounds": 0, "messages": 0,
+                                              "found": False, "values": 0, "closest": [],
+                                              "error": "routing table is empty"})
+            raise NodeError("routing table is empty: bootstrap from a known node first (--bootstrap HOST:PORT)")
+        lookup = Lookup(target, seeds, kind, now, self_id=self.id, value_quorum=quorum,
+                        value_key=lambda r: (r.publisher.value, r.seq))
+        self.emit("dht:lookup_started", {"lookup_id": lookup_id, "kind": kind, "target": target.hex()})
+        pending: dict[asyncio.Task[Any], Contact] = {}
+        logged = 0
+        try:
+            while not lookup.done:
+                for contact in lookup.next_queries(self.clock()):
+                    message: Message = (FindValue(rpc.next_request_id(), key=target) if kind == "find_value"
+                                        else FindNode(rpc.next_request_id(), target=target))
+                    pending[asyncio.create_task(self._call(contact, message))] = contact
+                if not pending:
+                    break
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    contact = pending.pop(task)
+                    self._lookup_answer(lookup, contact, task)
+                logged = self._log_hops(lookup_id, lookup.result().hops, logged)
+        finally:
+            for task in pending:
+                task.cancel()
+        result = lookup.result()
+        values = [r for r in result.values if self._valid(r)]
+        result = _replace_values(result, _latest_per_publisher(values))
+        self._log_hops(lookup_id, result.hops, logged)
+        self.emit("dht:lookup_finished", {
+            "lookup_id": lookup_id, "kind": kind, "rounds": result.rounds, "messages": result.messages,
+            "found": result.found, "values": len(result.values),
+            "closest": [c.node_id.hex() for c in result.closest],
+        })
+        return result
+
+    def _lookup_answer(self, lookup: Lookup, contact: Contact, task: asyncio.Task[Any]) -> None:
+        now = self.clock()
+        exc = task.exception()
+        if exc is not None:
+            lookup.on_failure(contact, now, str(exc))
+            return
+        response = task.result()[0]
+        if isinstance(response, Nodes):
+            lookup.on_response(contact, now, [c for c in response.contacts if c.node_id != self.id])
+        elif isinstance(response, Value):
+            lookup.on_response(contact, now, [c for c in response.contacts if c.node_id != self.id],
+                               list(response.records))
+        else:
+            lookup.on_failure(contact, now, f"unexpected {response.TYPE.name}")
+
+    def _log_hops(self, lookup_id: str, hops: list[Hop] | tuple[Hop, ...], start: int) -> int:
+        for hop in list(hops)[start:]:
+            if hop.rtt_s is None and hop.error is None:
+                return start  # still in flight; log it once answered
+            self.emit("dht:lookup_round", {
+                "lookup_id": lookup_id, "round": hop.round, "peer_id": hop.contact.node_id.hex(),
+                "address": hop.contact.address,
+                "rtt_ms": round(hop.rtt_s * 1000, 3) if hop.rtt_s is not None else None,
+                "returned": [c.node_id.hex() for c in hop.returned], "values": hop.values, "error": hop.error,
+            })
+            start += 1
+        return start
+
+    def _valid(self, record: Record) -> bool:
+        try:
+            verify(record, self.clock())
+        except RecordError as exc:
+            log.info("dropping record from lookup: %s", exc)
+            return False
+        return True
+
+    # -- storing and discovery ------------------------------------------------------
+
+    async def store(self, key: NodeId, value: bytes, name: str | None = None) -> StoreReport:
+        """Sign a record for (key, value), keep republishing it, and STORE it at the k closest nodes."""
+        record = self.advertisements.add(key, value, name, self.clock())
+        return await self.store_record(record)
+
+    async def store_record(self, record: Record) -> StoreReport:
+        rpc = self._require_started()
+        lookup = await self.find_node(record.key)
+        targets = list(lookup.closest[:K])
+        stored_locally = False
+        if len(targets) < K or record.key.distance(self.id) < record.key.distance(targets[-1].node_id):
+            stored_locally = self.store_.put(record, self.clock(), from_peer=self.id).accepted
+
+        async def one(contact: Contact) -> tuple[Contact, bool, str]:
+            try:
+                response, _, _ = await self._call(contact, Store(rpc.next_request_id(), records=(record,)))
+            except (NodeError, RemoteError) as exc:
+                return contact, False, str(exc)
+            if isinstance(response, StoreResult) and response.results:
+                ok, reason = response.results[0]
+                return contact, ok, reason
+            return contact, False, f"unexpected {response.TYPE.name}"
+
+        outcomes = await asyncio.gather(*(one(c) for c in targets))
+        accepted = tuple(c for c, ok, _ in outcomes if ok)
+        refused = tuple((c, reason) for c, ok, reason in outcomes if not ok)
+        report = StoreReport(record.key, tuple(targets), accepted, refused, stored_locally, lookup)
+        self.emit("dht:store_result", {
+            "key": record.key.hex(), "name": record.name, "replicas": report.replicas,
+            "targets": len(targets), "refused": [[c.node_id.hex(), r] for c, r in refused],
+        })
+        return report
+
+    async def advertise(self, service: str, endpoint: str) -> StoreReport:
+        """Announce that `endpoint` provides `service`; republished before it expires while the node runs."""
+        return await self.store(NodeId.for_name(service), endpoint.encode("utf-8"), name=service)
+
+    async def discover(self, service: str, quorum: int | None = FIND_VALUE_QUORUM) -> Discovery:
+        """Every live provider of `service` the network knows."""
+        result = await self.find_value(NodeId.for_name(service), quorum)
+        return Discovery(service, tuple(result.values), result)
+
+    # -- maintenance ------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.maintenance_interval_s)
+            try:
+                await self._maintain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # maintenance must survive a bad round
+                log.exception("maintenance round failed")
+
+    async def _maintain_once(self) -> None:
+        now = self.clock()
+        for record in self.store_.expire(now):
+            self.emit("dht:record_expired", {"key": record.key.hex(), "publisher": record.publisher.hex(),
+                                             "name": record.name})
+        for record in self.advertisements.due(now):
+            if len(self.routing) == 0:
+                break
+            self._spawn(self._republish(record))
+        if len(self.routing):
+            await self.refresh()
+
+    async def _republish(self, record: Record) -> None:
+        try:
+            await self.store_record(record)
+        except NodeError as exc:
+            log.info("republish of %s failed: %s", record.name or record.key.short(), exc)
+
+    # -- views ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a viewer shows about this node, as plain data."""
+        now = self.clock()
+        rpc = self.rpc
+        conns = rpc.connections() if rpc else []
+        return {
+            "node": {"name": self.name, "id": self.id.hex(), "address": self.address, "role": self.role,
+                     "faults": self.faults.names(), "started_at": self.started_at,
+                     "contacts": len(self.routing), "records": len(self.store_)},
+            "connections": [connection_view(c) for c in conns],
+            "routing": [
+                {"index": b.index,
+                 "contacts": [{"id": e.contact.node_id.hex(), "address": e.contact.address,
+                               "last_seen": e.last_seen, "failures": e.failures} for e in b.contacts],
+                 "replacements": [{"id": e.contact.node_id.hex(), "address": e.contact.address,
+                                   "last_seen": e.last_seen} for e in b.replacements]}
+                for b in self.routing.buckets()
+            ],
+            "records": [record_view(r, now) for r in self.store_.records(now)],
+            "advertisements": [record_view(r, now) for r in self.advertisements.all()],
+            "stats": {"requests_handled": dict(self.stats.requests_handled), "lookups": self.stats.lookups,
+                      "identity_mismatches": self.stats.identity_mismatches},
+        }
+
+
+def connection_view(conn: Conn) -> dict[str, Any]:
+    state = conn.state
+    return {
+        "odcid": conn.odcid, "role": conn.role, "peer_address": conn.addr_text,
+        "peer_id": conn.peer_id.hex() if conn.peer_id else None, "open": conn.is_open,
+        "rtt_ms": round(conn.rtt_s * 1000, 3) if conn.rtt_s is not None else None,
+        "bytes_sent": conn.bytes_sent, "bytes_received": conn.bytes_received,
+        "streams_opened": conn.streams_opened,
+        "streams_open": (len(state.outgoing) + len(state.incoming)) if state is not None else 0,
+        "close_reason": conn.close_reason or None, "close_trigger": conn.close_trigger,
+    }
+
+
+def record_view(record: Record, now: float) -> dict[str, Any]:
+    try:
+        verify(record, now)
+        signature = "valid"
+    except RecordError as exc:
+        signature = str(exc)
+    return {
+        "key": record.key.hex(), "name": record.name, "publisher": record.publisher.hex(),
+        "value": record.value.decode("utf-8", "replace"), "seq": record.seq,
+        "expires_at": record.expires_at, "expires_in_s": round(record.expires_at - now, 1),
+        "signature": signature,
+    }
+
+
+def _with_sender(message: Message, sender: Sender) -> Message:
+    import dataclasses
+
+    return dataclasses.replace(message, sender=sender)
+
+
+def _latest_per_publisher(records: list[Record]) -> list[Record]:
+    best: dict[tuple[int, int], Record] = {}
+    for r in records:
+        k = (r.key.value, r.publisher.value)
+        if k not in best or r.seq > best[k].seq:
+            best[k] = r
+    return sorted(best.values(), key=lambda r: r.publisher.value)
+
+
+def _replace_values(result: LookupResult, values: list[Record]) -> LookupResult:
+    import dataclasses
+
+    found = bool(values) if result.kind == "find_value" else result.found
+    return dataclasses.replace(result, values=tuple(values), found=found)

@@ -1,0 +1,149 @@
+"""A node as a long-running process: join, advertise, discover, report, and stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+from .keys import Identity
+from .node import Node, NodeError
+from .transport import Address, Faults
+
+BOOTSTRAP_RETRY_S = 0.5
+DISCOVER_INTERVAL_S = 1.0
+
+
+@dataclass
+class ServiceOptions:
+    listen: Address
+    bootstrap: list[Address] = field(default_factory=list)
+    key_file: str | None = None
+    name: str | None = None
+    role: str = "node"
+    advertise: list[tuple[str, str]] = field(default_factory=list)
+    discover: list[str] = field(default_factory=list)
+    faults: Faults = field(default_factory=Faults)
+    record_dir: str | None = None
+    control: str | None = None
+    control_token: str | None = None
+    json_lines: bool = False
+    request_timeout_s: float | None = None
+
+
+class Reporter:
+    """What the node does, one line each: readable text, or JSON objects for a supervising process."""
+
+    def __init__(self, name: str, json_lines: bool, out: TextIO = sys.stdout) -> None:
+        self.name = name
+        self.json_lines = json_lines
+        self.out = out
+
+    def __call__(self, event: str, text: str, **data: Any) -> None:
+        if self.json_lines:
+            line = json.dumps({"node": self.name, "event": event, "text": text, "t": time.time(), **data})
+        else:
+            line = f"[{self.name}] {text}"
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # whoever read our output has gone; keep serving
+
+
+async def run_service(opts: ServiceOptions, stop: asyncio.Event | None = None,
+                      on_started: Callable[[Node], None] | None = None) -> None:
+    """Run one node until `stop` is set or SIGINT/SIGTERM arrives."""
+    identity = Identity.load_or_create(opts.key_file) if opts.key_file else Identity.generate()
+    name = opts.name or identity.node_id.short()
+    report = Reporter(name, opts.json_lines)
+    recorder = None
+    if opts.record_dir:
+        from .recording import NodeRecorder
+
+        recorder = NodeRecorder(opts.record_dir, name, identity.node_id.hex(), opts.role)
+    kwargs: dict[str, Any] = {}
+    if opts.request_timeout_s:
+        kwargs["request_timeout_s"] = opts.request_timeout_s
+    node = Node(identity, opts.listen[0], opts.listen[1], name=name, role=opts.role,
+                faults=opts.faults, recorder=recorder, **kwargs)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await node.start()
+    if recorder is not None:
+        recorder.set_address(node.address)
+    control = None
+    if opts.control:
+        from .control import ControlServer
+
+        control = ControlServer(node, opts.control, token=opts.control_token)
+        await control.start()
+    faults = f" faults: {', '.join(opts.faults.names())}" if opts.faults.names() else ""
+    report("started", f"listening on {node.address} as {node.id.short()} ({opts.role}){faults}",
+           address=node.address, id=node.id.hex(), role=opts.role,
+           control=control.description if control else None)
+    if on_started is not None:
+        on_started(node)
+    work = asyncio.create_task(_work(node, opts, report, stop))
+    try:
+        await stop.wait()
+    finally:
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        if control is not None:
+            await control.close()
+        await node.stop()
+        report("stopped", "stopped")
+
+
+async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asyncio.Event) -> None:
+    if opts.bootstrap:
+        while not stop.is_set():
+            try:
+                known = await node.bootstrap(opts.bootstrap)
+                report("joined", f"joined through {len(opts.bootstrap)} bootstrap node(s); "
+                                 f"routing table holds {known} contacts", contacts=known)
+                break
+            except NodeError as exc:
+                report("bootstrap_failed", f"bootstrap failed, retrying: {exc}", error=str(exc))
+                await asyncio.sleep(BOOTSTRAP_RETRY_S)
+    for service, endpoint in opts.advertise:
+        while not stop.is_set():
+            try:
+                stored = await node.advertise(service, endpoint)
+                report("advertised", f"advertised {service}={endpoint} at {stored.replicas} of "
+                                     f"{len(stored.targets)} closest nodes",
+                       service=service, endpoint=endpoint, replicas=stored.replicas)
+                break
+            except NodeError as exc:
+                report("advertise_failed", f"advertise {service} failed, retrying: {exc}", error=str(exc))
+                await asyncio.sleep(BOOTSTRAP_RETRY_S)
+    started = time.monotonic()
+    last: dict[str, int] = {}
+    while opts.discover and not stop.is_set():
+        for service in opts.discover:
+            try:
+                found = await node.discover(service)
+            except NodeError as exc:
+                report("discover_failed", f"discover {service} failed: {exc}", service=service, error=str(exc))
+                continue
+            endpoints = sorted(r.value.decode("utf-8", "replace") for r in found.records)
+            if last.get(service) != len(endpoints):
+                report("discovered",
+                       f"discovered {len(endpoints)} provider(s) of {service}: {', '.join(endpoints) or '-'} "
+                       f"({found.lookup.rounds} rounds, {found.lookup.messages} messages)",
+                       service=service, providers=endpoints, rounds=found.lookup.rounds,
+                       messages=found.lookup.messages,
+                       elapsed_ms=round((time.monotonic() - started) * 1000))
+                last[service] = len(endpoints)
+        await asyncio.sleep(DISCOVER_INTERVAL_S)
+

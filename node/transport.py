@@ -1,0 +1,619 @@
+"""QUIC transport: one UDP socket per node carrying its client and server connections.
+
+This layer only moves bytes and timers (like aioquic's asyncio layer), but it
+handles every aioquic event itself: a peer-opened stream reaches the owner as
+soon as its first bytes arrive, resets and STOP_SENDING are reported, and a
+closed connection says why. It also owns the fault switches that reproduce
+transport failures on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aioquic.buffer import Buffer
+from aioquic.quic import events
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation, pull_quic_header
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from .constants import ALPN, CONNECT_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS
+from .ids import NodeId
+from .keys import Identity
+
+log = logging.getLogger("dhtscope.transport")
+
+Address = tuple[str, int]
+
+# QUIC CRYPTO_ERROR for TLS alert 120 (no_application_protocol), RFC 9001 section 4.8
+ALPN_MISMATCH_ERROR = 0x100 + 120
+
+
+class TransportError(Exception):
+    """A connection that could not be made or was lost."""
+
+
+@dataclass
+class Faults:
+    """Failure modes switched on per node, for teaching and tests; all off by default."""
+
+    loss: float = 0.0            # fraction of datagrams dropped, on send and on receive
+    no_accept: bool = False      # never hand peer-opened streams to the application
+    never_fin: bool = False      # never send FIN on our side of a stream
+    stall: bool = False          # read requests and never answer (applied by the RPC layer)
+    alpn: str | None = None      # offer this ALPN instead of ours
+    seed: int | None = None
+
+    @classmethod
+    def for_scenario(cls, name: str, loss: float = 0.3) -> Faults:
+        """The faults a named scenario switches on."""
+        table = {
+            "healthy": cls(),
+            "no-accept": cls(no_accept=True),
+            "stream-limit": cls(never_fin=True),
+            "loss": cls(loss=loss),
+            "alpn-mismatch": cls(alpn="dhtscope/0-mismatch"),
+            "stall": cls(stall=True),
+        }
+        if name not in table:
+            raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(table)}")
+        return table[name]
+
+    def names(self) -> list[str]:
+        out = []
+        if self.no_accept:
+            out.append("no-accept")
+        if self.never_fin:
+            out.append("stream-limit")
+        if self.loss:
+            out.append(f"loss={self.loss:g}")
+        if self.alpn:
+            out.append("alpn-mismatch")
+        if self.stall:
+            out.append("stall")
+        return out
+
+
+class ConnectionOwner(Protocol):
+    def connection_ready(self, conn: Conn) -> None: ...
+    def stream_data(self, conn: Conn, stream_id: int, data: bytes, fin: bool) -> None: ...
+    def stream_reset(self, conn: Conn, stream_id: int, error_code: int) -> None: ...
+    def stop_sending(self, conn: Conn, stream_id: int, error_code: int) -> None: ...
+    def connection_lost(self, conn: Conn) -> None: ...
+
+
+def make_certificate(identity: Identity) -> x509.Certificate:
+    """A self-signed certificate for the node's Ed25519 key; peers check the key, not the issuer."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.node_id.hex())])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(identity.private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(identity.private_key, None)
+    )
+
+
+def peer_id_from_certificate(cert: x509.Certificate | None) -> NodeId | None:
+    """SHA-256 of the peer's raw Ed25519 key; None if there is no such key."""
+    if cert is None:
+        return None
+    key = cert.public_key()
+    if not isinstance(key, Ed25519PublicKey):
+        return None
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return NodeId.from_public_key(raw)
+
+
+class _NodeQuicConnection(QuicConnection):
+    """aioquic's connection, asking clients for their certificate and noting who began the close."""
+
+    close_owner: str | None = None
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if not self._is_client:
+            # Mutual TLS: the client's certificate key is what its node id must hash from.
+            # aioquic keeps this switch private; tests/test_transport.py checks it still works.
+            self.tls._request_client_certificate = True
+
+    def _set_state(self, state: QuicConnectionState) -> None:
+        if self.close_owner is None:
+            if state == QuicConnectionState.CLOSING:
+                self.close_owner = "local"
+            elif state == QuicConnectionState.DRAINING:
+                self.close_owner = "remote"
+        super()._set_state(state)
+
+
+class Conn:
+    """One QUIC connection of this node, as client or server."""
+
+    def __init__(self, endpoint: Endpoint, quic: _NodeQuicConnection, role: str, addr: Address) -> None:
+        self.endpoint = endpoint
+        self.quic = quic
+        self.role = role
+        self.addr = addr
+        self.peer_id: NodeId | None = None
+        self.peer_port: int | None = None  # the port the peer says it listens on
+        self.alpn: str | None = None
+        self.ready: asyncio.Future[None] = endpoint.loop.create_future()
+        self.closed = False
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        self.close_trigger: str | None = None
+        self.created_at = endpoint.loop.time()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.streams_opened = 0
+        self.state: Any = None  # the owner's per-connection state (RPC streams)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._received_offsets: dict[int, int] = {}
+        self._sent_offsets: dict[int, int] = {}
+        self._credit_waiters: deque[asyncio.Future[None]] = deque()
+        self._blocked_probe_sent = False
+
+    # -- facts --------------------------------------------------------------
+
+    @property
+    def trace(self) -> Any:
+        return self.quic._quic_logger
+
+    @property
+    def odcid(self) -> str:
+        return self.quic.original_destination_connection_id.hex()
+
+    @property
+    def rtt_s(self) -> float | None:
+        rtt = self.quic._loss._rtt_smoothed
+        return rtt if self.quic._loss._rtt_initialized else None
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed and self.quic._state in (
+            QuicConnectionState.FIRSTFLIGHT, QuicConnectionState.CONNECTED
+        )
+
+    def is_peer_stream(self, stream_id: int) -> bool:
+        client_initiated = stream_id & 1 == 0
+        return client_initiated != (self.role == "client")
+
+    def log(self, name: str, data: dict[str, Any]) -> None:
+        self.endpoint.emit(self, name, data)
+
+    # -- streams ------------------------------------------------------------
+
+    def has_stream_credit(self) -> bool:
+        next_id = self.quic.get_next_available_stream_id()
+        return next_id // 4 < self.quic._remote_max_streams_bidi
+
+    def needs_credit(self) -> bool:
+        """True when a new stream must wait for the peer's MAX_STREAMS first."""
+        return not self.has_stream_credit() and self._blocked_probe_sent
+
+    async def wait_for_credit(self) -> None:
+        """Wait until the peer gives stream credit (or the connection closes)."""
+        while self.needs_credit() and not self.closed:
+            waiter = self.endpoint.loop.create_future()
+            self._credit_waiters.append(waiter)
+            await waiter
+
+    def start_stream(self, data: bytes, fin: bool) -> int:
+        """Open a bidirectional stream with its first bytes, in one step.
+
+        The id and the write must not be separated by an await: aioquic hands out the
+        same id until data is sent on it. The first stream beyond the peer's credit
+        still goes to aioquic, so the peer gets a STREAMS_BLOCKED frame saying we are
+        stuck; callers wait in `wait_for_credit` for the rest.
+        """
+        if self.closed:
+            raise TransportError(f"connection to {self.addr_text} closed")
+        if not self.has_stream_credit():
+            self._blocked_probe_sent = True
+        stream_id = self.quic.get_next_available_stream_id()
+        self.streams_opened += 1
+        self.send(stream_id, data, fin)
+        return stream_id
+
+    def _wake_credit_waiters(self) -> None:
+        if self.has_stream_credit():
+            self._blocked_probe_sent = False
+        while self._credit_waiters and (self.has_stream_credit() or self.closed):
+            waiter = self._credit_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+            if not self.closed:
+                break  # one at a time: each takes a slot, then the next re-checks
+
+    def send(self, stream_id: int, data: bytes, fin: bool) -> None:
+        """Write to a stream; `never_fin` keeps our side of every stream open."""
+        fin = fin and not self.endpoint.faults.never_fin
+        offset = self._sent_offsets.get(stream_id, 0)
+        self.quic.send_stream_data(stream_id, data, end_stream=fin)
+        self._sent_offsets[stream_id] = offset + len(data)
+        self.bytes_sent += len(data)
+        self.log("quic:stream_data_moved", {
+            "stream_id": stream_id, "offset": offset, "length": len(data), "fin": fin,
+            "from": "application", "to": "transport",
+        })
+        self.endpoint.schedule(self)
+
+    def reset(self, stream_id: int, error_code: int) -> None:
+        """Abandon our side of a stream and ask the peer to stop sending on theirs."""
+        try:
+            self.quic.reset_stream(stream_id, error_code)
+        except Exception:  # already finished or reset: nothing left to abandon
+            pass
+        try:
+            self.quic.stop_stream(stream_id, error_code)
+        except Exception:
+            pass
+        self.log("quic:stream_state_updated", {"stream_id": stream_id, "new": "reset_sent", "error_code": error_code})
+        self.endpoint.schedule(self)
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        if not self.closed:
+            self.quic.close(error_code=error_code, reason_phrase=reason)
+            self.endpoint.schedule(self)
+
+    @property
+    def addr_text(self) -> str:
+        return f"{self.addr[0]}:{self.addr[1]}"
+
+    # -- events -------------------------------------------------------------
+
+    def process_events(self) -> None:
+        ep = self.endpoint
+        owner = ep.owner
+        while (event := self.quic.next_event()) is not None:
+            if isinstance(event, events.StreamDataReceived):
+                sid = event.stream_id
+                if ep.faults.no_accept and self.is_peer_stream(sid):
+                    # The seed's bug: the transport has acknowledged these bytes, and the
+                    # application never learns the stream exists.
+                    continue
+                offset = self._received_offsets.get(sid, 0)
+                self._received_offsets[sid] = offset + len(event.data)
+                self.bytes_received += len(event.data)
+                self.log("quic:stream_data_moved", {
+                    "stream_id": sid, "offset": offset, "length": len(event.data), "fin": event.end_stream,
+                    "from": "transport", "to": "application",
+                })
+                owner.stream_data(self, sid, event.data, event.end_stream)
+            elif isinstance(event, events.StreamReset):
+                self.log("quic:stream_state_updated", {
+                    "stream_id": event.stream_id, "new": "reset_received", "error_code": event.error_code,
+                })
+                owner.stream_reset(self, event.stream_id, event.error_code)
+            elif isinstance(event, events.StopSendingReceived):
+                owner.stop_sending(self, event.stream_id, event.error_code)
+            elif isinstance(event, events.HandshakeCompleted):
+                self.alpn = event.alpn_protocol
+                self.peer_id = peer_id_from_certificate(self.quic.tls._peer_certificate)
+                if not self.ready.done():
+                    self.ready.set_result(None)
+                owner.connection_ready(self)
+            elif isinstance(event, events.ConnectionIdIssued):
+                ep.connections[event.connection_id] = self
+            elif isinstance(event, events.ConnectionIdRetired):
+                ep.connections.pop(event.connection_id, None)
+            elif isinstance(event, events.ConnectionTerminated):
+                self._terminated(event)
+            # PingAcknowledged, ProtocolNegotiated, DatagramFrameReceived: nothing to do here.
+        if self._credit_waiters:
+            self._wake_credit_waiters()
+
+    def _terminated(self, event: events.ConnectionTerminated) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = event.error_code
+        self.close_reason = event.reason_phrase
+        self.close_trigger = classify_close(event.error_code, event.reason_phrase)
+        owner_side = "local" if self.close_trigger == "idle_timeout" else (self.quic.close_owner or "remote")
+        # aioquic ended its trace already; write our close event to the same file.
+        trace = self.endpoint.ended_traces.pop(self.quic, None)
+        if trace is not None:
+            trace.log("quic:connection_closed", {
+                "owner": owner_side, "trigger": self.close_trigger,
+                "connection_code": event.error_code, "reason": event.reason_phrase,
+            })
+            trace.close()
+        if not self.ready.done():
+            self.ready.set_exception(TransportError(close_text(self)))
+            self.ready.exception()  # consumed here; connect() reports it
+        for waiter in self._credit_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._credit_waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.endpoint.forget(self)
+        self.endpoint.owner.connection_lost(self)
+
+
+def classify_close(code: int, reason: str) -> str:
+    if code == ALPN_MISMATCH_ERROR or "ALPN" in reason:
+        return "alpn_mismatch"
+    if reason == "Idle timeout":
+        return "idle_timeout"
+    if code == 0:
+        return "clean"
+    return "error"
+
+
+def close_text(conn: Conn) -> str:
+    what = {"alpn_mismatch": "ALPN mismatch", "idle_timeout": "idle timeout"}.get(conn.close_trigger or "", "closed")
+    reason = f": {conn.close_reason}" if conn.close_reason else ""
+    return f"connection to {conn.addr_text} {what} (code 0x{conn.close_code or 0:x}){reason}"
+
+
+class _EndingLogger:
+    """Wraps the node's qlog logger so a trace ended by aioquic can still take our close event."""
+
+    def __init__(self, inner: Any, endpoint: Endpoint) -> None:
+        self.inner = inner
+        self.endpoint = endpoint
+        self._by_trace: dict[int, Any] = {}
+
+    def start_trace(self, is_client: bool, odcid: bytes) -> Any:
+        return self.inner.start_trace(is_client=is_client, odcid=odcid)
+
+    def end_trace(self, trace: Any) -> None:
+        # Deferred: Conn._terminated writes quic:connection_closed, then closes the file.
+        for quic, t in list(self.endpoint.pending_traces.items()):
+            if t is trace:
+                self.endpoint.ended_traces[quic] = trace
+                del self.endpoint.pending_traces[quic]
+                return
+        self.inner.end_trace(trace)
+
+
+class Endpoint(asyncio.DatagramProtocol):
+    """The node's UDP socket: dispatches datagrams to connections by connection id."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        owner: ConnectionOwner,
+        faults: Faults | None = None,
+        quic_logger: Any = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        secrets_log: str | None = None,
+    ) -> None:
+        self.identity = identity
+        self.owner = owner
+        self.faults = faults or Faults()
+        self.loop = asyncio.get_running_loop()
+        self.connections: dict[bytes, Conn] = {}  # by any of our connection ids
+        self.all: set[Conn] = set()
+        self.pending_traces: dict[QuicConnection, Any] = {}
+        self.ended_traces: dict[QuicConnection, Any] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._dirty: set[Conn] = set()
+        self._flush_handle: asyncio.Handle | None = None
+        self._rng = random.Random(self.faults.seed)
+        self._quic_logger = _EndingLogger(quic_logger, self) if quic_logger is not None else None
+        self._secrets = open(secrets_log, "a") if secrets_log else None  # noqa: SIM115
+        cert = make_certificate(identity)
+        alpn = self.faults.alpn or ALPN
+        self._config_args: dict[str, Any] = dict(
+            alpn_protocols=[alpn],
+            certificate=cert,
+            private_key=identity.private_key,
+            idle_timeout=idle_timeout_s,
+            verify_mode=0,  # ssl.CERT_NONE: peers are self-signed; their key is checked against their id
+            secrets_log_file=self._secrets,
+        )
+        self.local_addr: Address = ("0.0.0.0", 0)
+        self.event_sink: Any = None  # callable(conn, name, data), for live subscribers
+
+    async def listen(self, host: str, port: int) -> Address:
+        transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("sockname")
+        self.local_addr = (sock[0], sock[1])
+        return self.local_addr
+
+    def _configuration(self, is_client: bool) -> QuicConfiguration:
+        config = QuicConfiguration(is_client=is_client, **self._config_args)
+        config.quic_logger = self._quic_logger
+        return config
+
+    # -- asyncio.DatagramProtocol ---------------------------------------------
+
+    def emit(self, conn: Conn, name: str, data: dict[str, Any]) -> None:
+        """One event of a connection: into its qlog trace, and to whoever listens live."""
+        trace = conn.trace
+        if trace is not None:
+            trace.log(name, data)
+        if self.event_sink is not None:
+            self.event_sink(conn, name, data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.faults.loss and self._rng.random() < self.faults.loss:
+            return
+        addr = (addr[0], addr[1])
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=8)
+        except ValueError:
+            return  # not QUIC: nothing to answer
+        conn = self.connections.get(header.destination_cid)
+        if conn is None:
+            conn = self._accept(data, header, addr)
+            if conn is None:
+                return
+        now = self.loop.time()
+        conn.quic.receive_datagram(data, addr, now=now)
+        conn.process_events()
+        self._after_io(conn)
+        self.schedule(conn)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("socket error: %s", exc)
+
+    def _accept(self, data: bytes, header: Any, addr: Address) -> Conn | None:
+        if header.packet_type != QuicPacketType.INITIAL or len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+            return None
+        config = self._configuration(is_client=False)
+        if header.version is not None and header.version not in config.supported_versions:
+            assert self._transport is not None
+            self._transport.sendto(encode_quic_version_negotiation(
+                source_cid=header.destination_cid, destination_cid=header.source_cid,
+                supported_versions=config.supported_versions,
+            ), addr)
+            return None
+        if len(self.all) >= MAX_CONNECTIONS:
+            log.warning("refusing connection from %s: %d connections open", addr, len(self.all))
+            return None
+        quic = _NodeQuicConnection(configuration=config, original_destination_connection_id=header.destination_cid)
+        conn = self._register(quic, "server", addr)
+        self.connections[header.destination_cid] = conn
+        self._started(conn, addr)
+        return conn
+
+    def _register(self, quic: _NodeQuicConnection, role: str, addr: Address) -> Conn:
+        conn = Conn(self, quic, role, addr)
+        self.connections[quic.host_cid] = conn
+        self.all.add(conn)
+        if quic._quic_logger is not None:
+            self.pending_traces[quic] = quic._quic_logger
+        return conn
+
+    def _started(self, conn: Conn, addr: Address) -> None:
+        conn.log("quic:connection_started", {
+            "src_ip": self.local_addr[0], "src_port": self.local_addr[1],
+            "dst_ip": addr[0], "dst_port": addr[1], "role": conn.role,
+            "local_node": self.identity.node_id.hex(), "alpn_offered": self._config_args["alpn_protocols"][0],
+        })
+
+    # -- connections ----------------------------------------------------------
+
+    async def connect(self, addr: Address, timeout_s: float = CONNECT_TIMEOUT_S) -> Conn:
+        """A new client connection to `addr`, handshake complete; TransportError if it fails."""
+        host = _resolve(addr[0])
+        addr = (host, addr[1])
+        quic = _NodeQuicConnection(configuration=self._configuration(is_client=True))
+        conn = self._register(quic, "client", addr)
+        self._started(conn, addr)
+        quic.connect(addr, now=self.loop.time())
+        conn.process_events()
+        self.schedule(conn)
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.ready), timeout_s)
+        except asyncio.TimeoutError:
+            conn.close(reason="handshake timeout")
+            conn.close_trigger = "handshake_timeout"
+            raise TransportError(f"no QUIC handshake with {conn.addr_text} within {timeout_s:g} s") from None
+        except TransportError:
+            raise
+        return conn
+
+    def forget(self, conn: Conn) -> None:
+        for cid in [c for c, v in self.connections.items() if v is conn]:
+            del self.connections[cid]
+        self.all.discard(conn)
+        self._dirty.discard(conn)
+
+    # -- sending and timers --------------------------------------------------------
+
+    def schedule(self, conn: Conn) -> None:
+        """Send this connection's datagrams once this loop iteration is done (coalescing writes)."""
+        self._dirty.add(conn)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, set()
+        now = self.loop.time()
+        for conn in dirty:
+            self._transmit(conn, now)
+
+    def _transmit(self, conn: Conn, now: float) -> None:
+        if self._transport is None:
+            return
+        loss = self.faults.loss
+        for data, addr in conn.quic.datagrams_to_send(now=now):
+            if loss and self._rng.random() < loss:
+                continue
+            self._transport.sendto(data, addr)
+        self._after_io(conn)
+        timer_at = conn.quic.get_timer()
+        if conn._timer is not None and conn._timer_at != timer_at:
+            conn._timer.cancel()
+            conn._timer = None
+        if conn._timer is None and timer_at is not None and not conn.closed:
+            conn._timer = self.loop.call_at(timer_at, self._on_timer, conn)
+        conn._timer_at = timer_at
+
+    def _on_timer(self, conn: Conn) -> None:
+        conn._timer = None
+        now = max(conn._timer_at or 0.0, self.loop.time())
+        conn._timer_at = None
+        conn.quic.handle_timer(now=now)
+        conn.process_events()
+        self._transmit(conn, self.loop.time())
+
+    def _after_io(self, conn: Conn) -> None:
+        trace = conn.trace
+        if trace is not None:
+            trace.packet_processed()
+
+    async def close(self, grace_s: float = 0.5) -> None:
+        """Close every connection, give the peers a moment to hear it, then the socket."""
+        conns = list(self.all)
+        for conn in conns:
+            conn.close(reason="node shutting down")
+        if conns:
+            deadline = self.loop.time() + grace_s
+            while any(not c.closed for c in conns) and self.loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        for conn in list(self.all):
+            if conn._timer is not None:
+                conn._timer.cancel()
+        for trace in list(self.pending_traces.values()) + list(self.ended_traces.values()):
+            try:
+                trace.close()
+            except Exception:  # a trace file that cannot be closed must not stop shutdown
+                log.exception("closing a trace")
+        self.pending_traces.clear()
+        self.ended_traces.clear()
+        if self._transport is not None:
+            self._transport.close()
+        if self._secrets is not None:
+            self._secrets.close()
+
+
+def _resolve(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if host == "localhost":
+        return "127.0.0.1"
+    import socket
+
+    return socket.gethostbyname(host)
+

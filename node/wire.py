@@ -1,0 +1,319 @@
+"""The wire codec: one msgpack map per RPC message, versioned, with explicit limits.
+
+A message travels alone on one direction of one bidirectional QUIC stream:
+a 4-byte big-endian length, then the msgpack body, then the stream's FIN.
+The length makes a message complete without waiting for FIN, so a peer that
+never sends FIN still gets its answer read, and the missing FIN shows up
+where it belongs: as stream credit that never comes back. Any malformed
+input raises WireError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar
+
+import msgpack
+
+from .constants import (
+    ID_BYTES,
+    MAX_CONTACTS_PER_MESSAGE,
+    MAX_MESSAGE_BYTES,
+    MAX_RECORDS_PER_MESSAGE,
+    WIRE_VERSION,
+)
+from .ids import Contact, NodeId
+from .records import Record, RecordError
+
+MAX_HOST_CHARS = 255
+MAX_REASON_CHARS = 512
+MAX_REQUEST_ID = (1 << 64) - 1
+
+
+class ErrorCode(IntEnum):
+    """Application error codes: in ERROR responses and in stream resets (RESET_STREAM / STOP_SENDING)."""
+
+    MALFORMED = 0x01            # not msgpack, or not the structure of any message
+    UNSUPPORTED_VERSION = 0x02  # a version this node does not speak
+    UNKNOWN_TYPE = 0x03         # a message type this node does not know
+    MESSAGE_TOO_LARGE = 0x04    # more than MAX_MESSAGE_BYTES on one stream
+    OVERLOADED = 0x05           # too many requests in flight; retry later
+    INTERNAL = 0x06             # the handler failed; the node keeps serving
+    IDENTITY_MISMATCH = 0x07    # sender id is not SHA-256 of its TLS public key
+    NOT_A_REQUEST = 0x08        # a response type arrived as a request
+    CANCELLED = 0x09            # the requester gave up (timeout) or shut down
+
+
+class WireError(Exception):
+    """Bytes that are not a valid message; `code` says which ErrorCode answers them."""
+
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.MALFORMED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MsgType(IntEnum):
+    PING = 0x01
+    PONG = 0x02
+    STORE = 0x10
+    STORE_RESULT = 0x11
+    FIND_NODE = 0x20
+    NODES = 0x21
+    FIND_VALUE = 0x22
+    VALUE = 0x23
+    ERROR = 0x7F
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who sent a message: its claimed id and the UDP port it listens on (host comes from the packet)."""
+
+    node_id: NodeId
+    port: int
+
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[MsgType]
+    request_id: int
+    sender: Sender | None = field(default=None, kw_only=True)
+
+    def is_request(self) -> bool:
+        return self.TYPE in REQUEST_TYPES
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    TYPE: ClassVar[MsgType] = MsgType.PING
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    TYPE: ClassVar[MsgType] = MsgType.PONG
+
+
+@dataclass(frozen=True)
+class Store(Message):
+    TYPE: ClassVar[MsgType] = MsgType.STORE
+    records: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreResult(Message):
+    """One (accepted, reason) pair per record of the STORE, in order."""
+
+    TYPE: ClassVar[MsgType] = MsgType.STORE_RESULT
+    results: tuple[tuple[bool, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class FindNode(Message):
+    TYPE: ClassVar[MsgType] = MsgType.FIND_NODE
+    target: NodeId = NodeId(0)
+
+
+@dataclass(frozen=True)
+class Nodes(Message):
+    TYPE: ClassVar[MsgType] = MsgType.NODES
+    contacts: tuple[Contact, ...] = ()
+
+
+@dataclass(frozen=True)
+class FindValue(Message):
+    TYPE: ClassVar[MsgType] = MsgType.FIND_VALUE
+    key: NodeId = NodeId(0)
+
+
+@dataclass(frozen=True)
+class Value(Message):
+    """Records held under the key (possibly none) and the responder's closest contacts to it."""
+
+    TYPE: ClassVar[MsgType] = MsgType.VALUE
+    records: tuple[Record, ...] = ()
+    contacts: tuple[Contact, ...] = ()
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    TYPE: ClassVar[MsgType] = MsgType.ERROR
+    code: int = ErrorCode.INTERNAL
+    reason: str = ""
+
+
+REQUEST_TYPES = frozenset({MsgType.PING, MsgType.STORE, MsgType.FIND_NODE, MsgType.FIND_VALUE})
+RESPONSE_FOR = {
+    MsgType.PING: frozenset({MsgType.PONG, MsgType.ERROR}),
+    MsgType.STORE: frozenset({MsgType.STORE_RESULT, MsgType.ERROR}),
+    MsgType.FIND_NODE: frozenset({MsgType.NODES, MsgType.ERROR}),
+    MsgType.FIND_VALUE: frozenset({MsgType.VALUE, MsgType.ERROR}),
+}
+
+
+def _contact_to_wire(c: Contact) -> list[Any]:
+    return [c.node_id.to_bytes(), c.host, c.port]
+
+
+def _port(value: Any, what: str) -> int:
+    if type(value) is not int or not 1 <= value <= 65535:
+        raise WireError(f"{what} must be a port number 1..65535")
+    return value
+
+
+def _node_id(value: Any, what: str) -> NodeId:
+    if type(value) is not bytes or len(value) != ID_BYTES:
+        raise WireError(f"{what} must be {ID_BYTES} bytes")
+    return NodeId.from_bytes(value)
+
+
+def _contacts(value: Any) -> tuple[Contact, ...]:
+    if type(value) is not list:
+        raise WireError("contacts must be a list")
+    if len(value) > MAX_CONTACTS_PER_MESSAGE:
+        raise WireError(f"more than {MAX_CONTACTS_PER_MESSAGE} contacts in one message")
+    out = []
+    for item in value:
+        if type(item) is not list or len(item) != 3:
+            raise WireError("a contact must be [id, host, port]")
+        host = item[1]
+        if type(host) is not str or not 0 < len(host) <= MAX_HOST_CHARS:
+            raise WireError(f"a contact host must be a string of 1..{MAX_HOST_CHARS} characters")
+        out.append(Contact(_node_id(item[0], "contact id"), host, _port(item[2], "contact port")))
+    return tuple(out)
+
+
+def _records(value: Any) -> tuple[Record, ...]:
+    if type(value) is not list:
+        raise WireError("records must be a list")
+    if len(value) > MAX_RECORDS_PER_MESSAGE:
+        raise WireError(f"more than {MAX_RECORDS_PER_MESSAGE} records in one message")
+    out = []
+    for n, item in enumerate(value):
+        try:
+            out.append(Record.from_wire(item))
+        except RecordError as exc:
+            raise WireError(f"record {n}: {exc}") from None
+    return tuple(out)
+
+
+FRAME_HEADER_BYTES = 4
+
+
+def encode(message: Message) -> bytes:
+    """The framed bytes of one message; raises WireError if they would exceed MAX_MESSAGE_BYTES."""
+    body: dict[str, Any] = {"v": WIRE_VERSION, "t": int(message.TYPE), "id": message.request_id}
+    if message.sender is not None:
+        body["s"] = [message.sender.node_id.to_bytes(), message.sender.port]
+    if isinstance(message, (Store, Value)):
+        body["r"] = [r.to_wire() for r in message.records]
+    if isinstance(message, (Nodes, Value)):
+        body["c"] = [_contact_to_wire(c) for c in message.contacts]
+    if isinstance(message, StoreResult):
+        body["a"] = [[ok, reason] for ok, reason in message.results]
+    if isinstance(message, FindNode):
+        body["k"] = message.target.to_bytes()
+    if isinstance(message, FindValue):
+        body["k"] = message.key.to_bytes()
+    if isinstance(message, Error):
+        body["c"] = int(message.code)
+        body["m"] = message.reason[:MAX_REASON_CHARS]
+    data = msgpack.packb(body, use_bin_type=True)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}", ErrorCode.MESSAGE_TOO_LARGE)
+    return len(data).to_bytes(FRAME_HEADER_BYTES, "big") + data
+
+
+class FrameReader:
+    """Collects one framed message from a stream's bytes, refusing oversize input as soon as it is declared."""
+
+    __slots__ = ("_buf", "_expected")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._expected: int | None = None
+
+    def feed(self, data: bytes) -> Message | None:
+        """Add bytes; returns the message once complete. Raises WireError for bad or excess bytes."""
+        self._buf += data
+        if self._expected is None:
+            if len(self._buf) < FRAME_HEADER_BYTES:
+                return None
+            self._expected = int.from_bytes(self._buf[:FRAME_HEADER_BYTES], "big")
+            if self._expected > MAX_MESSAGE_BYTES:
+                raise WireError(
+                    f"declared message length {self._expected} exceeds {MAX_MESSAGE_BYTES} bytes",
+                    ErrorCode.MESSAGE_TOO_LARGE,
+                )
+        have = len(self._buf) - FRAME_HEADER_BYTES
+        if have < self._expected:
+            return None
+        if have > self._expected:
+            raise WireError(f"{have - self._expected} bytes after the end of the message")
+        return decode(bytes(self._buf[FRAME_HEADER_BYTES:]))
+
+    def finish(self) -> None:
+        """The stream ended (FIN): raise WireError if a message was cut short."""
+        if self._expected is None or len(self._buf) - FRAME_HEADER_BYTES < self._expected:
+            raise WireError(f"stream ended after {len(self._buf)} bytes, inside a message")
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+
+def decode(data: bytes) -> Message:
+    """One message from its msgpack body (without the frame header); WireError for anything else."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}", ErrorCode.MESSAGE_TOO_LARGE)
+    if not data:
+        raise WireError("empty message")
+    try:
+        body = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many types for bad bytes; all mean the same here
+        raise WireError(f"not a msgpack message ({type(exc).__name__})") from None
+    if type(body) is not dict:
+        raise WireError("a message must be a msgpack map")
+    version = body.get("v")
+    if version != WIRE_VERSION:
+        raise WireError(f"unsupported wire version {version!r} (this node speaks {WIRE_VERSION})",
+                        ErrorCode.UNSUPPORTED_VERSION)
+    raw_type = body.get("t")
+    try:
+        mtype = MsgType(raw_type)
+    except ValueError:
+        raise WireError(f"unknown message type {raw_type!r}", ErrorCode.UNKNOWN_TYPE) from None
+    request_id = body.get("id")
+    if type(request_id) is not int or not 0 <= request_id <= MAX_REQUEST_ID:
+        raise WireError("request id must be an unsigned 64-bit integer")
+    sender = None
+    if "s" in body:
+        s = body["s"]
+        if type(s) is not list or len(s) != 2:
+            raise WireError("sender must be [id, port]")
+        sender = Sender(_node_id(s[0], "sender id"), _port(s[1], "sender port"))
+    common = {"request_id": request_id, "sender": sender}
+    if mtype is MsgType.PING:
+        return Ping(**common)
+    if mtype is MsgType.PONG:
+        return Pong(**common)
+    if mtype is MsgType.STORE:
+        return Store(records=_records(body.get("r")), **common)
+    if mtype is MsgType.STORE_RESULT:
+        results = body.get("a")
+        if type(results) is not list or len(results) > MAX_RECORDS_PER_MESSAGE or not all(
+            type(x) is list and len(x) == 2 and type(x[0]) is bool and type(x[1]) is str for x in results
+        ):
+            raise WireError("store results must be a list of [accepted, reason]")
+        return StoreResult(results=tuple((ok, reason) for ok, reason in results), **common)
+    if mtype is MsgType.FIND_NODE:
+        return FindNode(target=_node_id(body.get("k"), "target"), **common)
+    if mtype is MsgType.NODES:
+        return Nodes(contacts=_contacts(body.get("c")), **common)
+    if mtype is MsgType.FIND_VALUE:
+        return FindValue(key=_node_id(body.get("k"), "key"), **common)
+    if mtype is MsgType.VALUE:
+        return Value(records=_records(body.get("r")), contacts=_contacts(body.get("c")), **common)
+    code, reason = body.get("c"), body.get("m")
+    if type(code) is not int or type(reason) is not str:
+        raise WireError("an error must carry an integer code and a reason")
+    return Error(code=code, reason=reason[:MAX_REASON_CHARS], **common)

@@ -1,0 +1,496 @@
+"""Signed records, the record store and advertisements: all sans-I/O, time passed in."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dhtscope.node.constants import (
+    MAX_CLOCK_SKEW_S,
+    MAX_RECORD_TTL_S,
+    MAX_SERVICE_NAME_BYTES,
+    MAX_VALUE_BYTES,
+    RECORD_TTL_S,
+    REPUBLISH_MARGIN_S,
+)
+from dhtscope.node.ids import NodeId
+from dhtscope.node.keys import Identity
+from dhtscope.node.records import (
+    SIGNATURE_DOMAIN,
+    Advertisements,
+    Record,
+    RecordError,
+    RecordRejected,
+    RecordStore,
+    verify,
+)
+
+NOW = 1_700_000_000.0
+SERVICE = "calculator"
+KEY = NodeId.for_name(SERVICE)
+
+ALICE = Identity.generate()
+BOB = Identity.generate()
+
+
+def make(
+    identity: Identity = ALICE,
+    *,
+    key: NodeId = KEY,
+    value: bytes = b"10.0.0.5:9000",
+    seq: int = 1,
+    ttl_s: float = RECORD_TTL_S,
+    now: float = NOW,
+    name: str | None = SERVICE,
+) -> Record:
+    return Record.create(identity, key, value, seq, ttl_s, now, name=name)
+
+
+def resigned(record: Record, identity: Identity, **changes: object) -> Record:
+    """`record` with fields changed and a valid signature by `identity` over the result."""
+    changed = dataclasses.replace(record, **changes)
+    return dataclasses.replace(changed, signature=identity.sign(changed.signed_payload()))
+
+
+def reason_of(record: Record, now: float = NOW) -> str:
+    with pytest.raises(RecordRejected) as info:
+        verify(record, now)
+    return info.value.reason
+
+
+VALID = make()
+VALID_WIRE = VALID.to_wire()
+
+
+# ---------------------------------------------------------------- Record: signing and wire
+
+
+def test_created_record_verifies_and_carries_its_fields() -> None:
+    verify(VALID, NOW)
+    assert VALID.publisher == ALICE.node_id
+    assert VALID.public_key == ALICE.public_key
+    assert VALID.expires_at == NOW + RECORD_TTL_S
+    assert len(VALID.signature) == 64
+
+
+@pytest.mark.parametrize("name", [SERVICE, None])
+def test_wire_round_trip_through_msgpack_preserves_every_field(name: str | None) -> None:
+    record = make(name=name, key=KEY if name else NodeId.random())
+    wire = msgpack.unpackb(msgpack.packb(record.to_wire(), use_bin_type=True), raw=False)
+    back = Record.from_wire(wire)
+    assert back == record
+    verify(back, NOW)
+
+
+def test_wire_map_omits_absent_name() -> None:
+    assert "n" not in make(name=None, key=NodeId.random()).to_wire()
+    assert VALID_WIRE["n"] == SERVICE
+
+
+def test_signed_payload_is_domain_separated_and_covers_every_field_but_the_signature() -> None:
+    payload = VALID.signed_payload()
+    assert payload.startswith(SIGNATURE_DOMAIN)
+    other = make(BOB)
+    variants = [
+        dataclasses.replace(VALID, key=NodeId.random(), name=None),
+        dataclasses.replace(VALID, publisher=BOB.node_id),
+        dataclasses.replace(VALID, public_key=BOB.public_key),
+        dataclasses.replace(VALID, value=b"10.0.0.5:9001"),
+        dataclasses.replace(VALID, seq=2),
+        dataclasses.replace(VALID, expires_at=VALID.expires_at + 0.001),
+        dataclasses.replace(VALID, name=None),
+    ]
+    assert len({v.signed_payload() for v in variants} | {payload}) == len(variants) + 1
+    assert dataclasses.replace(VALID, signature=other.signature).signed_payload() == payload
+
+
+def test_int_and_float_expiry_sign_the_same_bytes() -> None:
+    record = make(now=1000, ttl_s=300)  # ints in, float out
+    assert dataclasses.replace(record, expires_at=1300).signed_payload() == record.signed_payload()
+
+
+def test_create_refuses_oversized_value_and_mismatched_name() -> None:
+    with pytest.raises(RecordError, match="value is"):
+        make(value=b"x" * (MAX_VALUE_BYTES + 1))
+    with pytest.raises(RecordError, match="not SHA-256 of the name"):
+        make(name="not-calculator")
+
+
+def _wire(**changes: object) -> dict[str, object]:
+    obj = dict(VALID_WIRE)
+    for k, v in changes.items():
+        if v is _DROP:
+            obj.pop(k, None)
+        else:
+            obj[k] = v
+    return obj
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("obj", "fragment"),
+    [
+        ([1, 2], "must be a map"),
+        (b"\x00" * 10, "must be a map"),
+        (None, "must be a map"),
+        (_wire(k=_DROP), "missing its key"),
+        (_wire(p=_DROP), "missing its publisher"),
+        (_wire(pk=_DROP), "missing its public key"),
+        (_wire(v=_DROP), "missing its value"),
+        (_wire(s=_DROP), "missing its sequence number"),
+        (_wire(e=_DROP), "missing its expiry time"),
+        (_wire(sig=_DROP), "missing its signature"),
+        (_wire(k="ab" * 32), "key (field 'k') must be bytes"),
+        (_wire(k=b"\x01" * 31), "key must be 32 bytes"),
+        (_wire(p=b"\x01" * 33), "publisher must be 32 bytes"),
+        (_wire(pk=b"\x01" * 31), "public key must be 32 bytes"),
+        (_wire(sig=b"\x01" * 63), "signature must be 64 bytes"),
+        (_wire(v="10.0.0.5:9000"), "value (field 'v') must be bytes"),
+        (_wire(v=b"x" * (MAX_VALUE_BYTES + 1)), f"more than the {MAX_VALUE_BYTES}-byte limit"),
+        (_wire(s=True), "must be an integer"),
+        (_wire(s=1.0), "must be an integer"),
+        (_wire(s=-1), "sequence number must be an integer from 0"),
+        (_wire(s=1 << 64), "sequence number must be an integer from 0"),
+        (_wire(e="soon"), "must be a number"),
+        (_wire(e=False), "must be a number"),
+        (_wire(e=float("nan")), "finite"),
+        (_wire(e=float("inf")), "finite"),
+        (_wire(e=10**400), "out of range"),
+        (_wire(n=42), "name (field 'n') must be a string"),
+        (_wire(n="x" * (MAX_SERVICE_NAME_BYTES + 1)), f"more than the {MAX_SERVICE_NAME_BYTES}-byte limit"),
+        (_wire(n="other-service"), "key is not SHA-256 of the name"),
+        (_wire(n="\ud800"), "not valid UTF-8"),
+    ],
+)
+def test_from_wire_rejects_malformed_input_with_a_reason(obj: object, fragment: str) -> None:
+    with pytest.raises(RecordError) as info:
+        Record.from_wire(obj)
+    assert fragment in info.value.reason
+
+
+def test_from_wire_ignores_unknown_fields_and_accepts_int_expiry() -> None:
+    record = make(now=1000, ttl_s=300)
+    back = Record.from_wire({**record.to_wire(), "e": 1300, "future": [1, 2]})
+    assert back == record
+    verify(back, 1000)
+
+
+_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.binary(max_size=80),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+_SIZED_BYTES = st.sampled_from([0, 31, 32, 33, 63, 64, 65, MAX_VALUE_BYTES + 1]).flatmap(
+    lambda n: st.binary(min_size=n, max_size=n)
+)
+
+
+def _accepts_or_record_error(obj: object) -> None:
+    try:
+        record = Record.from_wire(obj)
+    except RecordError:
+        return
+    assert isinstance(record, Record)
+    try:
+        verify(record, NOW)  # whatever parsed must also verify or be rejected, nothing else
+    except RecordRejected:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["k", "p", "pk", "v", "s", "e", "sig", "n", "x"]), _ANY | _SIZED_BYTES))
+def test_from_wire_on_any_map_gives_a_record_or_record_error(obj: dict[str, object]) -> None:
+    _accepts_or_record_error(obj)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(VALID_WIRE) + ["x"]),
+        st.just(_DROP) | _ANY | _SIZED_BYTES,
+        max_size=3,
+    )
+)
+def test_from_wire_on_mutated_valid_maps_gives_a_record_or_record_error(changes: dict[str, object]) -> None:
+    _accepts_or_record_error(_wire(**changes))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_from_wire_on_random_bytes_and_their_msgpack_decoding_never_raises_anything_else(data: bytes) -> None:
+    _accepts_or_record_error(data)
+    try:
+        decoded = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception:  # msgpack's own errors are the wire codec's business, not this module's
+        return
+    _accepts_or_record_error(decoded)
+
+
+# ---------------------------------------------------------------- Record: verification
+
+
+@pytest.mark.parametrize(
+    "field_change",
+    [
+        {"value": b"6.6.6.6:666"},
+        {"seq": 2},
+        {"expires_at": VALID.expires_at + 60},
+        {"signature": bytes(64)},
+        {"signature": make(seq=2).signature},
+        {"name": None},
+        {"key": NodeId.for_name("evil"), "name": "evil"},
+    ],
+)
+def test_tampered_record_is_rejected_for_its_signature(field_change: dict[str, object]) -> None:
+    tampered = dataclasses.replace(VALID, **field_change)
+    assert "signature does not match" in reason_of(tampered)
+
+
+def test_impostor_claiming_another_nodes_id_is_rejected() -> None:
+    # Mallory signs correctly with her own key but claims Bob's id as publisher.
+    mallory = Identity.generate()
+    impostor = resigned(make(mallory), mallory, publisher=BOB.node_id)
+    assert reason_of(impostor) == "publisher id does not match its public key"
+
+
+def test_impostor_with_victims_public_key_but_own_signature_is_rejected() -> None:
+    mallory = Identity.generate()
+    forged = resigned(make(mallory), mallory, publisher=BOB.node_id, public_key=BOB.public_key)
+    assert "signature does not match" in reason_of(forged)
+
+
+def test_expired_record_is_rejected_at_and_after_its_expiry() -> None:
+    verify(VALID, VALID.expires_at - 0.001)
+    assert "expired" in reason_of(VALID, now=VALID.expires_at)
+    assert "expired 10.0 s ago" in reason_of(VALID, now=VALID.expires_at + 10)
+
+
+def test_record_claiming_too_long_a_life_is_rejected() -> None:
+    limit = MAX_RECORD_TTL_S + MAX_CLOCK_SKEW_S
+    verify(make(ttl_s=limit), NOW)  # exactly the limit is tolerated
+    reason = reason_of(make(ttl_s=limit + 1))
+    assert "maximum TTL" in reason and f"{MAX_RECORD_TTL_S:.0f} s" in reason
+
+
+def test_verify_rejects_malformed_record_built_in_memory() -> None:
+    assert "value is" in reason_of(dataclasses.replace(VALID, value=b"x" * (MAX_VALUE_BYTES + 1)))
+    assert "finite" in reason_of(dataclasses.replace(VALID, expires_at=float("nan")))
+
+
+# ---------------------------------------------------------------- RecordStore
+
+
+def test_store_keeps_many_providers_per_key_ordered_by_publisher() -> None:
+    store = RecordStore()
+    providers = [Identity.generate() for _ in range(10)]
+    for i, ident in enumerate(providers):
+        out = store.put(make(ident, value=f"10.0.0.{i}:9000".encode()), NOW)
+        assert (out.accepted, out.action) == (True, "stored")
+    got = store.get(KEY, NOW)
+    assert [r.publisher for r in got] == sorted(p.node_id for p in providers)
+    assert len(store) == 10 and store.keys() == [KEY]
+    assert store.get(NodeId.for_name("nothing"), NOW) == []
+
+
+def test_store_sequence_ordering_replaces_refreshes_and_refuses() -> None:
+    store = RecordStore()
+    v1, v2, v3 = make(seq=1), make(seq=2, value=b"a:1"), make(seq=3, value=b"b:2")
+    assert store.put(v2, NOW).action == "stored"
+
+    older = store.put(v1, NOW)
+    assert (older.accepted, older.action) == (False, "refused")
+    assert older.reason.startswith("older sequence number than the stored record")
+    assert older.previous == v2
+
+    same = store.put(v2, NOW + 1)
+    assert (same.accepted, same.action) == (True, "refreshed")
+
+    newer = store.put(v3, NOW)
+    assert (newer.accepted, newer.action, newer.previous) == (True, "replaced", v2)
+    assert store.get(KEY, NOW) == [v3]
+    assert len(store) == 1 and store.count_for_publisher(ALICE.node_id) == 1
+
+
+def test_store_refuses_equal_seq_with_different_contents() -> None:
+    store = RecordStore()
+    store.put(make(seq=5, value=b"a:1"), NOW)
+    out = store.put(make(seq=5, value=b"b:2"), NOW)
+    assert not out.accepted and "same sequence number (5)" in out.reason
+    assert store.get(KEY, NOW)[0].value == b"a:1"
+
+
+def test_store_refuses_bad_records_without_raising() -> None:
+    store = RecordStore()
+    out = store.put(dataclasses.replace(VALID, value=b"evil:1"), NOW, from_peer=BOB.node_id)
+    assert (out.accepted, out.action, out.from_peer) == (False, "refused", BOB.node_id)
+    assert "signature" in out.reason
+    assert store.put(VALID, VALID.expires_at).reason.startswith("record expired")
+    assert len(store) == 0
+
+
+def test_store_per_key_limit_refuses_with_its_value() -> None:
+    store = RecordStore(max_per_key=3)
+    providers = [Identity.generate() for _ in range(3)]
+    for ident in providers:
+        assert store.put(make(ident), NOW).accepted
+    out = store.put(make(BOB), NOW)
+    assert not out.accepted and "limit per key (max_per_key=3)" in out.reason
+    # A provider already there may still update its own record: same slot, no new space needed.
+    assert store.put(make(providers[0], seq=2), NOW).action == "replaced"
+
+
+def test_store_per_publisher_limit_refuses_with_its_value() -> None:
+    store = RecordStore(max_per_peer=2)
+    for service in ("a", "b"):
+        assert store.put(make(key=NodeId.for_name(service), name=service), NOW).accepted
+    out = store.put(make(key=NodeId.for_name("c"), name="c"), NOW)
+    assert not out.accepted and "limit per publisher (max_per_peer=2)" in out.reason
+    assert store.count_for_publisher(ALICE.node_id) == 2
+    assert store.put(make(BOB, key=NodeId.for_name("c"), name="c"), NOW).accepted  # others unaffected
+
+
+def test_store_total_limit_refuses_with_its_value() -> None:
+    store = RecordStore(max_total=2)
+    assert store.put(make(ALICE), NOW).accepted
+    assert store.put(make(BOB), NOW).accepted
+    out = store.put(make(Identity.generate(), key=NodeId.random(), name=None), NOW)
+    assert not out.accepted and "total limit (max_total=2)" in out.reason
+    assert len(store) == 2
+
+
+def test_store_purges_expired_records_first_to_make_room() -> None:
+    store = RecordStore(max_per_key=1)
+    short = make(ALICE, ttl_s=10)
+    store.put(short, NOW)
+    out = store.put(make(BOB, now=NOW + 10), NOW + 10)
+    assert (out.accepted, out.action) == (True, "stored")
+    assert out.purged == (short,)
+    assert [r.publisher for r in store.get(KEY, NOW + 10)] == [BOB.node_id]
+
+
+def test_expired_record_from_same_publisher_does_not_block_a_lower_seq() -> None:
+    # After its record expired, a restarted publisher may start over; the dead record is gone.
+    store = RecordStore()
+    store.put(make(seq=100, ttl_s=10), NOW)
+    assert store.put(make(seq=1, now=NOW + 20), NOW + 20).action == "stored"
+
+
+def test_expire_returns_exactly_the_expired_records() -> None:
+    store = RecordStore()
+    idents = [Identity.generate() for _ in range(6)]
+    records = [make(ident, ttl_s=10.0 * (i + 1)) for i, ident in enumerate(idents)]
+    for r in records:
+        store.put(r, NOW)
+    assert store.expire(NOW + 5) == []
+    assert store.expire(NOW + 20) == records[:2]  # expires_at == now counts as expired
+    assert store.expire(NOW + 20) == []
+    assert store.next_expiry() == NOW + 30
+    assert len(store) == 4
+    assert store.get(KEY, NOW + 45) == sorted(records[4:], key=lambda r: r.publisher)  # get hides expired
+    assert store.expire(NOW + 1000) == records[2:]
+    assert len(store) == 0 and store.next_expiry() is None and store.keys() == []
+
+
+def test_expire_skips_records_that_were_replaced() -> None:
+    store = RecordStore()
+    store.put(make(seq=1, ttl_s=10), NOW)
+    newer = make(seq=2, ttl_s=100)
+    store.put(newer, NOW)
+    assert store.next_expiry() == NOW + 100  # the stale heap entry at NOW+10 is skipped
+    assert store.expire(NOW + 50) == []
+    assert store.get(KEY, NOW + 50) == [newer]
+
+
+def test_heap_does_not_grow_without_bound_under_replacement() -> None:
+    store = RecordStore()
+    for seq in range(1, 400):
+        store.put(make(seq=seq, ttl_s=600), NOW)
+    assert len(store._heap) <= 2 * len(store) + 65
+
+
+def test_records_and_keys_list_live_ones_when_given_now() -> None:
+    store = RecordStore()
+    other = NodeId.for_name("other")
+    a = make(ttl_s=10)
+    b = make(BOB, key=other, name="other", ttl_s=100)
+    store.put(a, NOW)
+    store.put(b, NOW)
+    assert store.records() == sorted([a, b], key=lambda r: r.key)
+    assert store.records(NOW + 50) == [b]
+    assert store.keys(NOW + 50) == [other]
+    assert len(store) == 2  # nothing removed until expire() or put()
+
+
+# ---------------------------------------------------------------- Advertisements
+
+
+def test_advertisement_record_is_signed_with_the_configured_ttl() -> None:
+    ads = Advertisements(ALICE, ttl_s=20, margin_s=5)
+    record = ads.add(KEY, b"10.0.0.5:9000", SERVICE, NOW)
+    verify(record, NOW)
+    assert record.expires_at == NOW + 20 and record.name == SERVICE
+    assert record.seq >= int(NOW * 1000)
+    assert ads.all() == [record] and ads.next_due() == NOW + 15
+
+
+def test_due_republishes_before_expiry_with_higher_seq() -> None:
+    ads = Advertisements(ALICE, ttl_s=20, margin_s=5)
+    first = ads.add(KEY, b"10.0.0.5:9000", SERVICE, NOW)
+    assert ads.due(NOW + 14.9) == []
+    [again] = ads.due(NOW + 15)
+    assert again.seq > first.seq and again.expires_at == NOW + 35
+    assert again.value == first.value and again.expires_at > first.expires_at
+    assert ads.next_due() == NOW + 30
+    store = RecordStore()
+    store.put(first, NOW)
+    assert store.put(again, NOW + 15).action == "replaced"
+
+
+def test_due_after_a_long_pause_still_republishes_once() -> None:
+    ads = Advertisements(ALICE, ttl_s=20, margin_s=5)
+    ads.add(KEY, b"v", SERVICE, NOW)
+    assert len(ads.due(NOW + 1000)) == 1
+    assert ads.due(NOW + 1000) == []
+
+
+def test_seq_increases_across_restarts_and_stalled_clocks() -> None:
+    before = Advertisements(ALICE).add(KEY, b"v", SERVICE, NOW)
+    after_restart = Advertisements(ALICE).add(KEY, b"v", SERVICE, NOW + 0.5)
+    assert after_restart.seq > before.seq
+    ads = Advertisements(ALICE)
+    seqs = [ads.add(KEY, b"v", SERVICE, NOW).seq for _ in range(3)]  # same instant
+    assert seqs == sorted(set(seqs))
+
+
+def test_remove_stops_republishing_only_the_matching_value() -> None:
+    ads = Advertisements(ALICE, ttl_s=20, margin_s=5)
+    ads.add(KEY, b"v1", SERVICE, NOW)
+    assert not ads.remove(KEY, b"other")
+    assert ads.remove(KEY, b"v1")
+    assert ads.due(NOW + 100) == [] and ads.next_due() is None and ads.all() == []
+
+
+def test_second_value_under_one_key_replaces_the_first() -> None:
+    ads = Advertisements(ALICE)
+    ads.add(KEY, b"v1", SERVICE, NOW)
+    second = ads.add(KEY, b"v2", SERVICE, NOW)
+    assert ads.all() == [second] and len(ads) == 1
+
+
+@pytest.mark.parametrize(("ttl_s", "margin_s"), [(0, 0), (MAX_RECORD_TTL_S + 1, 60), (20, 20), (20, -1)])
+def test_advertisements_refuse_impossible_timing(ttl_s: float, margin_s: float) -> None:
+    with pytest.raises(ValueError):
+        Advertisements(ALICE, ttl_s=ttl_s, margin_s=margin_s)
+
+
+def test_default_advertisements_follow_the_protocol_timing() -> None:
+    ads = Advertisements(ALICE)
+    record = ads.add(KEY, b"v", SERVICE, NOW)
+    assert record.expires_at == NOW + RECORD_TTL_S
+    assert ads.next_due() == NOW + RECORD_TTL_S - REPUBLISH_MARGIN_S
