@@ -12,6 +12,7 @@ from typing import Any, Callable
 from .constants import (
     ALPHA,
     BUCKET_REFRESH_S,
+    CONNECT_TIMEOUT_S,
     FIND_VALUE_QUORUM,
     K,
     MAINTENANCE_INTERVAL_S,
@@ -113,6 +114,7 @@ class Node:
         maintenance_interval_s: float = MAINTENANCE_INTERVAL_S,
         bucket_refresh_s: float = BUCKET_REFRESH_S,
         clock: Callable[[], float] = time.time,
+        client_mode: bool = False,
     ) -> None:
         self.identity = identity or Identity.generate()
         self.id = self.identity.node_id
@@ -123,6 +125,9 @@ class Node:
         self.faults = faults or Faults()
         self.recorder = recorder
         self.clock = clock
+        # A client-mode node (a probe) never tells peers its port, so nobody adds it
+        # to a routing table where it would linger after the process is gone.
+        self.client_mode = client_mode
         self.request_timeout_s = request_timeout_s
         self.maintenance_interval_s = maintenance_interval_s
         self.bucket_refresh_s = bucket_refresh_s
@@ -204,8 +209,8 @@ class Node:
 
     # -- the handler: one request in, one response out --------------------------
 
-    def _sender(self) -> Sender:
-        return Sender(self.id, self.port)
+    def _sender(self) -> Sender | None:
+        return None if self.client_mode else Sender(self.id, self.port)
 
     def _handle(self, conn: Conn, request: Message) -> Message | None:
         kind = request.TYPE.name
@@ -246,7 +251,7 @@ class Node:
                                             "name": record.name})
         else:
             self.emit("dht:record_refused", {**base, "reason": outcome.reason})
-        return outcome.accepted, outcome.reason or outcome.action
+        return outcome.accepted, outcome.action if outcome.accepted else outcome.reason
 
     # -- routing ----------------------------------------------------------------
 
@@ -298,9 +303,11 @@ class Node:
             addr, expected = (target.host, target.port), target.node_id
         else:
             addr, expected = target, None
-        message = _with_sender(message, self._sender())
+        sender = self._sender()
+        if sender is not None:
+            message = _with_sender(message, sender)
         try:
-            conn = await rpc.connection_to(addr, expected)
+            conn = await rpc.connection_to(addr, expected, min(CONNECT_TIMEOUT_S, self.request_timeout_s))
             response, rtt = await rpc.request(conn, message, self.request_timeout_s)
         except RemoteError:
             raise
@@ -465,7 +472,8 @@ class Node:
         lookup = await self.find_node(record.key)
         targets = list(lookup.closest[:K])
         stored_locally = False
-        if len(targets) < K or record.key.distance(self.id) < record.key.distance(targets[-1].node_id):
+        if not self.client_mode and (
+                len(targets) < K or record.key.distance(self.id) < record.key.distance(targets[-1].node_id)):
             stored_locally = self.store_.put(record, self.clock(), from_peer=self.id).accepted
 
         async def one(contact: Contact) -> tuple[Contact, bool, str]:

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .constants import REQUEST_TIMEOUT_S, STREAM_CREDIT_WAIT_S
+from .constants import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, STREAM_CREDIT_WAIT_S
 from .ids import Contact, NodeId
 from .transport import Address, Conn, Endpoint, Faults, TransportError, close_text
 from .wire import (
@@ -92,7 +92,7 @@ class RpcEndpoint:
     def __init__(
         self,
         endpoint_factory: Callable[[RpcEndpoint], Endpoint],
-        sender: Callable[[], Sender],
+        sender: Callable[[], Sender | None],
         handler: Handler,
         faults: Faults,
         on_peer: Callable[[Conn], None] | None = None,
@@ -120,7 +120,8 @@ class RpcEndpoint:
         conn = self._by_peer.get(node_id)
         return conn if conn is not None and conn.is_open else None
 
-    async def connection_to(self, addr: Address, expected: NodeId | None = None) -> Conn:
+    async def connection_to(self, addr: Address, expected: NodeId | None = None,
+                            timeout_s: float = CONNECT_TIMEOUT_S) -> Conn:
         """A ready connection to the node at `addr` (reused if one exists); PeerMismatch if it is not `expected`."""
         if expected is not None:
             conn = self.pooled(expected)
@@ -133,7 +134,7 @@ class RpcEndpoint:
                 pending = self.loop.create_future()
                 self._dialing[addr] = pending
                 try:
-                    conn = await self.endpoint.connect(addr)
+                    conn = await self.endpoint.connect(addr, timeout_s)
                 except BaseException as exc:
                     pending.set_exception(exc if isinstance(exc, Exception) else TransportError("cancelled"))
                     pending.exception()
@@ -325,12 +326,13 @@ class RpcEndpoint:
         self._respond(conn, stream_id, request, response)
 
     def _respond(self, conn: Conn, stream_id: int, request: Message | None, response: Message) -> None:
-        if response.sender is None:
-            response = _with_sender(response, self._sender())
+        sender = self._sender()
+        if response.sender is None and sender is not None:
+            response = _with_sender(response, sender)
         try:
             data = encode(response)
         except WireError as exc:
-            response = Error(response.request_id, code=exc.code, reason=str(exc), sender=self._sender())
+            response = Error(response.request_id, code=exc.code, reason=str(exc), sender=sender)
             data = encode(response)
         if conn.closed:
             return

@@ -120,8 +120,8 @@ async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asynci
         while not stop.is_set():
             try:
                 stored = await node.advertise(service, endpoint)
-                report("advertised", f"advertised {service}={endpoint} at {stored.replicas} of "
-                                     f"{len(stored.targets)} closest nodes",
+                report("advertised", f"advertised {service}={endpoint}: stored on {stored.replicas} "
+                                     f"node(s) of the {len(stored.targets)} closest found",
                        service=service, endpoint=endpoint, replicas=stored.replicas)
                 break
             except NodeError as exc:

@@ -138,7 +138,7 @@ async def _probe(args: argparse.Namespace) -> int:
     from dhtscope.node.node import Node
 
     node = Node(host=args.listen[0], port=args.listen[1], name="probe", role="probe",
-                request_timeout_s=args.timeout)
+                request_timeout_s=args.timeout, client_mode=True)
     await node.start()
     started = time.monotonic()
     try:
@@ -223,7 +223,7 @@ def _print_probe(result: dict[str, Any]) -> None:
         for c in result["closest"]:
             print(f"  {c['node'][:16]}  {c['address']}")
     else:
-        print(f"stored at {result['replicas']} of {result['targets']} closest nodes")
+        print(f"stored on {result['replicas']} of the {result['targets']} closest nodes")
         for r in result["refused"]:
             print(f"  refused by {r['node'][:8]}: {r['reason']}")
 
@@ -246,8 +246,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
 # -- entry -------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the fix, not the whole usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dhtscope", description=(
+    parser = _Parser(prog="dhtscope", description=(
         "A Kademlia DHT node over QUIC, and the tools to see inside it."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -1,0 +1,146 @@
+"""The wire codec: round trips, framing, limits, and one error type for any bad input."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dhtscope.node.constants import MAX_CONTACTS_PER_MESSAGE, MAX_MESSAGE_BYTES
+from dhtscope.node.ids import Contact, NodeId
+from dhtscope.node.keys import Identity
+from dhtscope.node.records import Record
+from dhtscope.node.wire import (
+    FRAME_HEADER_BYTES,
+    Error,
+    ErrorCode,
+    FindNode,
+    FindValue,
+    FrameReader,
+    Nodes,
+    Ping,
+    Pong,
+    Sender,
+    Store,
+    StoreResult,
+    Value,
+    WireError,
+    decode,
+    encode,
+)
+
+IDENTITY = Identity.generate()
+NOW = 1_700_000_000.0
+
+
+def body(message) -> bytes:
+    return encode(message)[FRAME_HEADER_BYTES:]
+
+
+def sample_messages():
+    sender = Sender(IDENTITY.node_id, 4500)
+    contact = Contact(NodeId.random(), "127.0.0.1", 4501)
+    record = Record.create(IDENTITY, NodeId.for_name("calculator"), b"127.0.0.1:9001", 1, 300, NOW, name="calculator")
+    return [
+        Ping(1, sender=sender),
+        Pong(1, sender=sender),
+        Store(2, records=(record,), sender=sender),
+        StoreResult(2, results=((True, "stored"), (False, "too many"))),
+        FindNode(3, target=NodeId.random()),
+        Nodes(3, contacts=(contact,)),
+        FindValue(4, key=NodeId.for_name("calculator")),
+        Value(4, records=(record,), contacts=(contact,)),
+        Error(5, code=ErrorCode.MALFORMED, reason="bad"),
+    ]
+
+
+@pytest.mark.parametrize("message", sample_messages(), ids=lambda m: m.TYPE.name)
+def test_every_message_round_trips(message):
+    assert decode(body(message)) == message
+
+
+def test_frame_reader_returns_message_only_when_complete():
+    frame = encode(Ping(7))
+    reader = FrameReader()
+    assert reader.feed(frame[:3]) is None
+    assert reader.feed(frame[3:-1]) is None
+    assert reader.feed(frame[-1:]) == Ping(7)
+
+
+def test_frame_reader_refuses_declared_oversize_before_reading_it():
+    reader = FrameReader()
+    with pytest.raises(WireError) as info:
+        reader.feed((MAX_MESSAGE_BYTES + 1).to_bytes(4, "big"))
+    assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE
+
+
+def test_frame_reader_refuses_bytes_after_the_message():
+    with pytest.raises(WireError, match="after the end"):
+        FrameReader().feed(encode(Ping(1)) + b"x")
+
+
+def test_stream_ending_inside_a_message_is_an_error():
+    reader = FrameReader()
+    reader.feed(encode(Ping(1))[:5])
+    with pytest.raises(WireError, match="inside a message"):
+        reader.finish()
+
+
+@pytest.mark.parametrize("raw, code", [
+    (msgpack.packb({"v": 99, "t": 1, "id": 1}), ErrorCode.UNSUPPORTED_VERSION),
+    (msgpack.packb({"v": 1, "t": 0x55, "id": 1}), ErrorCode.UNKNOWN_TYPE),
+    (msgpack.packb({"v": 1, "t": 1, "id": -1}), ErrorCode.MALFORMED),
+    (msgpack.packb([1, 2, 3]), ErrorCode.MALFORMED),
+    (b"\xc1", ErrorCode.MALFORMED),
+    (msgpack.packb({"v": 1, "t": 0x20, "id": 1, "k": b"short"}), ErrorCode.MALFORMED),
+    (msgpack.packb({"v": 1, "t": 0x21, "id": 1, "c": [[b"x" * 32, "h", 70000]]}), ErrorCode.MALFORMED),
+])
+def test_malformed_bodies_raise_wire_error_with_code(raw, code):
+    with pytest.raises(WireError) as info:
+        decode(raw)
+    assert info.value.code == code
+
+
+def test_too_many_contacts_is_refused():
+    contacts = [[NodeId.random().to_bytes(), "127.0.0.1", 1000]] * (MAX_CONTACTS_PER_MESSAGE + 1)
+    with pytest.raises(WireError, match="contacts"):
+        decode(msgpack.packb({"v": 1, "t": 0x21, "id": 1, "c": contacts}))
+
+
+def test_encode_refuses_messages_over_the_limit():
+    contacts = tuple(Contact(NodeId.random(), "h" * 255, 1) for _ in range(MAX_MESSAGE_BYTES // 200))
+    with pytest.raises(WireError) as info:
+        encode(Nodes(1, contacts=contacts))
+    assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_any_bytes_decode_to_a_message_or_wire_error(data):
+    try:
+        message = decode(data)
+    except WireError as exc:
+        assert str(exc)
+    else:
+        assert message.TYPE is not None
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=8)
+    | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "t", "id", "s", "k", "c", "r", "a", "m"]), json_like))
+def test_any_msgpack_map_decodes_to_a_message_or_wire_error(fields):
+    fields.setdefault("v", 1)
+    try:
+        message = decode(msgpack.packb(fields, use_bin_type=True))
+    except WireError as exc:
+        assert exc.code in set(ErrorCode)
+    else:
+        assert decode(encode(message)[FRAME_HEADER_BYTES:]) == message
