@@ -15,6 +15,10 @@ from typing import Any, Callable, TextIO
 SERVICE = "calculator"
 CHECK_TIMEOUT_S = 60.0
 STOP_GRACE_S = 3.0
+SCENARIO_REQUEST_TIMEOUT_S = 2.0   # faults show within seconds, not the default 5 s per attempt
+SCENARIO_TIMEOUT_S = {"healthy": 30.0, "loss": 30.0, "stream-limit": 45.0}
+FAULT_SCENARIO_TIMEOUT_S = 15.0    # no-accept, alpn-mismatch, stall: discovery cannot succeed
+STREAM_LIMIT_PINGS = 140           # more requests to the registry than aioquic's 128 streams
 
 
 @dataclass
@@ -50,11 +54,17 @@ class ClusterPlan:
                 "--listen", f"{self.host}:{port}", "--bootstrap", registry, "--role", "provider",
                 "--advertise", f"{SERVICE}={endpoint}"]))
         client_port = self.base_port + self.providers + 1
-        members.append(Member("client", "client", client_port, [
-            "--listen", f"{self.host}:{client_port}", "--bootstrap", registry, "--role", "client",
-            "--discover", SERVICE]))
+        client = ["--listen", f"{self.host}:{client_port}", "--bootstrap", registry, "--role", "client",
+                  "--discover", SERVICE]
+        if self.scenario == "stream-limit":
+            # One stream per PING on one connection: the registry's unfinished streams
+            # pile up until the credit aioquic gives (128) is gone.
+            client += ["--ping-bootstrap", str(STREAM_LIMIT_PINGS)]
+        members.append(Member("client", "client", client_port, client))
         for m in members:
             m.args = ["--name", m.name, *m.args, *common]
+            if self.scenario != "healthy":
+                m.args += ["--request-timeout", str(SCENARIO_REQUEST_TIMEOUT_S)]
             if self.record_dir:
                 m.args += ["--record", self.record_dir]
             if self.control_dir:
@@ -206,6 +216,51 @@ def run_foreground(plan: ClusterPlan, out: TextIO, until: Callable[[dict[str, An
                 return 1
         return 1 if until is not None else 0
     except KeyboardInterrupt:
+        return 0
+    finally:
+        cluster.stop()
+
+
+def scenario_timeout_s(scenario: str) -> float:
+    return SCENARIO_TIMEOUT_S.get(scenario, FAULT_SCENARIO_TIMEOUT_S)
+
+
+def run_scenario(plan: ClusterPlan, out: TextIO, timeout_s: float | None = None) -> int:
+    """Run the topology with the scenario's fault until the client's discovery succeeds or gives up.
+
+    Exits 0 when the run completed either way (a fault scenario is expected to fail
+    discovery); 1 only if a node process died.
+    """
+    timeout_s = timeout_s or scenario_timeout_s(plan.scenario)
+    cluster = Cluster(plan)
+    started = time.monotonic()
+    width = max(len(m.name) for m in cluster.members)
+    best = 0
+    outcome = None
+    try:
+        cluster.start()
+        while outcome is None and time.monotonic() - started < timeout_s:
+            for event in cluster.events(0.2):
+                out.write(f"{event.get('node', '?'):>{width}} | {event.get('text', '')}\n")
+                out.flush()
+                if event.get("node") != "client":
+                    continue
+                if event.get("event") == "discovered":
+                    best = max(best, len(event.get("providers", [])))
+                    if best >= plan.providers and plan.scenario != "stream-limit":
+                        outcome = "succeeded"
+                elif event.get("event") == "ping_done" and plan.scenario == "stream-limit":
+                    outcome = "stopped after the PING burst: " + event.get("text", "")
+            dead = [m for m in cluster.exited() if m.process and m.process.returncode not in (0, None)]
+            if dead:
+                out.write(f"{', '.join(m.name for m in dead)} exited early\n")
+                return 1
+        elapsed = time.monotonic() - started
+        verdict = outcome or f"gave up after {elapsed:.1f} s"
+        out.write(f"scenario {plan.scenario}: client discovered {best}/{plan.providers} providers of "
+                  f"{SERVICE}; discovery {verdict}\n")
+        if plan.record_dir:
+            out.write(f"recording in {plan.record_dir}: run `dhtscope diagnose {plan.record_dir}`\n")
         return 0
     finally:
         cluster.stop()

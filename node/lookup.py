@@ -108,32 +108,51 @@ class Lookup:
         self._values: list[Any] = []
         self._value_keys: set[Hashable] = set()
         self._value_nodes = 0
-        for contact in seeds:
-            self._learn(contact, 1)
+        self._scan: tuple[list[_Entry], bool] | None = None
+        self._learn(seeds, 1)
 
-    def _learn(self, contact: Contact, round_: int) -> None:
-        value = contact.node_id.value
-        if value == self._self_value:
-            return
-        distance = value ^ self._tv
-        entry = self._entries.get(distance)
-        if entry is None:
-            self._entries[distance] = _Entry(contact, round_)
-            insort(self._order, distance)
-        elif entry.state == _NEW and round_ < entry.round:
-            entry.round = round_
-
-    def _closest_live(self) -> Iterable[_Entry]:
-        """The k closest entries that have not failed, nearest first."""
-        n = 0
-        for distance in self._order:
-            entry = self._entries[distance]
-            if entry.state == _FAILED:
+    def _learn(self, contacts: Iterable[Contact], round_: int) -> None:
+        entries = self._entries
+        order = self._order
+        tv = self._tv
+        sv = self._self_value
+        for contact in contacts:
+            value = contact.node_id.value
+            if value == sv:
                 continue
-            yield entry
-            n += 1
-            if n == self.k:
-                return
+            distance = value ^ tv
+            entry = entries.get(distance)
+            if entry is None:
+                entries[distance] = _Entry(contact, round_)
+                insort(order, distance)
+                self._scan = None
+            elif entry.state == _NEW and round_ < entry.round:
+                entry.round = round_
+
+    def _closest_live(self) -> tuple[list[_Entry], bool]:
+        """The not-yet-queried among the k closest live entries, and whether all of those answered.
+
+        Cached until the shortlist changes: the driver asks after every event.
+        """
+        if self._scan is None:
+            fresh: list[_Entry] = []
+            all_answered = True
+            n = 0
+            entries = self._entries
+            for distance in self._order:
+                entry = entries[distance]
+                state = entry.state
+                if state == _FAILED:
+                    continue
+                if state != _ANSWERED:
+                    all_answered = False
+                    if state == _NEW:
+                        fresh.append(entry)
+                n += 1
+                if n == self.k:
+                    break
+            self._scan = (fresh, all_answered)
+        return self._scan
 
     # -- driving ---------------------------------------------------------
 
@@ -141,17 +160,18 @@ class Lookup:
         """Contacts to query now; each is counted in flight until its outcome is reported."""
         if self.done:
             return []
-        out: list[Contact] = []
         room = self.alpha - self._in_flight
         if room <= 0:
-            return out
-        for entry in self._closest_live():
-            if entry.state == _NEW:
-                entry.state = _IN_FLIGHT
-                entry.sent_at = now
-                out.append(entry.contact)
-                if len(out) == room:
-                    break
+            return []
+        fresh, _ = self._closest_live()
+        chosen = fresh[:room]
+        out: list[Contact] = []
+        for entry in chosen:
+            entry.state = _IN_FLIGHT
+            entry.sent_at = now
+            out.append(entry.contact)
+        if chosen:
+            self._scan = None
         self._in_flight += len(out)
         self._messages += len(out)
         return out
@@ -173,9 +193,9 @@ class Lookup:
         """`contact` answered with `contacts` (and, for FIND_VALUE, maybe `values`)."""
         entry = self._take(contact)
         entry.state = _ANSWERED
+        self._scan = None
         returned = tuple(contacts)
-        for learned in returned:
-            self._learn(learned, entry.round + 1)
+        self._learn(returned, entry.round + 1)
         if values:
             self._value_nodes += 1
             for value in values:
@@ -191,6 +211,7 @@ class Lookup:
         """The query to `contact` failed (timeout, refused, bad answer); it is never asked again."""
         entry = self._take(contact)
         entry.state = _FAILED
+        self._scan = None
         self._failed += 1
         self._hops.append(Hop(entry.round, entry.contact, entry.sent_at, None, (), 0, error))
 
@@ -201,7 +222,7 @@ class Lookup:
         """Quorum of values reached, or every one of the k closest live contacts has answered."""
         if self.value_quorum is not None and self._value_nodes >= self.value_quorum:
             return True
-        return all(entry.state == _ANSWERED for entry in self._closest_live())
+        return self._closest_live()[1]
 
     @property
     def in_flight(self) -> int:

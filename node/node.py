@@ -18,6 +18,7 @@ from .constants import (
     MAINTENANCE_INTERVAL_S,
     RECORD_TTL_S,
     REQUEST_TIMEOUT_S,
+    STREAM_CREDIT_WAIT_S,
 )
 from .ids import Contact, NodeId
 from .keys import Identity
@@ -308,7 +309,8 @@ class Node:
             message = _with_sender(message, sender)
         try:
             conn = await rpc.connection_to(addr, expected, min(CONNECT_TIMEOUT_S, self.request_timeout_s))
-            response, rtt = await rpc.request(conn, message, self.request_timeout_s)
+            response, rtt = await rpc.request(conn, message, self.request_timeout_s,
+                                              min(STREAM_CREDIT_WAIT_S, 3 * self.request_timeout_s))
         except RemoteError:
             raise
         except (RpcError, TransportError) as exc:

@@ -224,27 +224,32 @@ class RoutingTable:
             return []
         tv = target.value
         b = (tv ^ self._self_value).bit_length() - 1
+        buckets = self._buckets
+        ev = exclude.value if exclude is not None else -1
+        # One spare, in case the excluded id is among those gathered.
+        need = count + 1 if ev >= 0 else count
+        picked: list[Contact] = []
+        take = picked.extend
+
         # Seen from target, bucket b holds everything closer than 2**b, all
         # buckets below b share [2**b, 2**(b+1)), and each bucket i > b is
-        # alone in [2**i, 2**(i+1)). So whole groups in that order suffice.
-        groups: list[list[int]] = []
-        if b >= 0:
-            groups.append([b])
-        groups.append(sorted(i for i in self._buckets if i < b) if b > 0 else [])
-        groups.extend([i] for i in sorted(i for i in self._buckets if i > b))
-        ev = exclude.value if exclude is not None else -1
-        picked: list[Contact] = []
-        for group in groups:
-            for i in group:
-                bucket = self._buckets.get(i)
-                if bucket is not None:
-                    picked.extend(bucket.contacts)
-            if len(picked) > count or (len(picked) == count and ev < 0):
-                break
-        if ev >= 0:
-            picked = [c for c in picked if c.node_id.value != ev]
+        # alone in [2**i, 2**(i+1)). So whole groups, in that order, suffice.
+        if b >= 0 and (bucket := buckets.get(b)) is not None:
+            take(bucket.contacts)
+        if len(picked) < need and b > 0:
+            for i, bucket in buckets.items():
+                if i < b:
+                    take(bucket.contacts)
+        if len(picked) < need:
+            for i in sorted(i for i in buckets if i > b):
+                take(buckets[i].contacts)
+                if len(picked) >= need:
+                    break
         picked.sort(key=lambda c: c.node_id.value ^ tv)
-        return picked[:count]
+        if ev >= 0:
+            picked = [c for c in picked[:need] if c.node_id.value != ev]
+        del picked[count:]
+        return picked
 
     def contacts(self) -> list[Contact]:
         """Every contact in the buckets (not the replacement caches), nearest bucket first."""

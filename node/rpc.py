@@ -160,15 +160,16 @@ class RpcEndpoint:
         conn: Conn,
         message: Message,
         timeout_s: float = REQUEST_TIMEOUT_S,
+        credit_wait_s: float = STREAM_CREDIT_WAIT_S,
     ) -> tuple[Message, float]:
         """Send `message` on a new stream of `conn`; the response and its round-trip time in seconds."""
         data = encode(message)
         if conn.needs_credit():
             try:
-                await asyncio.wait_for(conn.wait_for_credit(), STREAM_CREDIT_WAIT_S)
+                await asyncio.wait_for(conn.wait_for_credit(), credit_wait_s)
             except asyncio.TimeoutError:
                 raise RpcTimeout(
-                    f"{conn.addr_text} gave no stream credit for {STREAM_CREDIT_WAIT_S:g} s "
+                    f"{conn.addr_text} gave no stream credit for {credit_wait_s:g} s "
                     "(its side of earlier streams never finished)"
                 ) from None
         try:

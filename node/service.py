@@ -10,8 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
+from .constants import FIND_VALUE_QUORUM
 from .keys import Identity
 from .node import Node, NodeError
+from .rpc import RpcError
 from .transport import Address, Faults
 
 BOOTSTRAP_RETRY_S = 0.5
@@ -33,6 +35,10 @@ class ServiceOptions:
     control_token: str | None = None
     json_lines: bool = False
     request_timeout_s: float | None = None
+    discover_interval_s: float = DISCOVER_INTERVAL_S
+    discover_rounds: int | None = None   # stop discovering after this many rounds (None: run on)
+    discover_all: bool = False           # ask all k closest nodes, not just the first few holders
+    ping_bootstrap: int = 0              # PING each bootstrap node this many times after joining
 
 
 class Reporter:
@@ -127,12 +133,20 @@ async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asynci
             except NodeError as exc:
                 report("advertise_failed", f"advertise {service} failed, retrying: {exc}", error=str(exc))
                 await asyncio.sleep(BOOTSTRAP_RETRY_S)
+    if opts.ping_bootstrap:
+        await _ping_bootstrap(node, opts, report)
     started = time.monotonic()
     last: dict[str, int] = {}
+    rounds = 0
+    quorum = None if opts.discover_all else FIND_VALUE_QUORUM
     while opts.discover and not stop.is_set():
+        if opts.discover_rounds is not None and rounds >= opts.discover_rounds:
+            report("discover_done", f"finished {rounds} discovery rounds", rounds=rounds)
+            return
+        rounds += 1
         for service in opts.discover:
             try:
-                found = await node.discover(service)
+                found = await node.discover(service, quorum)
             except NodeError as exc:
                 report("discover_failed", f"discover {service} failed: {exc}", service=service, error=str(exc))
                 continue
@@ -145,5 +159,22 @@ async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asynci
                        messages=found.lookup.messages,
                        elapsed_ms=round((time.monotonic() - started) * 1000))
                 last[service] = len(endpoints)
-        await asyncio.sleep(DISCOVER_INTERVAL_S)
+        await asyncio.sleep(opts.discover_interval_s)
 
+
+
+async def _ping_bootstrap(node: Node, opts: ServiceOptions, report: Reporter) -> None:
+    """PING the bootstrap nodes one request (and one stream) after another."""
+    for addr in opts.bootstrap:
+        ok = failed = 0
+        error = None
+        for _ in range(opts.ping_bootstrap):
+            try:
+                await node.ping(addr)
+                ok += 1
+            except (NodeError, RpcError) as exc:
+                failed += 1
+                error = str(exc)
+                break  # the rest would wait on the same jammed connection
+        text = f"pinged {addr[0]}:{addr[1]}: {ok} answered, {failed} failed"
+        report("ping_done", text + (f" (last error: {error})" if error else ""), ok=ok, failed=failed)

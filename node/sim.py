@@ -77,6 +77,8 @@ class SimNetwork:
         self.tables: list[RoutingTable] = [RoutingTable(c.node_id, k=k) for c in self.contacts]
         self.online = bytearray(b"\x01") * n
         self.held: dict[int, set[int]] = {}  # key -> indices of nodes holding its value
+        self.queries_sent = 0
+        self.queries_unanswered = 0  # offline or lost, whether or not the lookup waited for them
 
     def __len__(self) -> int:
         return len(self.values)
@@ -191,6 +193,8 @@ class SimNetwork:
                 j = self.index[contact.node_id.value]
                 answered = bool(self.online[j]) and rng.random() >= self.loss
                 delay = rng.uniform(_RTT_MIN_S, _RTT_MAX_S) if answered else REQUEST_TIMEOUT_S
+                self.queries_sent += 1
+                self.queries_unanswered += not answered
                 seq += 1
                 heapq.heappush(pending, (self.now + delay, seq, contact, answered))
             if lookup.done or not pending:
@@ -207,7 +211,16 @@ class SimNetwork:
             else:
                 lookup.on_failure(contact, self.now, "timeout")
                 table.failed(contact.node_id, self.now)
-        return lookup.result()
+        result = lookup.result()
+        # The lookup is over, but queries still out end later all the same:
+        # the querier's table learns from those outcomes too.
+        for _, _, contact, answered in sorted(pending):
+            if answered:
+                self._learn(self.tables[self.index[contact.node_id.value]], me)
+                self._learn(table, contact)
+            else:
+                table.failed(contact.node_id, self.now)
+        return result
 
 
 def _percentile(sorted_values: list[float], p: float) -> float:
@@ -277,6 +290,7 @@ def run_simulation(
     live = [j for j in range(nodes) if net.online[j]]
 
     results: list[LookupResult] = []
+    sent_before, unanswered_before = net.queries_sent, net.queries_unanswered
     for key in keys:
         holders = net.held[key]
         origin = _pick_origin(live, holders, key_rng)
@@ -309,7 +323,13 @@ def run_simulation(
         "median_messages": statistics.median(messages) if messages else 0,
         "p95_messages": _percentile(messages, 95),
         "mean_messages": statistics.fmean(messages) if messages else 0.0,
+        # Failures the lookups waited for; queries still out when a lookup
+        # ended (it had its value) are in unanswered_fraction only.
         "mean_hops_failed": statistics.fmean(r.failed for r in results) if results else 0.0,
+        "unanswered_fraction": (
+            (net.queries_unanswered - unanswered_before) / (net.queries_sent - sent_before)
+            if net.queries_sent > sent_before else 0.0
+        ),
         "build_s": round(build_s, 3),
         "lookup_s": round(lookup_s, 3),
         "log2_nodes": math.log2(nodes),

@@ -256,6 +256,14 @@ class Conn:
 
     def reset(self, stream_id: int, error_code: int) -> None:
         """Abandon our side of a stream and ask the peer to stop sending on theirs."""
+        stream = self.quic._streams.get(stream_id)
+        if stream is not None and stream.is_blocked:
+            # A stream still waiting for the peer's credit does not exist for the peer:
+            # aioquic would send RESET_STREAM for it anyway and the peer would close the
+            # connection with STREAM_LIMIT_ERROR. Leave it; its late answer is ignored.
+            self.log("quic:stream_state_updated", {"stream_id": stream_id, "new": "abandoned_blocked",
+                                                    "error_code": error_code})
+            return
         try:
             self.quic.reset_stream(stream_id, error_code)
         except Exception:  # already finished or reset: nothing left to abandon
@@ -334,7 +342,7 @@ class Conn:
                 "owner": owner_side, "trigger": self.close_trigger,
                 "connection_code": event.error_code, "reason": event.reason_phrase,
             })
-            trace.close()
+            self.endpoint.end_trace(trace)
         if not self.ready.done():
             self.ready.set_exception(TransportError(close_text(self)))
             self.ready.exception()  # consumed here; connect() reports it
@@ -439,6 +447,10 @@ class Endpoint(asyncio.DatagramProtocol):
 
     # -- asyncio.DatagramProtocol ---------------------------------------------
 
+    def end_trace(self, trace: Any) -> None:
+        if self._quic_logger is not None:
+            self._quic_logger.inner.end_trace(trace)
+
     def emit(self, conn: Conn, name: str, data: dict[str, Any]) -> None:
         """One event of a connection: into its qlog trace, and to whoever listens live."""
         trace = conn.trace
@@ -466,7 +478,6 @@ class Endpoint(asyncio.DatagramProtocol):
         now = self.loop.time()
         conn.quic.receive_datagram(data, addr, now=now)
         conn.process_events()
-        self._after_io(conn)
         self.schedule(conn)
 
     def error_received(self, exc: Exception) -> None:
@@ -558,7 +569,6 @@ class Endpoint(asyncio.DatagramProtocol):
             if loss and self._rng.random() < loss:
                 continue
             self._transport.sendto(data, addr)
-        self._after_io(conn)
         timer_at = conn.quic.get_timer()
         if conn._timer is not None and conn._timer_at != timer_at:
             conn._timer.cancel()
@@ -575,11 +585,6 @@ class Endpoint(asyncio.DatagramProtocol):
         conn.process_events()
         self._transmit(conn, self.loop.time())
 
-    def _after_io(self, conn: Conn) -> None:
-        trace = conn.trace
-        if trace is not None:
-            trace.packet_processed()
-
     async def close(self, grace_s: float = 0.5) -> None:
         """Close every connection, give the peers a moment to hear it, then the socket."""
         conns = list(self.all)
@@ -594,7 +599,7 @@ class Endpoint(asyncio.DatagramProtocol):
                 conn._timer.cancel()
         for trace in list(self.pending_traces.values()) + list(self.ended_traces.values()):
             try:
-                trace.close()
+                self.end_trace(trace)
             except Exception:  # a trace file that cannot be closed must not stop shutdown
                 log.exception("closing a trace")
         self.pending_traces.clear()

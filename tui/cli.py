@@ -77,6 +77,16 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
     p.add_argument("--control-token", metavar="TOKEN", help="token required on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
+    p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
+                   help="seconds to wait for each answer (default 5)")
+    p.add_argument("--discover-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="pause between discovery rounds (default 1)")
+    p.add_argument("--discover-rounds", type=_positive_int, default=None, metavar="N",
+                   help="stop discovering after N rounds")
+    p.add_argument("--ping-bootstrap", type=int, default=0, metavar="N",
+                   help="after joining, PING each bootstrap node N times, one stream each")
+    p.add_argument("--discover-all", action="store_true",
+                   help="ask all k closest nodes in each discovery, not only the first holders")
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -87,6 +97,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         advertise=args.advertise, discover=args.discover,
         faults=Faults.for_scenario(args.scenario, loss=args.loss), record_dir=args.record,
         control=args.control, control_token=args.control_token, json_lines=args.json_lines,
+        request_timeout_s=args.request_timeout, discover_interval_s=args.discover_interval,
+        discover_rounds=args.discover_rounds, discover_all=args.discover_all,
+        ping_bootstrap=args.ping_bootstrap,
     )
     asyncio.run(run_service(opts))
     return 0
@@ -98,7 +111,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", type=_positive_int, default=3, help="number of providers (default 3)")
     p.add_argument("--base-port", type=int, default=4500, help="registry port; others follow (default 4500)")
-    p.add_argument("--scenario", choices=SCENARIOS, default="healthy", help="fault mode on the registry")
+    p.add_argument("--scenario", choices=SCENARIOS, default=None,
+                   help="fault mode on the registry; the run ends once discovery succeeds or gives up")
     p.add_argument("--record", metavar="DIR", help="record every node's qlog traces into DIR")
 
 
@@ -107,16 +121,18 @@ def _plan(args: argparse.Namespace) -> Any:
 
     if not 1024 <= args.base_port <= 65535 - args.providers - 2:
         raise UsageError(f"--base-port {args.base_port} leaves no room for {args.providers + 2} nodes")
-    return ClusterPlan(providers=args.providers, base_port=args.base_port, scenario=args.scenario,
+    return ClusterPlan(providers=args.providers, base_port=args.base_port, scenario=args.scenario or "healthy",
                        record_dir=args.record)
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from dhtscope.node.cluster import run_check, run_foreground
+    from dhtscope.node.cluster import run_check, run_foreground, run_scenario
 
     plan = _plan(args)
     if args.check:
         return run_check(plan, sys.stdout, timeout_s=args.timeout)
+    if args.scenario or args.record:
+        return run_scenario(plan, sys.stdout)
     return run_foreground(plan, sys.stdout)
 
 
