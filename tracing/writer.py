@@ -1,0 +1,375 @@
+"""Write dhtscope traces as they happen: one JSON-SEQ `.sqlog` per connection endpoint.
+
+aioquic's own loggers keep every event in memory and write at connection close (a crash
+leaves nothing; both ends of a connection overwrite each other). `LiveQuicLogger` is a
+drop-in `QuicConfiguration.quic_logger` whose traces append to their own file instead,
+flushed at least every `flush_interval_s`. Layout and header: docs/trace-events.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from itertools import chain, count
+from pathlib import Path
+from typing import Any, Union
+
+import orjson
+from aioquic.quic.logger import QuicLoggerTrace
+
+from . import _json
+
+PathLike = Union[str, Path]
+
+log = logging.getLogger(__name__)
+
+RS = b"\x1e"
+NL = b"\n"
+
+# aioquic logs these only between packets, never while a received packet's frames are
+# being handled, so seeing one means the held packet_received is complete.
+_PACKET_BOUNDARY = frozenset(
+    {
+        "transport:packet_received",
+        "transport:packet_sent",
+        "transport:packet_dropped",
+        "transport:datagrams_received",
+        "transport:datagrams_sent",
+    }
+)
+# A safety valve: never hold more than this many events waiting for a boundary.
+_MAX_HELD = 256
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+
+
+def _header(node_name: str, vantage: str, reference_ms: float, odcid: str | None) -> dict[str, Any]:
+    """The first record: qlog 0.3 fields qvis reads plus current-draft fields."""
+    common: dict[str, Any] = {}
+    if odcid is not None:
+        common["ODCID"] = odcid
+        common["group_id"] = odcid
+    common["reference_time"] = reference_ms
+    common["time_format"] = "relative"
+    common["protocol_type"] = ["QUIC", "DHT"]
+    return {
+        "qlog_version": "0.3",
+        "qlog_format": "JSON-SEQ",
+        "file_schema": "urn:ietf:params:qlog:file:sequential",
+        "serialization_format": "application/qlog+json-seq",
+        "title": f"dhtscope {node_name}",
+        "trace": {
+            "vantage_point": {"type": vantage, "name": node_name},
+            "common_fields": common,
+        },
+    }
+
+
+def _create_unique(directory: Path, stem: str, first: str | None = None) -> tuple[int, Path]:
+    """Create a new file that did not exist before (O_EXCL), so no two writers share one.
+
+    `first` is tried as-is before numbered names `<stem>-<n>.sqlog`.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    names = chain([first] if first else [], (f"{stem}-{n}.sqlog" for n in count()))
+    for name in names:
+        path = directory / name
+        try:
+            return os.open(path, _OPEN_FLAGS, 0o644), path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+class _SeqWriter:
+    """Append-only JSON-SEQ file with an in-memory buffer written out by time.
+
+    Crash safety comes from writing whole records with os.write: data handed to the kernel
+    survives SIGKILL, so a killed process loses only what sat in the buffer, and at worst
+    leaves one truncated last record, which the reader skips.
+    """
+
+    path: Path
+    reference_ms: float
+
+    def _open_writer(self, fd: int, path: Path, header: dict[str, Any], flush_interval_s: float) -> None:
+        self.path = path
+        self._fd: int | None = fd
+        self._buf: list[bytes] = []
+        self._interval = flush_interval_s
+        self._last_write = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self.error: OSError | None = None
+        self._buf.append(RS + _json.dumps(header) + NL)
+        self._write_out()  # the header goes to disk at once: the file is readable from birth
+
+    @property
+    def closed(self) -> bool:
+        """True once closed (or after a write error made the file unusable)."""
+        return self._fd is None
+
+    def _emit(self, t_s: float, name: str, data: Any) -> None:
+        """Serialise one event now and buffer it; write out if the last write is old."""
+        record = {"time": round(t_s * 1000.0 - self.reference_ms, 3), "name": name, "data": data}
+        self._buf.append(RS + _json.dumps(record) + NL)
+        if time.monotonic() - self._last_write >= self._interval:
+            self._write_out()
+        elif len(self._buf) == 1:
+            self._arm_timer()  # first record since the last write: make sure one follows
+
+    def _arm_timer(self) -> None:
+        # When an event loop runs, make sure buffered events reach the file within the
+        # interval even if no further event arrives to trigger the write.
+        if self._timer is not None or self._fd is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(self._interval, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def _write_out(self) -> None:
+        """Hand buffered records to the kernel."""
+        self._last_write = time.monotonic()
+        if not self._buf or self._fd is None:
+            self._buf.clear()
+            return
+        data = memoryview(b"".join(self._buf))
+        self._buf.clear()
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError as exc:
+            # A full disk must not take the connection down with it: stop tracing this file.
+            self.error = exc
+            log.warning("trace %s: write failed (%s); tracing stopped for this file", self.path, exc)
+            self._close_fd()
+
+    def _release(self) -> None:
+        """Hook: serialise events held back for completeness (LiveTrace)."""
+
+    def flush(self) -> None:
+        """Write everything logged so far to the file (call after each datagram is handled)."""
+        self._release()
+        self._write_out()
+
+    def _close_fd(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def close(self) -> None:
+        """Flush and close; later events are ignored."""
+        if self._fd is None:
+            return
+        self.flush()
+        self._close_fd()
+
+
+class LiveTrace(QuicLoggerTrace, _SeqWriter):
+    """One connection endpoint's trace, written to `<odcid>-<client|server>-<n>.sqlog`.
+
+    A `QuicLoggerTrace`, so aioquic's `encode_*` helpers work; `log_event` appends to the
+    file instead of memory. aioquic logs `transport:packet_received` before it fills the
+    packet's frame list, and logs other events (metrics_updated from an ACK, key updates)
+    while the frames are still being handled. So a packet_received and everything after
+    it are held unserialised until the next packet boundary, a custom `log()`, `flush()` or
+    close; by then aioquic has finished with the packet.
+    """
+
+    def __init__(
+        self,
+        directory: PathLike,
+        node_name: str,
+        *,
+        is_client: bool,
+        odcid: bytes,
+        flush_interval_s: float = 0.1,
+    ) -> None:
+        QuicLoggerTrace.__init__(self, is_client=is_client, odcid=odcid)
+        role = "client" if is_client else "server"
+        self._vantage_point = {"name": node_name, "type": role}
+        self.node_name = node_name
+        self.odcid = odcid.hex()
+        self.reference_ms = time.time() * 1000.0
+        self._held: list[tuple[float, str, Any]] = []
+        fd, path = _create_unique(Path(directory), f"{self.odcid or 'none'}-{role}")
+        self._open_writer(fd, path, _header(node_name, role, self.reference_ms, self.odcid), flush_interval_s)
+
+    def log_event(self, *, category: str, event: str, data: dict) -> None:  # type: ignore[override]
+        """aioquic's entry point: record one event (possibly held until its packet is done)."""
+        if self._fd is None:
+            return
+        now = time.time()
+        name = f"{category}:{event}"
+        if self._held:
+            if name in _PACKET_BOUNDARY or len(self._held) >= _MAX_HELD:
+                self._release()
+            else:
+                self._held.append((now, name, data))
+                return
+        if name == "transport:packet_received":
+            self._held.append((now, name, data))
+            self._arm_timer()
+            return
+        self._emit(now, name, data)
+
+    def log(self, name: str, data: dict[str, Any]) -> None:
+        """Record a dhtscope event (`quic:stream_data_moved`, `dht:rpc_sent`, ...).
+
+        The application only runs between aioquic calls, so any held packet is complete.
+        """
+        if self._fd is None:
+            return
+        self._release()
+        self._emit(time.time(), name, data)
+
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        for t_s, name, data in held:
+            self._emit(t_s, name, data)
+
+    def __repr__(self) -> str:
+        return f"<LiveTrace {self.path}>"
+
+
+class LiveQuicLogger:
+    """`QuicConfiguration.quic_logger` that streams each connection to its own `.sqlog`.
+
+    Safe to share between configurations/nodes: `end_trace` closes any LiveTrace, whoever
+    started it, and ignores traces of other kinds.
+    """
+
+    def __init__(self, directory: PathLike, node_name: str, flush_interval_s: float = 0.1) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.node_name = node_name
+        self.flush_interval_s = flush_interval_s
+        self._traces: dict[int, LiveTrace] = {}
+
+    def start_trace(self, is_client: bool, odcid: bytes) -> LiveTrace:
+        """Called by aioquic when a connection starts."""
+        trace = LiveTrace(
+            self.directory,
+            self.node_name,
+            is_client=is_client,
+            odcid=odcid,
+            flush_interval_s=self.flush_interval_s,
+        )
+        if len(self._traces) >= 64:
+            self._prune()
+        self._traces[id(trace)] = trace
+        return trace
+
+    def _prune(self) -> None:
+        # Traces closed by someone else (another logger's end_trace, a write error).
+        self._traces = {k: t for k, t in self._traces.items() if not t.closed}
+
+    def end_trace(self, trace: QuicLoggerTrace) -> None:
+        """Called by aioquic when a connection ends: flush and close its file."""
+        if isinstance(trace, LiveTrace):
+            trace.close()
+        self._traces.pop(id(trace), None)
+
+    @property
+    def traces(self) -> list[LiveTrace]:
+        """Traces started here and not yet ended."""
+        self._prune()
+        return list(self._traces.values())
+
+    def flush(self) -> None:
+        """Flush every open trace (for a periodic timer)."""
+        self._prune()
+        for trace in list(self._traces.values()):
+            trace.flush()
+
+    def close(self) -> None:
+        """Close every trace still open (process shutdown)."""
+        traces, self._traces = list(self._traces.values()), {}
+        for trace in traces:
+            trace.close()
+
+
+class NodeTrace(_SeqWriter):
+    """Node-level events (`dht:lookup_started`, `dht:routing_updated`, ...) in `node.sqlog`.
+
+    Also writes the node's `node.json`. If `node.sqlog` already exists (a restarted node),
+    the new file is `node-<n>.sqlog` rather than overwriting the earlier evidence.
+    """
+
+    def __init__(
+        self,
+        directory: PathLike,
+        node_name: str,
+        node_entry: dict[str, Any],
+        flush_interval_s: float = 0.1,
+    ) -> None:
+        directory = Path(directory)
+        self.node_name = node_name
+        self.reference_ms = time.time() * 1000.0
+        write_node_entry(directory, node_entry)
+        fd, path = _create_unique(directory, "node", first="node.sqlog")
+        self._open_writer(fd, path, _header(node_name, "unknown", self.reference_ms, None), flush_interval_s)
+
+    def log(self, name: str, data: dict[str, Any]) -> None:
+        """Record one node-level event."""
+        if self._fd is not None:
+            self._emit(time.time(), name, data)
+
+    def __enter__(self) -> NodeTrace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so readers see the old or new file, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_node_entry(directory: PathLike, entry: dict[str, Any]) -> Path:
+    """Write `<directory>/node.json` (name, id, address, role, dir); returns its path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "node.json"
+    _write_atomic(path, orjson.dumps(entry, default=_json._default, option=orjson.OPT_INDENT_2) + NL)
+    return path
+
+
+def write_manifest(recording_dir: PathLike, nodes: list[dict[str, Any]], version: str) -> Path:
+    """Write `<recording_dir>/manifest.json` atomically; keeps `created_ms` of an earlier one."""
+    recording_dir = Path(recording_dir)
+    recording_dir.mkdir(parents=True, exist_ok=True)
+    path = recording_dir / "manifest.json"
+    created_ms = time.time() * 1000.0
+    try:
+        old = orjson.loads(path.read_bytes())
+        if isinstance(old, dict) and isinstance(old.get("created_ms"), (int, float)):
+            created_ms = old["created_ms"]
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    manifest = {"dhtscope_version": version, "created_ms": created_ms, "nodes": nodes}
+    _write_atomic(path, orjson.dumps(manifest, default=_json._default, option=orjson.OPT_INDENT_2) + NL)
+    return path
+
+
+__all__ = ["LiveQuicLogger", "LiveTrace", "NodeTrace", "write_manifest", "write_node_entry"]
