@@ -9,6 +9,7 @@ K = 20                      # bucket size and replication factor
 ALPHA = 3                   # lookup parallelism
 REPLACEMENT_CACHE_SIZE = K  # per-bucket candidates kept while a bucket is full
 BUCKET_REFRESH_S = 600.0    # a bucket without lookups for this long is refreshed
+CONTACT_FAILURES_BEFORE_EVICT = 1  # unanswered requests before a contact leaves its bucket
 FIND_VALUE_QUORUM = 3       # a FIND_VALUE lookup stops after this many nodes returned records
 MAINTENANCE_INTERVAL_S = 1.0  # how often a node expires records, republishes and refreshes
 

@@ -12,14 +12,15 @@ seen) so that a simulator can keep 100,000 tables in memory.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from dataclasses import dataclass
 
-from .constants import BUCKET_REFRESH_S, ID_BITS, K, REPLACEMENT_CACHE_SIZE
+from .constants import BUCKET_REFRESH_S, CONTACT_FAILURES_BEFORE_EVICT, ID_BITS, K, REPLACEMENT_CACHE_SIZE
 from .ids import Contact, NodeId
 
 # Kademlia evicts a contact after one unanswered request once a bucket is
 # full; a table may be built to tolerate more (a lossy link, say).
-FAILURES_BEFORE_EVICT = 1
+FAILURES_BEFORE_EVICT = CONTACT_FAILURES_BEFORE_EVICT
 
 ADDED = "added"
 UPDATED = "updated"
@@ -200,8 +201,10 @@ class RoutingTable:
             promoted = None
             if bucket.replacements:
                 promoted, seen_at = bucket.replacements.pop()
-                bucket.contacts.append(promoted)
-                bucket.seen_at.append(seen_at)
+                # Keep the bucket in last-seen order: the candidate may be older than some members.
+                at = bisect_right(bucket.seen_at, seen_at)
+                bucket.contacts.insert(at, promoted)
+                bucket.seen_at.insert(at, seen_at)
                 self._count += 1
             self._drop_if_empty(index, bucket)
             return RoutingChange(EVICTED, contact, index, promoted=promoted)

@@ -16,10 +16,15 @@ stops once x's own subtree holds only x, since all nearer buckets are empty.
 lookup, then a lookup into every stale bucket); it is honest but only practical
 for a few thousand nodes.
 
-Measured on this machine (2 cores, CPython 3.11), converged build:
-  run_simulation(10_000, 1000, seed=1): build ~5 s, lookups ~1 s.
-  run_simulation(100_000, 1000, seed=1): peak RSS ~1.3 GB
-  (resource.getrusage(RUSAGE_SELF).ru_maxrss after the run).
+Measured by hand on this machine (2 shared cores, CPython 3.11), converged build:
+  run_simulation(10_000, 1000, seed=1): success 1.0, median 2 / p95 3 rounds,
+    median 5 / p95 7 messages; build 7-10 s, lookups 0.6 s, peak RSS 97 MB.
+  the same with churn=0.2: success 1.0, median 2 / p95 3 rounds, median 5 /
+    p95 7 messages, 20% of queries unanswered; about 8 s in all.
+  run_simulation(100_000, 1000, seed=1): success 1.0, median 2 / p95 3 rounds;
+    build 150 s, lookups 1.3 s, peak RSS 947 MB
+    (resource.getrusage(RUSAGE_SELF).ru_maxrss after the run).
+  build="join" takes ~10 s for 1,000 nodes and ~30 s for 2,000.
 
 Lookups. For each lookup a random key is drawn and a value is stored at the
 key's true k closest nodes; then a fraction `churn` of all nodes goes offline
@@ -253,7 +258,12 @@ def run_simulation(
     alpha: int = ALPHA,
     build: str = "converged",
 ) -> dict[str, Any]:
-    """Build a network of `nodes`, store values, apply churn, run `lookups` FIND_VALUEs; return figures."""
+    """Build a network of `nodes`, store values, apply churn, run `lookups` FIND_VALUEs; return figures.
+
+    Rounds and messages are LookupResult.rounds / .messages. mean_hops_failed
+    counts the failures a lookup waited for; a query still out when the
+    lookup already had its value shows only in unanswered_fraction.
+    """
     if nodes < 1:
         raise ValueError(f"nodes must be at least 1, got {nodes}")
     if lookups < 0:
