@@ -147,6 +147,7 @@ class Node:
         self._lookup_ids = 0
         self._rng = random.Random()
         self._stopping = False
+        self._pinging: set[NodeId] = set()  # oldest contacts being checked, one PING each
 
     # -- life -----------------------------------------------------------------
 
@@ -264,7 +265,8 @@ class Node:
             return
         change = self.routing.seen(contact, self.clock())
         self._log_change(change)
-        if change.ping is not None:
+        if change.ping is not None and change.ping.node_id not in self._pinging:
+            self._pinging.add(change.ping.node_id)
             self._spawn(self._check_oldest(change.ping))
 
     def _log_change(self, change: RoutingChange | None) -> None:
@@ -286,6 +288,8 @@ class Node:
             await self.ping(oldest)
         except (RpcError, TransportError, NodeError):
             self._failed(oldest)
+        finally:
+            self._pinging.discard(oldest.node_id)
 
     def _failed(self, contact: Contact) -> None:
         self._log_change(self.routing.failed(contact.node_id, self.clock()))

@@ -828,13 +828,13 @@ def _read_directory(root: Path, rec: Recording) -> None:
                 rec.nodes.append(entry)
                 known.add(entry.name)
             else:
-                # The node wrote node.json itself, so it knows what a manifest written
-                # before it started could not (its id, its bound address).
+                # A manifest written before its nodes started may lack what only the
+                # node knows (its id): node.json fills such gaps, the manifest wins otherwise.
                 for i, listed in enumerate(rec.nodes):
                     if listed.name == entry.name:
                         rec.nodes[i] = dataclasses.replace(
-                            listed, node_id=entry.node_id or listed.node_id,
-                            address=entry.address or listed.address, role=entry.role or listed.role)
+                            listed, node_id=listed.node_id or entry.node_id,
+                            address=listed.address or entry.address, role=listed.role or entry.role)
         elif path.suffix.lower() in TRACE_SUFFIXES and path.name not in _NOT_TRACES and path.is_file():
             files.append(path)
 

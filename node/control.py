@@ -1,0 +1,784 @@
+"""The control endpoint: lets the TUI and the CLI attach to a running node.
+
+Newline-delimited JSON both ways over a unix socket (mode 0600, the default) or
+over TCP (`tcp:HOST:PORT`, which needs a shared token because anyone who can
+reach the port could otherwise drive the node; TCP is not encrypted, so keep
+it on loopback or a trusted network).
+
+Requests:  {"id": ID, "op": OP, ...fields}
+Replies:   {"id": ID, "ok": true, "result": {...}}  or  {"id": ID, "ok": false, "error": "..."}
+Events:    {"event": {"name", "data", "time_ms", "conn", "node"}}  (after `subscribe`)
+           {"event": "dropped", "count": N}  (N events lost because the viewer fell behind)
+
+Ops:
+  hello        {"token"?}  -> {name, id, address, role, version, protocol, faults}
+               (on TCP the first request must be hello with the right token)
+  snapshot     -> Node.snapshot()
+  subscribe    -> {subscribed: true, queue_events}; then event lines until unsubscribe
+  unsubscribe  -> {subscribed: false}
+  probe        {"kind": ping|find_node|find_value|discover|store|advertise, "args": [str, ...]}
+               -> the `dhtscope probe --json` shape (hops, closest, records, ...) plus "kind"
+  scenario     {"name": healthy|no-accept|stream-limit|loss|alpn-mismatch|stall, "loss"?}
+               -> {scenario, faults, previous, notes}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hmac
+import itertools
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, AsyncIterator, Generic, TypeVar
+
+from .constants import ALPN
+from .ids import Contact, NodeId
+from .node import Node, NodeError, parse_address, record_view
+from .rpc import RpcError
+from .transport import Conn, Faults, TransportError
+
+log = logging.getLogger("dhtscope.control")
+
+CONTROL_PROTOCOL_VERSION = 1
+MAX_CONTROL_LINE_BYTES = 64 * 1024        # one request line; longer: error reply, connection closed
+MAX_CONTROL_REPLY_BYTES = 64 * 1024 * 1024  # one reply line the client accepts (snapshots can be big)
+MAX_CONTROL_CLIENTS = 16                  # connections served at once; more are told so and closed
+MAX_PROBES_PER_CLIENT = 8                 # probes running at once on one connection
+SUBSCRIPTION_QUEUE_EVENTS = 10_000        # events buffered per subscriber; the oldest go first
+CLIENT_EVENT_BUFFER = 10_000              # events a ControlClient holds for a slow reader
+HELLO_TIMEOUT_S = 10.0                    # a TCP client must authenticate within this
+SEND_TIMEOUT_S = 10.0                     # a client that does not read for this long is dropped
+CONNECT_TIMEOUT_S = 5.0
+UNIX_PATH_MAX_BYTES = 107                 # sun_path is 108 bytes on Linux, with the NUL
+
+SCENARIOS = ("healthy", "no-accept", "stream-limit", "loss", "alpn-mismatch", "stall")
+PROBE_KINDS = {"ping": 1, "find_node": 1, "find_value": 1, "discover": 1, "store": 2, "advertise": 2}
+REFUSED = "refused: wrong control token"
+
+T = TypeVar("T")
+
+
+class ControlError(Exception):
+    """The control endpoint cannot be set up, reached, or refused a request; the message says why."""
+
+
+class _BadRequest(Exception):
+    """A request the server answers with an error and keeps the connection open."""
+
+
+# -- targets ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ControlTarget:
+    """Where a control endpoint is: a unix socket path, or a TCP host and port."""
+
+    kind: str                 # "unix" or "tcp"
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def description(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"
+
+
+def parse_control_target(text: str) -> ControlTarget:
+    """`tcp:HOST:PORT`, `unix:PATH`, or a bare PATH (a unix socket)."""
+    text = text.strip()
+    if text.startswith("tcp:"):
+        try:
+            host, port = parse_address(text[4:])
+        except ValueError as exc:
+            raise ControlError(f"control endpoint {text!r}: {exc}") from None
+        return ControlTarget("tcp", host=host, port=port)
+    path = text[5:] if text.startswith("unix:") else text
+    if not path:
+        raise ControlError("control endpoint is empty: give a unix socket path or tcp:HOST:PORT")
+    return ControlTarget("unix", path=path)
+
+
+# -- JSON lines -----------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """Event data is meant to be plain, but a stray bytes or set must not kill a subscription."""
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, NodeId):
+        return value.hex()
+    return str(value)
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, separators=(",", ":"), default=_jsonable) + "\n").encode("utf-8")
+
+
+class _DropOldest(Generic[T]):
+    """A bounded queue that never blocks the producer: when full, the oldest item goes and is counted."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._items: deque[T] = deque()
+        self._dropped = 0          # not yet reported
+        self.total_dropped = 0
+        self._wake = asyncio.Event()
+        self.closed = False
+
+    def put(self, item: T) -> None:
+        if len(self._items) >= self.maxlen:
+            self._items.popleft()
+            self._dropped += 1
+            self.total_dropped += 1
+        self._items.append(item)
+        self._wake.set()
+
+    def add_dropped(self, count: int) -> None:
+        """Items lost before they reached this queue (a client relaying the server's notice)."""
+        self._dropped += count
+        self.total_dropped += count
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def get(self) -> tuple[int, T | None]:
+        """(dropped, None) when drops are pending, else (0, item); (0, None) once closed and empty."""
+        while not self._items and not self._dropped and not self.closed:
+            self._wake.clear()
+            await self._wake.wait()
+        if self._dropped:
+            count, self._dropped = self._dropped, 0
+            return count, None
+        if self._items:
+            return 0, self._items.popleft()
+        return 0, None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# -- probe results (the same shape `dhtscope probe --json` prints) ----------------------------
+
+
+def lookup_view(result: Any) -> dict[str, Any]:
+    """A LookupResult as plain data: rounds, messages, every hop, the closest nodes."""
+    return {
+        "rounds": result.rounds, "messages": result.messages,
+        "hops": [{"round": h.round, "node": h.contact.node_id.hex(), "address": h.contact.address,
+                  "rtt_ms": round(h.rtt_s * 1000, 3) if h.rtt_s is not None else None,
+                  "returned": len(h.returned), "values": h.values, "error": h.error}
+                 for h in result.hops],
+        "closest": [{"node": c.node_id.hex(), "address": c.address} for c in result.closest],
+    }
+
+
+def _ping_target(node: Node, text: str) -> tuple[Contact | tuple[str, int], str | None]:
+    """HOST:PORT, or the hex id of a contact in the routing table."""
+    if ":" not in text:
+        try:
+            node_id = NodeId(int(text, 16)) if len(text) == 64 else None
+        except ValueError:
+            node_id = None
+        if node_id is None:
+            raise _BadRequest(f"ping target {text!r} must be HOST:PORT or a 64-digit node id")
+        contact = node.routing.get(node_id)
+        if contact is None:
+            raise _BadRequest(f"node {text[:16]}... is not in this node's routing table; give HOST:PORT")
+        return contact, node_id.hex()
+    try:
+        return parse_address(text), None
+    except ValueError as exc:
+        raise _BadRequest(str(exc)) from None
+
+
+async def run_probe(node: Node, kind: str, args: list[str]) -> dict[str, Any]:
+    """One probe on `node`; the result has the shape of `dhtscope probe --json` plus `kind`."""
+    op = kind.replace("_", "-")  # the CLI's spelling, so its printer reads these too
+    if kind == "ping":
+        target, node_hex = _ping_target(node, args[0])
+        rtt = await node.ping(target)
+        to = target.address if isinstance(target, Contact) else f"{target[0]}:{target[1]}"
+        return {"op": op, "kind": kind, "to": to, "node": node_hex, "rtt_ms": round(rtt * 1000, 3), "ok": True}
+    if kind == "find_node":
+        result = await node.find_node(NodeId.parse(args[0]))
+        return {"op": op, "kind": kind, "target": args[0], **lookup_view(result), "ok": result.found}
+    if kind in ("find_value", "discover"):
+        key = NodeId.parse(args[0])
+        result = await node.find_value(key, quorum=None)
+        records = [record_view(r, node.clock()) for r in result.values]
+        return {"op": op, "kind": kind, "key": key.hex(), "name": args[0], **lookup_view(result),
+                "records": records, "ok": bool(records)}
+    # store and advertise: a signed record under the key (a name is hashed), republished while we run
+    key_text, value = args
+    key = NodeId.parse(key_text)
+    name = key_text if key.hex() != key_text.lower() else None
+    report = await node.store(key, value.encode("utf-8"), name=name)
+    return {"op": op, "kind": kind, "key": key.hex(), "name": name, "value": value,
+            **(lookup_view(report.lookup) if report.lookup else {}),
+            "replicas": report.replicas, "targets": len(report.targets),
+            "refused": [{"node": c.node_id.hex(), "reason": r} for c, r in report.refused],
+            "ok": report.replicas > 0}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("dhtscope")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- server -------------------------------------------------------------------------------------
+
+
+class ControlServer:
+    """Serves one node's control endpoint (protocol in the module docstring).
+
+    `target` is a unix socket path (or `unix:PATH`) or `tcp:HOST:PORT`; TCP needs `token`.
+    `await start()`, then `await close()`; `description` says where it listens.
+    """
+
+    def __init__(self, node: Node, target: str, token: str | None = None) -> None:
+        self.node = node
+        self.target = parse_control_target(target)
+        if self.target.kind == "tcp" and not token:
+            raise ControlError(f"control endpoint {self.target.description} is TCP and needs a token "
+                               "(--control-token); without one anyone who reaches the port controls the node")
+        if self.target.kind == "unix" and len(os.fsencode(self.target.path or "")) > UNIX_PATH_MAX_BYTES:
+            raise ControlError(f"control socket path {self.target.path!r} is longer than "
+                               f"{UNIX_PATH_MAX_BYTES} bytes; choose a shorter path")
+        self.token = token
+        self._server: asyncio.AbstractServer | None = None
+        self._sessions: set[_Session] = set()
+        self._socket_identity: tuple[int, int] | None = None  # (dev, inode) of the socket file we made
+        self._path: str | None = None
+        self.description = self.target.description
+
+    @property
+    def clients(self) -> int:
+        return len(self._sessions)
+
+    async def start(self) -> None:
+        if self.target.kind == "tcp":
+            try:
+                self._server = await asyncio.start_server(
+                    self._on_client, self.target.host, self.target.port, limit=MAX_CONTROL_LINE_BYTES)
+            except OSError as exc:
+                raise ControlError(f"cannot listen for control on {self.description}: "
+                                   f"{exc.strerror or exc}") from None
+            host, port = self._server.sockets[0].getsockname()[:2]
+            self.description = ControlTarget("tcp", host=host, port=port).description
+            return
+        path = self.target.path
+        assert path is not None
+        sock = self._bind_unix(path)
+        self._server = await asyncio.start_unix_server(self._on_client, sock=sock, limit=MAX_CONTROL_LINE_BYTES)
+        self._path = os.path.abspath(path)
+        self.description = f"unix:{self._path}"
+
+    def _bind_unix(self, path: str) -> socket.socket:
+        _remove_stale_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The umask is in force only for bind(), so the socket file is born 0600: there is
+        # never a moment where another user could connect before a chmod.
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            sock.close()
+            raise ControlError(f"cannot create control socket {path}: {exc.strerror or exc}") from None
+        finally:
+            os.umask(old)
+        st = os.stat(path)
+        self._socket_identity = (st.st_dev, st.st_ino)
+        sock.setblocking(False)
+        return sock
+
+    async def close(self) -> None:
+        """Stop listening, end every session (removing their listeners), remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._sessions):
+            session.cancel()
+        await asyncio.gather(*(s.task for s in list(self._sessions) if s.task), return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+        if self._path is not None and self._socket_identity is not None:
+            # Only our own socket: another process may have replaced the path since.
+            with contextlib.suppress(OSError):
+                st = os.lstat(self._path)
+                if (st.st_dev, st.st_ino) == self._socket_identity:
+                    os.unlink(self._path)
+            self._path = None
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._sessions) >= MAX_CONTROL_CLIENTS:
+            with contextlib.suppress(Exception):
+                writer.write(_line({"id": None, "ok": False,
+                                    "error": f"too many control clients (at most {MAX_CONTROL_CLIENTS})"}))
+                await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
+            writer.close()
+            return
+        session = _Session(self, reader, writer, needs_token=self.target.kind == "tcp")
+        session.task = asyncio.current_task()
+        self._sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+
+    def check_token(self, offered: Any) -> bool:
+        if not isinstance(offered, str) or self.token is None:
+            return False
+        # Constant time, on bytes: compare_digest refuses non-ASCII str.
+        return hmac.compare_digest(offered.encode("utf-8"), self.token.encode("utf-8"))
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a dead process is removed; a live one, or any other file, is an error."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ControlError(f"cannot check control socket {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ControlError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise ControlError(f"cannot check control socket {path}: {exc.strerror or exc}") from None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise ControlError(f"control socket {path} is in use by another running node")
+
+
+class _Session:
+    """One control connection: reads requests, writes replies and (if subscribed) events."""
+
+    def __init__(self, server: ControlServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 needs_token: bool) -> None:
+        self.server = server
+        self.node = server.node
+        self.reader = reader
+        self.writer = writer
+        self.authenticated = not needs_token
+        self.task: asyncio.Task[Any] | None = None
+        self._write_lock = asyncio.Lock()
+        self._closing = False
+        self._probes: set[asyncio.Task[None]] = set()
+        self._queue: _DropOldest[dict[str, Any]] | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self._closing:
+                try:
+                    if self.authenticated:
+                        line = await self.reader.readuntil(b"\n")
+                    else:
+                        line = await asyncio.wait_for(self.reader.readuntil(b"\n"), HELLO_TIMEOUT_S)
+                except asyncio.IncompleteReadError:
+                    return  # the client went away (a partial last line is not a request)
+                except asyncio.LimitOverrunError:
+                    await self.send({"id": None, "ok": False,
+                                     "error": f"request line longer than {MAX_CONTROL_LINE_BYTES} bytes; "
+                                              "closing this connection"})
+                    return
+                except asyncio.TimeoutError:
+                    await self.send({"id": None, "ok": False, "error": "no hello with a token in time; closing"})
+                    return
+                except (ConnectionError, OSError):
+                    return
+                await self._on_line(line)
+        finally:
+            await self._cleanup()
+
+    async def _on_line(self, line: bytes) -> None:
+        text = line.strip()
+        if not text and self.authenticated:
+            return
+        request: Any = None
+        try:
+            request = json.loads(text)
+        except (ValueError, UnicodeDecodeError):
+            pass
+        rid = request.get("id") if isinstance(request, dict) else None
+        if not self.authenticated:
+            # Nothing is served before the token: not even an error saying what was wrong.
+            if isinstance(request, dict) and request.get("op") == "hello" and self.server.check_token(
+                    request.get("token")):
+                self.authenticated = True
+                await self.send({"id": rid, "ok": True, "result": self._hello()})
+            else:
+                await self.send({"id": rid, "ok": False, "error": REFUSED})
+                self._closing = True
+            return
+        if not isinstance(request, dict):
+            what = "not JSON" if request is None else f"a JSON {type(request).__name__}, not an object"
+            await self.send({"id": None, "ok": False, "error": f"request is {what}; send one JSON object per line"})
+            return
+        try:
+            await self._dispatch(rid, request)
+        except _BadRequest as exc:
+            await self.send({"id": rid, "ok": False, "error": str(exc)})
+        except Exception as exc:  # a bug in one op must cost one request, not the connection
+            log.exception("control op %r failed", request.get("op"))
+            await self.send({"id": rid, "ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"})
+
+    async def _dispatch(self, rid: Any, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        if op == "hello":
+            await self.send({"id": rid, "ok": True, "result": self._hello()})
+        elif op == "snapshot":
+            await self.send({"id": rid, "ok": True, "result": self.node.snapshot()})
+        elif op == "subscribe":
+            self._subscribe()
+            await self.send({"id": rid, "ok": True,
+                             "result": {"subscribed": True, "queue_events": SUBSCRIPTION_QUEUE_EVENTS}})
+        elif op == "unsubscribe":
+            await self._unsubscribe()
+            await self.send({"id": rid, "ok": True, "result": {"subscribed": False}})
+        elif op == "probe":
+            self._start_probe(rid, request)
+        elif op == "scenario":
+            await self.send({"id": rid, "ok": True, "result": self._scenario(request)})
+        else:
+            known = "hello, snapshot, subscribe, unsubscribe, probe, scenario"
+            raise _BadRequest(f"unknown op {op!r}; ops are {known}")
+
+    # -- ops ----------------------------------------------------------------------------------
+
+    def _hello(self) -> dict[str, Any]:
+        node = self.node
+        return {"name": node.name, "id": node.id.hex(), "address": node.address, "role": node.role,
+                "version": _version(), "protocol": CONTROL_PROTOCOL_VERSION, "faults": node.faults.names()}
+
+    def _subscribe(self) -> None:
+        if self._queue is not None:
+            return  # already subscribed: one stream of events per connection
+        self._queue = _DropOldest(SUBSCRIPTION_QUEUE_EVENTS)
+        self.node.listeners.append(self._listener)
+        self._pump = asyncio.create_task(self._pump_events(self._queue))
+
+    async def _unsubscribe(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.node.listeners.remove(self._listener)
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None
+
+    def _listener(self, name: str, data: dict[str, Any], conn: Conn | None) -> None:
+        # Called inside the node's own code paths: it must be cheap and must never raise.
+        queue = self._queue
+        if queue is None:
+            return
+        try:
+            odcid = conn.odcid if conn is not None else None
+        except Exception:
+            odcid = None
+        queue.put({"name": name, "data": data, "time_ms": round(time.time() * 1000, 3),
+                   "conn": odcid, "node": self.node.name})
+
+    async def _pump_events(self, queue: _DropOldest[dict[str, Any]]) -> None:
+        while not self._closing:
+            dropped, event = await queue.get()
+            if dropped:
+                await self.send({"event": "dropped", "count": dropped})
+            elif event is not None:
+                await self.send({"event": event})
+            elif queue.closed:
+                return
+
+    def _start_probe(self, rid: Any, request: dict[str, Any]) -> None:
+        kind = request.get("kind")
+        if not isinstance(kind, str) or kind not in PROBE_KINDS:
+            raise _BadRequest(f"probe kind must be one of {', '.join(PROBE_KINDS)}, not {kind!r}")
+        args = request.get("args", [])
+        arity = PROBE_KINDS[kind]
+        if not isinstance(args, list) or not all(isinstance(a, str) and a for a in args):
+            raise _BadRequest("probe args must be a list of non-empty strings")
+        if len(args) != arity:
+            raise _BadRequest(f"probe {kind} takes {arity} argument(s), got {len(args)}")
+        if len(self._probes) >= MAX_PROBES_PER_CLIENT:
+            raise _BadRequest(f"{MAX_PROBES_PER_CLIENT} probes already running on this connection; wait for one")
+        if kind == "ping":
+            _ping_target(self.node, args[0])  # a bad target is a bad request, answered now
+        # A probe can take seconds; it runs on its own so the connection keeps serving.
+        task = asyncio.create_task(self._probe(rid, kind, args))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, rid: Any, kind: str, args: list[str]) -> None:
+        try:
+            result = await run_probe(self.node, kind, args)
+        except (NodeError, RpcError, TransportError, _BadRequest, ValueError) as exc:
+            await self.send({"id": rid, "ok": False, "error": f"{kind} failed: {exc}"})
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("probe %s failed", kind)
+            await self.send({"id": rid, "ok": False, "error": f"{kind} failed: {type(exc).__name__}: {exc}"})
+            return
+        await self.send({"id": rid, "ok": True, "result": result})
+
+    def _scenario(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = request.get("name")
+        if not isinstance(name, str) or name not in SCENARIOS:
+            raise _BadRequest(f"scenario name must be one of {', '.join(SCENARIOS)}, not {name!r}")
+        loss = request.get("loss", 0.3)
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not 0.0 <= loss <= 1.0:
+            raise _BadRequest("scenario loss must be a number between 0 and 1")
+        wanted = Faults.for_scenario(name, loss=float(loss))
+        faults = self.node.faults
+        previous = faults.names()
+        # In place: the transport and the RPC layer hold this very object and read it live.
+        faults.loss = wanted.loss
+        faults.no_accept = wanted.no_accept
+        faults.never_fin = wanted.never_fin
+        faults.stall = wanted.stall
+        alpn_changed = faults.alpn != wanted.alpn
+        faults.alpn = wanted.alpn
+        self._apply_alpn(wanted.alpn or ALPN)
+        notes = []
+        if alpn_changed:
+            notes.append("ALPN applies to new connections only: open connections keep the ALPN they "
+                         "negotiated; peers already connected are unaffected until they reconnect")
+        self.node.emit("dht:scenario_changed", {"scenario": name, "faults": faults.names(), "previous": previous})
+        return {"scenario": name, "faults": faults.names(), "previous": previous, "notes": notes}
+
+    def _apply_alpn(self, alpn: str) -> None:
+        # The transport copies the ALPN into its TLS settings when the endpoint is built;
+        # the copy is what new connections use, so it is updated too (open ones keep theirs).
+        endpoint = getattr(self.node.rpc, "endpoint", None)
+        args = getattr(endpoint, "_config_args", None)
+        if isinstance(args, dict) and "alpn_protocols" in args:
+            args["alpn_protocols"] = [alpn]
+
+    # -- writing and the end -----------------------------------------------------------------------
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        """One line to the client; a client that stops reading is dropped after SEND_TIMEOUT_S."""
+        if self._closing and "event" in obj:
+            return
+        data = _line(obj)
+        async with self._write_lock:
+            if self.writer.is_closing():
+                self._closing = True
+                return
+            try:
+                self.writer.write(data)
+                await asyncio.wait_for(self.writer.drain(), SEND_TIMEOUT_S)
+            except (ConnectionError, OSError, asyncio.TimeoutError, RuntimeError):
+                self._closing = True
+                self.writer.transport.abort()
+
+    async def _cleanup(self) -> None:
+        self._closing = True
+        await self._unsubscribe()
+        for task in list(self._probes):
+            task.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+
+# -- client ---------------------------------------------------------------------------------------
+
+
+class ControlClient:
+    """Talks to a node's control endpoint: requests, and the live event stream once subscribed."""
+
+    def __init__(self, target: ControlTarget, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.target = target
+        self.hello: dict[str, Any] = {}
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._events: _DropOldest[dict[str, Any]] = _DropOldest(CLIENT_EVENT_BUFFER)
+        self._closed_reason: str | None = None
+        self._last_error: str | None = None
+        self._read_task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, target: str, token: str | None = None,
+                      timeout_s: float = CONNECT_TIMEOUT_S) -> ControlClient:
+        """Connect and say hello (with the token, if given); `client.hello` then names the node."""
+        where = parse_control_target(target)
+        try:
+            if where.kind == "unix":
+                opening = asyncio.open_unix_connection(where.path, limit=MAX_CONTROL_REPLY_BYTES)
+            else:
+                opening = asyncio.open_connection(where.host, where.port, limit=MAX_CONTROL_REPLY_BYTES)
+            reader, writer = await asyncio.wait_for(opening, timeout_s)
+        except asyncio.TimeoutError:
+            raise ControlError(f"cannot reach control endpoint {where.description}: "
+                               f"no answer within {timeout_s:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"cannot reach control endpoint {where.description}: "
+                               f"{exc.strerror or exc}") from None
+        client = cls(where, reader, writer)
+        fields: dict[str, Any] = {"token": token} if token is not None else {}
+        try:
+            client.hello = await asyncio.wait_for(client.request("hello", **fields), timeout_s)
+        except asyncio.TimeoutError:
+            await client.close()
+            raise ControlError(f"control endpoint {where.description} did not answer hello "
+                               f"within {timeout_s:g} s") from None
+        except ControlError:
+            await client.close()
+            raise
+        return client
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its reply's result; ControlError if it failed."""
+        if self._closed_reason is not None:
+            raise ControlError(self._closed_reason)
+        rid = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            self._writer.write(_line({"id": rid, "op": op, **fields}))
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            self._pending.pop(rid, None)
+            raise ControlError(f"control connection to {self.target.description} lost: {exc}") from None
+        try:
+            reply = await future
+        finally:
+            self._pending.pop(rid, None)
+        if not reply.get("ok"):
+            raise ControlError(str(reply.get("error") or "request failed"))
+        result = reply.get("result")
+        return result if isinstance(result, dict) else {}
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Subscription events as {"name", "data", "time_ms", "conn", "node"}, until the connection ends.
+
+        Events lost to a slow reader (here or at the server) arrive as one event named
+        "control:dropped" with data {"count": N}.
+        """
+        while True:
+            dropped, event = await self._events.get()
+            if dropped:
+                yield {"name": "control:dropped", "data": {"count": dropped}, "time_ms": time.time() * 1000,
+                       "conn": None, "node": self.hello.get("name")}
+            elif event is not None:
+                yield event
+            else:
+                return
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    async def close(self) -> None:
+        self._read_task.cancel()
+        await asyncio.gather(self._read_task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            self._writer.close()
+            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+        self._finish("control connection closed")
+
+    async def __aenter__(self) -> ControlClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _read(self) -> None:
+        reason = f"control endpoint {self.target.description} closed the connection"
+        try:
+            while True:
+                try:
+                    line = await self._reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break
+                except asyncio.LimitOverrunError:
+                    reason = f"reply longer than {MAX_CONTROL_REPLY_BYTES} bytes"
+                    break
+                except (ConnectionError, OSError) as exc:
+                    reason = f"control connection lost: {exc}"
+                    break
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue  # not ours to fix; the server only writes JSON
+                if not isinstance(message, dict):
+                    continue
+                self._on_message(message)
+        finally:
+            # A refusal or over-long-line error comes just before the close: that is the reason.
+            self._finish(self._last_error or reason)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if "event" in message and "id" not in message:
+            event = message["event"]
+            if event == "dropped":
+                count = message.get("count")
+                self._events.add_dropped(count if isinstance(count, int) and count > 0 else 1)
+            elif isinstance(event, dict):
+                self._events.put(event)
+            return
+        rid = message.get("id")
+        future = self._pending.get(rid) if isinstance(rid, int) else None
+        if future is not None and not future.done():
+            future.set_result(message)
+        elif not message.get("ok", True):
+            self._last_error = str(message.get("error"))
+
+    def _finish(self, reason: str) -> None:
+        if self._closed_reason is None:
+            self._closed_reason = reason
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ControlError(self._closed_reason))
+        self._pending.clear()
+        self._events.close()
