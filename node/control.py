@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, AsyncIterator, Generic, TypeVar
 
-from .constants import ALPN
 from .ids import Contact, NodeId
 from .node import Node, NodeError, parse_address, record_view
 from .rpc import RpcError
@@ -287,8 +286,14 @@ class ControlServer:
         path = self.target.path
         assert path is not None
         sock = self._bind_unix(path)
-        self._server = await asyncio.start_unix_server(self._on_client, sock=sock, limit=MAX_CONTROL_LINE_BYTES)
         self._path = os.path.abspath(path)
+        try:
+            self._server = await asyncio.start_unix_server(self._on_client, sock=sock,
+                                                           limit=MAX_CONTROL_LINE_BYTES)
+        except BaseException:
+            sock.close()
+            await self.close()  # removes the socket file we just made
+            raise
         self.description = f"unix:{self._path}"
 
     def _bind_unix(self, path: str) -> socket.socket:
@@ -584,21 +589,12 @@ class _Session:
         faults.stall = wanted.stall
         alpn_changed = faults.alpn != wanted.alpn
         faults.alpn = wanted.alpn
-        self._apply_alpn(wanted.alpn or ALPN)
         notes = []
         if alpn_changed:
             notes.append("ALPN applies to new connections only: open connections keep the ALPN they "
                          "negotiated; peers already connected are unaffected until they reconnect")
         self.node.emit("dht:scenario_changed", {"scenario": name, "faults": faults.names(), "previous": previous})
         return {"scenario": name, "faults": faults.names(), "previous": previous, "notes": notes}
-
-    def _apply_alpn(self, alpn: str) -> None:
-        # The transport copies the ALPN into its TLS settings when the endpoint is built;
-        # the copy is what new connections use, so it is updated too (open ones keep theirs).
-        endpoint = getattr(self.node.rpc, "endpoint", None)
-        args = getattr(endpoint, "_config_args", None)
-        if isinstance(args, dict) and "alpn_protocols" in args:
-            args["alpn_protocols"] = [alpn]
 
     # -- writing and the end -----------------------------------------------------------------------
 

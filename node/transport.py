@@ -384,6 +384,10 @@ class _EndingLogger:
     def start_trace(self, is_client: bool, odcid: bytes) -> Any:
         return self.inner.start_trace(is_client=is_client, odcid=odcid)
 
+    @property
+    def alpn(self) -> str:
+        return self.faults.alpn or ALPN
+
     def end_trace(self, trace: Any) -> None:
         # Deferred: Conn._terminated writes quic:connection_closed, then closes the file.
         for quic, t in list(self.endpoint.pending_traces.items()):
@@ -421,9 +425,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self._quic_logger = _EndingLogger(quic_logger, self) if quic_logger is not None else None
         self._secrets = open(secrets_log, "a") if secrets_log else None  # noqa: SIM115
         cert = make_certificate(identity)
-        alpn = self.faults.alpn or ALPN
         self._config_args: dict[str, Any] = dict(
-            alpn_protocols=[alpn],
             certificate=cert,
             private_key=identity.private_key,
             idle_timeout=idle_timeout_s,
@@ -441,11 +443,16 @@ class Endpoint(asyncio.DatagramProtocol):
         return self.local_addr
 
     def _configuration(self, is_client: bool) -> QuicConfiguration:
-        config = QuicConfiguration(is_client=is_client, **self._config_args)
+        # Read the ALPN fault on each new connection, so it can be switched live.
+        config = QuicConfiguration(is_client=is_client, alpn_protocols=[self.alpn], **self._config_args)
         config.quic_logger = self._quic_logger
         return config
 
     # -- asyncio.DatagramProtocol ---------------------------------------------
+
+    @property
+    def alpn(self) -> str:
+        return self.faults.alpn or ALPN
 
     def end_trace(self, trace: Any) -> None:
         if self._quic_logger is not None:
@@ -515,7 +522,7 @@ class Endpoint(asyncio.DatagramProtocol):
         conn.log("quic:connection_started", {
             "src_ip": self.local_addr[0], "src_port": self.local_addr[1],
             "dst_ip": addr[0], "dst_port": addr[1], "role": conn.role,
-            "local_node": self.identity.node_id.hex(), "alpn_offered": self._config_args["alpn_protocols"][0],
+            "local_node": self.identity.node_id.hex(), "alpn_offered": self.alpn,
         })
 
     # -- connections ----------------------------------------------------------

@@ -838,6 +838,7 @@ def _join(conn_facts: list[_Facts]) -> list[_Conn]:
     for f in conn_facts:
         groups[f.odcid if f.odcid is not None else f"\0{f.ordinal}"].append(f)
     conns: list[_Conn] = []
+    used: set[str] = set()
     for key, members in groups.items():
         odcid = None if key.startswith("\0") else key
         clients = [f for f in members if f.role == "client"]
@@ -853,11 +854,16 @@ def _join(conn_facts: list[_Facts]) -> list[_Conn]:
             pairs.append((f, None))  # unknown role, alone: shown as the client end
         for n, (c, s) in enumerate(pairs):
             if odcid is None:
+                # No ODCID: the trace's file names the connection (short unless ambiguous).
                 only = c or s
                 assert only is not None
-                cid = f"{only.path}#{only.index}" if only.index else only.path
+                suffix = f"#{only.index}" if only.index else ""
+                cid = Path(only.path).name + suffix
+                if cid in used:
+                    cid = only.path + suffix
             else:
                 cid = odcid if n == 0 else f"{odcid}#{n}"
+            used.add(cid)
             conns.append(_Conn(cid, odcid, c, s))
     conns.sort(key=lambda c: min(f.first_ms or 0.0 for f in (c.client, c.server) if f is not None))
     return conns
@@ -1157,13 +1163,7 @@ class Analysis:
     def timeline(self, stream: StreamView) -> list[TimelineEntry]:
         """Every event on both ends concerning `stream`, in time order, steps labelled."""
         O, P = self._ends.get((stream.connection, stream.stream_id), (None, None))
-        labels: dict[tuple[str, int, int], str] = {}
-        for st in (*stream.steps, stream.fin_opener, stream.fin_peer):
-            if st.evidence is not None:
-                labels.setdefault((st.evidence.path, st.evidence.trace, st.evidence.record), st.name)
-        for e in stream.resets:
-            labels.setdefault((e.path, e.trace, e.record), "reset")
-        entries: list[tuple[float, int, int, TimelineEntry]] = []
+        rows: list[tuple[float, int, int, Evidence, str, str, str]] = []
         for order, (facts, end) in enumerate(((O, "opener"), (P, "peer"))):
             if facts is None:
                 continue
@@ -1171,11 +1171,28 @@ class Analysis:
             if side is None:
                 continue
             for ref in side.refs:
-                ev = facts.evidence(ref)
-                step = labels.get((ev.path, ev.trace, ev.record))
-                entries.append((ref[1], order, ref[0], TimelineEntry(ref[1], facts.node, end, ref[2], ref[3], step, ev)))
-        entries.sort(key=lambda x: (x[0], x[1], x[2]))
-        return [e[3] for e in entries]
+                rows.append((ref[1], order, ref[0], facts.evidence(ref), facts.node, end, ref[3]))
+        rows.sort(key=lambda x: (x[0], x[1], x[2]))
+        by_address: dict[tuple[str, int, int], list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            ev = row[3]
+            by_address[(ev.path, ev.trace, ev.record)].append(i)
+        # One packet can carry an ACK, stream data and a FIN: each label goes to the row
+        # whose detail shows that step, and each step labels one row only.
+        keyword = {"acked": "ACK", "fin_opener": "FIN", "fin_peer": "FIN", "reset": "RESET"}
+        labelled: dict[int, str] = {}
+        marks = [(st.name, st.evidence) for st in (*stream.steps, stream.fin_opener, stream.fin_peer)]
+        marks += [("reset", e) for e in stream.resets]
+        for name, ev in marks:
+            if ev is None:
+                continue
+            free = [i for i in by_address.get((ev.path, ev.trace, ev.record), ()) if i not in labelled]
+            if not free:
+                continue
+            word = keyword.get(name)
+            pick = next((i for i in free if word and word in rows[i][6].upper()), free[0])
+            labelled[pick] = name
+        return [TimelineEntry(r[0], r[4], r[5], r[3].name, r[6], labelled.get(i), r[3]) for i, r in enumerate(rows)]
 
     def to_json(self) -> dict[str, Any]:
         affected: dict[tuple[str, int], StreamView] = {}
@@ -1222,6 +1239,13 @@ class _Ctx:
         for n in rec.nodes:
             if n.node_id:
                 self.names[n.node_id.lower()] = n.name
+        for conn in conns:
+            # The peer a trace identified is whoever wrote the other end's trace.
+            for f in (conn.client, conn.server):
+                other = conn.other(f) if f is not None else None
+                if f is not None and other is not None:
+                    for pid in f.peer_ids:
+                        self.names.setdefault(pid, other.node)
         for f in facts:
             if f.local_node_id:
                 self.names.setdefault(f.local_node_id, f.node)
@@ -1376,9 +1400,9 @@ def _find_rpc_timeouts(ctx: _Ctx) -> None:
         stuck = Counter(v.missing for v in views if v.missing)
         where = stuck.most_common(1)[0][0] if stuck else None
         cause = {
-            "sent": "the requests never left the requester (no stream credit or flow control); see stream_limit_exhausted",
-            "acked": "the requests' packets were never acknowledged: packet loss or an unreachable peer",
-            "received": "the requests never reached the peer's transport: packet loss or an unreachable peer",
+            "sent": "The requests never left the requester (no stream credit or flow control); see stream_limit_exhausted",
+            "acked": "The requests' packets were never acknowledged: packet loss or an unreachable peer",
+            "received": "The requests never reached the peer's transport: packet loss or an unreachable peer",
             "delivered": (f"{peer}'s transport accepted the requests but its application never took them "
                           "(see stream_not_delivered)"),
             "answered": f"{peer} took the requests and never answered (see no_response)",
@@ -1389,7 +1413,7 @@ def _find_rpc_timeouts(ctx: _Ctx) -> None:
             connection=conns[0] if len(conns) == 1 else None, streams=sids, connections=conns, stream_refs=refs,
             summary=f"{node}: {_plural(len(items), 'request')} to {peer} timed out{wait}"
                     f"{f' ({kinds})' if kinds else ''}.",
-            cause=f"Likely cause: {cause}.",
+            cause=cause + ".",  # may start with a node name: never re-case identifiers
             evidence=[f.evidence(ref) for f, ref, _, _ in items],
         )
 
@@ -1404,7 +1428,7 @@ def _find_stream_limit(ctx: _Ctx) -> None:
                 continue  # credit came back after the last block: a transient stall, not exhaustion
             role = f.role or "client"
             other = conn.other(f)
-            peer = other.node if other is not None else "its peer"
+            peer = other.node if other is not None else "the peer"
             my_parity = 0 if role == "client" else 1
             unfinished: list[int] = []
             example: Evidence | None = None
@@ -1412,6 +1436,8 @@ def _find_stream_limit(ctx: _Ctx) -> None:
                 if sid & 3 != my_parity or not side.has_data:
                     continue
                 theirs = other.streams.get(sid, _EMPTY_SIDE) if other is not None else _EMPTY_SIDE
+                if side.first_sent is None and theirs.first_recv is None:
+                    continue  # never left this node (blocked itself): the peer cannot have finished it
                 finned = side.fin_recv is not None or theirs.fin_sent is not None
                 reset = bool(side.resets_recv or side.resets_sent or theirs.resets_sent)
                 if not finned and not reset:
@@ -1488,7 +1514,8 @@ def _find_loss(ctx: _Ctx) -> None:
                 weight[recv] += lost
         node = weight.most_common(1)[0][0]
         mine = [i for i in remaining if directions[i][0].node == node or directions[i][1] == node]
-        remaining = [i for i in remaining if i not in mine]
+        taken = set(mine)
+        remaining = [i for i in remaining if i not in taken]
         sent = sum(directions[i][2] for i in mine)
         lost = sum(directions[i][3] for i in mine)
         declared = sum(directions[i][4] for i in mine)
@@ -1555,13 +1582,13 @@ def _find_alpn(ctx: _Ctx) -> None:
         offered = items[0][2]
         peers = sorted({e.node for c, _, _, _ in items for e in (c.client, c.server) if e is not None} - {key})
         blame = (f"{key} offers a different ALPN from the rest of the recording ({majority!r})"
-                 if majority is not None and "," not in key else "the two ends offer different ALPNs")
+                 if majority is not None and "," not in key else "The two ends offer different ALPNs")
         ctx.add(
             kind="alpn_mismatch", severity=ERROR, node=key, peer=", ".join(peers) or None,
             connection=conns[0] if len(conns) == 1 else None, connections=conns, streams=(),
             summary=(f"{_plural(len(items), 'connection')} closed during the handshake for lack of a common ALPN "
                      f"(code {codes}): {offered}."),
-            cause=(f"Likely cause: {blame}, so TLS refuses the handshake; configure the same ALPN "
+            cause=(f"{blame}, so TLS refuses the handshake; configure the same ALPN "
                    "(protocol version) on every node."),
             evidence=[e for _, e, _, _ in items],
         )
@@ -1576,10 +1603,12 @@ def _find_not_visible(ctx: _Ctx) -> None:
     for node, traces in by_node.items():
         files = ", ".join(sorted({Path(t.path).name for t in traces})[:4])
         fmt = ", ".join(sorted({t.info.format for t in traces}))
+        mine = {id(t) for t in traces}
         ctx.add(
             kind="application_not_visible", severity=INFO, node=node, connection=None, streams=(),
-            connections=tuple(c.id for c in ctx.conns if any(f in traces for f in (c.client, c.server))),
-            summary=(f"{_plural(len(traces), 'trace')} of {node} ({files}; {fmt}) log transport events only: "
+            connections=tuple(c.id for c in ctx.conns if id(c.client) in mine or id(c.server) in mine),
+            summary=(f"{_plural(len(traces), 'trace')} of {node} ({files}; {fmt}) "
+                     f"{'logs' if len(traces) == 1 else 'log'} transport events only: "
                      "whether the application took each stream's data, and whether it answered, cannot be seen."),
             cause=("This stack does not log delivery to the application (quic:stream_data_moved transport → "
                    "application); only transport-level problems can be diagnosed from it."),
@@ -1673,7 +1702,17 @@ def _find_dht(ctx: _Ctx) -> None:
 
         # bootstrap_only
         span = (ctx.last_ms - nd.started_ms) if (ctx.last_ms is not None and nd.started_ms is not None) else 0.0
-        if nd.started_ms is not None and n_nodes > 2 and span >= BOOTSTRAP_ONLY_MIN_MS and max_size <= 1:
+        if nd.started_ms is not None and n_nodes > 2 and span >= BOOTSTRAP_ONLY_MIN_MS and max_size == 0:
+            start_ev = next(e for _, ev, _, e in nd.events if ev == "dht:node_started")
+            ctx.add(
+                kind="isolated", severity=WARNING, node=name, connection=None, streams=(),
+                summary=(f"{name}'s routing table stayed empty over {span / 1000:.1f} s while the recording "
+                         f"has {n_nodes} nodes: it never joined."),
+                cause=("No peer ever answered it (or it never answered a peer): every STORE and FIND_VALUE "
+                       "from it goes nowhere; look at its bootstrap node's findings."),
+                evidence=[start_ev],
+            )
+        elif nd.started_ms is not None and n_nodes > 2 and span >= BOOTSTRAP_ONLY_MIN_MS and max_size == 1:
             known = ", ".join(ctx.peer_name(p) for p in table) or "none"
             start_ev = next(e for _, ev, _, e in nd.events if ev == "dht:node_started")
             ctx.add(
@@ -1847,6 +1886,12 @@ def analyse(recording: Recording) -> Analysis:
         facts.append(f)
 
     conns = _join([f for f in facts if f.is_connection])
+    for conn in conns:
+        # Two ends with one name (foreign stacks name the stack, not the host) must stay
+        # distinguishable in every view and finding.
+        if conn.client is not None and conn.server is not None and conn.client.node == conn.server.node:
+            conn.client.node += " (client)"
+            conn.server.node += " (server)"
     streams: dict[tuple[str, int], StreamView] = {}
     ends: dict[tuple[str, int], tuple[_Facts | None, _Facts | None]] = {}
     views: list[ConnectionView] = []

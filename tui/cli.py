@@ -170,46 +170,13 @@ async def _probe(args: argparse.Namespace) -> int:
 
 
 async def _probe_op(node: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from dhtscope.node.node import record_view
+    from dhtscope.node.control import run_probe
 
-    op = args.op
-    target = args.to
-    if op == "ping":
-        rtt = await node.ping(target)
-        return {"op": "ping", "to": f"{target[0]}:{target[1]}", "rtt_ms": round(rtt * 1000, 3), "ok": True}
-    await node.bootstrap([target])
-    now = time.time()
-    if op == "find-node":
-        result = await node.find_node(NodeId.parse(args.args[0]))
-        return {"op": op, "target": args.args[0], **_lookup_view(result), "ok": result.found}
-    if op in ("find-value", "discover"):
-        key = NodeId.parse(args.args[0])
-        result = await node.find_value(key, quorum=None)
-        records = [record_view(r, now) for r in result.values]
-        return {"op": op, "key": key.hex(), "name": args.args[0], **_lookup_view(result),
-                "records": records, "ok": bool(records)}
-    if op in ("store", "advertise"):
-        key_text, value = args.args
-        key = NodeId.parse(key_text)
-        name = key_text if key.hex() != key_text.lower() else None
-        report = await node.store(key, value.encode("utf-8"), name=name)
-        return {"op": op, "key": key.hex(), "name": name, "value": value,
-                **(_lookup_view(report.lookup) if report.lookup else {}),
-                "replicas": report.replicas, "targets": len(report.targets),
-                "refused": [{"node": c.node_id.hex(), "reason": r} for c, r in report.refused],
-                "ok": report.replicas > 0}
-    raise UsageError(f"unknown probe operation {op!r}")
-
-
-def _lookup_view(result: Any) -> dict[str, Any]:
-    return {
-        "rounds": result.rounds, "messages": result.messages,
-        "hops": [{"round": h.round, "node": h.contact.node_id.hex(), "address": h.contact.address,
-                  "rtt_ms": round(h.rtt_s * 1000, 3) if h.rtt_s is not None else None,
-                  "returned": len(h.returned), "values": h.values, "error": h.error}
-                 for h in result.hops],
-        "closest": [{"node": c.node_id.hex(), "address": c.address} for c in result.closest],
-    }
+    to = f"{args.to[0]}:{args.to[1]}"
+    if args.op == "ping":
+        return await run_probe(node, "ping", [to])
+    await node.bootstrap([args.to])
+    return await run_probe(node, args.op.replace("-", "_"), list(args.args))
 
 
 def _print_probe(result: dict[str, Any]) -> None:
@@ -259,6 +226,30 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- diagnose ----------------------------------------------------------------------------------
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from dhtscope.tracing.analysis import analyse
+    from dhtscope.tracing.reader import TraceReadError, open_recording
+    from dhtscope.tracing.report import render_json, render_text
+
+    try:
+        recording = open_recording(*args.paths)
+    except TraceReadError as exc:
+        raise UsageError(str(exc)) from None
+    if not recording.traces:
+        raise UsageError(f"no qlog traces found in {', '.join(args.paths)}")
+    analysis = analyse(recording)
+    if args.json:
+        print(render_json(analysis))
+    else:
+        render_text(analysis, Console(), verbose=args.verbose)
+    return 0
+
+
 # -- entry -------------------------------------------------------------------------------------
 
 
@@ -301,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("op", choices=["ping", "find-node", "find-value", "store", "discover", "advertise"])
     p.add_argument("args", nargs="*", help="ID | KEY | KEY VALUE | SERVICE | SERVICE ENDPOINT")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("diagnose", help="a recording's findings: where each stream's bytes went",
+                       description="Analyse a recording (directory) or qlog files and report findings.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="recording directory or .sqlog/.qlog/.qlognd files")
+    p.add_argument("--json", action="store_true", help="one JSON document with a top-level findings list")
+    p.add_argument("--verbose", action="store_true", help="show every stream, not only the affected ones")
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("sim", help="simulate a large network in memory",
                        description="Simulate N nodes in memory and run lookups over them.")
