@@ -34,5 +34,14 @@ $(STAMP_BENCH): pyproject.toml | $(BIN)/python
 bench: $(STAMP_BENCH)
 	$(BIN)/python bench/run.py $(if $(FULL),--full,)
 
+SCENARIOS := healthy no-accept stream-limit loss alpn-mismatch stall
+
+# make recordings: regenerate recordings/<scenario>/ for every scenario (about 2 minutes).
+recordings: $(STAMP_RUN)
+	@for s in $(SCENARIOS); do \
+		rm -rf recordings/$$s; \
+		$(BIN)/dhtscope cluster --scenario $$s --record recordings/$$s --base-port 4700 | tail -1 || exit 1; \
+	done
+
 clean:
 	rm -rf $(VENV) build *.egg-info
