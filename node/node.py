@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -25,7 +26,7 @@ from .keys import Identity
 from .lookup import Hop, Lookup, LookupResult
 from .records import Advertisements, Record, RecordError, RecordStore, verify
 from .routing import RoutingChange, RoutingTable
-from .rpc import RemoteError, RpcEndpoint, RpcError, contact_of
+from .rpc import RemoteError, RpcEndpoint, RpcError, contact_of, with_sender
 from .transport import Address, Conn, Endpoint, Faults, TransportError
 from .wire import (
     Error,
@@ -310,7 +311,7 @@ class Node:
             addr, expected = target, None
         sender = self._sender()
         if sender is not None:
-            message = _with_sender(message, sender)
+            message = with_sender(message, sender)
         try:
             conn = await rpc.connection_to(addr, expected, min(CONNECT_TIMEOUT_S, self.request_timeout_s))
             response, rtt = await rpc.request(conn, message, self.request_timeout_s,
@@ -595,12 +596,6 @@ def record_view(record: Record, now: float) -> dict[str, Any]:
     }
 
 
-def _with_sender(message: Message, sender: Sender) -> Message:
-    import dataclasses
-
-    return dataclasses.replace(message, sender=sender)
-
-
 def _latest_per_publisher(records: list[Record]) -> list[Record]:
     best: dict[tuple[int, int], Record] = {}
     for r in records:
@@ -611,7 +606,5 @@ def _latest_per_publisher(records: list[Record]) -> list[Record]:
 
 
 def _replace_values(result: LookupResult, values: list[Record]) -> LookupResult:
-    import dataclasses
-
     found = bool(values) if result.kind == "find_value" else result.found
     return dataclasses.replace(result, values=tuple(values), found=found)

@@ -329,7 +329,7 @@ class RpcEndpoint:
     def _respond(self, conn: Conn, stream_id: int, request: Message | None, response: Message) -> None:
         sender = self._sender()
         if response.sender is None and sender is not None:
-            response = _with_sender(response, sender)
+            response = with_sender(response, sender)
         try:
             data = encode(response)
         except WireError as exc:
@@ -375,7 +375,8 @@ class RpcEndpoint:
         await self.endpoint.close()
 
 
-def _with_sender(message: Message, sender: Sender) -> Message:
+def with_sender(message: Message, sender: Sender) -> Message:
+    """The message signed off with who sent it."""
     return dataclasses.replace(message, sender=sender)
 
 
