@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from typing import Any, Sequence
@@ -125,9 +126,18 @@ def _plan(args: argparse.Namespace) -> Any:
                        record_dir=args.record)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends a supervisor the way Ctrl-C does, so it stops its children before it goes."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_cluster(args: argparse.Namespace) -> int:
     from dhtscope.node.cluster import run_check, run_foreground, run_scenario
 
+    _stop_on_sigterm()
     plan = _plan(args)
     if args.check:
         return run_check(plan, sys.stdout, timeout_s=args.timeout)
