@@ -30,6 +30,8 @@ class Member:
     process: subprocess.Popen[str] | None = None
     buffer: str = ""
     control: str | None = None
+    log_path: str | None = None    # output goes to this file instead of a pipe (see Cluster log_dir)
+    log_offset: int = 0
 
 
 @dataclass
@@ -88,9 +90,12 @@ def _die_with_parent() -> None:
 class Cluster:
     """Starts, watches and stops the member processes."""
 
-    def __init__(self, plan: ClusterPlan, python: str = sys.executable) -> None:
+    def __init__(self, plan: ClusterPlan, python: str = sys.executable, log_dir: str | None = None) -> None:
+        """`log_dir`: each member writes to `<log_dir>/<name>.log` instead of a pipe, so a caller
+        that does not read `events()` (the TUI) never leaves a pipe to fill up and block a node."""
         self.plan = plan
         self.python = python
+        self.log_dir = log_dir
         self.members = plan.build()
 
     def start(self) -> None:
@@ -101,7 +106,18 @@ class Cluster:
 
             write_cluster_manifest(self.plan.record_dir, [(m.name, m.role, f"{self.plan.host}:{m.port}")
                                                          for m in self.members])
+        if self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
         for m in self.members:
+            if self.log_dir:
+                m.log_path = os.path.join(self.log_dir, f"{m.name}.log")
+                with open(m.log_path, "w") as log:
+                    m.process = subprocess.Popen(
+                        [self.python, "-m", "dhtscope.tui.cli", "node", *m.args],
+                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                        text=True, env=env, preexec_fn=_die_with_parent,
+                    )
+                continue
             m.process = subprocess.Popen(
                 [self.python, "-m", "dhtscope.tui.cli", "node", *m.args],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -111,6 +127,8 @@ class Cluster:
 
     def events(self, timeout_s: float) -> list[dict[str, Any]]:
         """Lines the members printed within `timeout_s`, parsed; non-JSON lines come as {'text': ...}."""
+        if self.log_dir:
+            return self._log_events(timeout_s)
         sel = selectors.DefaultSelector()
         for m in self.members:
             if m.process and m.process.stdout and m.process.poll() is None:
@@ -140,6 +158,38 @@ class Cluster:
                 out.append(event)
         sel.close()
         return out
+
+    def _log_events(self, timeout_s: float) -> list[dict[str, Any]]:
+        """`events()` when output goes to log files: what was appended since the last call."""
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for m in self.members:
+                if not m.log_path:
+                    continue
+                try:
+                    with open(m.log_path, "rb") as fh:
+                        fh.seek(m.log_offset)
+                        chunk = fh.read()
+                except OSError:
+                    continue
+                if not chunk:
+                    continue
+                m.log_offset += len(chunk)
+                m.buffer += chunk.decode("utf-8", "replace")
+                *lines, m.buffer = m.buffer.split("\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        event = {"node": m.name, "event": "output", "text": line}
+                    event.setdefault("node", m.name)
+                    out.append(event)
+            if out or time.monotonic() >= deadline:
+                return out
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def exited(self) -> list[Member]:
         return [m for m in self.members if m.process is not None and m.process.poll() is not None]

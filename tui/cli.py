@@ -146,13 +146,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return run_foreground(plan, sys.stdout)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from dhtscope.node.cluster import run_foreground
-
-    print("dhtscope demo: 1 registry + 3 providers + 1 client on 127.0.0.1; Ctrl-C stops them all")
-    return run_foreground(_plan(args), sys.stdout)
-
-
 # -- probe ---------------------------------------------------------------------------------
 
 
@@ -288,11 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --check waits (default 60)")
     p.set_defaults(func=cmd_cluster)
 
-    p = sub.add_parser("demo", help="the local cluster, printing what each node does",
-                       description="Run the local cluster in the foreground.")
-    _add_cluster_options(p)
-    p.set_defaults(func=cmd_demo)
-
     p = sub.add_parser("probe", help="one RPC or discovery from a short-lived node, printing each hop",
                        description="Run one operation from a short-lived node against --to.")
     p.add_argument("--to", type=_address, required=True, metavar="HOST:PORT", help="node to start from")
@@ -319,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sim)
+
+    from dhtscope.tui.commands import add_commands
+
+    add_commands(sub, _add_node_options)
     return parser
 
 

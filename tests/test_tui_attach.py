@@ -1,0 +1,139 @@
+"""The TUI attached to real nodes through their control endpoints (`dhtscope attach`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from dhtscope.node.control import ControlServer
+from dhtscope.node.node import Node
+from dhtscope.tui.app import DhtscopeApp
+from dhtscope.tui.screens.choose import ChooseScreen
+from dhtscope.tui.sources.attach import AttachSource
+
+from test_tui_support import cell, table_text, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(dir="/tmp", prefix="dhtt-")  # unix socket paths must stay short
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_attach_every_screen_reconnect_probe_and_scenario(sock_dir: str) -> None:
+    registry = Node(name="registry", role="registry", request_timeout_s=1.0)
+    provider = Node(name="provider1", role="provider", request_timeout_s=1.0)
+    await registry.start()
+    await provider.start()
+    path = os.path.join(sock_dir, "registry.sock")
+    server = ControlServer(registry, path)
+    await server.start()
+    servers = [server]
+    try:
+        await provider.bootstrap([("127.0.0.1", registry.port)])
+        await provider.advertise("calculator", "127.0.0.1:9001")
+        app = DhtscopeApp(AttachSource([path, os.path.join(sock_dir, "gone.sock")]))
+        async with app.run_test(size=(120, 40)) as pilot:
+            main = app.main
+            nodes = main.query_one("#nodes-table")
+            await wait_until(lambda: cell(nodes, 0, 5) == "connected", pilot, what="attached")
+            rows = table_text(nodes)
+            assert rows[0].split(" | ")[1] == "registry"
+            assert rows[1].split(" | ")[5] == "disconnected"  # nobody listens on gone.sock
+            assert main.node == "registry"
+
+            await pilot.press("2")
+            await wait_until(lambda: main.query_one("#connections-table").row_count() >= 1, pilot, what="conns")
+            await pilot.press("4")
+            await wait_until(lambda: any(provider.address in r for r in table_text(main.query_one("#routing-table"))),
+                             pilot, what="provider in the routing table")
+            await pilot.press("5")
+            await wait_until(lambda: any("calculator" in r for r in table_text(main.query_one("#records-table"))),
+                             pilot, what="stored record")
+
+            await pilot.press("8")
+            await pilot.press(*"calculator", "enter")
+            panel = main.query_one("#probe-panel")
+            await wait_until(lambda: main.query_one("#probe-result").row_count() == 1, pilot, what="probe result")
+            assert "127.0.0.1:9001" in table_text(main.query_one("#probe-result"))[0]
+            assert table_text(main.query_one("#probe-rounds"))[0].startswith("round 1")
+            assert not panel.running
+
+            await pilot.press("escape", "6")
+            log = main.query_one("#event-log")
+            await wait_until(lambda: log.row_count() > 0, pilot, what="live events")
+            assert any(log.event(i).node == "registry" for i in range(log.row_count()))
+
+            await pilot.press("s")
+            assert isinstance(app.screen, ChooseScreen)
+            app.screen.dismiss("no-accept")
+            await wait_until(lambda: registry.faults.no_accept, pilot, what="scenario on the attached node")
+
+            await pilot.press("7")
+            await wait_until(lambda: main.analysis is not None, pilot, what="analysis from live events")
+            await pilot.press("3", "a")
+
+            await server.close()
+            await wait_until(lambda: cell(nodes, 0, 5) == "disconnected", pilot, what="disconnected")
+            server = ControlServer(registry, path)
+            await server.start()
+            servers.append(server)
+            await wait_until(lambda: cell(nodes, 0, 5) == "connected", pilot,
+                             timeout_s=10, what="reconnected")
+    finally:
+        for s in servers:
+            await s.close()
+        await provider.stop()
+        await registry.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+ATTACH = ("import sys, argparse\n"
+          "from dhtscope.tui.commands import add_commands\n"
+          "p = argparse.ArgumentParser(prog='dhtscope')\n"
+          "add_commands(p.add_subparsers(dest='command', required=True), node_options=lambda p: None)\n"
+          "a = p.parse_args(sys.argv[1:])\n"
+          "sys.exit(a.func(a))\n")
+
+
+def test_attach_with_a_wrong_token_prints_one_refusal_line_and_exits_non_zero(tmp_path: Path) -> None:
+    port = _free_port()
+    node = subprocess.Popen(
+        [sys.executable, "-m", "dhtscope.tui.cli", "node", "--json-lines", "--control", f"tcp:127.0.0.1:{port}",
+         "--control-token", "right-token"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = node.stdout.readline()  # type: ignore[union-attr]
+        assert json.loads(line)["event"] == "started"
+        token_file = tmp_path / "token"
+        token_file.write_text("wrong-token\n")
+        for how in (["--token", "wrong-token"], ["--token-file", str(token_file)]):
+            started = time.monotonic()
+            done = subprocess.run([sys.executable, "-c", ATTACH, "attach", f"tcp:127.0.0.1:{port}", *how],
+                                  capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            assert done.returncode != 0
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and "refused" in lines[0] and "token" in lines[0], done.stderr
+            assert done.stdout == ""  # the app never opened
+            assert time.monotonic() - started < 20
+    finally:
+        node.terminate()
+        node.wait(10)

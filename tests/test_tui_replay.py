@@ -1,0 +1,168 @@
+"""The TUI over a recording made by real nodes: every screen, driven by keys."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from dhtscope.node.keys import Identity
+from dhtscope.node.node import Node, NodeError
+from dhtscope.node.recording import NodeRecorder
+from dhtscope.tui.app import DhtscopeApp
+from dhtscope.tui.screens.help import HelpScreen
+from dhtscope.tui.screens.timeline import StreamTimelineScreen
+from dhtscope.tui.sources.replay import ReplaySource
+from dhtscope.tui.widgets.timeline_table import Gap
+
+from test_tui_support import table_text, wait_until
+
+
+async def _record(root: Path) -> None:
+    """registry + provider + client over QUIC; then the registry stops accepting streams."""
+    nodes = []
+    for name, role in (("registry", "registry"), ("provider1", "provider"), ("client", "client")):
+        identity = Identity.generate()
+        recorder = NodeRecorder(root, name, identity.node_id.hex(), role)
+        node = Node(identity, name=name, role=role, recorder=recorder, request_timeout_s=1.0)
+        await node.start()
+        recorder.set_address(node.address)
+        nodes.append(node)
+    registry, provider, client = nodes
+    try:
+        for node in (provider, client):
+            await node.bootstrap([("127.0.0.1", registry.port)])
+        await provider.advertise("calculator", "127.0.0.1:9001")
+        await client.discover("calculator")
+        registry.faults.no_accept = True
+        registry.emit("dht:scenario_changed", {"scenario": "no-accept", "faults": ["no-accept"], "previous": []})
+        for _ in range(2):
+            with pytest.raises(NodeError):
+                await client.ping(registry.contact())
+        await asyncio.sleep(0.3)  # the registry's trace goes on past the receipt
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+@pytest.fixture(scope="module")
+def recording() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="dhtscope-tui-rec-"))
+    asyncio.run(_record(root))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def _ready(app: DhtscopeApp, pilot: Any) -> None:
+    await wait_until(lambda: app.main.analysis is not None and not app.source.replay.indexing, pilot,
+                     what="analysis and index")
+    await wait_until(lambda: app.main.query_one("#nodes-table").row_count() == 3, pilot, what="three nodes")
+
+
+async def test_replay_every_screen(recording: Path) -> None:
+    app = DhtscopeApp(ReplaySource(str(recording)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _ready(app, pilot)
+        main = app.main
+        nodes = table_text(main.query_one("#nodes-table"))
+        assert sorted(r.split(" | ")[1] for r in nodes) == ["client", "provider1", "registry"]
+        assert app.main.node == "registry"
+        assert all("recorded" in r for r in nodes)
+
+        await pilot.press("2")
+        conns = main.query_one("#connections-table")
+        assert conns.row_count() == 2  # provider1 and client each connected to the registry
+        assert main.query_one("#rtt-spark").data
+
+        await pilot.press("3")
+        streams = table_text(main.query_one("#streams-table"))
+        assert any(r.endswith("delivered") and "✗" in r for r in streams), streams
+        assert any(r.endswith("none") for r in streams)
+
+        await pilot.press("4")
+        routing = table_text(main.query_one("#routing-table"))
+        others = {n.address for n in app.source.nodes() if n.name != "registry"}
+        assert {r.split(" | ")[3] for r in routing} == others
+
+        await pilot.press("n")  # provider1: it advertised, the registry stored its record
+        await pilot.press("N")
+        await pilot.press("5")
+        records = table_text(main.query_one("#records-table"))
+        assert any("calculator" in r and "valid" in r for r in records), records
+
+        await pilot.press("6")
+        log = main.query_one("#event-log")
+        assert log.row_count() == app.source.replay.total > 0
+        await pilot.press("slash")
+        await pilot.press(*"rpc_timeout")
+        await wait_until(lambda: not log.filtering, pilot, what="filter")
+        assert 1 <= log.row_count() < app.source.replay.total
+        assert all(log.event(i).name == "dht:rpc_timeout" for i in range(log.row_count()))
+        await pilot.press("enter", "enter")  # to the log, then the event detail
+        assert type(app.screen).__name__ == "EventDetailScreen"
+        await pilot.press("escape")
+
+        await pilot.press("7")
+        findings = table_text(main.query_one("#findings-table"))
+        assert findings[0].startswith("error | stream_not_delivered | registry")
+        assert "stream_not_delivered" in str(main.query_one("#finding-detail").render())
+        await pilot.press("enter")
+        assert isinstance(app.screen, StreamTimelineScreen)
+        timeline = app.screen.query_one("#timeline")
+        gaps = [i for i, item in enumerate(timeline.items) if isinstance(item, Gap)]
+        assert gaps and timeline.items[gaps[0]].step == "delivered"
+        assert "MISSING" in table_text(timeline)[gaps[0]]
+        start = timeline.cursor
+        await pilot.press("n")
+        assert timeline.cursor > start and timeline.is_step(timeline.cursor)
+        await pilot.press("p")
+        assert timeline.cursor == start
+        await pilot.press("escape")
+        assert app.screen is main
+
+        await pilot.press("8")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+
+
+async def test_replay_controls_step_seek_and_play(recording: Path) -> None:
+    app = DhtscopeApp(ReplaySource(str(recording)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app, pilot)
+        state = app.source.replay
+        total = state.total
+        await pilot.press("left_square_bracket")
+        assert state.position == 0
+        await pilot.press("full_stop", "full_stop")
+        assert state.position == 2
+        await pilot.press("comma")
+        assert state.position == 1
+        await pilot.press("6")
+        await wait_until(lambda: app.main.query_one("#event-log").row_count() == 1, pilot, what="one event shown")
+        await pilot.press("t")
+        await pilot.press(*"0.5", "enter")
+        assert 0 < state.position < total
+        await pilot.press("plus", "plus", "plus", "plus", "plus")
+        assert state.speed >= 100
+        await pilot.press("p")
+        await wait_until(lambda: state.position == total, pilot, what="playing to the end")
+        assert not state.playing
+        assert "event" in str(app.main.query_one("#replay-bar").render())
+        await pilot.press("right_square_bracket")
+        assert state.position == total
+
+
+async def test_replay_of_a_missing_path_says_so(tmp_path: Path) -> None:
+    from dhtscope.tui.commands import add_commands
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"), node_options=lambda p: None)
+    args = parser.parse_args(["replay", str(tmp_path / "nope")])
+    assert args.func(args) == 1

@@ -1,0 +1,1 @@
+"""Data sources behind every screen: embedded node, attached control endpoints, recordings."""

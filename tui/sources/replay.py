@@ -1,0 +1,415 @@
+"""A recording played back: lazy to open, indexed in a background thread, stepped by the user.
+
+Opening reads only the reader's record index (no JSON); a thread then walks every trace
+once to build the time-ordered event order and each node's routing/record history. The
+first screen never waits for that walk: views show what has been indexed so far.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import threading
+import time
+from array import array
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from dhtscope.tracing.analysis import Analysis, analyse
+from dhtscope.tracing.model import NodeEntry, Recording, Trace
+from dhtscope.tracing.reader import TraceReadError, open_recording
+
+from ..source import DataSource, EventRow, NodeInfo, ReplayState
+
+NODE_EVENTS = frozenset({
+    "dht:node_started", "dht:routing_updated", "dht:record_stored", "dht:record_expired",
+    "dht:record_refused", "dht:scenario_changed",
+})
+RTT_SAMPLES_PER_TRACE = 2_000
+SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0, 1000.0)
+
+
+class _PlayedEvents:
+    """The Events view's store in replay: the events played so far, read lazily."""
+
+    def __init__(self, source: ReplaySource) -> None:
+        self._source = source
+
+    @property
+    def first(self) -> int:
+        return 0
+
+    @property
+    def end(self) -> int:
+        return self._source.state.position
+
+    def get(self, index: int) -> EventRow:
+        return self._source.event_at(index)
+
+
+class ReplaySource(DataSource):
+    """A recording directory or trace files, with play / pause / step / seek / speed."""
+
+    kind = "replay"
+    live = False
+    analysis_interval_s = None
+
+    def __init__(self, *paths: str) -> None:
+        super().__init__()
+        if not paths:
+            raise ValueError("replay needs a recording directory or trace files")
+        self.paths = [str(p) for p in paths]
+        self.title = f"replay {Path(self.paths[0]).name or self.paths[0]}"
+        self.recording: Recording | None = None
+        self.error: str | None = None
+        self.state = ReplayState()
+        self._follow_end = True      # until the user moves, the position follows the index
+        self._order_trace = array("I")
+        self._order_record = array("I")
+        self._order_time = array("d")
+        self._node_events: dict[str, list[tuple[float, str, dict[str, Any]]]] = defaultdict(list)
+        self._rtt: dict[int, tuple[array, array]] = {}
+        self._node_of_trace: list[str] = []
+        self._per_node_total: Counter[str] = Counter()
+        self._played = _PlayedEvents(self)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._play_wall: float | None = None
+        self._play_from_ms: float | None = None
+        self._snap_cache: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.opened = threading.Event()
+
+    # -- life
+
+    async def start(self) -> None:
+        self._thread = threading.Thread(target=self._index, name="dhtscope-replay-index", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    def open_now(self) -> None:
+        """Open and index in the calling thread (tests and the benchmark's baseline)."""
+        self._index()
+
+    def _index(self) -> None:
+        try:
+            rec = open_recording(*self.paths)
+        except (TraceReadError, OSError) as exc:
+            self.error = str(exc)
+            self.state.indexing = False
+            self.opened.set()
+            return
+        self._node_of_trace = [t.info.node or Path(t.info.path).parent.name for t in rec.traces]
+        self.recording = rec
+        self.opened.set()
+        try:
+            self._walk(rec)
+        finally:
+            self.state.indexing = False
+
+    def _walk(self, rec: Recording) -> None:
+        """One pass over every trace: the global time order, node histories, RTT samples."""
+        node_events = self._node_events
+        per_node = self._per_node_total
+
+        def events_of(i: int, trace: Trace) -> Iterator[tuple[float, int, int]]:
+            node = self._node_of_trace[i]
+            rtt_t, rtt_v = array("d"), array("d")
+            it = trace.iter_range(0, None) if hasattr(trace, "iter_range") else iter(trace)
+            for ev in it:
+                name = ev.name
+                if name in NODE_EVENTS:
+                    node_events[node].append((ev.time_ms, name, ev.data))
+                elif name == "quic:recovery_metrics_updated" and len(rtt_t) < RTT_SAMPLES_PER_TRACE:
+                    rtt = ev.data.get("smoothed_rtt")
+                    if isinstance(rtt, (int, float)):
+                        rtt_t.append(ev.time_ms)
+                        rtt_v.append(float(rtt))
+                yield ev.time_ms, i, ev.record
+            if rtt_t:
+                self._rtt[i] = (rtt_t, rtt_v)
+
+        streams = [events_of(i, t) for i, t in enumerate(rec.traces)]
+        order_t, order_r, order_time = self._order_trace, self._order_record, self._order_time
+        state = self.state
+        n = 0
+        for t_ms, i, record in heapq.merge(*streams):
+            order_t.append(i)
+            order_r.append(record)
+            order_time.append(t_ms)
+            per_node[self._node_of_trace[i]] += 1
+            n += 1
+            if n & 0xFFF == 0:
+                state.total = n
+                if state.first_ms is None:
+                    state.first_ms = order_time[0]
+                if self._stop.is_set():
+                    return
+        state.total = n
+        if n:
+            state.first_ms = order_time[0]
+            state.last_ms = order_time[n - 1]
+        for events in node_events.values():
+            events.sort(key=lambda e: e[0])
+
+    # -- playing
+
+    @property
+    def replay(self) -> ReplayState:
+        return self.state
+
+    @property
+    def events(self) -> _PlayedEvents:
+        return self._played
+
+    def event_at(self, index: int) -> EventRow:
+        rec = self.recording
+        assert rec is not None
+        i = self._order_trace[index]
+        trace = rec.traces[i]
+        ev = trace[self._order_record[index]]
+        return EventRow(ev.time_ms, self._node_of_trace[i], ev.name, trace.info.odcid, ev.data)
+
+    def _set_position(self, position: int) -> None:
+        state = self.state
+        position = max(0, min(position, state.total))
+        state.position = position
+        state.time_ms = self._order_time[position - 1] if position > 0 else None
+
+    def tick(self) -> None:
+        state = self.state
+        if self._follow_end:
+            if state.position != state.total:
+                self._set_position(state.total)
+            if state.last_ms is None and state.total:
+                state.last_ms = self._order_time[state.total - 1]
+            return
+        if not state.playing or self._play_wall is None or self._play_from_ms is None:
+            return
+        target_ms = self._play_from_ms + (time.monotonic() - self._play_wall) * 1000.0 * state.speed
+        total = state.total
+        position = bisect.bisect_right(self._order_time, target_ms, state.position, total)
+        if position != state.position:
+            self._set_position(position)
+        if position >= total and not state.indexing:
+            state.playing = False
+
+    def play(self) -> None:
+        state = self.state
+        if state.position >= state.total and not state.indexing:
+            self._set_position(0)  # at the end: play from the start
+        self._follow_end = False
+        state.playing = True
+        self._play_wall = time.monotonic()
+        start = self._order_time[state.position - 1] if state.position else (
+            self._order_time[0] if state.total else 0.0)
+        self._play_from_ms = start
+
+    def pause(self) -> None:
+        self.state.playing = False
+        self._follow_end = False
+
+    def toggle(self) -> None:
+        if self.state.playing:
+            self.pause()
+        else:
+            self.play()
+
+    def step(self, delta: int) -> None:
+        self.pause()
+        self._set_position(self.state.position + delta)
+
+    def seek(self, time_ms: float) -> None:
+        """Jump to the last event at or before `time_ms` (absolute ms since the epoch)."""
+        self._follow_end = False
+        self._set_position(bisect.bisect_right(self._order_time, time_ms, 0, self.state.total))
+        if self.state.playing:
+            self.play()
+
+    def seek_relative(self, seconds: float) -> None:
+        """Jump to `seconds` after the recording's first event."""
+        first = self.state.first_ms if self.state.first_ms is not None else 0.0
+        self.seek(first + seconds * 1000.0)
+
+    def to_start(self) -> None:
+        self.pause()
+        self._set_position(0)
+
+    def to_end(self) -> None:
+        self.pause()
+        self._follow_end = True
+        self._set_position(self.state.total)
+
+    def faster(self, up: bool) -> float:
+        speeds = SPEEDS
+        i = min(range(len(speeds)), key=lambda k: abs(speeds[k] - self.state.speed))
+        i = min(i + 1, len(speeds) - 1) if up else max(i - 1, 0)
+        was_playing = self.state.playing
+        self.state.speed = speeds[i]
+        if was_playing:
+            self.play()
+        return self.state.speed
+
+    # -- views
+
+    def _entries(self) -> list[NodeEntry]:
+        rec = self.recording
+        if rec is None:
+            return []
+        names = [n.name for n in rec.nodes]
+        extra = [NodeEntry(name=n, node_id=None, address=None, role=None)
+                 for n in dict.fromkeys(self._node_of_trace) if n not in names]
+        return [*rec.nodes, *extra]
+
+    def now(self) -> float:
+        t = self.state.time_ms
+        if t is None:
+            t = self.state.first_ms or 0.0
+        return t / 1000.0
+
+    def nodes(self) -> list[NodeInfo]:
+        out = []
+        for entry in self._entries():
+            snap = self.snapshot(entry.name) or {}
+            node = snap.get("node", {})
+            started = node.get("started_at") is not None
+            out.append(NodeInfo(
+                name=entry.name, role=entry.role or str(node.get("role") or "?"),
+                node_id=entry.node_id or str(node.get("id") or ""),
+                address=entry.address or str(node.get("address") or "?"),
+                state="recorded" if started or not self._node_events.get(entry.name) else "not started",
+                connections=len(snap.get("connections", [])), contacts=int(node.get("contacts", 0)),
+                records=int(node.get("records", 0)), events=self._per_node_total.get(entry.name, 0),
+                faults=tuple(node.get("faults", ())), detail=self.paths[0]))
+        return out
+
+    def snapshot(self, node: str) -> dict[str, Any] | None:
+        if self.recording is None:
+            return None
+        key = (self.state.position, self.state.total, id(self.analysis_for_snapshot))
+        cached = self._snap_cache.get(node)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        snap = self._build_snapshot(node)
+        self._snap_cache[node] = (key, snap)  # type: ignore[assignment]
+        return snap
+
+    analysis_for_snapshot: Analysis | None = None
+
+    def _build_snapshot(self, name: str) -> dict[str, Any]:
+        if self._follow_end:
+            t_ms = float("inf")
+        else:
+            t_ms = self.state.time_ms if self.state.time_ms is not None else -1.0
+        entry = next((e for e in self._entries() if e.name == name), None)
+        info: dict[str, Any] = {"name": name, "id": entry.node_id if entry else None,
+                                "address": entry.address if entry else None,
+                                "role": entry.role if entry else None, "faults": [], "started_at": None}
+        buckets: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        replacements: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        records: dict[tuple[str, str], dict[str, Any]] = {}
+        events = self._node_events.get(name, [])
+        end = bisect.bisect_right(events, t_ms, key=lambda e: e[0]) if events else 0
+        for when, ev, d in events[:end]:
+            if ev == "dht:node_started":
+                info["started_at"] = when / 1000.0
+                info["id"] = info["id"] or d.get("node_id")
+                info["address"] = info["address"] or d.get("address")
+                info["role"] = info["role"] or d.get("role")
+                info["faults"] = list(d.get("scenario") or [])
+            elif ev == "dht:scenario_changed":
+                info["faults"] = list(d.get("faults") or [])
+            elif ev == "dht:routing_updated":
+                peer, bucket = str(d.get("peer_id")), int(d.get("bucket") or 0)
+                action = d.get("action")
+                if action in ("added", "updated", "refreshed"):
+                    replacements[bucket].pop(peer, None)
+                    buckets[bucket][peer] = {"id": peer, "address": d.get("address"), "last_seen": when / 1000.0,
+                                             "failures": 0}
+                elif action in ("removed", "evicted"):
+                    buckets[bucket].pop(peer, None)
+                elif action == "replacement_cached":
+                    replacements[bucket][peer] = {"id": peer, "address": d.get("address"),
+                                                  "last_seen": when / 1000.0}
+            elif ev == "dht:record_stored":
+                k = (str(d.get("key")), str(d.get("publisher")))
+                exp = d.get("expires_at_ms")
+                records[k] = {"key": k[0], "name": d.get("name"), "publisher": k[1], "value": d.get("value", "-"),
+                              "seq": d.get("seq"), "expires_at": exp / 1000.0 if isinstance(exp, (int, float)) else None,
+                              "signature": "valid (at store)"}
+            elif ev == "dht:record_refused":
+                k = (str(d.get("key")), str(d.get("publisher")))
+                records.setdefault(k, {"key": k[0], "name": d.get("name"), "publisher": k[1], "value": "-",
+                                       "seq": None, "expires_at": None,
+                                       "signature": f"refused: {d.get('reason')}"})
+            elif ev == "dht:record_expired":
+                records.pop((str(d.get("key")), str(d.get("publisher"))), None)
+        now_s = self.now() if not self._follow_end else ((self.state.last_ms or 0.0) / 1000.0)
+        for r in records.values():
+            r["expires_in_s"] = round(r["expires_at"] - now_s, 1) if r["expires_at"] is not None else None
+        routing = [{"index": i, "contacts": list(buckets[i].values()),
+                    "replacements": list(replacements.get(i, {}).values())}
+                   for i in sorted(set(buckets) | set(replacements)) if buckets[i] or replacements.get(i)]
+        info["contacts"] = sum(len(b["contacts"]) for b in routing)
+        info["records"] = sum(1 for r in records.values() if r["seq"] is not None)
+        return {"node": info, "connections": self._connections(name, t_ms), "routing": routing,
+                "records": list(records.values()), "advertisements": [], "stats": {}}
+
+    def _connections(self, name: str, t_ms: float) -> list[dict[str, Any]]:
+        analysis = self.analysis_for_snapshot
+        if analysis is None:
+            return []
+        out = []
+        streams_by_conn: dict[str, list[Any]] = defaultdict(list)
+        for s in analysis.streams:
+            streams_by_conn[s.connection].append(s)
+        for c in analysis.connections:
+            mine = next((e for e in c.ends if e.node == name), None)
+            if mine is None or (c.first_ms is not None and c.first_ms > t_ms):
+                continue
+            other = c.server if mine is c.client else c.client
+            closed = c.state == "closed" and (c.last_ms is None or c.last_ms <= t_ms)
+            streams = [s for s in streams_by_conn.get(c.id, []) if s.first_ms is None or s.first_ms <= t_ms]
+            sent = c.bytes_client_to_server if mine is c.client else c.bytes_server_to_client
+            received = c.bytes_server_to_client if mine is c.client else c.bytes_client_to_server
+            out.append({
+                "odcid": c.id, "role": mine.vantage, "peer_address": other.node if other else "?",
+                "peer_id": None, "open": not closed, "rtt_ms": self._rtt_at(mine, t_ms, c.rtt_ms),
+                "rtt_series": self._rtt_series(mine, t_ms),
+                "bytes_sent": sent, "bytes_received": received, "streams_opened": len(streams),
+                "streams_open": sum(1 for s in streams if s.last_ms is not None and s.last_ms > t_ms),
+                "close_reason": (c.close_reason or c.close_trigger) if closed else None,
+                "close_trigger": c.close_trigger if closed else None,
+            })
+        return out
+
+    def _trace_index(self, end: Any) -> int | None:
+        rec = self.recording
+        if rec is None:
+            return None
+        for i, t in enumerate(rec.traces):
+            if t.info.path == end.path and t.info.index == end.trace_index:
+                return i
+        return None
+
+    def _rtt_series(self, end: Any, t_ms: float) -> list[float]:
+        i = self._trace_index(end)
+        if i is None or i not in self._rtt:
+            return []
+        times, values = self._rtt[i]
+        stop = bisect.bisect_right(times, t_ms)
+        return list(values[max(0, stop - 120):stop])
+
+    def _rtt_at(self, end: Any, t_ms: float, default: float | None) -> float | None:
+        series = self._rtt_series(end, t_ms)
+        return round(series[-1], 3) if series else (round(default, 3) if default is not None else None)
+
+    def analyse(self) -> Analysis | None:
+        self.opened.wait(30.0)  # runs in a worker thread: wait for the recording to open
+        if self.recording is None:
+            return None
+        analysis = analyse(self.recording)
+        self.analysis_for_snapshot = analysis
+        return analysis

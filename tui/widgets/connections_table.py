@@ -1,0 +1,63 @@
+"""The selected node's connections: peer, state, RTT, bytes, streams, closure reason."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from textual.reactive import reactive
+
+from ..format import ms, short, size
+from .vtable import Column, Row, VirtualTable
+
+RTT_HISTORY = 120
+
+
+class ConnectionsTable(VirtualTable):
+    """One row per connection; keeps each connection's RTT samples for the sparkline."""
+
+    DEFAULT_CSS = """
+    ConnectionsTable { height: 1fr; }
+    """
+
+    snapshot: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__([
+            Column("conn", 8), Column("role", 6), Column("peer", 16), Column("state", 6),
+            Column("rtt ms", 7, "right"), Column("sent", 8, "right"), Column("received", 8, "right"),
+            Column("streams", 7, "right"), Column("closed because"),
+        ], empty="no connections", **kwargs)  # type: ignore[arg-type]
+        self.conns: list[dict[str, Any]] = []
+        self._history: dict[str, deque[float]] = {}
+
+    def watch_snapshot(self, snapshot: dict[str, Any] | None) -> None:
+        conns = list((snapshot or {}).get("connections", []))
+        conns.sort(key=lambda c: (not c.get("open"), str(c.get("peer_address"))))
+        self.conns = conns
+        rows = []
+        for c in conns:
+            odcid = str(c.get("odcid"))
+            rtt = c.get("rtt_ms")
+            if isinstance(rtt, (int, float)) and "rtt_series" not in c:
+                self._history.setdefault(odcid, deque(maxlen=RTT_HISTORY)).append(float(rtt))
+            peer = c.get("peer_address") or "?"
+            if c.get("peer_id"):
+                peer = f"{peer} {short(c['peer_id'], 4)}"
+            state = ("open", "ok") if c.get("open") else ("closed", "dim")
+            reason = c.get("close_reason") or c.get("close_trigger") or ""
+            rows.append(Row([
+                short(odcid), str(c.get("role", "?")), peer, state, ms(rtt, 2), size(c.get("bytes_sent")),
+                size(c.get("bytes_received")), f"{c.get('streams_open', 0)}/{c.get('streams_opened', 0)}",
+                (reason, "warning") if reason and reason not in ("clean", "node shutting down") else reason,
+            ]))
+        self.set_rows(rows)
+
+    def series(self, index: int) -> list[float]:
+        """RTT samples of the connection in row `index`, oldest first."""
+        if not 0 <= index < len(self.conns):
+            return []
+        c = self.conns[index]
+        if c.get("rtt_series"):
+            return [float(v) for v in c["rtt_series"]]
+        return list(self._history.get(str(c.get("odcid")), ()))
