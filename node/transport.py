@@ -304,6 +304,9 @@ class Conn:
                     "from": "transport", "to": "application",
                 })
                 owner.stream_data(self, sid, event.data, event.end_stream)
+            elif (isinstance(event, (events.StreamReset, events.StopSendingReceived))
+                  and ep.faults.no_accept and self.is_peer_stream(event.stream_id)):
+                continue  # a stream the application never learned of: nothing of it reaches it
             elif isinstance(event, events.StreamReset):
                 self.log("quic:stream_state_updated", {
                     "stream_id": event.stream_id, "new": "reset_received", "error_code": event.error_code,
