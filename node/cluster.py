@@ -87,6 +87,25 @@ def _die_with_parent() -> None:
         pass
 
 
+def _take_lines(member: Member, chunk: str) -> list[dict[str, Any]]:
+    """The complete lines of a member's output, parsed; a partial last line waits for the rest."""
+    member.buffer += chunk
+    *lines, member.buffer = member.buffer.split("\n")
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = {"node": member.name, "event": "output", "text": line}
+        if not isinstance(event, dict):
+            event = {"node": member.name, "event": "output", "text": line}
+        event.setdefault("node", member.name)
+        out.append(event)
+    return out
+
+
 class Cluster:
     """Starts, watches and stops the member processes."""
 
@@ -145,17 +164,7 @@ class Cluster:
                 chunk = ""
             if not chunk:
                 continue
-            m.buffer += chunk
-            *lines, m.buffer = m.buffer.split("\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    event = {"node": m.name, "event": "output", "text": line}
-                event.setdefault("node", m.name)
-                out.append(event)
+            out.extend(_take_lines(m, chunk))
         sel.close()
         return out
 
@@ -176,17 +185,7 @@ class Cluster:
                 if not chunk:
                     continue
                 m.log_offset += len(chunk)
-                m.buffer += chunk.decode("utf-8", "replace")
-                *lines, m.buffer = m.buffer.split("\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        event = {"node": m.name, "event": "output", "text": line}
-                    event.setdefault("node", m.name)
-                    out.append(event)
+                out.extend(_take_lines(m, chunk.decode("utf-8", "replace")))
             if out or time.monotonic() >= deadline:
                 return out
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
