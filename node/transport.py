@@ -232,14 +232,18 @@ class Conn:
         return stream_id
 
     def _wake_credit_waiters(self) -> None:
+        """Wake as many waiters as the peer's MAX_STREAMS now allows (all of them once closed)."""
         if self.has_stream_credit():
             self._blocked_probe_sent = False
-        while self._credit_waiters and (self.has_stream_credit() or self.closed):
+        if self.closed:
+            free = len(self._credit_waiters)
+        else:
+            free = self.quic._remote_max_streams_bidi - self.quic.get_next_available_stream_id() // 4
+        while self._credit_waiters and free > 0:
             waiter = self._credit_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-            if not self.closed:
-                break  # one at a time: each takes a slot, then the next re-checks
+                free -= 1
 
     def send(self, stream_id: int, data: bytes, fin: bool) -> None:
         """Write to a stream; `never_fin` keeps our side of every stream open."""
