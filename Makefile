@@ -27,6 +27,7 @@ test: $(STAMP_TEST)
 	$(BIN)/python -m pytest -q
 
 $(STAMP_BENCH): pyproject.toml | $(BIN)/python
+	@dpkg -s libgmp-dev >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq gcc libgmp-dev)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@ $(STAMP_TEST) $(STAMP_RUN)
 

@@ -1,0 +1,215 @@
+"""Helpers shared by the benchmark runner and the per-system driver scripts.
+
+Everything here is stdlib-only so that every driver (asyncio or trio) can import it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from typing import Any
+
+HOST = "127.0.0.1"  # every benchmark stays on loopback
+
+PACKAGES = ("dhtscope", "aioquic", "cryptography", "msgpack", "kademlia", "rpcudp", "libp2p", "trio",
+            "plotext", "uvloop")
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of unsorted values; None for an empty list."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def rss_bytes(pid: int | str = "self") -> int | None:
+    """Resident set size of a process from /proc (VmRSS), in bytes."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def pss_bytes(pid: int | str = "self") -> int | None:
+    """Proportional set size: resident memory with pages shared between processes divided among them."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int | str = "self") -> float | None:
+    """User + system CPU time of a process from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu_model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_total = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_total = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model,
+        "mem_total_bytes": mem_total,
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg": load_average(),
+    }
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine shows up in every figure."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """One JSON line on stdout for the supervising runner."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def quiet_logging() -> None:
+    """The peers log every RPC at INFO or WARNING; that would cost more than the RPC."""
+    import logging
+
+    logging.basicConfig(level=logging.CRITICAL)
+    logging.getLogger().setLevel(logging.CRITICAL)
+    logging.disable(logging.ERROR)
+
+
+class LatencyLog:
+    """Successes with their latency, failures by reason: what one load level produced."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.reasons: dict[str, int] = {}
+
+    def ok(self, seconds: float) -> None:
+        self.latencies.append(seconds)
+
+    def fail(self, reason: str) -> None:
+        self.failures += 1
+        reason = reason[:120]
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    def summary(self, elapsed_s: float, concurrency: int, cpu_s: float | None = None) -> dict[str, Any]:
+        lat = self.latencies
+        n = len(lat)
+        p50 = percentile(lat, 50)
+        p99 = percentile(lat, 99)
+        return {
+            "concurrency": concurrency,
+            "ok": n,
+            "failures": self.failures,
+            "failure_reasons": dict(sorted(self.reasons.items(), key=lambda kv: -kv[1])[:5]),
+            "elapsed_s": round(elapsed_s, 3),
+            "rps": round(n / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+            "p50_ms": round(p50 * 1000, 3) if p50 is not None else None,
+            "p99_ms": round(p99 * 1000, 3) if p99 is not None else None,
+            "client_cpu_s": round(cpu_s, 3) if cpu_s is not None else None,
+        }
+
+
+def parse_command(line: str) -> dict[str, Any] | None:
+    line = line.strip()
+    if not line:
+        return None
+    return json.loads(line)
+
+
+async def asyncio_command_loop(handle: Any) -> None:
+    """Read JSON commands from stdin, one a line, and answer each with one JSON line (asyncio drivers).
+
+    `handle(cmd)` is a coroutine returning a dict; {"op": "quit"} or EOF ends the loop.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        cmd = parse_command(line)
+        if cmd is None:
+            continue
+        if cmd.get("op") == "quit":
+            return
+        try:
+            reply = await handle(cmd)
+        except Exception as exc:  # the runner shows it; the node keeps serving
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        emit({"op": cmd.get("op"), **reply})
+
+
+async def trio_command_loop(handle: Any) -> None:
+    """The same as asyncio_command_loop, for trio drivers."""
+    import trio
+
+    while True:
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            return
+        cmd = parse_command(line)
+        if cmd is None:
+            continue
+        if cmd.get("op") == "quit":
+            return
+        try:
+            reply = await handle(cmd)
+        except Exception as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        emit({"op": cmd.get("op"), **reply})

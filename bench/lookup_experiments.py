@@ -1,0 +1,58 @@
+"""The dhtscope lookup cluster with prototypes of proposed fixes (not part of `make bench`).
+
+    python bench/lookup_experiments.py [--sets "none;ack;ack,streams"] [--lookups 50]
+
+Same cluster and lookups as lookup_bench.py, with bench/patches.py prototypes applied in
+every node process and datagrams counted at the looking-up node (sent and received while
+its lookup ran). Results: bench/results/lookup_experiments.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchlib import machine_facts  # noqa: E402
+from lookup_bench import run_cluster  # noqa: E402
+from run import RESULTS, log  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sets", default="none;ack;ack,streams,credit")
+    parser.add_argument("--lookups", type=int, default=50)
+    parser.add_argument("--nodes", type=int, default=32)
+    args = parser.parse_args()
+    out = []
+    t0 = time.monotonic()
+    for name in [s.strip() for s in args.sets.split(";") if s.strip()]:
+        os.environ["DHTSCOPE_BENCH_COUNT"] = "1"
+        os.environ["DHTSCOPE_BENCH_PATCH"] = "" if name == "none" else name
+        log(f"lookup experiment: {name}")
+        result = run_cluster("dhtscope", args.nodes, args.lookups, log=log, keep_lookups=True)
+        lookups = result.pop("lookup_replies")
+        result["set"] = name if all(r["set"] != name for r in out) else f"{name} (again)"
+        for key in ("datagrams_sent", "datagrams_received"):
+            values = [r[key] for r in lookups if key in r]
+            result[f"{key}_per_lookup"] = statistics.fmean(values) if values else None
+        log(f"  median {result['median_ms']} ms  p95 {result['p95_ms']} ms  messages {result['median_messages']}  "
+            f"datagrams per lookup at the requester: sent {result['datagrams_sent_per_lookup']:.1f}, "
+            f"received {result['datagrams_received_per_lookup']:.1f}; hop RTT median "
+            f"{result['hop_rtt_median_ms']} ms; requester CPU per lookup {result['lookup_cpu_median_ms']} ms")
+        out.append(result)
+    doc = {"section": "lookup_experiments", "machine": machine_facts(), "elapsed_s": round(time.monotonic() - t0, 1),
+           "results": out}
+    with open(os.path.join(RESULTS, "lookup_experiments.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""dhtscope RPC throughput: one node serves a stored record, another sends single FIND_VALUE RPCs to it.
+
+    python bench/rpc_dhtscope.py serve [--record DIR]
+        prints {"ready": ..., "host", "port", "id", "key"}; runs until stdin closes.
+    python bench/rpc_dhtscope.py load --port P --id HEX --key HEX --levels 1,16,128 --duration S
+        prints one JSON line per concurrency level, then {"done": true}.
+
+Each RPC is Node._call(contact, FindValue): the request a lookup sends to one contact,
+with the sender field, routing-table update and response check a real lookup pays for,
+over the pooled QUIC connection, one bidirectional stream per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchlib import HOST, LatencyLog, cpu_seconds, emit, quiet_logging, rss_bytes  # noqa: E402
+
+from dhtscope.node.ids import Contact, NodeId  # noqa: E402
+from dhtscope.node.node import Node  # noqa: E402
+from dhtscope.node.wire import FindValue, Value  # noqa: E402
+
+SERVICE = "bench-service"
+COUNTERS: list = []  # filled by --count (bench/patches.py)
+
+
+def _counts() -> dict:
+    return {"counters": COUNTERS[0].as_dict()} if COUNTERS else {}
+
+
+def _recorder(record_dir: str | None, name: str, node_id: str, role: str):  # type: ignore[no-untyped-def]
+    if not record_dir:
+        return None
+    from dhtscope.node.recording import NodeRecorder
+
+    return NodeRecorder(record_dir, name, node_id, role)
+
+
+async def _stdin_closed() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or line.strip() == "quit":
+            return
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from dhtscope.node.keys import Identity
+
+    identity = Identity.generate()
+    recorder = _recorder(args.record, "server", identity.node_id.hex(), "registry")
+    node = Node(identity, HOST, 0, name="server", role="registry", recorder=recorder)
+    await node.start()
+    if recorder is not None:
+        recorder.set_address(node.address)
+    key = NodeId.for_name(SERVICE)
+    now = time.time()
+    record = node.advertisements.add(key, b"127.0.0.1:9001", SERVICE, now)
+    outcome = node.store_.put(record, now, from_peer=node.id)
+    assert outcome.accepted, outcome.reason
+    emit({"ready": True, "host": HOST, "port": node.port, "id": node.id.hex(), "key": key.hex(),
+          "pid": os.getpid()})
+    await _stdin_closed()
+    rss = rss_bytes()
+    await node.stop()
+    emit({"server_done": True, "rss_bytes": rss, "cpu_s": cpu_seconds(),
+          "requests_handled": node.stats.requests_handled, **_counts()})
+
+
+async def load(args: argparse.Namespace) -> None:
+    from dhtscope.node.keys import Identity
+
+    identity = Identity.generate()
+    recorder = _recorder(args.record, "client", identity.node_id.hex(), "client")
+    node = Node(identity, HOST, 0, name="client", role="client", recorder=recorder)
+    await node.start()
+    if recorder is not None:
+        recorder.set_address(node.address)
+    target = Contact(NodeId.from_hex(args.id), HOST, args.port)
+    key = NodeId.from_hex(args.key)
+    assert node.rpc is not None
+    rpc = node.rpc
+    loop = asyncio.get_running_loop()
+
+    async def one(log: LatencyLog) -> None:
+        t0 = time.perf_counter()
+        try:
+            response, _, _ = await node._call(target, FindValue(rpc.next_request_id(), key=key))
+        except Exception as exc:  # every failure is counted, whatever it is
+            log.fail(f"{type(exc).__name__}: {exc}")
+            return
+        if isinstance(response, Value) and response.records:
+            log.ok(time.perf_counter() - t0)
+        else:
+            log.fail(f"answer without the record: {response.TYPE.name}")
+
+    async def run_level(concurrency: int, duration_s: float, max_requests: int) -> tuple[LatencyLog, float]:
+        log = LatencyLog()
+        deadline = loop.time() + duration_s
+        issued = 0
+
+        async def worker() -> None:
+            nonlocal issued
+            while loop.time() < deadline and issued < max_requests:
+                issued += 1
+                await one(log)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return log, time.perf_counter() - t0
+
+    profiler = cProfile.Profile() if args.profile else None
+    for concurrency in args.levels:
+        await run_level(concurrency, args.warmup, args.max_requests)
+        cpu0 = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        log, elapsed = await run_level(concurrency, args.duration, args.max_requests)
+        if profiler is not None:
+            profiler.disable()
+        emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0)})
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+    rss = rss_bytes()
+    await node.stop()
+    emit({"done": True, "rss_bytes": rss, **_counts()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--record", default=None)
+    s.add_argument("--profile", default=None, help="write a cProfile of the whole server run here")
+    s.add_argument("--uvloop", action="store_true", help="run on uvloop (an experiment: is it worth adopting?)")
+    s.add_argument("--patch", default=None, help="comma list of bench/patches.py prototypes to apply")
+    s.add_argument("--count", action="store_true", help="count datagrams, timer fires and credit waits")
+    ld = sub.add_parser("load")
+    ld.add_argument("--port", type=int, required=True)
+    ld.add_argument("--id", required=True)
+    ld.add_argument("--key", required=True)
+    ld.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 128])
+    ld.add_argument("--duration", type=float, default=3.0)
+    ld.add_argument("--warmup", type=float, default=0.5)
+    ld.add_argument("--max-requests", type=int, default=200_000)
+    ld.add_argument("--record", default=None)
+    ld.add_argument("--profile", default=None, help="write a cProfile of the measured levels here")
+    ld.add_argument("--uvloop", action="store_true", help="run on uvloop (an experiment: is it worth adopting?)")
+    ld.add_argument("--patch", default=None, help="comma list of bench/patches.py prototypes to apply")
+    ld.add_argument("--count", action="store_true", help="count datagrams, timer fires and credit waits")
+    args = parser.parse_args()
+    quiet_logging()
+    if args.patch:
+        from patches import apply
+
+        apply(args.patch)
+    if args.count:
+        from patches import install_counters
+
+        COUNTERS.append(install_counters())
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
+    if args.mode == "serve" and args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            asyncio.run(serve(args))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        return
+    asyncio.run(serve(args) if args.mode == "serve" else load(args))
+
+
+if __name__ == "__main__":
+    main()
