@@ -165,7 +165,7 @@ class Node:
         def make_endpoint(owner: RpcEndpoint) -> Endpoint:
             return Endpoint(self.identity, owner, faults=self.faults, quic_logger=quic_logger)
 
-        self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults, on_peer=self._on_peer)
+        self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults)
         self.rpc.endpoint.event_sink = self._connection_event
         try:
             host, port = await self.rpc.endpoint.listen(self.host, self.port)
@@ -257,9 +257,6 @@ class Node:
         return outcome.accepted, outcome.action if outcome.accepted else outcome.reason
 
     # -- routing ----------------------------------------------------------------
-
-    def _on_peer(self, conn: Conn) -> None:
-        """A handshake finished; the peer's contact is added when it tells us its listening port."""
 
     def _saw(self, contact: Contact) -> None:
         if contact.node_id == self.id:

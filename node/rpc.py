@@ -95,14 +95,12 @@ class RpcEndpoint:
         sender: Callable[[], Sender | None],
         handler: Handler,
         faults: Faults,
-        on_peer: Callable[[Conn], None] | None = None,
     ) -> None:
         self.endpoint = endpoint_factory(self)
         self.loop = asyncio.get_running_loop()
         self._sender = sender
         self._handler = handler
         self._faults = faults
-        self._on_peer = on_peer
         self._by_peer: dict[NodeId, Conn] = {}
         self._by_addr: dict[Address, Conn] = {}
         self._dialing: dict[Address, asyncio.Future[Conn]] = {}
@@ -224,8 +222,6 @@ class RpcEndpoint:
             conn.log("dht:peer_identified", {
                 "peer_id": conn.peer_id.hex(), "verified": True, "peer_address": conn.addr_text,
             })
-        if self._on_peer is not None:
-            self._on_peer(conn)
 
     def connection_lost(self, conn: Conn) -> None:
         if conn.peer_id is not None and self._by_peer.get(conn.peer_id) is conn:

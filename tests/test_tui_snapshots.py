@@ -6,7 +6,6 @@ replay (so countdowns count from the replay position, never from the wall clock)
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any

@@ -10,7 +10,6 @@ import sys
 import time
 from typing import Any, Sequence
 
-from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import KeyFileError
 from dhtscope.node.node import NodeError, parse_address
 from dhtscope.node.transport import Faults
