@@ -5,6 +5,7 @@ Everything here is stdlib-only so that every driver (asyncio or trio) can import
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import platform
 import sys
 import time
 from importlib import metadata
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 HOST = "127.0.0.1"  # every benchmark stays on loopback
 
@@ -162,6 +163,26 @@ class LatencyLog:
             "p99_ms": round(p99 * 1000, 3) if p99 is not None else None,
             "client_cpu_s": round(cpu_s, 3) if cpu_s is not None else None,
         }
+
+
+async def run_asyncio_level(
+    one: Callable[[LatencyLog], Awaitable[None]], concurrency: int, duration_s: float, max_requests: int,
+) -> tuple[LatencyLog, float]:
+    """`concurrency` asyncio tasks calling `one` until the time or the request budget runs out."""
+    loop = asyncio.get_running_loop()
+    log = LatencyLog()
+    deadline = loop.time() + duration_s
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal issued
+        while loop.time() < deadline and issued < max_requests:
+            issued += 1
+            await one(log)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return log, time.perf_counter() - t0
 
 
 def parse_command(line: str) -> dict[str, Any] | None:

@@ -21,7 +21,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import HOST, LatencyLog, cpu_seconds, emit, quiet_logging, rss_bytes  # noqa: E402
+from benchlib import (  # noqa: E402
+    HOST, LatencyLog, cpu_seconds, emit, quiet_logging, rss_bytes, run_asyncio_level,
+)
 
 from dhtscope.node.ids import Contact, NodeId  # noqa: E402
 from dhtscope.node.node import Node  # noqa: E402
@@ -87,7 +89,6 @@ async def load(args: argparse.Namespace) -> None:
     key = NodeId.from_hex(args.key)
     assert node.rpc is not None
     rpc = node.rpc
-    loop = asyncio.get_running_loop()
 
     async def one(log: LatencyLog) -> None:
         t0 = time.perf_counter()
@@ -102,19 +103,7 @@ async def load(args: argparse.Namespace) -> None:
             log.fail(f"answer without the record: {response.TYPE.name}")
 
     async def run_level(concurrency: int, duration_s: float, max_requests: int) -> tuple[LatencyLog, float]:
-        log = LatencyLog()
-        deadline = loop.time() + duration_s
-        issued = 0
-
-        async def worker() -> None:
-            nonlocal issued
-            while loop.time() < deadline and issued < max_requests:
-                issued += 1
-                await one(log)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return log, time.perf_counter() - t0
+        return await run_asyncio_level(one, concurrency, duration_s, max_requests)
 
     profiler = cProfile.Profile() if args.profile else None
     for concurrency in args.levels:
