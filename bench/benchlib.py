@@ -30,28 +30,26 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
-def rss_bytes(pid: int | str = "self") -> int | None:
-    """Resident set size of a process from /proc (VmRSS), in bytes."""
+def _proc_kib_field(path: str, field: str) -> int | None:
+    """A `Field:  N kB` line of a /proc file, in bytes; None if the file or field is absent."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def rss_bytes(pid: int | str = "self") -> int | None:
+    """Resident set size of a process from /proc (VmRSS), in bytes."""
+    return _proc_kib_field(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_bytes(pid: int | str = "self") -> int | None:
     """Proportional set size: resident memory with pages shared between processes divided among them."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _proc_kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def cpu_seconds(pid: int | str = "self") -> float | None:
