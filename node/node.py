@@ -17,6 +17,7 @@ from .constants import (
     FIND_VALUE_QUORUM,
     K,
     MAINTENANCE_INTERVAL_S,
+    MAX_RECORDS_PER_MESSAGE,
     RECORD_TTL_S,
     REQUEST_TIMEOUT_S,
     STREAM_CREDIT_WAIT_S,
@@ -235,7 +236,7 @@ class Node:
         if isinstance(request, FindNode):
             return Nodes(rid, contacts=tuple(self.routing.closest(request.target, K, exclude=conn.peer_id)))
         if isinstance(request, FindValue):
-            return Value(rid, records=tuple(self.store_.get(request.key, now)[:64]),
+            return Value(rid, records=tuple(self.store_.get(request.key, now)[:MAX_RECORDS_PER_MESSAGE]),
                          contacts=tuple(self.routing.closest(request.key, K, exclude=conn.peer_id)))
         if isinstance(request, Store):
             results = []
@@ -413,7 +414,7 @@ class Node:
                 for task in done:
                     contact = pending.pop(task)
                     self._lookup_answer(lookup, contact, task)
-                logged = self._log_hops(lookup_id, lookup.result().hops, logged)
+                logged = self._log_hops(lookup_id, lookup.hops, logged)
         finally:
             for task in pending:
                 task.cancel()
