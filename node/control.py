@@ -43,7 +43,7 @@ from typing import Any, AsyncIterator, Generic, TypeVar
 from .ids import Contact, NodeId
 from .node import Node, NodeError, parse_address, record_view
 from .rpc import RpcError
-from .transport import Conn, Faults, TransportError
+from .transport import SCENARIOS, Conn, Faults, TransportError
 
 log = logging.getLogger("dhtscope.control")
 
@@ -59,7 +59,6 @@ SEND_TIMEOUT_S = 10.0                     # a client that does not read for this
 CONNECT_TIMEOUT_S = 5.0
 UNIX_PATH_MAX_BYTES = 107                 # sun_path is 108 bytes on Linux, with the NUL
 
-SCENARIOS = ("healthy", "no-accept", "stream-limit", "loss", "alpn-mismatch", "stall")
 PROBE_KINDS = {"ping": 1, "find_node": 1, "find_value": 1, "discover": 1, "store": 2, "advertise": 2}
 REFUSED = "refused: wrong control token"
 

@@ -44,6 +44,9 @@ class TransportError(Exception):
     """A connection that could not be made or was lost."""
 
 
+SCENARIOS = ("healthy", "no-accept", "stream-limit", "loss", "alpn-mismatch", "stall")
+
+
 @dataclass
 class Faults:
     """Failure modes switched on per node, for teaching and tests; all off by default."""
@@ -57,7 +60,7 @@ class Faults:
 
     @classmethod
     def for_scenario(cls, name: str, loss: float = 0.3) -> Faults:
-        """The faults a named scenario switches on."""
+        """The faults a named scenario (one of SCENARIOS) switches on."""
         table = {
             "healthy": cls(),
             "no-accept": cls(no_accept=True),

@@ -12,9 +12,8 @@ from typing import Any, Sequence
 
 from dhtscope.node.keys import KeyFileError
 from dhtscope.node.node import NodeError, parse_address
-from dhtscope.node.transport import Faults
+from dhtscope.node.transport import SCENARIOS, Faults
 
-SCENARIOS = ["healthy", "no-accept", "stream-limit", "loss", "alpn-mismatch", "stall"]
 
 
 class UsageError(Exception):

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-DEMO_SCENARIOS = ["healthy", "no-accept", "stream-limit", "loss", "alpn-mismatch", "stall"]
+from dhtscope.node.transport import SCENARIOS
 
 
 class CommandError(Exception):
@@ -248,7 +248,7 @@ def add_commands(subparsers: Any, node_options: Any = None) -> None:
                                           "sockets and attach the TUI to all of them; quitting stops them all.")
     p.add_argument("--providers", type=int, default=3, help="number of providers (default 3)")
     p.add_argument("--base-port", type=int, default=4500, help="registry port; others follow (default 4500)")
-    p.add_argument("--scenario", choices=DEMO_SCENARIOS, default="healthy",
+    p.add_argument("--scenario", choices=SCENARIOS, default="healthy",
                    help="the registry's fault scenario at start (switch it live with `s`)")
     p.add_argument("--record", metavar="DIR", help="keep the recording in DIR (default: a temporary directory)")
     p.set_defaults(func=cmd_demo)

@@ -13,12 +13,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
+from dhtscope.node.transport import SCENARIOS
 from dhtscope.tracing.analysis import Analysis
 
 INBOX_MAX_EVENTS = 200_000      # events waiting for the next drain; the oldest go first
 EVENT_RING_EVENTS = 100_000     # events the Events view can scroll back through
 DRAIN_MAX_EVENTS = 100_000      # events moved per drain, so one tick stays short
-SCENARIOS = ("healthy", "no-accept", "stream-limit", "loss", "alpn-mismatch", "stall")
 PROBE_KINDS = ("ping", "find_node", "find_value", "store", "advertise", "discover")
 PROBE_ARITY = {"ping": 1, "find_node": 1, "find_value": 1, "discover": 1, "store": 2, "advertise": 2}
 

@@ -8,7 +8,7 @@ import tempfile
 import time
 from typing import Any
 
-from dhtscope.node.control import SCENARIOS as CONTROL_SCENARIOS
+from dhtscope.node.transport import SCENARIOS
 from dhtscope.node.control import run_probe
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.rpc import RpcError
@@ -116,7 +116,7 @@ class EmbeddedSource(DataSource):
 
     async def set_scenario(self, node: str, name: str) -> dict[str, Any]:
         target = self._require(node)
-        if name not in CONTROL_SCENARIOS:
+        if name not in SCENARIOS:
             raise SourceError(f"unknown scenario {name!r}")
         wanted = Faults.for_scenario(name)
         faults = target.faults
