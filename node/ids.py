@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from .constants import ID_BITS, ID_BYTES
 
 _HEX_LEN = ID_BYTES * 2
+_new = object.__new__
+_set = object.__setattr__  # how a frozen dataclass sets its own fields
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -25,7 +27,11 @@ class NodeId:
     def from_bytes(cls, data: bytes) -> NodeId:
         if len(data) != ID_BYTES:
             raise ValueError(f"id must be {ID_BYTES} bytes, got {len(data)}")
-        return cls(int.from_bytes(data, "big"))
+        # ID_BYTES bytes are always in range: skip __init__'s check (this runs for every
+        # id on the wire, several per message).
+        node_id = _new(cls)
+        _set(node_id, "value", int.from_bytes(data, "big"))
+        return node_id
 
     @classmethod
     def from_hex(cls, text: str) -> NodeId:

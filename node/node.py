@@ -27,7 +27,7 @@ from .keys import Identity
 from .lookup import Hop, Lookup, LookupResult
 from .records import Advertisements, Record, RecordError, RecordStore, verify
 from .routing import RoutingChange, RoutingTable
-from .rpc import RemoteError, RpcEndpoint, RpcError, contact_of, with_sender
+from .rpc import RemoteError, RpcEndpoint, RpcError, contact_of
 from .transport import Address, Conn, Endpoint, Faults, TransportError
 from .wire import (
     Error,
@@ -168,6 +168,7 @@ class Node:
 
         self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults)
         self.rpc.endpoint.event_sink = self._connection_event
+        self.rpc.endpoint.listeners = self.listeners  # the same list: listeners added later count too
         try:
             host, port = await self.rpc.endpoint.listen(self.host, self.port)
         except OSError as exc:
@@ -307,13 +308,11 @@ class Node:
             addr, expected = (target.host, target.port), target.node_id
         else:
             addr, expected = target, None
-        sender = self._sender()
-        if sender is not None:
-            message = with_sender(message, sender)
         try:
             conn = await rpc.connection_to(addr, expected, min(CONNECT_TIMEOUT_S, self.request_timeout_s))
             response, rtt = await rpc.request(conn, message, self.request_timeout_s,
-                                              min(STREAM_CREDIT_WAIT_S, 3 * self.request_timeout_s))
+                                              min(STREAM_CREDIT_WAIT_S, 3 * self.request_timeout_s),
+                                              sender=self._sender())
         except RemoteError:
             raise
         except (RpcError, TransportError) as exc:

@@ -9,7 +9,6 @@ reset carrying an ErrorCode, logged, and never disturbs other streams.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import random
@@ -159,9 +158,13 @@ class RpcEndpoint:
         message: Message,
         timeout_s: float = REQUEST_TIMEOUT_S,
         credit_wait_s: float = STREAM_CREDIT_WAIT_S,
+        sender: Sender | None = None,
     ) -> tuple[Message, float]:
-        """Send `message` on a new stream of `conn`; the response and its round-trip time in seconds."""
-        data = encode(message)
+        """Send `message` (signed off by `sender` unless it names one) on a new stream of `conn`.
+
+        Returns the response and its round-trip time in seconds.
+        """
+        data = encode(message, sender)
         if conn.needs_credit():
             try:
                 await asyncio.wait_for(conn.wait_for_credit(), credit_wait_s)
@@ -175,21 +178,27 @@ class RpcEndpoint:
         except TransportError as exc:
             raise RpcError(str(exc)) from None
         state = self._state(conn)
-        out = _Outgoing(self.loop.create_future(), message, sent_at=self.loop.time())
+        loop = self.loop
+        future: asyncio.Future[Message] = loop.create_future()
+        out = _Outgoing(future, message, sent_at=loop.time())
         state.outgoing[stream_id] = out
         self.requests_sent += 1
-        peer = conn.peer_id.hex() if conn.peer_id else None
-        conn.log("dht:rpc_sent", {
-            "stream_id": stream_id, "type": message_name(message),
-            "request_id": message.request_id, "peer_id": peer,
-        })
+        traced = conn.traced
+        if traced:
+            conn.log("dht:rpc_sent", {
+                "stream_id": stream_id, "type": message_name(message),
+                "request_id": message.request_id, "peer_id": _peer_hex(conn),
+            })
+        # One timer that fails the future, instead of wait_for(shield(...)): the future is
+        # ours alone, and every path that completes it checks it is not done yet.
+        timer = loop.call_later(timeout_s, _expire, future)
         try:
-            response = await asyncio.wait_for(asyncio.shield(out.future), timeout_s)
-        except asyncio.TimeoutError:
+            response = await future
+        except _Expired:
             state.outgoing.pop(stream_id, None)
             conn.log("dht:rpc_timeout", {
                 "stream_id": stream_id, "type": message_name(message), "request_id": message.request_id,
-                "peer_id": peer, "timeout_ms": timeout_s * 1000,
+                "peer_id": _peer_hex(conn), "timeout_ms": timeout_s * 1000,
             })
             if not conn.closed:
                 conn.reset(stream_id, ErrorCode.CANCELLED)
@@ -199,12 +208,15 @@ class RpcEndpoint:
             if not conn.closed:
                 conn.reset(stream_id, ErrorCode.CANCELLED)
             raise
-        rtt = self.loop.time() - out.sent_at
-        conn.log("dht:rpc_response", {
-            "stream_id": stream_id, "type": message_name(response), "request_id": message.request_id,
-            "peer_id": peer, "direction": "received", "rtt_ms": round(rtt * 1000, 3),
-            "status": "error" if isinstance(response, Error) else "ok",
-        })
+        finally:
+            timer.cancel()
+        rtt = loop.time() - out.sent_at
+        if traced:
+            conn.log("dht:rpc_response", {
+                "stream_id": stream_id, "type": message_name(response), "request_id": message.request_id,
+                "peer_id": _peer_hex(conn), "direction": "received", "rtt_ms": round(rtt * 1000, 3),
+                "status": "error" if isinstance(response, Error) else "ok",
+            })
         if isinstance(response, Error):
             raise RemoteError(response.code, response.reason)
         return response, rtt
@@ -244,8 +256,8 @@ class RpcEndpoint:
             self._incoming_data(conn, state, stream_id, data, fin)
             return
         out = state.outgoing.get(stream_id)
-        if out is None:
-            return  # a late answer to a request we gave up on
+        if out is None or out.future.done():
+            return  # a late answer to a request we gave up on (timed out or cancelled)
         try:
             response = out.reader.feed(data) if data else None
             if response is None and fin:
@@ -301,16 +313,17 @@ class RpcEndpoint:
         self._dispatch(conn, stream_id, request)
 
     def _dispatch(self, conn: Conn, stream_id: int, request: Message) -> None:
-        peer = conn.peer_id.hex() if conn.peer_id else None
+        peer = _peer_hex(conn)
         if not request.is_request():
             self._protocol_error(conn, stream_id, WireError(
                 f"{request.TYPE.name} is a response, not a request", ErrorCode.NOT_A_REQUEST), reply=True)
             return
         self.requests_received += 1
-        conn.log("dht:rpc_received", {
-            "stream_id": stream_id, "type": message_name(request),
-            "request_id": request.request_id, "peer_id": peer,
-        })
+        if conn.traced:
+            conn.log("dht:rpc_received", {
+                "stream_id": stream_id, "type": message_name(request),
+                "request_id": request.request_id, "peer_id": peer,
+            })
         if self._faults.stall:
             return  # the stall fault: read the request, never answer
         try:
@@ -324,21 +337,20 @@ class RpcEndpoint:
 
     def _respond(self, conn: Conn, stream_id: int, request: Message | None, response: Message) -> None:
         sender = self._sender()
-        if response.sender is None and sender is not None:
-            response = with_sender(response, sender)
         try:
-            data = encode(response)
+            data = encode(response, sender)
         except WireError as exc:
-            response = Error(response.request_id, code=exc.code, reason=str(exc), sender=sender)
-            data = encode(response)
+            response = Error(response.request_id, code=exc.code, reason=str(exc))
+            data = encode(response, sender)
         if conn.closed:
             return
         conn.send(stream_id, data, fin=True)
-        conn.log("dht:rpc_response", {
-            "stream_id": stream_id, "type": message_name(response),
-            "request_id": response.request_id, "peer_id": conn.peer_id.hex() if conn.peer_id else None,
-            "direction": "sent", "status": "error" if isinstance(response, Error) else "ok",
-        })
+        if conn.traced:
+            conn.log("dht:rpc_response", {
+                "stream_id": stream_id, "type": message_name(response),
+                "request_id": response.request_id, "peer_id": _peer_hex(conn),
+                "direction": "sent", "status": "error" if isinstance(response, Error) else "ok",
+            })
 
     def _protocol_error(self, conn: Conn, stream_id: int, exc: WireError, reply: bool) -> None:
         """Bad bytes on one stream: log them, then answer with ERROR or reset that stream alone."""
@@ -371,9 +383,17 @@ class RpcEndpoint:
         await self.endpoint.close()
 
 
-def with_sender(message: Message, sender: Sender) -> Message:
-    """The message signed off with who sent it."""
-    return dataclasses.replace(message, sender=sender)
+class _Expired(Exception):
+    """A request's timer fired before its answer came (turned into RpcTimeout by `request`)."""
+
+
+def _expire(future: asyncio.Future[Message]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
+def _peer_hex(conn: Conn) -> str | None:
+    return conn.peer_id.hex() if conn.peer_id else None
 
 
 def contact_of(conn: Conn, sender: Sender | None) -> Contact | None:

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
@@ -28,7 +29,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
-from .constants import ALPN, CONNECT_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS
+from .constants import (
+    ACK_DELAY_S,
+    ALPN,
+    CONNECT_TIMEOUT_S,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    MAX_STREAMS_PER_CONNECTION,
+)
 from .ids import NodeId
 from .keys import Identity
 
@@ -124,9 +132,35 @@ def peer_id_from_certificate(cert: x509.Certificate | None) -> NodeId | None:
 
 
 class _NodeQuicConnection(QuicConnection):
-    """aioquic's connection, asking clients for their certificate and noting who began the close."""
+    """aioquic's connection, asking clients for their certificate and noting who began the close.
+
+    Two of aioquic's fixed choices are changed through its private state (guarded by tests in
+    tests/test_node_quic.py): the peer may open MAX_STREAMS_PER_CONNECTION request streams
+    at once instead of 128, and once the handshake is done ACKs wait up to ACK_DELAY_S for a
+    packet to ride on instead of 1 ms.
+    """
 
     close_owner: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Before the handshake, so our transport parameters carry it.
+        limit = self._local_max_streams_bidi
+        limit.value = limit.sent = MAX_STREAMS_PER_CONNECTION
+
+    def handshake_done(self) -> None:
+        """Called once the handshake completed: from now on, ACKs may wait for our next packet."""
+        self._ack_delay = ACK_DELAY_S
+
+    def ack_with_next_packet(self) -> None:
+        """Make a pending 1-RTT ACK due now, so it rides in the packet we are about to build.
+
+        Without this, an answer sent right after its request leaves without the request's
+        ACK, and a timer later sends that ACK alone: two more datagrams per request.
+        """
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None:
+            space.ack_at = 0.0
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
@@ -197,6 +231,15 @@ class Conn:
         client_initiated = stream_id & 1 == 0
         return client_initiated != (self.role == "client")
 
+    @property
+    def traced(self) -> bool:
+        """Whether anything reads this connection's events (a trace file or a live listener).
+
+        Callers on the request path check it before building an event, so a node that
+        neither records nor has listeners pays nothing for events.
+        """
+        return self.quic._quic_logger is not None or bool(self.endpoint.listeners)
+
     def log(self, name: str, data: dict[str, Any]) -> None:
         self.endpoint.emit(self, name, data)
 
@@ -252,13 +295,15 @@ class Conn:
         """Write to a stream; `never_fin` keeps our side of every stream open."""
         fin = fin and not self.endpoint.faults.never_fin
         offset = self._sent_offsets.get(stream_id, 0)
+        self.quic.ack_with_next_packet()
         self.quic.send_stream_data(stream_id, data, end_stream=fin)
         self._sent_offsets[stream_id] = offset + len(data)
         self.bytes_sent += len(data)
-        self.log("quic:stream_data_moved", {
-            "stream_id": stream_id, "offset": offset, "length": len(data), "fin": fin,
-            "from": "application", "to": "transport",
-        })
+        if self.traced:
+            self.log("quic:stream_data_moved", {
+                "stream_id": stream_id, "offset": offset, "length": len(data), "fin": fin,
+                "from": "application", "to": "transport",
+            })
         self.endpoint.schedule(self)
 
     def reset(self, stream_id: int, error_code: int) -> None:
@@ -306,10 +351,11 @@ class Conn:
                 offset = self._received_offsets.get(sid, 0)
                 self._received_offsets[sid] = offset + len(event.data)
                 self.bytes_received += len(event.data)
-                self.log("quic:stream_data_moved", {
-                    "stream_id": sid, "offset": offset, "length": len(event.data), "fin": event.end_stream,
-                    "from": "transport", "to": "application",
-                })
+                if self.traced:
+                    self.log("quic:stream_data_moved", {
+                        "stream_id": sid, "offset": offset, "length": len(event.data), "fin": event.end_stream,
+                        "from": "transport", "to": "application",
+                    })
                 owner.stream_data(self, sid, event.data, event.end_stream)
             elif (isinstance(event, (events.StreamReset, events.StopSendingReceived))
                   and ep.faults.no_accept and self.is_peer_stream(event.stream_id)):
@@ -324,6 +370,7 @@ class Conn:
             elif isinstance(event, events.HandshakeCompleted):
                 self.alpn = event.alpn_protocol
                 self.peer_id = peer_id_from_certificate(self.quic.tls._peer_certificate)
+                self.quic.handshake_done()
                 if not self.ready.done():
                     self.ready.set_result(None)
                 owner.connection_ready(self)
@@ -444,6 +491,7 @@ class Endpoint(asyncio.DatagramProtocol):
         )
         self.local_addr: Address = ("0.0.0.0", 0)
         self.event_sink: Any = None  # callable(conn, name, data), for live subscribers
+        self.listeners: list[Any] = []  # the owner's live listeners: events are built only if any
 
     async def listen(self, host: str, port: int) -> Address:
         transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))

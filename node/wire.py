@@ -199,11 +199,15 @@ def _records(value: Any) -> tuple[Record, ...]:
 FRAME_HEADER_BYTES = 4
 
 
-def encode(message: Message) -> bytes:
-    """The framed bytes of one message; raises WireError if they would exceed MAX_MESSAGE_BYTES."""
+def encode(message: Message, sender: Sender | None = None) -> bytes:
+    """The framed bytes of one message, signed off by `sender` unless the message names its own.
+
+    Raises WireError if they would exceed MAX_MESSAGE_BYTES.
+    """
     body: dict[str, Any] = {"v": WIRE_VERSION, "t": int(message.TYPE), "id": message.request_id}
-    if message.sender is not None:
-        body["s"] = [message.sender.node_id.to_bytes(), message.sender.port]
+    sender = message.sender or sender
+    if sender is not None:
+        body["s"] = [sender.node_id.to_bytes(), sender.port]
     if isinstance(message, (Store, Value)):
         body["r"] = [r.to_wire() for r in message.records]
     if isinstance(message, (Nodes, Value)):

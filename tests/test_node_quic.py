@@ -10,7 +10,7 @@ import random
 import msgpack
 import pytest
 
-from dhtscope.node.constants import K, MAX_MESSAGE_BYTES
+from dhtscope.node.constants import ACK_DELAY_S, K, MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import NodeError
@@ -209,8 +209,51 @@ async def test_thousand_random_requests_leave_the_node_answering_ping(make_nodes
 async def test_more_requests_than_stream_credit_all_succeed(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
     await b.ping(("127.0.0.1", a.port))
-    results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(400)))
-    assert len(results) == 400 and all(r > 0 for r in results)
+    count = 2 * MAX_STREAMS_PER_CONNECTION + 100
+    results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(count)))
+    assert len(results) == count and all(r > 0 for r in results)
+
+
+async def test_a_peer_may_open_max_streams_per_connection_at_once(make_nodes):
+    # aioquic grants 128 streams; the node raises it through aioquic's private state.
+    a, b = await make_nodes(2, bootstrap=False)
+    await b.ping(("127.0.0.1", a.port))
+    conn = b.rpc.pooled(a.id)
+    assert conn is not None
+    assert conn.quic._remote_max_streams_bidi == MAX_STREAMS_PER_CONNECTION
+    results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(MAX_STREAMS_PER_CONNECTION - 1)))
+    assert len(results) == MAX_STREAMS_PER_CONNECTION - 1
+    assert not conn._blocked_probe_sent  # no request had to wait for credit
+
+
+async def test_an_answer_carries_the_ack_of_its_request(make_nodes):
+    a, b = await make_nodes(2, bootstrap=False)
+    await b.ping(("127.0.0.1", a.port))
+    conn = b.rpc.pooled(a.id)
+    assert conn is not None and conn.quic._ack_delay == ACK_DELAY_S
+    await asyncio.sleep(3 * ACK_DELAY_S)
+    sent = {"n": 0}
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def sendto(self, data, addr):
+            sent["n"] += 1
+            self.inner.sendto(data, addr)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    for node in (a, b):
+        node.rpc.endpoint._transport = Counting(node.rpc.endpoint._transport)
+    pings = 5
+    for _ in range(pings):
+        await b.ping(a.contact())
+        await asyncio.sleep(3 * ACK_DELAY_S)  # let the delayed ACK of the answer go out
+    # Request, answer carrying the request's ACK, and the ACK of the answer: 3 datagrams.
+    # Without the piggybacked ACK the server sends its ACK alone as well: 4.
+    assert sent["n"] <= 3 * pings
 
 
 async def test_fin_arrives_after_a_burst_of_large_writes(make_nodes):

@@ -166,6 +166,7 @@ _DROP = object()
         (_wire(n="x" * (MAX_SERVICE_NAME_BYTES + 1)), f"more than the {MAX_SERVICE_NAME_BYTES}-byte limit"),
         (_wire(n="other-service"), "key is not SHA-256 of the name"),
         (_wire(n="\ud800"), "not valid UTF-8"),
+        (_wire(n="é" * (MAX_SERVICE_NAME_BYTES // 2 + 1)), f"more than the {MAX_SERVICE_NAME_BYTES}-byte limit"),
     ],
 )
 def test_from_wire_rejects_malformed_input_with_a_reason(obj: object, fragment: str) -> None:
@@ -219,6 +220,22 @@ def test_from_wire_on_any_map_gives_a_record_or_record_error(obj: dict[str, obje
 )
 def test_from_wire_on_mutated_valid_maps_gives_a_record_or_record_error(changes: dict[str, object]) -> None:
     _accepts_or_record_error(_wire(**changes))
+
+
+def _outcome(parse, obj: object) -> object:
+    try:
+        return parse(obj)
+    except RecordError:
+        return RecordError
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(sorted(VALID_WIRE) + ["x"]), st.just(_DROP) | _ANY | _SIZED_BYTES, max_size=2))
+def test_one_pass_parse_and_field_by_field_parse_agree(changes: dict[str, object]) -> None:
+    # from_wire takes a one-pass path for well-formed maps; it must accept exactly what
+    # the field-by-field path accepts, and give the same record.
+    obj = _wire(**changes)
+    assert _outcome(Record.from_wire, obj) == _outcome(Record._from_wire_checked, obj)
 
 
 @settings(max_examples=150, deadline=None)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dhtscope.node.constants import MAX_STREAMS_PER_CONNECTION
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.recording import NodeRecorder
 from dhtscope.node.transport import Faults
@@ -74,5 +75,5 @@ async def test_loss_on_the_registry_is_named(tmp_path):
 
 
 async def test_stream_limit_names_the_blocked_connection(tmp_path):
-    findings = await run_scenario(tmp_path, "stream-limit", pings=140)
+    findings = await run_scenario(tmp_path, "stream-limit", pings=MAX_STREAMS_PER_CONNECTION + 12)
     assert ("stream_limit_exhausted", "error", "client") in findings
