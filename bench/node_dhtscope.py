@@ -14,7 +14,6 @@ It runs the same Node that `dhtscope node` runs (library defaults: k=20, alpha=3
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import HOST, asyncio_command_loop, emit, pss_bytes, quiet_logging, rss_bytes  # noqa: E402
 
+from dhtscope.node import runtime  # noqa: E402
 from dhtscope.node.ids import NodeId  # noqa: E402
 from dhtscope.node.node import Node  # noqa: E402
 
@@ -124,4 +124,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     quiet_logging()
-    asyncio.run(main())
+    runtime.run(main())  # the loop `dhtscope node` runs on

@@ -25,6 +25,7 @@ from benchlib import (  # noqa: E402
     HOST, LatencyLog, cpu_seconds, emit, quiet_logging, rss_bytes, run_asyncio_level,
 )
 
+from dhtscope.node import runtime  # noqa: E402
 from dhtscope.node.ids import Contact, NodeId  # noqa: E402
 from dhtscope.node.node import Node  # noqa: E402
 from dhtscope.node.wire import FindValue, Value  # noqa: E402
@@ -162,12 +163,13 @@ def main() -> None:
         profiler = cProfile.Profile()
         profiler.enable()
         try:
-            asyncio.run(serve(args))
+            runtime.run(serve(args))
         finally:
             profiler.disable()
             profiler.dump_stats(args.profile)
         return
-    asyncio.run(serve(args) if args.mode == "serve" else load(args))
+    # The loop `dhtscope node` runs on (uvloop where installed; DHTSCOPE_LOOP=asyncio for asyncio's).
+    runtime.run(serve(args) if args.mode == "serve" else load(args))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import sys
@@ -11,6 +10,7 @@ import time
 from typing import Any, Sequence
 
 from dhtscope.node.keys import KeyFileError
+from dhtscope.node import runtime
 from dhtscope.node.node import NodeError, parse_address
 from dhtscope.node.transport import SCENARIOS, Faults
 
@@ -100,7 +100,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         discover_rounds=args.discover_rounds, discover_all=args.discover_all,
         ping_bootstrap=args.ping_bootstrap,
     )
-    asyncio.run(run_service(opts))
+    runtime.run(run_service(opts))
     return 0
 
 
@@ -148,7 +148,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    return asyncio.run(_probe(args))
+    return runtime.run(_probe(args))
 
 
 async def _probe(args: argparse.Namespace) -> int:
