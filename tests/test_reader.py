@@ -17,6 +17,7 @@ from dhtscope.tracing.reader import (
     canonical_name,
     open_recording,
     open_trace_file,
+    read_nodes,
 )
 
 # The shared samples sit beside the repository (../shared/qlog-samples); never copied in.
@@ -441,6 +442,7 @@ def test_recording_directory_with_manifest(tmp_path: Path) -> None:
     assert by_file["node.sqlog"].vantage == "unknown"
     assert any("broken.sqlog" in w for w in rec.warnings)
     assert not any("results.json" in w for w in rec.warnings)
+    assert read_nodes(tmp_path) == rec.nodes  # the same nodes, without opening a trace
 
 
 def test_recording_directory_without_manifest(tmp_path: Path) -> None:
@@ -452,6 +454,8 @@ def test_recording_directory_without_manifest(tmp_path: Path) -> None:
     assert [n.name for n in rec.nodes] == ["gamma"]
     assert sorted((t.info.node, t.info.vantage, t.info.format) for t in rec.traces) == [
         ("bare", "server", "ndjson"), ("gamma", "client", "json-seq")]
+    assert read_nodes(tmp_path) == rec.nodes
+    assert read_nodes(bare / "01-server-0.qlognd") == []  # a trace file names its node in its header
 
 
 # --------------------------------------------------------------------------- large and live files
@@ -485,6 +489,23 @@ def test_big_sqlog_is_lazy_and_random_access_is_right(big_sqlog: Path) -> None:
     window = list(trace.iter_range(50_000, 50_010))
     assert [e.record for e in window] == list(range(50_000, 50_010))
     assert [e.data["header"]["packet_number"] for e in trace.iter_range(99_998, 200_000)] == [99_998, 99_999]
+
+
+def test_a_pickled_trace_keeps_its_index_and_maps_the_file_again(tmp_path: Path) -> None:
+    import pickle
+
+    path = _seq(tmp_path / "live.sqlog", [_header()] + [_pkt(i) for i in range(1000)])
+    trace = open_trace_file(path)[0]
+    assert trace[10].record == 10  # mapped and cached: neither travels
+    copy = pickle.loads(pickle.dumps(trace))
+    assert copy._mm is None and not copy._cache
+    assert copy._marks == trace._marks and copy.info == trace.info and len(copy) == 1000
+    assert [e.data["header"]["packet_number"] for e in copy.iter_range(995, 1000)] == [995, 996, 997, 998, 999]
+    assert copy[500] == trace[500]
+    with open(path, "ab") as fh:
+        fh.write(RS + orjson.dumps(_pkt(1000)) + b"\n")
+    assert copy.refresh() == 1 and copy[-1].data["header"]["packet_number"] == 1000
+    copy.close()
 
 
 def test_refresh_picks_up_appended_events(tmp_path: Path) -> None:

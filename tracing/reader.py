@@ -398,6 +398,14 @@ class SqlogTrace(ReaderTrace):
         _POOL.touch(self)
         return mm
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A trace travels to another process as its index, without the mapping or the
+        # parsed-event cache: the receiver maps the file on first use and scans nothing.
+        state = self.__dict__.copy()
+        state["_mm"] = None
+        state["_cache"] = OrderedDict()
+        return state
+
     def close(self) -> None:
         """Unmap the file; later access maps it again."""
         _POOL.forget(self)
@@ -783,7 +791,7 @@ def _read_json_file(path: Path) -> Any:
         return _json.loads(fh.read())
 
 
-def _read_directory(root: Path, rec: Recording) -> None:
+def _read_directory(root: Path, rec: Recording, open_traces: bool = True) -> None:
     """A dhtscope recording (manifest + node dirs) or any directory of trace files."""
     dir_nodes: dict[Path, str] = {}
     known = {n.name for n in rec.nodes}
@@ -838,6 +846,8 @@ def _read_directory(root: Path, rec: Recording) -> None:
         elif path.suffix.lower() in TRACE_SUFFIXES and path.name not in _NOT_TRACES and path.is_file():
             files.append(path)
 
+    if not open_traces:
+        return
     resolved_root = root.resolve()
     for path in files:
         parent = path.parent.resolve()
@@ -870,6 +880,18 @@ def open_recording(path: PathLike, *more: PathLike) -> Recording:
     return rec
 
 
+def read_nodes(path: PathLike, *more: PathLike) -> list[NodeEntry]:
+    """The nodes `open_recording` would list from manifests and node.json files, without
+    opening a trace: quick however large the recording. Nodes known only from trace
+    headers (foreign traces) are not included; paths that are not directories name none."""
+    rec = Recording(path=str(path), traces=[])
+    for item in (path, *more):
+        item = Path(item)
+        if item.is_dir():
+            _read_directory(item, rec, open_traces=False)
+    return rec.nodes
+
+
 __all__ = [
     "DocTrace",
     "ReaderTrace",
@@ -878,4 +900,5 @@ __all__ = [
     "canonical_name",
     "open_recording",
     "open_trace_file",
+    "read_nodes",
 ]
