@@ -376,8 +376,13 @@ class RpcEndpoint:
             out.future.exception()
 
     def stop_sending(self, conn: Conn, stream_id: int, error_code: int) -> None:
-        # The peer will not read our side: abandon it so the stream can finish.
-        conn.reset(stream_id, error_code)
+        # The peer will not read our side. aioquic has already reset our sending side, and
+        # answering with STOP_SENDING of our own would make the peer answer in turn: a
+        # storm of them on every request a finished lookup cancels. Only forget the stream.
+        state = self._state(conn)
+        inc = state.incoming.get(stream_id)
+        if inc is not None:
+            inc.done = True
 
     async def close(self) -> None:
         await self.endpoint.close()

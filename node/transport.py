@@ -296,7 +296,13 @@ class Conn:
         fin = fin and not self.endpoint.faults.never_fin
         offset = self._sent_offsets.get(stream_id, 0)
         self.quic.ack_with_next_packet()
-        self.quic.send_stream_data(stream_id, data, end_stream=fin)
+        try:
+            self.quic.send_stream_data(stream_id, data, end_stream=fin)
+        except RuntimeError as exc:
+            # The peer sent STOP_SENDING (aioquic reset our side) or we finished it already:
+            # nobody will read these bytes.
+            log.debug("not sending on stream %d of %s: %s", stream_id, self.addr_text, exc)
+            return
         self._sent_offsets[stream_id] = offset + len(data)
         self.bytes_sent += len(data)
         if self.traced:

@@ -34,6 +34,26 @@ from dhtscope.node.wire import (
 )
 
 
+def count_datagrams(*nodes) -> dict[str, int]:
+    """Count every datagram the nodes send from now on: {"n": count}."""
+    sent = {"n": 0}
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def sendto(self, data, addr):
+            sent["n"] += 1
+            self.inner.sendto(data, addr)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    for node in nodes:
+        node.rpc.endpoint._transport = Counting(node.rpc.endpoint._transport)
+    return sent
+
+
 def frame(raw: bytes) -> bytes:
     return len(raw).to_bytes(FRAME_HEADER_BYTES, "big") + raw
 
@@ -189,6 +209,25 @@ async def test_oversize_request_resets_the_stream_with_its_code(make_nodes, raw_
     assert isinstance(decode(bytes(peer.data[ok])[FRAME_HEADER_BYTES:]), Pong)
 
 
+async def test_request_completed_after_stop_sending_is_not_answered_and_node_keeps_serving(make_nodes, raw_peer):
+    # The peer asks us to stop sending on a stream before its request is complete: aioquic
+    # resets our side, so the answer has nowhere to go and must not break the connection.
+    (node,) = await make_nodes(1, bootstrap=False)
+    peer = await raw_peer(node.port)
+    errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+    request = encode(Ping(5))
+    sid = await peer.send(request[:3], fin=False)
+    peer.conn.quic.stop_stream(sid, ErrorCode.CANCELLED)
+    peer.conn.send(sid, request[3:], fin=True)
+    await peer.wait(sid)
+    assert peer.resets.get(sid) == ErrorCode.CANCELLED and not peer.data.get(sid)
+    assert errors == []  # nothing escaped into the event loop (and lost the rest of that datagram)
+    ok = await peer.send(encode(Ping(6)))
+    await peer.wait(ok)
+    assert isinstance(decode(bytes(peer.data[ok])[FRAME_HEADER_BYTES:]), Pong)
+
+
 async def test_thousand_random_requests_leave_the_node_answering_ping(make_nodes, raw_peer):
     (node,) = await make_nodes(1, bootstrap=False)
     peer = await raw_peer(node.port)
@@ -232,21 +271,7 @@ async def test_an_answer_carries_the_ack_of_its_request(make_nodes):
     conn = b.rpc.pooled(a.id)
     assert conn is not None and conn.quic._ack_delay == ACK_DELAY_S
     await asyncio.sleep(3 * ACK_DELAY_S)
-    sent = {"n": 0}
-
-    class Counting:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def sendto(self, data, addr):
-            sent["n"] += 1
-            self.inner.sendto(data, addr)
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-    for node in (a, b):
-        node.rpc.endpoint._transport = Counting(node.rpc.endpoint._transport)
+    sent = count_datagrams(a, b)
     pings = 5
     for _ in range(pings):
         await b.ping(a.contact())
@@ -254,6 +279,27 @@ async def test_an_answer_carries_the_ack_of_its_request(make_nodes):
     # Request, answer carrying the request's ACK, and the ACK of the answer: 3 datagrams.
     # Without the piggybacked ACK the server sends its ACK alone as well: 4.
     assert sent["n"] <= 3 * pings
+
+
+async def test_a_cancelled_request_costs_a_few_datagrams_not_a_storm(make_nodes):
+    # A finished lookup cancels its outstanding requests while their answers are on the
+    # way: RESET_STREAM and STOP_SENDING go to the peer once. Answering a STOP_SENDING with
+    # one of our own made both sides trade them until the stream was gone (67-118
+    # datagrams for one cancelled PING).
+    a, b = await make_nodes(2, bootstrap=False)
+    await b.ping(("127.0.0.1", a.port))
+    sent = count_datagrams(a, b)
+    for spins in range(1, 5):  # cancel at each point between sending and reading the answer
+        sent["n"] = 0
+        task = asyncio.create_task(b.ping(a.contact()))
+        for _ in range(spins):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.3)
+        assert sent["n"] <= 15, f"{sent['n']} datagrams after cancelling at spin {spins}"
+    assert await b.ping(a.contact()) > 0  # and the connection still serves
 
 
 async def test_fin_arrives_after_a_burst_of_large_writes(make_nodes):
