@@ -26,7 +26,7 @@ MAX_SERVICE_NAME_BYTES = 256
 
 # Wire and transport
 ALPN = "dhtscope/1"
-WIRE_VERSION = 1
+WIRE_VERSION = 2                     # 2: contacts packed as id + IP address + port
 MAX_MESSAGE_BYTES = 256 * 1024       # one request or response on one stream
 MAX_CONTACTS_PER_MESSAGE = 2 * K
 MAX_RECORDS_PER_MESSAGE = MAX_RECORDS_PER_KEY

@@ -320,7 +320,7 @@ class Node:
                 self._failed(target)
             raise NodeError(str(exc)) from None
         if conn.peer_id is not None and response.sender is not None and response.sender.node_id == conn.peer_id:
-            self._saw(Contact(conn.peer_id, addr[0], response.sender.port))
+            self._saw(Contact(conn.peer_id, conn.addr[0], response.sender.port))  # the address dialled, resolved
         return response, rtt, conn
 
     async def ping(self, target: Contact | Address) -> float:

@@ -10,6 +10,7 @@ input raises WireError.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -26,7 +27,8 @@ from .constants import (
 from .ids import Contact, NodeId
 from .records import Record, RecordError
 
-MAX_HOST_CHARS = 255
+CONTACT_V4_BYTES = ID_BYTES + 4 + 2  # a contact on the wire: id, IPv4 address, port
+CONTACT_V6_BYTES = ID_BYTES + 16 + 2
 MAX_REASON_CHARS = 512
 MAX_REQUEST_ID = (1 << 64) - 1
 
@@ -150,8 +152,26 @@ RESPONSE_FOR = {
 }
 
 
-def _contact_to_wire(c: Contact) -> list[Any]:
-    return [c.node_id.to_bytes(), c.host, c.port]
+def _contact_to_wire(c: Contact) -> bytes:
+    """id (32 bytes) + IPv4 (4) or IPv6 (16) address + port (2, big-endian): 38 or 50 bytes.
+
+    Twenty of them and a record fit in one 1,200-byte QUIC packet, so a FIND_VALUE answer
+    is one datagram (with host strings it was two, and each datagram wakes the peer).
+    """
+    try:
+        packed = _pack_ip(c.host)
+    except OSError:
+        raise WireError(f"contact host {c.host!r} is not an IP address") from None
+    if not 0 < c.port <= 65535:
+        raise WireError(f"contact port {c.port} is not a port number")
+    return c.node_id.to_bytes() + packed + c.port.to_bytes(2, "big")
+
+
+def _pack_ip(host: str) -> bytes:
+    try:
+        return socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return socket.inet_pton(socket.AF_INET6, host)
 
 
 def _port(value: Any, what: str) -> int:
@@ -173,12 +193,21 @@ def _contacts(value: Any) -> tuple[Contact, ...]:
         raise WireError(f"more than {MAX_CONTACTS_PER_MESSAGE} contacts in one message")
     out = []
     for item in value:
-        if type(item) is not list or len(item) != 3:
-            raise WireError("a contact must be [id, host, port]")
-        host = item[1]
-        if type(host) is not str or not 0 < len(host) <= MAX_HOST_CHARS:
-            raise WireError(f"a contact host must be a string of 1..{MAX_HOST_CHARS} characters")
-        out.append(Contact(_node_id(item[0], "contact id"), host, _port(item[2], "contact port")))
+        if type(item) is not bytes:
+            raise WireError("a contact must be bytes: id, IP address, port")
+        size = len(item)
+        if size == CONTACT_V4_BYTES:
+            a, b, c, d = item[ID_BYTES:ID_BYTES + 4]
+            host = f"{a}.{b}.{c}.{d}"
+        elif size == CONTACT_V6_BYTES:
+            host = socket.inet_ntop(socket.AF_INET6, item[ID_BYTES:ID_BYTES + 16])
+        else:
+            raise WireError(f"a contact must be {CONTACT_V4_BYTES} (IPv4) or {CONTACT_V6_BYTES} (IPv6) bytes, "
+                            f"got {size}")
+        port = int.from_bytes(item[-2:], "big")
+        if port == 0:
+            raise WireError("a contact port must be 1..65535")
+        out.append(Contact(NodeId.from_bytes(item[:ID_BYTES]), host, port))
     return tuple(out)
 
 

@@ -10,7 +10,7 @@ import random
 import msgpack
 import pytest
 
-from dhtscope.node.constants import ACK_DELAY_S, K, MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION
+from dhtscope.node.constants import ACK_DELAY_S, K, MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, WIRE_VERSION
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import NodeError
@@ -176,7 +176,7 @@ async def test_dead_peer_is_evicted_after_failing_to_answer(make_nodes):
 BAD_INPUTS = {
     "garbage": (frame(b"\xc1\xc1\xc1"), ErrorCode.MALFORMED),
     "not a map": (frame(msgpack.packb([1, 2])), ErrorCode.MALFORMED),
-    "unknown type": (frame(msgpack.packb({"v": 1, "t": 0x66, "id": 1})), ErrorCode.UNKNOWN_TYPE),
+    "unknown type": (frame(msgpack.packb({"v": WIRE_VERSION, "t": 0x66, "id": 1})), ErrorCode.UNKNOWN_TYPE),
     "wrong version": (frame(msgpack.packb({"v": 9, "t": 1, "id": 1})), ErrorCode.UNSUPPORTED_VERSION),
     "response as request": (encode(Pong(1)), ErrorCode.NOT_A_REQUEST),
     "cut short": (encode(Ping(1))[:-2], ErrorCode.MALFORMED),

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dhtscope.node.constants import MAX_CONTACTS_PER_MESSAGE, MAX_MESSAGE_BYTES
+from dhtscope.node.constants import MAX_CONTACTS_PER_MESSAGE, MAX_MESSAGE_BYTES, WIRE_VERSION
 from dhtscope.node.ids import Contact, NodeId
 from dhtscope.node.keys import Identity
 from dhtscope.node.records import Record
@@ -48,7 +48,7 @@ def sample_messages():
         Store(2, records=(record,), sender=sender),
         StoreResult(2, results=((True, "stored"), (False, "too many"))),
         FindNode(3, target=NodeId.random()),
-        Nodes(3, contacts=(contact,)),
+        Nodes(3, contacts=(contact, Contact(NodeId.random(), "2001:db8::7", 65535))),
         FindValue(4, key=NodeId.for_name("calculator")),
         Value(4, records=(record,), contacts=(contact,)),
         Error(5, code=ErrorCode.MALFORMED, reason="bad"),
@@ -89,12 +89,15 @@ def test_stream_ending_inside_a_message_is_an_error():
 
 @pytest.mark.parametrize("raw, code", [
     (msgpack.packb({"v": 99, "t": 1, "id": 1}), ErrorCode.UNSUPPORTED_VERSION),
-    (msgpack.packb({"v": 1, "t": 0x55, "id": 1}), ErrorCode.UNKNOWN_TYPE),
-    (msgpack.packb({"v": 1, "t": 1, "id": -1}), ErrorCode.MALFORMED),
+    (msgpack.packb({"v": WIRE_VERSION, "t": 0x55, "id": 1}), ErrorCode.UNKNOWN_TYPE),
+    (msgpack.packb({"v": WIRE_VERSION, "t": 1, "id": -1}), ErrorCode.MALFORMED),
     (msgpack.packb([1, 2, 3]), ErrorCode.MALFORMED),
     (b"\xc1", ErrorCode.MALFORMED),
-    (msgpack.packb({"v": 1, "t": 0x20, "id": 1, "k": b"short"}), ErrorCode.MALFORMED),
-    (msgpack.packb({"v": 1, "t": 0x21, "id": 1, "c": [[b"x" * 32, "h", 70000]]}), ErrorCode.MALFORMED),
+    (msgpack.packb({"v": WIRE_VERSION, "t": 0x20, "id": 1, "k": b"short"}), ErrorCode.MALFORMED),
+    (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [[b"x" * 32, "h", 70000]]}), ErrorCode.MALFORMED),
+    (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [b"x" * 37]}), ErrorCode.MALFORMED),
+    (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [b"x" * 36 + b"\0\0"]}), ErrorCode.MALFORMED),
+    (msgpack.packb({"v": 1, "t": 1, "id": 1}), ErrorCode.UNSUPPORTED_VERSION),
 ])
 def test_malformed_bodies_raise_wire_error_with_code(raw, code):
     with pytest.raises(WireError) as info:
@@ -103,16 +106,32 @@ def test_malformed_bodies_raise_wire_error_with_code(raw, code):
 
 
 def test_too_many_contacts_is_refused():
-    contacts = [[NodeId.random().to_bytes(), "127.0.0.1", 1000]] * (MAX_CONTACTS_PER_MESSAGE + 1)
+    contacts = [NodeId.random().to_bytes() + bytes([127, 0, 0, 1]) + (1000).to_bytes(2, "big")] * (
+        MAX_CONTACTS_PER_MESSAGE + 1)
     with pytest.raises(WireError, match="contacts"):
-        decode(msgpack.packb({"v": 1, "t": 0x21, "id": 1, "c": contacts}))
+        decode(msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": contacts}))
 
 
 def test_encode_refuses_messages_over_the_limit():
-    contacts = tuple(Contact(NodeId.random(), "h" * 255, 1) for _ in range(MAX_MESSAGE_BYTES // 200))
+    records = tuple(Record.create(IDENTITY, NodeId.random(), bytes(1000), 1, 300, NOW)
+                    for _ in range(MAX_MESSAGE_BYTES // 1000))
     with pytest.raises(WireError) as info:
-        encode(Nodes(1, contacts=contacts))
+        encode(Store(1, records=records))
     assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE
+
+
+def test_a_contact_is_38_bytes_for_ipv4_and_twenty_and_a_record_fit_one_quic_packet():
+    contacts = tuple(Contact(NodeId.random(), f"10.0.0.{i}", 4433) for i in range(20))
+    record = Record.create(IDENTITY, NodeId.for_name("calculator"), b"127.0.0.1:9001", 1, 300, NOW, name="calculator")
+    answer = encode(Value(2**63, records=(record,), contacts=contacts, sender=Sender(IDENTITY.node_id, 65535)))
+    # 1,200-byte QUIC packets carry about 1,150 bytes of stream data after headers and the AEAD tag.
+    assert len(answer) <= 1_150
+    assert decode(answer[FRAME_HEADER_BYTES:]).contacts == contacts
+
+
+def test_a_contact_that_is_not_an_ip_address_is_refused_by_name():
+    with pytest.raises(WireError, match="'example.org' is not an IP address"):
+        encode(Nodes(1, contacts=(Contact(NodeId.random(), "example.org", 4433),)))
 
 
 @settings(max_examples=300, deadline=None)
@@ -137,7 +156,7 @@ json_like = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["v", "t", "id", "s", "k", "c", "r", "a", "m"]), json_like))
 def test_any_msgpack_map_decodes_to_a_message_or_wire_error(fields):
-    fields.setdefault("v", 1)
+    fields.setdefault("v", WIRE_VERSION)
     try:
         message = decode(msgpack.packb(fields, use_bin_type=True))
     except WireError as exc:
