@@ -201,6 +201,11 @@ class Node:
 
     # -- events ---------------------------------------------------------------
 
+    @property
+    def traced(self) -> bool:
+        """Whether anything reads node events (a recorder or a live listener); hot paths skip building them."""
+        return self.recorder is not None or bool(self.listeners)
+
     def emit(self, name: str, data: dict[str, Any]) -> None:
         """A node-level event: into the node's trace and to live listeners."""
         if self.recorder is not None:
@@ -398,7 +403,9 @@ class Node:
             raise NodeError("routing table is empty: bootstrap from a known node first (--bootstrap HOST:PORT)")
         lookup = Lookup(target, seeds, kind, now, self_id=self.id, value_quorum=quorum,
                         value_key=lambda r: (r.publisher.value, r.seq))
-        self.emit("dht:lookup_started", {"lookup_id": lookup_id, "kind": kind, "target": target.hex()})
+        traced = self.traced
+        if traced:
+            self.emit("dht:lookup_started", {"lookup_id": lookup_id, "kind": kind, "target": target.hex()})
         pending: dict[asyncio.Task[Any], Contact] = {}
         logged = 0
         try:
@@ -413,19 +420,21 @@ class Node:
                 for task in done:
                     contact = pending.pop(task)
                     self._lookup_answer(lookup, contact, task)
-                logged = self._log_hops(lookup_id, lookup.hops, logged)
+                if traced:
+                    logged = self._log_hops(lookup_id, lookup.hops, logged)
         finally:
             for task in pending:
                 task.cancel()
         result = lookup.result()
         values = [r for r in result.values if self._valid(r)]
         result = _replace_values(result, _latest_per_publisher(values))
-        self._log_hops(lookup_id, result.hops, logged)
-        self.emit("dht:lookup_finished", {
-            "lookup_id": lookup_id, "kind": kind, "rounds": result.rounds, "messages": result.messages,
-            "found": result.found, "values": len(result.values),
-            "closest": [c.node_id.hex() for c in result.closest],
-        })
+        if traced:
+            self._log_hops(lookup_id, result.hops, logged)
+            self.emit("dht:lookup_finished", {
+                "lookup_id": lookup_id, "kind": kind, "rounds": result.rounds, "messages": result.messages,
+                "found": result.found, "values": len(result.values),
+                "closest": [c.node_id.hex() for c in result.closest],
+            })
         return result
 
     def _lookup_answer(self, lookup: Lookup, contact: Contact, task: asyncio.Task[Any]) -> None:
