@@ -13,19 +13,20 @@ shown in BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import machine_facts  # noqa: E402
 from run import LEVELS, RESULTS, _fmt_level, log, rpc_run  # noqa: E402
 
-DEFAULT_SETS = "none;credit;ack;credit,ack;credit,ack,quiet,timeout;uvloop;credit,ack,uvloop"
+DEFAULT_SETS = "none;asyncio;mtu"  # asyncio: DHTSCOPE_LOOP=asyncio instead of uvloop
 
 
 def _per_rpc(run: dict[str, Any]) -> dict[str, float]:
@@ -42,6 +43,23 @@ def _per_rpc(run: dict[str, Any]) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def loop_env(loop: str | None) -> Iterator[None]:
+    """DHTSCOPE_LOOP for the driver processes started inside (they inherit the environment)."""
+    from dhtscope.node.runtime import LOOP_ENV
+
+    saved = os.environ.get(LOOP_ENV)
+    if loop is not None:
+        os.environ[LOOP_ENV] = loop
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(LOOP_ENV, None)
+        else:
+            os.environ[LOOP_ENV] = saved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=3.0)
@@ -53,13 +71,6 @@ def main() -> int:
     parser.add_argument("--sets", default=DEFAULT_SETS, help="';'-separated patch sets; 'none' is dhtscope as is")
     args = parser.parse_args()
     sets = [s.strip() for s in args.sets.split(";") if s.strip()]
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        skipped = [s for s in sets if "uvloop" in s.split(",")]
-        if skipped:
-            log(f"uvloop is not installed; skipping {', '.join(skipped)} (pip install uvloop)")
-        sets = [s for s in sets if s not in skipped]
     levels = [int(x) for x in args.levels.split(",")]
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {s: {c: [] for c in levels} for s in sets}
     t0 = time.monotonic()
@@ -67,7 +78,7 @@ def main() -> int:
         for c in levels:
             for name in sets:
                 parts = name.split(",")
-                patches = [p for p in parts if p not in ("none", "uvloop")]
+                patches = [p for p in parts if p not in ("none", "asyncio")]
                 extra: tuple[str, ...] = ("--count",)
                 if args.record:
                     import shutil
@@ -79,10 +90,9 @@ def main() -> int:
                     extra += ("--record", rec)
                 if patches:
                     extra += ("--patch", ",".join(patches))
-                if "uvloop" in parts:
-                    extra += ("--uvloop",)
-                result = rpc_run("dhtscope", args.duration, args.warmup, levels=(c,), serve_args=extra,
-                                 load_args=extra)
+                with loop_env("asyncio" if "asyncio" in parts else None):
+                    result = rpc_run("dhtscope", args.duration, args.warmup, levels=(c,), serve_args=extra,
+                                     load_args=extra)
                 level = result["levels"][0]
                 level.update({k: round(v, 3) for k, v in _per_rpc(result).items()})
                 level["server_cpu_s"] = result.get("server_cpu_s")

@@ -1,6 +1,6 @@
 """The dhtscope lookup cluster with prototypes of proposed fixes (not part of `make bench`).
 
-    python bench/lookup_experiments.py [--sets "none;ack;ack,streams"] [--lookups 50]
+    python bench/lookup_experiments.py [--sets "none;asyncio;mtu"] [--lookups 50]
 
 Same cluster and lookups as lookup_bench.py, with bench/patches.py prototypes applied in
 every node process and datagrams counted at the looking-up node (sent and received while
@@ -19,13 +19,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import machine_facts  # noqa: E402
+from experiments import loop_env  # noqa: E402
 from lookup_bench import run_cluster  # noqa: E402
 from run import RESULTS, log  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sets", default="none;ack;ack,streams,credit")
+    parser.add_argument("--sets", default="none;asyncio;mtu", help="';'-separated patch sets; 'asyncio': "
+                        "DHTSCOPE_LOOP=asyncio; 'none' is dhtscope as is")
     parser.add_argument("--lookups", type=int, default=50)
     parser.add_argument("--nodes", type=int, default=32)
     args = parser.parse_args()
@@ -33,9 +35,11 @@ def main() -> int:
     t0 = time.monotonic()
     for name in [s.strip() for s in args.sets.split(";") if s.strip()]:
         os.environ["DHTSCOPE_BENCH_COUNT"] = "1"
-        os.environ["DHTSCOPE_BENCH_PATCH"] = "" if name == "none" else name
+        parts = name.split(",")
+        os.environ["DHTSCOPE_BENCH_PATCH"] = ",".join(p for p in parts if p not in ("none", "asyncio"))
         log(f"lookup experiment: {name}")
-        result = run_cluster("dhtscope", args.nodes, args.lookups, log=log, keep_lookups=True)
+        with loop_env("asyncio" if "asyncio" in parts else None):
+            result = run_cluster("dhtscope", args.nodes, args.lookups, log=log, keep_lookups=True)
         lookups = result.pop("lookup_replies")
         result["set"] = name if all(r["set"] != name for r in out) else f"{name} (again)"
         for key in ("datagrams_sent", "datagrams_received"):

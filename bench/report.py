@@ -293,7 +293,7 @@ def _experiment_table(doc: dict[str, Any], title: str) -> list[str]:
 
 
 def _experiments_section(results_dir: str) -> list[str]:
-    """Prototypes of proposed fixes (bench/experiments.py, bench/lookup_experiments.py), when they were run."""
+    """Experiments (bench/experiments.py, bench/lookup_experiments.py), when they were run."""
     rpc_docs = []
     for name in sorted(os.listdir(results_dir)):
         if name.startswith("experiments") and name.endswith(".json"):
@@ -302,14 +302,11 @@ def _experiments_section(results_dir: str) -> list[str]:
     look = _load(results_dir, "lookup_experiments")
     if not rpc_docs and not look:
         return []
-    out = ["## Prototypes of the proposed fixes", "",
-           "Not dhtscope as shipped: `bench/patches.py` applies each proposed change at run time in every "
-           "dhtscope process (`python bench/experiments.py`, `python bench/lookup_experiments.py`; not part of "
-           "`make bench`). Patch names: `credit` wake every credit waiter that has a slot, `streams` 1,024 "
-           "streams of credit, `ack` piggyback pending ACKs on data, `ackdelay` 20 ms ACK delay, `mtu` 1,350-byte "
-           "datagrams, `timeout` one "
-           "future and a call_later per request, `quiet` skip events nobody records, `gc` freeze the start-up "
-           "heap and collect less often, `uvloop` the uvloop event loop. Throughput on this shared machine "
+    out = ["## Experiments: the event loop, and changes not adopted", "",
+           "Run by hand (`python bench/experiments.py`, `python bench/lookup_experiments.py`; not part of "
+           "`make bench`); `bench/patches.py` applies a change at run time in every dhtscope process. Sets: `none` dhtscope as it is (on uvloop), `asyncio` the same on asyncio's own "
+           "loop (`DHTSCOPE_LOOP=asyncio`), `mtu` 1,350-byte datagrams, `gc` freeze the start-up heap and "
+           "collect less often, `nopace` aioquic's pacer off (diagnostics). Throughput on this shared machine "
            "swings by 30% and more between runs; the per-RPC counts (datagrams, credit waits) barely move, "
            "so read those first."]
     for name, doc in rpc_docs:

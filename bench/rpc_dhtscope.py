@@ -129,7 +129,6 @@ def main() -> None:
     s = sub.add_parser("serve")
     s.add_argument("--record", default=None)
     s.add_argument("--profile", default=None, help="write a cProfile of the whole server run here")
-    s.add_argument("--uvloop", action="store_true", help="run on uvloop (an experiment: is it worth adopting?)")
     s.add_argument("--patch", default=None, help="comma list of bench/patches.py prototypes to apply")
     s.add_argument("--count", action="store_true", help="count datagrams, timer fires and credit waits")
     ld = sub.add_parser("load")
@@ -142,7 +141,6 @@ def main() -> None:
     ld.add_argument("--max-requests", type=int, default=200_000)
     ld.add_argument("--record", default=None)
     ld.add_argument("--profile", default=None, help="write a cProfile of the measured levels here")
-    ld.add_argument("--uvloop", action="store_true", help="run on uvloop (an experiment: is it worth adopting?)")
     ld.add_argument("--patch", default=None, help="comma list of bench/patches.py prototypes to apply")
     ld.add_argument("--count", action="store_true", help="count datagrams, timer fires and credit waits")
     args = parser.parse_args()
@@ -155,10 +153,6 @@ def main() -> None:
         from patches import install_counters
 
         COUNTERS.append(install_counters())
-    if args.uvloop:
-        import uvloop
-
-        uvloop.install()
     if args.mode == "serve" and args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
