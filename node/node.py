@@ -17,7 +17,10 @@ from .constants import (
     FIND_VALUE_QUORUM,
     K,
     MAINTENANCE_INTERVAL_S,
+    MAX_DATAGRAM_BYTES,
     MAX_RECORDS_PER_MESSAGE,
+    MAX_UDP_PAYLOAD_BYTES,
+    MIN_DATAGRAM_BYTES,
     RECORD_TTL_S,
     REQUEST_TIMEOUT_S,
     STREAM_CREDIT_WAIT_S,
@@ -118,6 +121,7 @@ class Node:
         bucket_refresh_s: float = BUCKET_REFRESH_S,
         clock: Callable[[], float] = time.time,
         client_mode: bool = False,
+        max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
     ) -> None:
         self.identity = identity or Identity.generate()
         self.id = self.identity.node_id
@@ -131,6 +135,10 @@ class Node:
         # A client-mode node (a probe) never tells peers its port, so nobody adds it
         # to a routing table where it would linger after the process is gone.
         self.client_mode = client_mode
+        if not MIN_DATAGRAM_BYTES <= max_datagram_bytes <= MAX_UDP_PAYLOAD_BYTES:
+            raise ValueError(f"max_datagram_bytes must be {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES}, "
+                             f"got {max_datagram_bytes}")
+        self.max_datagram_bytes = max_datagram_bytes
         self.request_timeout_s = request_timeout_s
         self.maintenance_interval_s = maintenance_interval_s
         self.bucket_refresh_s = bucket_refresh_s
@@ -164,7 +172,8 @@ class Node:
         quic_logger = self.recorder.quic_logger() if self.recorder is not None else None
 
         def make_endpoint(owner: RpcEndpoint) -> Endpoint:
-            return Endpoint(self.identity, owner, faults=self.faults, quic_logger=quic_logger)
+            return Endpoint(self.identity, owner, faults=self.faults, quic_logger=quic_logger,
+                            max_datagram_bytes=self.max_datagram_bytes)
 
         self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults)
         self.rpc.endpoint.event_sink = self._connection_event

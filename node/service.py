@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
-from .constants import FIND_VALUE_QUORUM
+from .constants import FIND_VALUE_QUORUM, MAX_DATAGRAM_BYTES
 from .keys import Identity
 from .node import Node, NodeError
 from .rpc import RpcError
@@ -39,6 +39,14 @@ class ServiceOptions:
     discover_rounds: int | None = None   # stop discovering after this many rounds (None: run on)
     discover_all: bool = False           # ask all k closest nodes, not just the first few holders
     ping_bootstrap: int = 0              # PING each bootstrap node this many times after joining
+    max_datagram_bytes: int = MAX_DATAGRAM_BYTES
+
+    def node_kwargs(self) -> dict[str, Any]:
+        """The Node settings these options carry (besides identity, address, name, role, faults)."""
+        kwargs: dict[str, Any] = {"max_datagram_bytes": self.max_datagram_bytes}
+        if self.request_timeout_s:
+            kwargs["request_timeout_s"] = self.request_timeout_s
+        return kwargs
 
 
 class Reporter:
@@ -72,11 +80,8 @@ async def run_service(opts: ServiceOptions, stop: asyncio.Event | None = None,
         from .recording import NodeRecorder
 
         recorder = NodeRecorder(opts.record_dir, name, identity.node_id.hex(), opts.role)
-    kwargs: dict[str, Any] = {}
-    if opts.request_timeout_s:
-        kwargs["request_timeout_s"] = opts.request_timeout_s
     node = Node(identity, opts.listen[0], opts.listen[1], name=name, role=opts.role,
-                faults=opts.faults, recorder=recorder, **kwargs)
+                faults=opts.faults, recorder=recorder, **opts.node_kwargs())
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -35,6 +35,7 @@ from .constants import (
     CONNECT_TIMEOUT_S,
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
+    MAX_DATAGRAM_BYTES,
     MAX_STREAMS_PER_CONNECTION,
 )
 from .ids import NodeId
@@ -472,6 +473,7 @@ class Endpoint(asyncio.DatagramProtocol):
         quic_logger: Any = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         secrets_log: str | None = None,
+        max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
     ) -> None:
         self.identity = identity
         self.owner = owner
@@ -492,6 +494,7 @@ class Endpoint(asyncio.DatagramProtocol):
             certificate=cert,
             private_key=identity.private_key,
             idle_timeout=idle_timeout_s,
+            max_datagram_size=max_datagram_bytes,
             verify_mode=0,  # ssl.CERT_NONE: peers are self-signed; their key is checked against their id
             secrets_log_file=self._secrets,
         )

@@ -6,11 +6,20 @@ import asyncio
 import dataclasses
 import os
 import random
+from typing import Any
 
 import msgpack
 import pytest
 
-from dhtscope.node.constants import ACK_DELAY_S, K, MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, WIRE_VERSION
+from dhtscope.node.constants import (
+    ACK_DELAY_S,
+    K,
+    MAX_DATAGRAM_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_STREAMS_PER_CONNECTION,
+    MIN_DATAGRAM_BYTES,
+    WIRE_VERSION,
+)
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import NodeError
@@ -34,9 +43,9 @@ from dhtscope.node.wire import (
 )
 
 
-def count_datagrams(*nodes) -> dict[str, int]:
-    """Count every datagram the nodes send from now on: {"n": count}."""
-    sent = {"n": 0}
+def count_datagrams(*nodes) -> dict[str, Any]:
+    """Count every datagram the nodes send from now on: {"n": count, "largest": bytes}."""
+    sent: dict[str, Any] = {"n": 0, "largest": 0}
 
     class Counting:
         def __init__(self, inner):
@@ -44,6 +53,7 @@ def count_datagrams(*nodes) -> dict[str, int]:
 
         def sendto(self, data, addr):
             sent["n"] += 1
+            sent["largest"] = max(sent["largest"], len(data))
             self.inner.sendto(data, addr)
 
         def __getattr__(self, name):
@@ -263,6 +273,21 @@ async def test_a_peer_may_open_max_streams_per_connection_at_once(make_nodes):
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(MAX_STREAMS_PER_CONNECTION - 1)))
     assert len(results) == MAX_STREAMS_PER_CONNECTION - 1
     assert not conn._blocked_probe_sent  # no request had to wait for credit
+
+
+@pytest.mark.parametrize("limit", [MIN_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES])
+async def test_datagrams_fill_up_to_the_configured_size_and_no_further(make_nodes, limit):
+    a, b = await make_nodes(2, bootstrap=False, max_datagram_bytes=limit)
+    await b.ping(("127.0.0.1", a.port))
+    key = NodeId.for_name("big")
+    for i in range(3):  # three providers: a VALUE answer of about 3.5 KB
+        publisher = Identity.generate()
+        a.store_.put(Record.create(publisher, key, os.urandom(1000), 1, 300, a.clock(), name="big"), a.clock(),
+                     from_peer=publisher.node_id)
+    sent = count_datagrams(a)
+    response, _, _ = await b._call(a.contact(), FindValue(1, key=key))
+    assert len(response.records) == 3
+    assert limit - 60 < sent["largest"] <= limit
 
 
 async def test_an_answer_carries_the_ack_of_its_request(make_nodes):

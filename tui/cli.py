@@ -9,8 +9,9 @@ import sys
 import time
 from typing import Any, Sequence
 
-from dhtscope.node.keys import KeyFileError
 from dhtscope.node import runtime
+from dhtscope.node.constants import MAX_DATAGRAM_BYTES, MAX_UDP_PAYLOAD_BYTES, MIN_DATAGRAM_BYTES
+from dhtscope.node.keys import KeyFileError
 from dhtscope.node.node import NodeError, parse_address
 from dhtscope.node.transport import SCENARIOS, Faults
 
@@ -54,6 +55,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _datagram_bytes(text: str) -> int:
+    value = _positive_int(text)
+    if not MIN_DATAGRAM_BYTES <= value <= MAX_UDP_PAYLOAD_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{value} is outside {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES} (QUIC needs at least {MIN_DATAGRAM_BYTES})")
+    return value
+
+
 # -- node ----------------------------------------------------------------------------
 
 
@@ -86,6 +95,9 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                    help="after joining, PING each bootstrap node N times, one stream each")
     p.add_argument("--discover-all", action="store_true",
                    help="ask all k closest nodes in each discovery, not only the first holders")
+    p.add_argument("--max-datagram-bytes", type=_datagram_bytes, default=MAX_DATAGRAM_BYTES, metavar="N",
+                   help=f"largest UDP payload to send, {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES} "
+                        f"(default {MAX_DATAGRAM_BYTES}; {MIN_DATAGRAM_BYTES} on paths with a small MTU)")
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -98,7 +110,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         control=args.control, control_token=args.control_token, json_lines=args.json_lines,
         request_timeout_s=args.request_timeout, discover_interval_s=args.discover_interval,
         discover_rounds=args.discover_rounds, discover_all=args.discover_all,
-        ping_bootstrap=args.ping_bootstrap,
+        ping_bootstrap=args.ping_bootstrap, max_datagram_bytes=args.max_datagram_bytes,
     )
     runtime.run(run_service(opts))
     return 0

@@ -65,16 +65,14 @@ def cmd_tui(args: argparse.Namespace) -> int:
         control=args.control, control_token=args.control_token,
         request_timeout_s=args.request_timeout, discover_interval_s=args.discover_interval,
         discover_rounds=args.discover_rounds, discover_all=args.discover_all, ping_bootstrap=args.ping_bootstrap,
+        max_datagram_bytes=args.max_datagram_bytes,
     )
     source: EmbeddedSource
 
     def factory(record_dir: str) -> Node:
-        kwargs: dict[str, Any] = {}
-        if opts.request_timeout_s:
-            kwargs["request_timeout_s"] = opts.request_timeout_s
         recorder = NodeRecorder(record_dir, name, identity.node_id.hex(), opts.role)
         return Node(identity, opts.listen[0], opts.listen[1], name=name, role=opts.role, faults=opts.faults,
-                    recorder=recorder, **kwargs)
+                    recorder=recorder, **opts.node_kwargs())
 
     async def service(node: Node, stop: asyncio.Event) -> None:
         def report(event: str, text: str, **data: Any) -> None:
