@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 RS = b"\x1e"
 NL = b"\n"
+MAX_BUFFERED_RECORDS = 4096  # written out at once, not waiting for the flush timer
 
 # aioquic logs these only between packets, never while a received packet's frames are
 # being handled, so seeing one means the held packet_received is complete.
@@ -112,11 +113,19 @@ class _SeqWriter:
 
     def _emit(self, t_s: float, name: str, data: Any) -> None:
         """Serialise one event now and buffer it; write out if the last write is old."""
-        record = {"time": round(t_s * 1000.0 - self.reference_ms, 3), "name": name, "data": data}
-        self._buf.append(RS + _json.dumps(record) + NL)
-        if time.monotonic() - self._last_write >= self._interval:
+        # Microseconds, truncated: cheaper than round(), and the same 3 decimals.
+        time_ms = int((t_s * 1000.0 - self.reference_ms) * 1000.0) / 1000.0
+        buf = self._buf
+        # The concatenation copies orjson's over-allocated buffer into a right-sized one;
+        # holding orjson's own bytes in the buffer measured twice as slow.
+        buf.append(RS + _json.dumps({"time": time_ms, "name": name, "data": data}) + NL)
+        if self._timer is not None:
+            # A write is due within the interval anyway; only a large backlog goes out now.
+            if len(buf) >= MAX_BUFFERED_RECORDS:
+                self._write_out()
+        elif time.monotonic() - self._last_write >= self._interval:
             self._write_out()
-        elif len(self._buf) == 1:
+        elif len(buf) == 1:
             self._arm_timer()  # first record since the last write: make sure one follows
 
     def _arm_timer(self) -> None:
