@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,6 +17,7 @@ import pytest
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.recording import NodeRecorder
+from dhtscope.tracing.reader import TraceReadError
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.screens.help import HelpScreen
 from dhtscope.tui.screens.timeline import StreamTimelineScreen
@@ -166,3 +171,106 @@ async def test_replay_of_a_missing_path_says_so(tmp_path: Path) -> None:
     add_commands(parser.add_subparsers(dest="command"), node_options=lambda p: None)
     args = parser.parse_args(["replay", str(tmp_path / "nope")])
     assert args.func(args) == 1
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie waiting for a parent that is not us (a killed app's children go to init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # a zombie answers too: only a reaped child is gone
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_replay_indexes_and_analyses_in_child_processes_that_stop_with_the_app(
+        recording: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dhtscope.tui.sources.replay as replay
+
+    def not_here(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the app's own process parsed the recording")
+
+    for name in ("walk", "open_recording", "analyse"):
+        monkeypatch.setattr(replay, name, not_here)
+    source = ReplaySource(str(recording))
+    app = DhtscopeApp(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: source.child_pids, pilot, what="child processes")
+        pids = source.child_pids
+        assert len(pids) == 2 and os.getpid() not in pids
+        await _ready(app, pilot)
+        assert source.state.total > 0 and source.error is None
+        assert not _alive(pids[0])  # the indexer is done and reaped; the analyser stays for timelines
+        assert b"replay_worker\0analyse" in Path(f"/proc/{pids[1]}/cmdline").read_bytes()
+        await pilot.press("7", "enter")
+        assert isinstance(app.screen, StreamTimelineScreen)
+        assert app.screen.query_one("#timeline").items  # the timeline came from the analysing child
+        await pilot.press("escape", "q")
+    await wait_until(lambda: not any(_alive(pid) for pid in pids), timeout_s=5, what="children reaped")
+
+
+async def test_replay_of_an_unreadable_trace_reports_the_childs_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlog"
+    bad.write_bytes(b"\x1e not json at all\n")
+    source = ReplaySource(str(bad))
+    await source.start()
+    pids = source.child_pids
+    try:
+        await wait_until(lambda: not source.state.indexing, what="the indexer to give up")
+        assert source.error is not None and "bad.sqlog" in source.error and "no complete JSON record" in source.error
+        assert source.recording is None and source.state.total == 0
+        with pytest.raises(TraceReadError, match="no complete JSON record"):
+            await asyncio.to_thread(source.analyse)
+        with pytest.raises(TraceReadError):  # asked again (the app retries): the same answer at once
+            source.analyse()
+    finally:
+        await source.stop()
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _busy_recording(root: Path, events: int) -> Path:
+    """One client trace of `events` stream events: seconds of work to analyse."""
+    header = ('{"qlog_version": "0.3", "qlog_format": "JSON-SEQ", "trace": {"vantage_point": {"type": "client", '
+              '"name": "busy"}, "common_fields": {"ODCID": "c0ffee", "reference_time": 1700000000000.0, '
+              '"time_format": "relative"}}}')
+    event = ('{"time": %.2f, "name": "quic:stream_data_moved", "data": {"stream_id": %d, "offset": 0, '
+             '"length": 40, "fin": true, "from": "application", "to": "transport"}}')
+    path = root / "busy" / "c0ffee-client-0.sqlog"
+    path.parent.mkdir(parents=True)
+    lines = [header] + [event % (i * 0.01, i // 5 * 4) for i in range(events)]
+    path.write_bytes(b"".join(b"\x1e" + line.encode() + b"\n" for line in lines))
+    return root
+
+
+def test_replay_children_leave_when_the_app_is_killed(tmp_path: Path) -> None:
+    busy = _busy_recording(tmp_path / "rec", 200_000)
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import asyncio, sys, time\n"
+        "from dhtscope.tui.sources.replay import ReplaySource\n"
+        "async def main():\n"
+        "    source = ReplaySource(sys.argv[1])\n"
+        "    await source.start()\n"
+        "    print(*source.child_pids, flush=True)\n"
+        "    time.sleep(60)\n"
+        "asyncio.run(main())\n")
+    proc = subprocess.Popen([sys.executable, str(script), str(busy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        time.sleep(0.5)
+        assert len(pids) == 2 and not any(_exited(pid) for pid in pids)  # both still at work
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 3  # well before either would have finished its work
+    while not all(_exited(pid) for pid in pids):
+        assert time.monotonic() < deadline, "a replay child outlived the killed app"
+        time.sleep(0.05)

@@ -1,33 +1,123 @@
-"""A recording played back: lazy to open, indexed in a background thread, stepped by the user.
+"""A recording played back: lazy to open, indexed and analysed in child processes, stepped by the user.
 
-Opening reads only the reader's record index (no JSON); a thread then walks every trace
-once to build the time-ordered event order and each node's routing/record history. The
-first screen never waits for that walk: views show what has been indexed so far.
+`start()` lists the nodes at once from the recording's manifest and node files and starts
+two child processes (replay_worker): one opens the recording, sends it (each trace as its
+record index) and then the time-ordered event order in chunks; the other analyses it. A
+thread here applies the chunks as they come, so the views show what has been indexed so
+far and the screen never competes with the parsing for the interpreter lock.
+`open_now()` does the opening and indexing in the calling thread instead.
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
+import dataclasses
+import gc
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from array import array
 from collections import Counter, defaultdict
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from dhtscope.tracing.analysis import Analysis, analyse
-from dhtscope.tracing.model import NodeEntry, Recording, Trace
-from dhtscope.tracing.reader import TraceReadError, open_recording
+from dhtscope.tracing.analysis import Analysis, StreamView, TimelineEntry, analyse
+from dhtscope.tracing.model import NodeEntry, Recording
+from dhtscope.tracing.reader import TraceReadError, open_recording, read_nodes
 
 from ..source import DataSource, EventRow, NodeInfo, ReplayState
+from .replay_worker import NODE_EVENTS, RTT_SAMPLES_PER_TRACE, IndexChunk, node_of, walk
 
-NODE_EVENTS = frozenset({
-    "dht:node_started", "dht:routing_updated", "dht:record_stored", "dht:record_expired",
-    "dht:record_refused", "dht:scenario_changed",
-})
-RTT_SAMPLES_PER_TRACE = 2_000
+__all__ = ["NODE_EVENTS", "RTT_SAMPLES_PER_TRACE", "SPEEDS", "ReplaySource"]
+
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0, 1000.0)
+WORKER_MODULE = "dhtscope.tui.sources.replay_worker"
+STOP_WAIT_S = 2.0             # a child that has not left this long after its stdin closed is killed
+TIMELINE_WAIT_S = 10.0
+
+
+class _Worker:
+    """One replay_worker child process and the pipe to it."""
+
+    def __init__(self, job: str, paths: list[str]) -> None:
+        self.job = job
+        ours, theirs = Pipe()
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE, job, str(theirs.fileno()), *paths],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                pass_fds=(theirs.fileno(),))
+        except BaseException:
+            ours.close()
+            self._stderr.close()
+            raise
+        finally:
+            theirs.close()  # the child holds the only other end: its exit is our end of file
+        self.conn: Connection = ours
+        self.lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def recv(self) -> Any:
+        """The child's next message, or None once it is gone."""
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return None
+
+    def ask(self, request: tuple[Any, ...], timeout_s: float) -> Any:
+        """A request answered by one reply (the child must be done sending on its own)."""
+        with self.lock:
+            try:
+                self.conn.send(request)
+                if self.conn.poll(timeout_s):
+                    return self.conn.recv()
+            except (EOFError, OSError):
+                pass
+        return None
+
+    def failure(self) -> str:
+        """Why the child ended without saying so itself: its exit status and last words."""
+        code = self.process.poll()
+        try:
+            self._stderr.seek(0)
+            said = self._stderr.read().decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
+            said = []
+        status = "is still running" if code is None else f"exited with status {code}"
+        return f"replay {self.job} process {status}" + (f": {said[-1]}" if said else "")
+
+    def close(self) -> None:
+        """Stop the child and reap it: stdin closed first (it leaves at once), then signals."""
+        proc = self.process
+        if proc.stdin is not None and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.conn.close()
+        self._stderr.close()
+
+
+class _ServedAnalysis(Analysis):
+    """An Analysis whose stream timelines stay in the process that made it, asked for one at a time:
+    the facts behind them are most of an analysis' size."""
+
+    def timeline(self, stream: StreamView) -> list[TimelineEntry]:
+        ask = getattr(self, "_ask_timeline", None)
+        return ask(stream) if ask is not None else []
 
 
 class _PlayedEvents:
@@ -72,87 +162,115 @@ class ReplaySource(DataSource):
         self._rtt: dict[int, tuple[array, array]] = {}
         self._node_of_trace: list[str] = []
         self._per_node_total: Counter[str] = Counter()
+        self._listed_nodes: list[NodeEntry] = []  # from the manifest, until the recording is open
         self._played = _PlayedEvents(self)
         self._thread: threading.Thread | None = None
+        self._indexer: _Worker | None = None
+        self._analyser: _Worker | None = None
+        self._analysis: Analysis | None = None
+        self._analysis_error: BaseException | None = None
         self._stop = threading.Event()
         self._play_wall: float | None = None
         self._play_from_ms: float | None = None
         self._snap_cache: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._streams_by_conn: tuple[int, dict[str, list[StreamView]]] = (0, {})
         self.opened = threading.Event()
 
     # -- life
 
     async def start(self) -> None:
-        self._thread = threading.Thread(target=self._index, name="dhtscope-replay-index", daemon=True)
+        try:
+            self._listed_nodes = read_nodes(*self.paths)
+        except OSError:
+            pass  # the indexing child reports what is wrong with the paths
+        self._indexer = _Worker("index", self.paths)
+        try:
+            self._analyser = _Worker("analyse", self.paths)
+        except BaseException:
+            self._indexer.close()
+            raise
+        self._thread = threading.Thread(target=self._follow, args=(self._indexer,), name="dhtscope-replay-index",
+                                        daemon=True)
         self._thread.start()
 
     async def stop(self) -> None:
         self._stop.set()
+        for worker in (self._indexer, self._analyser):
+            if worker is not None:
+                worker.close()
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT_S)
+
+    @property
+    def child_pids(self) -> list[int]:
+        """The child processes started by `start()` (whether or not still running)."""
+        return [w.pid for w in (self._indexer, self._analyser) if w is not None]
 
     def open_now(self) -> None:
         """Open and index in the calling thread (tests and the benchmark's baseline)."""
-        self._index()
-
-    def _index(self) -> None:
         try:
             rec = open_recording(*self.paths)
         except (TraceReadError, OSError) as exc:
-            self.error = str(exc)
-            self.state.indexing = False
-            self.opened.set()
+            self._failed(str(exc))
             return
-        self._node_of_trace = [t.info.node or Path(t.info.path).parent.name for t in rec.traces]
+        self._opened(rec)
+        try:
+            walk(rec, self._apply, stop=self._stop.is_set)
+        finally:
+            self._indexed()
+
+    def _follow(self, worker: _Worker) -> None:
+        """The indexing child's messages, applied as they come (a thread)."""
+        try:
+            while True:
+                message = worker.recv()
+                if message is None:
+                    if not self._stop.is_set():
+                        self._failed(worker.failure())
+                    return
+                kind = message[0]
+                if kind == "recording":
+                    self._opened(message[1])
+                elif kind == "chunk":
+                    self._apply(message[1])
+                elif kind == "indexed":
+                    return
+                elif kind == "error":
+                    self._failed(str(message[1]))
+                    return
+        finally:
+            self._indexed()
+            worker.close()  # its work is done: reap it rather than leave a zombie until stop()
+
+    def _opened(self, rec: Recording) -> None:
+        self._node_of_trace = [node_of(t) for t in rec.traces]
         self.recording = rec
         self.opened.set()
-        try:
-            self._walk(rec)
-        finally:
-            self.state.indexing = False
 
-    def _walk(self, rec: Recording) -> None:
-        """One pass over every trace: the global time order, node histories, RTT samples."""
-        node_events = self._node_events
-        per_node = self._per_node_total
+    def _failed(self, error: str) -> None:
+        self.error = error
+        self.opened.set()
 
-        def events_of(i: int, trace: Trace) -> Iterator[tuple[float, int, int]]:
-            node = self._node_of_trace[i]
-            rtt_t, rtt_v = array("d"), array("d")
-            it = trace.iter_range(0, None) if hasattr(trace, "iter_range") else iter(trace)
-            for ev in it:
-                name = ev.name
-                if name in NODE_EVENTS:
-                    node_events[node].append((ev.time_ms, name, ev.data))
-                elif name == "quic:recovery_metrics_updated" and len(rtt_t) < RTT_SAMPLES_PER_TRACE:
-                    rtt = ev.data.get("smoothed_rtt")
-                    if isinstance(rtt, (int, float)):
-                        rtt_t.append(ev.time_ms)
-                        rtt_v.append(float(rtt))
-                yield ev.time_ms, i, ev.record
-            if rtt_t:
-                self._rtt[i] = (rtt_t, rtt_v)
-
-        streams = [events_of(i, t) for i, t in enumerate(rec.traces)]
-        order_t, order_r, order_time = self._order_trace, self._order_record, self._order_time
+    def _apply(self, chunk: IndexChunk) -> None:
+        """Events indexed elsewhere joined to ours: arrays first, then the count that reveals them."""
+        self._order_trace.extend(chunk.order_trace)
+        self._order_record.extend(chunk.order_record)
+        self._order_time.extend(chunk.order_time)
+        for node, events in chunk.node_events.items():
+            self._node_events[node].extend(events)
+        self._per_node_total.update(chunk.per_node)
+        self._rtt.update(chunk.rtt)
         state = self.state
-        n = 0
-        for t_ms, i, record in heapq.merge(*streams):
-            order_t.append(i)
-            order_r.append(record)
-            order_time.append(t_ms)
-            per_node[self._node_of_trace[i]] += 1
-            n += 1
-            if n & 0xFFF == 0:
-                state.total = n
-                if state.first_ms is None:
-                    state.first_ms = order_time[0]
-                if self._stop.is_set():
-                    return
-        state.total = n
-        if n:
-            state.first_ms = order_time[0]
-            state.last_ms = order_time[n - 1]
-        for events in node_events.values():
-            events.sort(key=lambda e: e[0])
+        state.total = len(self._order_time)
+        if state.first_ms is None and state.total:
+            state.first_ms = self._order_time[0]
+
+    def _indexed(self) -> None:
+        state = self.state
+        if state.total:
+            state.last_ms = self._order_time[state.total - 1]
+        state.indexing = False
+        self.opened.set()
 
     # -- playing
 
@@ -257,7 +375,7 @@ class ReplaySource(DataSource):
     def _entries(self) -> list[NodeEntry]:
         rec = self.recording
         if rec is None:
-            return []
+            return list(self._listed_nodes)
         names = [n.name for n in rec.nodes]
         extra = [NodeEntry(name=n, node_id=None, address=None, role=None)
                  for n in dict.fromkeys(self._node_of_trace) if n not in names]
@@ -362,9 +480,7 @@ class ReplaySource(DataSource):
         if analysis is None:
             return []
         out = []
-        streams_by_conn: dict[str, list[Any]] = defaultdict(list)
-        for s in analysis.streams:
-            streams_by_conn[s.connection].append(s)
+        streams_by_conn = self._streams_of(analysis)
         for c in analysis.connections:
             mine = next((e for e in c.ends if e.node == name), None)
             if mine is None or (c.first_ms is not None and c.first_ms > t_ms):
@@ -384,6 +500,16 @@ class ReplaySource(DataSource):
                 "close_trigger": c.close_trigger if closed else None,
             })
         return out
+
+    def _streams_of(self, analysis: Analysis) -> dict[str, list[StreamView]]:
+        """The analysis' streams by connection, grouped once per analysis (not per snapshot)."""
+        key, by_conn = self._streams_by_conn
+        if key != id(analysis):
+            by_conn = defaultdict(list)
+            for s in analysis.streams:
+                by_conn[s.connection].append(s)
+            self._streams_by_conn = (id(analysis), by_conn)
+        return by_conn
 
     def _trace_index(self, end: Any) -> int | None:
         rec = self.recording
@@ -407,9 +533,72 @@ class ReplaySource(DataSource):
         return round(series[-1], 3) if series else (round(default, 3) if default is not None else None)
 
     def analyse(self) -> Analysis | None:
-        self.opened.wait(30.0)  # runs in a worker thread: wait for the recording to open
-        if self.recording is None:
-            return None
-        analysis = analyse(self.recording)
+        """Blocking (the app runs it in a worker thread): the analysing child's result once it comes,
+        or, after `open_now()`, an analysis made here. Raises what the child raised."""
+        if self._analysis is not None:
+            return self._analysis
+        if self._analysis_error is not None:
+            raise self._analysis_error
+        worker = self._analyser
+        if worker is None:
+            self.opened.wait(30.0)
+            if self.recording is None:
+                return None
+            analysis = analyse(self.recording)
+        else:
+            with worker.lock:
+                analysis = self._receive_analysis(worker)
+            if analysis is None:
+                return None
+        self._analysis = analysis
         self.analysis_for_snapshot = analysis
         return analysis
+
+    def _receive_analysis(self, worker: _Worker) -> Analysis | None:
+        head: Analysis | None = None
+        streams: list[StreamView] = []
+        collecting = gc.isenabled()
+        try:
+            while True:
+                message = worker.recv()
+                if message is None:
+                    if self._stop.is_set():
+                        return None
+                    self._analysis_error = RuntimeError(worker.failure())
+                    raise self._analysis_error
+                kind = message[0]
+                if kind == "analysis":
+                    head = message[1]
+                    # The stream list to come is the bulk of an analysis: a million small objects
+                    # for a big recording. The cyclic collector would sweep the growing heap over
+                    # and over meanwhile (seconds of holding the interpreter lock); it waits until
+                    # they are all in, and then leaves them out of its sweeps (see below).
+                    gc.disable()
+                elif kind == "streams":
+                    streams.extend(message[1])
+                    time.sleep(0.002)  # let the screen's thread run between messages
+                elif kind == "analysed":
+                    # Frozen: kept out of every later sweep, which would otherwise walk them all
+                    # (about a second per million objects, the screen stopped meanwhile) to find
+                    # nothing: the analysis lives as long as the app and holds no cycles.
+                    # Whatever else exists now is frozen with it; refcounting still frees it.
+                    gc.freeze()
+                    break
+                elif kind == "error":
+                    self._analysis_error = message[1]
+                    raise self._analysis_error
+        finally:
+            if collecting:
+                gc.enable()
+        assert head is not None
+        served = _ServedAnalysis(**{f.name: getattr(head, f.name) for f in dataclasses.fields(Analysis)
+                                    if f.name != "streams"}, streams=streams)
+        object.__setattr__(served, "_ask_timeline", self._timeline)
+        return served
+
+    def _timeline(self, stream: StreamView) -> list[TimelineEntry]:
+        worker = self._analyser
+        if worker is None:
+            return []
+        reply = worker.ask(("timeline", stream.connection, stream.stream_id), TIMELINE_WAIT_S)
+        return reply[1] if reply is not None and reply[0] == "timeline" else []
