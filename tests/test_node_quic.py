@@ -22,6 +22,7 @@ from dhtscope.node.constants import (
 )
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
+from dhtscope.node import transport
 from dhtscope.node.node import NodeError
 from dhtscope.node.records import Record
 from dhtscope.node.rpc import RemoteError
@@ -288,6 +289,33 @@ async def test_datagrams_fill_up_to_the_configured_size_and_no_further(make_node
     response, _, _ = await b._call(a.contact(), FindValue(1, key=key))
     assert len(response.records) == 3
     assert limit - 60 < sent["largest"] <= limit
+
+
+async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypatch):
+    # aioquic offers every stream with data waiting to every packet; once a packet is full
+    # the node's override answers at once instead of asking the stream for a frame.
+    from aioquic.quic.connection import QuicConnection
+
+    a, b = await make_nodes(2, bootstrap=False)
+    await b.ping(("127.0.0.1", a.port))
+    offered, asked = [0], [0]
+    original = QuicConnection._write_stream_frame
+
+    def counting(self, *args, **kwargs):
+        asked[0] += 1
+        return original(self, *args, **kwargs)
+
+    node_version = transport._NodeQuicConnection._write_stream_frame
+
+    def offering(self, *args, **kwargs):
+        offered[0] += 1
+        return node_version(self, *args, **kwargs)
+
+    monkeypatch.setattr(QuicConnection, "_write_stream_frame", counting)
+    monkeypatch.setattr(transport._NodeQuicConnection, "_write_stream_frame", offering)
+    results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(200)))
+    assert len(results) == 200
+    assert asked[0] > 0 and offered[0] > asked[0]
 
 
 async def test_an_answer_carries_the_ack_of_its_request(make_nodes):
