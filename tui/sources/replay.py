@@ -261,9 +261,12 @@ class ReplaySource(DataSource):
         self._per_node_total.update(chunk.per_node)
         self._rtt.update(chunk.rtt)
         state = self.state
-        state.total = len(self._order_time)
-        if state.first_ms is None and state.total:
-            state.first_ms = self._order_time[0]
+        total = len(self._order_time)
+        if total:
+            if state.first_ms is None:
+                state.first_ms = self._order_time[0]
+            state.last_ms = self._order_time[total - 1]  # the newest so far: the bar's "of" time
+        state.total = total
 
     def _indexed(self) -> None:
         state = self.state
@@ -301,8 +304,6 @@ class ReplaySource(DataSource):
         if self._follow_end:
             if state.position != state.total:
                 self._set_position(state.total)
-            if state.last_ms is None and state.total:
-                state.last_ms = self._order_time[state.total - 1]
             return
         if not state.playing or self._play_wall is None or self._play_from_ms is None:
             return
