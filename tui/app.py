@@ -96,7 +96,7 @@ class DhtscopeApp(App[int]):
         state = source.replay
         if state is not None:
             # While the index grows, the views follow it twice a second, not on every tick:
-            # the indexing thread needs the GIL more than the screen needs the newest count.
+            # each refresh redraws them, and nobody reads a count that changes 15 times a second.
             coarse = state.total if not state.indexing else state.total // 50_000
             key = (state.position if not (state.indexing and state.position == state.total) else coarse,
                    coarse, state.playing, state.speed, state.indexing, int(time.monotonic() * 2))
