@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dhtscope.node.constants import MAX_STREAMS_PER_CONNECTION
+from dhtscope.node.constants import MAX_STREAMS_PER_CONNECTION, REQUEST_TIMEOUT_S
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.recording import NodeRecorder
 from dhtscope.node.transport import Faults
@@ -17,10 +17,11 @@ from dhtscope.tracing.reader import open_recording
 TIMEOUT_S = 0.5
 
 
-async def run_scenario(tmp_path: Path, scenario: str, pings: int = 0) -> list[tuple[str, str, str]]:
+async def run_scenario(tmp_path: Path, scenario: str, pings: int = 0,
+                       timeout_s: float = TIMEOUT_S) -> list[tuple[str, str, str]]:
     """Registry with the fault, two providers and a client; returns (kind, severity, node) findings."""
     names = ["registry", "provider1", "provider2", "client"]
-    nodes = [Node(name=n, role=n.rstrip("12"), request_timeout_s=TIMEOUT_S,
+    nodes = [Node(name=n, role=n.rstrip("12"), request_timeout_s=timeout_s,
                   faults=Faults.for_scenario(scenario) if n == "registry" else None,
                   recorder=NodeRecorder(tmp_path, n, "", n)) for n in names]
     for node in nodes:
@@ -55,7 +56,9 @@ async def run_scenario(tmp_path: Path, scenario: str, pings: int = 0) -> list[tu
 
 
 async def test_healthy_recording_has_no_error_finding(tmp_path):
-    findings = await run_scenario(tmp_path, "healthy")
+    # The default request timeout: on a loaded machine the faults' short one could time a
+    # healthy request out, and that would rightly be an error finding.
+    findings = await run_scenario(tmp_path, "healthy", timeout_s=REQUEST_TIMEOUT_S)
     assert [f for f in findings if f[1] == "error"] == []
 
 
