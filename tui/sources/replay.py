@@ -239,8 +239,10 @@ class ReplaySource(DataSource):
                     self._failed(str(message[1]))
                     return
         finally:
-            self._indexed()
-            worker.close()  # its work is done: reap it rather than leave a zombie until stop()
+            try:
+                worker.close()  # its work is done: reap it rather than leave a zombie until stop()
+            finally:
+                self._indexed()
 
     def _opened(self, rec: Recording) -> None:
         self._node_of_trace = [node_of(t) for t in rec.traces]
