@@ -173,7 +173,7 @@ class ReplaySource(DataSource):
         self._play_wall: float | None = None
         self._play_from_ms: float | None = None
         self._snap_cache: dict[str, tuple[int, dict[str, Any]]] = {}
-        self._streams_by_conn: tuple[int, dict[str, list[StreamView]]] = (0, {})
+        self._streams_by_conn: tuple[Analysis | None, dict[str, list[StreamView]]] = (None, {})
         self.opened = threading.Event()
 
     # -- life
@@ -506,12 +506,12 @@ class ReplaySource(DataSource):
 
     def _streams_of(self, analysis: Analysis) -> dict[str, list[StreamView]]:
         """The analysis' streams by connection, grouped once per analysis (not per snapshot)."""
-        key, by_conn = self._streams_by_conn
-        if key != id(analysis):
+        grouped, by_conn = self._streams_by_conn
+        if grouped is not analysis:
             by_conn = defaultdict(list)
             for s in analysis.streams:
                 by_conn[s.connection].append(s)
-            self._streams_by_conn = (id(analysis), by_conn)
+            self._streams_by_conn = (analysis, by_conn)
         return by_conn
 
     def _trace_index(self, end: Any) -> int | None:
