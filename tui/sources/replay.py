@@ -59,7 +59,8 @@ class _Worker:
         finally:
             theirs.close()  # the child holds the only other end: its exit is our end of file
         self.conn: Connection = ours
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one request and its reply at a time
+        self._closing = threading.Lock()  # stop() and the indexer's own thread may both close
 
     @property
     def pid(self) -> int:
@@ -95,20 +96,21 @@ class _Worker:
         return f"replay {self.job} process {status}" + (f": {said[-1]}" if said else "")
 
     def close(self) -> None:
-        """Stop the child and reap it: stdin closed first (it leaves at once), then signals."""
-        proc = self.process
-        if proc.stdin is not None and not proc.stdin.closed:
+        """Stop the child and reap it: stdin closed first (it leaves at once), then a kill."""
+        with self._closing:
+            proc = self.process
+            if proc.stdin is not None and not proc.stdin.closed:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
             try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        try:
-            proc.wait(STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        self.conn.close()
-        self._stderr.close()
+                proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.conn.close()
+            self._stderr.close()
 
 
 class _ServedAnalysis(Analysis):
