@@ -274,3 +274,21 @@ def test_replay_children_leave_when_the_app_is_killed(tmp_path: Path) -> None:
     while not all(_exited(pid) for pid in pids):
         assert time.monotonic() < deadline, "a replay child outlived the killed app"
         time.sleep(0.05)
+
+
+async def test_replay_says_when_a_child_dies_without_a_word(tmp_path: Path) -> None:
+    import signal
+
+    source = ReplaySource(str(_busy_recording(tmp_path / "rec", 100_000)))
+    await source.start()
+    pids = source.child_pids
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: not source.state.indexing, what="the index to end")
+        assert source.error == "replay index process was killed by SIGKILL"
+        with pytest.raises(RuntimeError, match="replay analyse process was killed by SIGKILL"):
+            await asyncio.to_thread(source.analyse)
+    finally:
+        await source.stop()
+    assert not any(_alive(pid) for pid in pids)

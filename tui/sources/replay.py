@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import gc
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,13 +87,21 @@ class _Worker:
 
     def failure(self) -> str:
         """Why the child ended without saying so itself: its exit status and last words."""
-        code = self.process.poll()
+        try:
+            code: int | None = self.process.wait(1.0)  # its pipe closes a moment before it can be reaped
+        except subprocess.TimeoutExpired:
+            code = None
         try:
             self._stderr.seek(0)
             said = self._stderr.read().decode(errors="replace").strip().splitlines()
         except (OSError, ValueError):
             said = []
-        status = "is still running" if code is None else f"exited with status {code}"
+        if code is None:
+            status = "stopped answering"
+        elif code < 0:
+            status = f"was killed by {_signal_name(-code)}"
+        else:
+            status = f"exited with status {code}"
         return f"replay {self.job} process {status}" + (f": {said[-1]}" if said else "")
 
     def close(self) -> None:
@@ -111,6 +120,13 @@ class _Worker:
                 proc.wait()
             self.conn.close()
             self._stderr.close()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class _ServedAnalysis(Analysis):
