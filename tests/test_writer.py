@@ -181,6 +181,20 @@ def test_packet_received_waits_for_its_frames(tmp_path: Path) -> None:
     trace.close()
 
 
+def test_datagram_and_spin_bit_events_are_left_out_and_still_end_a_held_packet(tmp_path: Path) -> None:
+    trace = LiveTrace(tmp_path, "alpha", is_client=False, odcid=b"\x04", flush_interval_s=0)
+    frames: list[dict] = []
+    trace.log_event(category="transport", event="packet_received", data={"frames": frames})
+    trace.log_event(category="connectivity", event="spin_bit_updated", data={"state": True})
+    frames.append({"frame_type": "ping"})
+    trace.log_event(category="transport", event="datagrams_received", data={"count": 1})
+    trace.log_event(category="transport", event="datagrams_sent", data={"count": 1})
+    trace.flush()
+    assert [(r["name"], len(r["data"].get("frames", []))) for r in _records(trace.path)[1:]] == [
+        ("transport:packet_received", 1)]
+    trace.close()
+
+
 # --------------------------------------------------------------------------- real aioquic
 
 CLIENT_ADDR = ("10.0.0.1", 1111)
