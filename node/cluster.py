@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
-from .constants import MAX_STREAMS_PER_CONNECTION
+from .transport import STREAM_LIMIT_SCENARIO_STREAMS
 
 SERVICE = "calculator"
 CHECK_TIMEOUT_S = 60.0
@@ -20,7 +20,7 @@ STOP_GRACE_S = 3.0
 SCENARIO_REQUEST_TIMEOUT_S = 2.0   # faults show within seconds, not the default 5 s per attempt
 SCENARIO_TIMEOUT_S = {"healthy": 30.0, "loss": 30.0, "stream-limit": 45.0}
 FAULT_SCENARIO_TIMEOUT_S = 15.0    # no-accept, alpn-mismatch, stall: discovery cannot succeed
-STREAM_LIMIT_PINGS = MAX_STREAMS_PER_CONNECTION + 48  # more requests to the registry than it grants streams
+STREAM_LIMIT_PINGS = STREAM_LIMIT_SCENARIO_STREAMS + 12  # more requests to the registry than it grants streams
 
 
 @dataclass
@@ -62,7 +62,7 @@ class ClusterPlan:
                   "--discover", SERVICE]
         if self.scenario == "stream-limit":
             # One stream per PING on one connection: the registry's unfinished streams
-            # pile up until the credit the registry gives (MAX_STREAMS_PER_CONNECTION) is gone.
+            # pile up until the credit the registry gives (STREAM_LIMIT_SCENARIO_STREAMS) is gone.
             client += ["--ping-bootstrap", str(STREAM_LIMIT_PINGS)]
         members.append(Member("client", "client", client_port, client))
         for m in members:

@@ -585,6 +585,8 @@ class _Session:
         faults.loss = wanted.loss
         faults.no_accept = wanted.no_accept
         faults.never_fin = wanted.never_fin
+        credit_changed = faults.stream_credit != wanted.stream_credit
+        faults.stream_credit = wanted.stream_credit
         faults.stall = wanted.stall
         alpn_changed = faults.alpn != wanted.alpn
         faults.alpn = wanted.alpn
@@ -592,6 +594,9 @@ class _Session:
         if alpn_changed:
             notes.append("ALPN applies to new connections only: open connections keep the ALPN they "
                          "negotiated; peers already connected are unaffected until they reconnect")
+        if credit_changed:
+            notes.append("stream credit applies to new connections only: open connections keep the "
+                         "credit granted in their handshake")
         self.node.emit("dht:scenario_changed", {"scenario": name, "faults": faults.names(), "previous": previous})
         return {"scenario": name, "faults": faults.names(), "previous": previous, "notes": notes}
 

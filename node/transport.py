@@ -54,6 +54,9 @@ class TransportError(Exception):
 
 
 SCENARIOS = ("healthy", "no-accept", "stream-limit", "loss", "alpn-mismatch", "stall")
+# The stream-limit scenario's registry grants this many streams per connection: aioquic's own
+# default, close to other stacks' (quic-go: 100), so a leak exhausts it within seconds.
+STREAM_LIMIT_SCENARIO_STREAMS = 128
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Faults:
     never_fin: bool = False      # never send FIN on our side of a stream
     stall: bool = False          # read requests and never answer (applied by the RPC layer)
     alpn: str | None = None      # offer this ALPN instead of ours
+    stream_credit: int | None = None  # grant new connections this many streams, not MAX_STREAMS_PER_CONNECTION
     seed: int | None = None
 
     @classmethod
@@ -73,7 +77,7 @@ class Faults:
         table = {
             "healthy": cls(),
             "no-accept": cls(no_accept=True),
-            "stream-limit": cls(never_fin=True),
+            "stream-limit": cls(never_fin=True, stream_credit=STREAM_LIMIT_SCENARIO_STREAMS),
             "loss": cls(loss=loss),
             "alpn-mismatch": cls(alpn="dhtscope/0-mismatch"),
             "stall": cls(stall=True),
@@ -146,11 +150,11 @@ class _NodeQuicConnection(QuicConnection):
 
     close_owner: str | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_streams: int = MAX_STREAMS_PER_CONNECTION, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Before the handshake, so our transport parameters carry it.
         limit = self._local_max_streams_bidi
-        limit.value = limit.sent = MAX_STREAMS_PER_CONNECTION
+        limit.value = limit.sent = max_streams
 
     def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
         # aioquic offers every stream with data waiting to every packet it builds, even once
@@ -582,11 +586,16 @@ class Endpoint(asyncio.DatagramProtocol):
         if len(self.all) >= MAX_CONNECTIONS:
             log.warning("refusing connection from %s: %d connections open", addr, len(self.all))
             return None
-        quic = _NodeQuicConnection(configuration=config, original_destination_connection_id=header.destination_cid)
+        quic = _NodeQuicConnection(configuration=config, original_destination_connection_id=header.destination_cid,
+                                   max_streams=self._stream_credit())
         conn = self._register(quic, "server", addr)
         self.connections[header.destination_cid] = conn
         self._started(conn, addr)
         return conn
+
+    def _stream_credit(self) -> int:
+        # Read on each new connection, like the ALPN fault, so it can be switched live.
+        return self.faults.stream_credit or MAX_STREAMS_PER_CONNECTION
 
     def _register(self, quic: _NodeQuicConnection, role: str, addr: Address) -> Conn:
         conn = Conn(self, quic, role, addr)
@@ -609,7 +618,7 @@ class Endpoint(asyncio.DatagramProtocol):
         """A new client connection to `addr`, handshake complete; TransportError if it fails."""
         host = _resolve(addr[0])
         addr = (host, addr[1])
-        quic = _NodeQuicConnection(configuration=self._configuration(is_client=True))
+        quic = _NodeQuicConnection(configuration=self._configuration(is_client=True), max_streams=self._stream_credit())
         conn = self._register(quic, "client", addr)
         self._started(conn, addr)
         quic.connect(addr, now=self.loop.time())

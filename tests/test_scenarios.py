@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dhtscope.node.constants import MAX_STREAMS_PER_CONNECTION, REQUEST_TIMEOUT_S
+from dhtscope.node.constants import REQUEST_TIMEOUT_S
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.recording import NodeRecorder
-from dhtscope.node.transport import Faults
+from dhtscope.node.transport import STREAM_LIMIT_SCENARIO_STREAMS, Faults
 from dhtscope.tracing.analysis import analyse
 from dhtscope.tracing.reader import open_recording
 
@@ -78,5 +78,5 @@ async def test_loss_on_the_registry_is_named(tmp_path):
 
 
 async def test_stream_limit_names_the_blocked_connection(tmp_path):
-    findings = await run_scenario(tmp_path, "stream-limit", pings=MAX_STREAMS_PER_CONNECTION + 12)
+    findings = await run_scenario(tmp_path, "stream-limit", pings=STREAM_LIMIT_SCENARIO_STREAMS + 12)
     assert ("stream_limit_exhausted", "error", "client") in findings
