@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -29,7 +30,7 @@ sys.path.insert(0, BENCH_DIR)
 from benchlib import load_average, machine_facts  # noqa: E402
 from procs import BenchError, Proc  # noqa: E402
 
-SECTIONS = ("rpc", "recording", "lookup", "sim")
+SECTIONS = ("rpc", "recording", "lookup", "sim", "tui")
 LEVELS = (1, 16, 128)
 LIBP2P_RAISED_CAP = 4096
 
@@ -213,7 +214,29 @@ def bench_sim(full: bool) -> dict[str, Any]:
     return out
 
 
-RUNNERS = {"rpc": bench_rpc, "recording": bench_recording, "lookup": bench_lookup, "sim": bench_sim}
+# -- the TUI under load ----------------------------------------------------------------------------
+
+
+def bench_tui(full: bool) -> dict[str, Any]:
+    """bench/tui_bench.py in its own process: live ingest and keys under 20,000 events/s, 1,000,000-event replay."""
+    seconds = "10" if full else "4"
+    log(f"tui: 20,000 events/s for {seconds} s with key presses, then a 1,000,000-event replay")
+    proc = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "tui_bench.py"), "--seconds", seconds, "--json"],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        log(f"  failed: {tail[0]}")
+        return {"error": tail[0]}
+    result = json.loads(proc.stdout)
+    live, replay = result["live"], result["replay"]
+    log(f"  live: {live['ingested_events_per_s']:,} events/s ingested, key median "
+        f"{live['key_press_latency']['median_ms']} ms; replay: first screen {replay['first_screen_s']} s, "
+        f"keys while indexing median {replay['key_press_latency_while_indexing']['median_ms']} ms")
+    return result
+
+
+RUNNERS = {"rpc": bench_rpc, "recording": bench_recording, "lookup": bench_lookup, "sim": bench_sim,
+           "tui": bench_tui}
 
 
 def main() -> int:
