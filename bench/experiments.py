@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import machine_facts  # noqa: E402
 from run import LEVELS, RESULTS, _fmt_level, log, rpc_run  # noqa: E402
 
-DEFAULT_SETS = "none;asyncio;dgram1200"  # asyncio: DHTSCOPE_LOOP=asyncio instead of uvloop
+DEFAULT_SETS = "none;asyncio;dgram1350"  # asyncio: DHTSCOPE_LOOP=asyncio instead of uvloop
 
 
 def _per_rpc(run: dict[str, Any]) -> dict[str, float]:

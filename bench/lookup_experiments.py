@@ -1,6 +1,6 @@
 """The dhtscope lookup cluster with prototypes of proposed fixes (not part of `make bench`).
 
-    python bench/lookup_experiments.py [--sets "none;asyncio;dgram1200"] [--lookups 50]
+    python bench/lookup_experiments.py [--sets "none;asyncio;dgram1350"] [--lookups 50]
 
 Same cluster and lookups as lookup_bench.py, with bench/patches.py prototypes applied in
 every node process and datagrams counted at the looking-up node (sent and received while
@@ -26,7 +26,7 @@ from run import RESULTS, log  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sets", default="none;asyncio;dgram1200", help="';'-separated patch sets; 'asyncio': "
+    parser.add_argument("--sets", default="none;asyncio;dgram1350", help="';'-separated patch sets; 'asyncio': "
                         "DHTSCOPE_LOOP=asyncio; 'none' is dhtscope as is")
     parser.add_argument("--lookups", type=int, default=50)
     parser.add_argument("--nodes", type=int, default=32)

@@ -360,7 +360,7 @@ def _experiments_section(results_dir: str) -> list[str]:
     out = ["## Experiments: the event loop, and changes not adopted", "",
            "Run by hand (`python bench/experiments.py`, `python bench/lookup_experiments.py`; not part of "
            "`make bench`); `bench/patches.py` applies a change at run time in every dhtscope process. Sets: `none` dhtscope as it is (on uvloop), `asyncio` the same on asyncio's own "
-           "loop (`DHTSCOPE_LOOP=asyncio`), `dgram1200` 1,200-byte datagrams (QUIC's minimum; dhtscope sends 1,350), `gc` freeze the start-up heap and "
+           "loop (`DHTSCOPE_LOOP=asyncio`), `dgram1350` 1,350-byte datagrams (dhtscope sends QUIC's 1,200 unless told), `gc` freeze the start-up heap and "
            "collect less often, `nopace` aioquic's pacer off (diagnostics). Throughput on this shared machine "
            "swings by 30% and more between runs; the per-RPC counts (datagrams, credit waits) barely move, "
            "so read those first."]
