@@ -142,10 +142,10 @@ SMALLEST_STREAM_FRAME_BYTES = 4  # type, stream id, 2-byte length: a FIN with no
 class _NodeQuicConnection(QuicConnection):
     """aioquic's connection, asking clients for their certificate and noting who began the close.
 
-    Two of aioquic's fixed choices are changed through its private state (guarded by tests in
-    tests/test_node_quic.py): the peer may open MAX_STREAMS_PER_CONNECTION request streams
-    at once instead of 128, and once the handshake is done ACKs wait up to ACK_DELAY_S for a
-    packet to ride on instead of 1 ms.
+    Three of aioquic's choices are changed through its private names (each guarded by a test
+    in tests/test_node_quic.py): the peer may open MAX_STREAMS_PER_CONNECTION request streams
+    at once instead of 128; once the handshake is done ACKs wait up to ACK_DELAY_S for a
+    packet to ride on instead of 1 ms; and a full packet stops asking streams for frames.
     """
 
     close_owner: str | None = None
