@@ -24,6 +24,7 @@ from .wire import (
     ErrorCode,
     FrameReader,
     Message,
+    MsgType,
     Sender,
     WireError,
     encode,
@@ -65,6 +66,7 @@ class _Outgoing:
     request: Message
     reader: FrameReader = field(default_factory=FrameReader)
     sent_at: float = 0.0
+    rtt_s: float = 0.0  # from the write to the moment the whole answer was read
 
 
 @dataclass
@@ -81,8 +83,11 @@ class _ConnState:
         self.incoming: dict[int, _Incoming] = {}
 
 
+_TYPE_NAMES = {t: t.name for t in MsgType}  # Enum.name is a descriptor call: slow on every event
+
+
 def message_name(message: Message) -> str:
-    return message.TYPE.name
+    return _TYPE_NAMES[message.TYPE]
 
 
 class RpcEndpoint:
@@ -173,22 +178,21 @@ class RpcEndpoint:
                     f"{conn.addr_text} gave no stream credit for {credit_wait_s:g} s "
                     "(its side of earlier streams never finished)"
                 ) from None
+        event = None
+        if conn.traced:  # the write is recorded as this event (with its offset, length, fin)
+            event = ("dht:rpc_sent", {"type": message_name(message), "request_id": message.request_id,
+                                      "peer_id": _peer_hex(conn)})
+        loop = self.loop
+        sent_at = loop.time()
         try:
-            stream_id = conn.start_stream(data, fin=True)
+            stream_id = conn.start_stream(data, fin=True, event=event)
         except TransportError as exc:
             raise RpcError(str(exc)) from None
         state = self._state(conn)
-        loop = self.loop
         future: asyncio.Future[Message] = loop.create_future()
-        out = _Outgoing(future, message, sent_at=loop.time())
+        out = _Outgoing(future, message, sent_at=sent_at)
         state.outgoing[stream_id] = out
         self.requests_sent += 1
-        traced = conn.traced
-        if traced:
-            conn.log("dht:rpc_sent", {
-                "stream_id": stream_id, "type": message_name(message),
-                "request_id": message.request_id, "peer_id": _peer_hex(conn),
-            })
         # One timer that fails the future, instead of wait_for(shield(...)): the future is
         # ours alone, and every path that completes it checks it is not done yet.
         timer = loop.call_later(timeout_s, _expire, future)
@@ -210,16 +214,9 @@ class RpcEndpoint:
             raise
         finally:
             timer.cancel()
-        rtt = loop.time() - out.sent_at
-        if traced:
-            conn.log("dht:rpc_response", {
-                "stream_id": stream_id, "type": message_name(response), "request_id": message.request_id,
-                "peer_id": _peer_hex(conn), "direction": "received", "rtt_ms": round(rtt * 1000, 3),
-                "status": "error" if isinstance(response, Error) else "ok",
-            })
         if isinstance(response, Error):
             raise RemoteError(response.code, response.reason)
-        return response, rtt
+        return response, out.rtt_s
 
     # -- ConnectionOwner -------------------------------------------------------------
 
@@ -257,32 +254,44 @@ class RpcEndpoint:
             return
         out = state.outgoing.get(stream_id)
         if out is None or out.future.done():
+            conn.log_delivery(stream_id, len(data), fin)
             return  # a late answer to a request we gave up on (timed out or cancelled)
         try:
             response = out.reader.feed(data) if data else None
             if response is None and fin:
                 out.reader.finish()
         except WireError as exc:
+            conn.log_delivery(stream_id, len(data), fin)
             state.outgoing.pop(stream_id, None)
             self._protocol_error(conn, stream_id, exc, reply=False)
             out.future.set_exception(RpcError(f"bad response from {conn.addr_text}: {exc}"))
             out.future.exception()
             return
         if response is None:
+            conn.log_delivery(stream_id, len(data), fin)
             return
         state.outgoing.pop(stream_id, None)
         if response.TYPE not in RESPONSE_FOR[out.request.TYPE] or response.request_id != out.request.request_id:
+            conn.log_delivery(stream_id, len(data), fin)
             exc = WireError(f"{response.TYPE.name} does not answer {out.request.TYPE.name} "
                             f"#{out.request.request_id}")
             self._protocol_error(conn, stream_id, exc, reply=False)
             out.future.set_exception(RpcError(f"bad response from {conn.addr_text}: {exc}"))
             out.future.exception()
             return
+        out.rtt_s = self.loop.time() - out.sent_at
+        if conn.traced:  # taking the answer's last bytes is recorded as the response event
+            conn.log_delivery(stream_id, len(data), fin, ("dht:rpc_response", {
+                "type": message_name(response), "request_id": out.request.request_id, "peer_id": _peer_hex(conn),
+                "direction": "received", "rtt_ms": round(out.rtt_s * 1000, 3),
+                "status": "error" if isinstance(response, Error) else "ok",
+            }))
         out.future.set_result(response)
 
     def _incoming_data(self, conn: Conn, state: _ConnState, stream_id: int, data: bytes, fin: bool) -> None:
         if stream_id & 2:
             # Unidirectional streams carry nothing in this protocol.
+            conn.log_delivery(stream_id, len(data), fin)
             if stream_id not in state.incoming:
                 state.incoming[stream_id] = _Incoming(done=True)
                 self._protocol_error(conn, stream_id, WireError("unidirectional streams are not used",
@@ -292,6 +301,7 @@ class RpcEndpoint:
         if inc is None:
             inc = state.incoming[stream_id] = _Incoming()
         if inc.done:
+            conn.log_delivery(stream_id, len(data), fin)
             if fin:
                 state.incoming.pop(stream_id, None)
             return
@@ -300,30 +310,32 @@ class RpcEndpoint:
             if request is None and fin:
                 inc.reader.finish()
         except WireError as exc:
+            conn.log_delivery(stream_id, len(data), fin)
             inc.done = True
             self._protocol_error(conn, stream_id, exc, reply=exc.code != ErrorCode.MESSAGE_TOO_LARGE)
             if fin:
                 state.incoming.pop(stream_id, None)
             return
         if request is None:
+            conn.log_delivery(stream_id, len(data), fin)
             return
         inc.done = True
         if fin:
             state.incoming.pop(stream_id, None)
-        self._dispatch(conn, stream_id, request)
+        self._dispatch(conn, stream_id, request, len(data), fin)
 
-    def _dispatch(self, conn: Conn, stream_id: int, request: Message) -> None:
-        peer = _peer_hex(conn)
+    def _dispatch(self, conn: Conn, stream_id: int, request: Message, length: int, fin: bool) -> None:
+        """A whole request, whose last `length` bytes (and `fin`) the application just took."""
         if not request.is_request():
+            conn.log_delivery(stream_id, length, fin)
             self._protocol_error(conn, stream_id, WireError(
                 f"{request.TYPE.name} is a response, not a request", ErrorCode.NOT_A_REQUEST), reply=True)
             return
         self.requests_received += 1
-        if conn.traced:
-            conn.log("dht:rpc_received", {
-                "stream_id": stream_id, "type": message_name(request),
-                "request_id": request.request_id, "peer_id": peer,
-            })
+        if conn.traced:  # taking the request's last bytes is recorded as this event
+            conn.log_delivery(stream_id, length, fin, ("dht:rpc_received", {
+                "type": message_name(request), "request_id": request.request_id, "peer_id": _peer_hex(conn),
+            }))
         if self._faults.stall:
             return  # the stall fault: read the request, never answer
         try:
@@ -344,13 +356,13 @@ class RpcEndpoint:
             data = encode(response, sender)
         if conn.closed:
             return
-        conn.send(stream_id, data, fin=True)
-        if conn.traced:
-            conn.log("dht:rpc_response", {
-                "stream_id": stream_id, "type": message_name(response),
-                "request_id": response.request_id, "peer_id": _peer_hex(conn),
+        event = None
+        if conn.traced:  # the write is recorded as this event (with its offset, length, fin)
+            event = ("dht:rpc_response", {
+                "type": message_name(response), "request_id": response.request_id, "peer_id": _peer_hex(conn),
                 "direction": "sent", "status": "error" if isinstance(response, Error) else "ok",
             })
+        conn.send(stream_id, data, fin=True, event=event)
 
     def _protocol_error(self, conn: Conn, stream_id: int, exc: WireError, reply: bool) -> None:
         """Bad bytes on one stream: log them, then answer with ERROR or reset that stream alone."""
@@ -398,7 +410,7 @@ def _expire(future: asyncio.Future[Message]) -> None:
 
 
 def _peer_hex(conn: Conn) -> str | None:
-    return conn.peer_id.hex() if conn.peer_id else None
+    return conn.peer_hex
 
 
 def contact_of(conn: Conn, sender: Sender | None) -> Contact | None:

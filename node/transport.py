@@ -44,6 +44,7 @@ from .keys import Identity
 log = logging.getLogger("dhtscope.transport")
 
 Address = tuple[str, int]
+Event = tuple[str, dict[str, Any]]  # an event's name and data, for a write or delivery to fold into
 
 # QUIC CRYPTO_ERROR for TLS alert 120 (no_application_protocol), RFC 9001 section 4.8
 ALPN_MISMATCH_ERROR = 0x100 + 120
@@ -103,6 +104,7 @@ class Faults:
 
 class ConnectionOwner(Protocol):
     def connection_ready(self, conn: Conn) -> None: ...
+    # Bytes handed to the application; the owner records taking them with conn.log_delivery.
     def stream_data(self, conn: Conn, stream_id: int, data: bytes, fin: bool) -> None: ...
     def stream_reset(self, conn: Conn, stream_id: int, error_code: int) -> None: ...
     def stop_sending(self, conn: Conn, stream_id: int, error_code: int) -> None: ...
@@ -203,6 +205,7 @@ class Conn:
         self.role = role
         self.addr = addr
         self.peer_id: NodeId | None = None
+        self._peer_hex: str | None = None
         self.peer_port: int | None = None  # the port the peer says it listens on
         self.alpn: str | None = None
         self.ready: asyncio.Future[None] = endpoint.loop.create_future()
@@ -248,6 +251,14 @@ class Conn:
         return client_initiated != (self.role == "client")
 
     @property
+    def peer_hex(self) -> str | None:
+        """The peer's node id in hex (as events carry it), once the handshake proved it."""
+        hexed = self._peer_hex
+        if hexed is None and self.peer_id is not None:
+            hexed = self._peer_hex = self.peer_id.hex()
+        return hexed
+
+    @property
     def traced(self) -> bool:
         """Whether anything reads this connection's events (a trace file or a live listener).
 
@@ -276,7 +287,7 @@ class Conn:
             self._credit_waiters.append(waiter)
             await waiter
 
-    def start_stream(self, data: bytes, fin: bool) -> int:
+    def start_stream(self, data: bytes, fin: bool, event: Event | None = None) -> int:
         """Open a bidirectional stream with its first bytes, in one step.
 
         The id and the write must not be separated by an await: aioquic hands out the
@@ -290,7 +301,7 @@ class Conn:
             self._blocked_probe_sent = True
         stream_id = self.quic.get_next_available_stream_id()
         self.streams_opened += 1
-        self.send(stream_id, data, fin)
+        self.send(stream_id, data, fin, event)
         return stream_id
 
     def _wake_credit_waiters(self) -> None:
@@ -307,8 +318,13 @@ class Conn:
                 waiter.set_result(None)
                 free -= 1
 
-    def send(self, stream_id: int, data: bytes, fin: bool) -> None:
-        """Write to a stream; `never_fin` keeps our side of every stream open."""
+    def send(self, stream_id: int, data: bytes, fin: bool, event: Event | None = None) -> None:
+        """Write to a stream; `never_fin` keeps our side of every stream open.
+
+        The write is recorded as `quic:stream_data_moved` (application → transport), or, when
+        the caller names an `event` for what it wrote (`dht:rpc_sent`), as that event with the
+        write's offset, length and fin folded in: one event instead of two.
+        """
         fin = fin and not self.endpoint.faults.never_fin
         offset = self._sent_offsets.get(stream_id, 0)
         self.quic.ack_with_next_packet()
@@ -322,11 +338,28 @@ class Conn:
         self._sent_offsets[stream_id] = offset + len(data)
         self.bytes_sent += len(data)
         if self.traced:
-            self.log("quic:stream_data_moved", {
-                "stream_id": stream_id, "offset": offset, "length": len(data), "fin": fin,
-                "from": "application", "to": "transport",
-            })
+            self._log_move(stream_id, offset, len(data), fin, event, "application", "transport")
         self.endpoint.schedule(self)
+
+    def log_delivery(self, stream_id: int, length: int, fin: bool, event: Event | None = None) -> None:
+        """Record that the application took `length` bytes just handed to it (the owner calls this).
+
+        As `quic:stream_data_moved` (transport → application), or folded into `event` when the
+        bytes completed a message the owner records anyway (`dht:rpc_received`).
+        """
+        if self.traced:
+            offset = self._received_offsets.get(stream_id, 0) - length
+            self._log_move(stream_id, offset, length, fin, event, "transport", "application")
+
+    def _log_move(self, stream_id: int, offset: int, length: int, fin: bool, event: Event | None,
+                  src: str, dst: str) -> None:
+        if event is None:
+            self.log("quic:stream_data_moved", {
+                "stream_id": stream_id, "offset": offset, "length": length, "fin": fin, "from": src, "to": dst,
+            })
+        else:
+            name, data = event
+            self.log(name, {"stream_id": stream_id, **data, "offset": offset, "length": length, "fin": fin})
 
     def reset(self, stream_id: int, error_code: int) -> None:
         """Abandon our side of a stream and ask the peer to stop sending on theirs."""
@@ -370,14 +403,10 @@ class Conn:
                     # The seed's bug: the transport has acknowledged these bytes, and the
                     # application never learns the stream exists.
                     continue
-                offset = self._received_offsets.get(sid, 0)
-                self._received_offsets[sid] = offset + len(event.data)
+                self._received_offsets[sid] = self._received_offsets.get(sid, 0) + len(event.data)
                 self.bytes_received += len(event.data)
-                if self.traced:
-                    self.log("quic:stream_data_moved", {
-                        "stream_id": sid, "offset": offset, "length": len(event.data), "fin": event.end_stream,
-                        "from": "transport", "to": "application",
-                    })
+                # The owner records taking the bytes (log_delivery): it knows whether they
+                # completed a message, and so which event says it best.
                 owner.stream_data(self, sid, event.data, event.end_stream)
             elif (isinstance(event, (events.StreamReset, events.StopSendingReceived))
                   and ep.faults.no_accept and self.is_peer_stream(event.stream_id)):

@@ -121,28 +121,35 @@ def start(c: End, s: End, t: float = 0.0, alpn: str = "dhtscope/1", alpn_server:
 
 
 def rpc(o: End, p: End, t: float, sid: int, *, take: bool = True, answer: bool = True, fin_back: bool = True,
-        kind: str = "STORE", rid: int = 1) -> None:
-    """One request/response on stream `sid`, opened by `o`, shaped as dhtscope logs it."""
-    o.log(t, "quic:stream_data_moved", {"stream_id": sid, "offset": 0, "length": 30, "fin": True,
-                                        "from": "application", "to": "transport"})
-    o.log(t, "dht:rpc_sent", {"stream_id": sid, "type": kind, "request_id": rid, "peer_id": f"{p.node}-id"})
+        kind: str = "STORE", rid: int = 1, folded: bool = False) -> None:
+    """One request/response on stream `sid`, opened by `o`, shaped as dhtscope logs it.
+
+    `folded`: as dhtscope writes whole messages now, the bytes each moved folded into its
+    dht event; otherwise a quic:stream_data_moved beside each dht event (older recordings).
+    """
+    def moved(end: End, t_ms: float, length: int, fin: bool, src: str, dst: str, name: str,
+              data: dict[str, Any]) -> None:
+        fields = {"offset": 0, "length": length, "fin": fin}
+        if folded:
+            end.log(t_ms, name, {"stream_id": sid, **data, **fields})
+            return
+        end.log(t_ms, "quic:stream_data_moved", {"stream_id": sid, **fields, "from": src, "to": dst})
+        end.log(t_ms, name, {"stream_id": sid, **data})
+
+    moved(o, t, 30, True, "application", "transport", "dht:rpc_sent",
+          {"type": kind, "request_id": rid, "peer_id": f"{p.node}-id"})
     pn = deliver(o, p, t + 1, stream(sid))
     if take:
-        p.log(t + 2, "quic:stream_data_moved", {"stream_id": sid, "offset": 0, "length": 30, "fin": True,
-                                                "from": "transport", "to": "application"})
-        p.log(t + 2, "dht:rpc_received", {"stream_id": sid, "type": kind, "request_id": rid,
-                                          "peer_id": f"{o.node}-id"})
+        moved(p, t + 2, 30, True, "transport", "application", "dht:rpc_received",
+              {"type": kind, "request_id": rid, "peer_id": f"{o.node}-id"})
     if take and answer:
-        p.log(t + 3, "quic:stream_data_moved", {"stream_id": sid, "offset": 0, "length": 40, "fin": fin_back,
-                                                "from": "application", "to": "transport"})
-        p.log(t + 3, "dht:rpc_response", {"stream_id": sid, "type": "STORE_RESULT", "request_id": rid,
-                                          "peer_id": f"{o.node}-id", "direction": "sent", "status": "ok"})
+        moved(p, t + 3, 40, fin_back, "application", "transport", "dht:rpc_response",
+              {"type": "STORE_RESULT", "request_id": rid, "peer_id": f"{o.node}-id", "direction": "sent",
+               "status": "ok"})
         back = deliver(p, o, t + 4, ack([pn, pn]), stream(sid, 40, fin_back))
-        o.log(t + 5, "quic:stream_data_moved", {"stream_id": sid, "offset": 0, "length": 40, "fin": fin_back,
-                                                "from": "transport", "to": "application"})
-        o.log(t + 5, "dht:rpc_response", {"stream_id": sid, "type": "STORE_RESULT", "request_id": rid,
-                                          "peer_id": f"{p.node}-id", "direction": "received", "rtt_ms": 5.0,
-                                          "status": "ok"})
+        moved(o, t + 5, 40, fin_back, "transport", "application", "dht:rpc_response",
+              {"type": "STORE_RESULT", "request_id": rid, "peer_id": f"{p.node}-id", "direction": "received",
+               "rtt_ms": 5.0, "status": "ok"})
         deliver(o, p, t + 6, ack([back, back]))
     else:
         deliver(p, o, t + 4, ack([pn, pn]))
@@ -171,22 +178,23 @@ def steps(a: Analysis, conn: str, sid: int) -> dict[str, str]:
 # ----------------------------------------------------------------------------- healthy
 
 
-def healthy_cluster() -> list[End]:
+def healthy_cluster(folded: bool = False) -> list[End]:
     reg_p1, p1 = End("registry", "server", "aa01"), End("provider1", "client", "aa01")
     reg_cl, cl = End("registry", "server", "aa02"), End("client", "client", "aa02")
     start(p1, reg_p1)
     start(cl, reg_cl, t=2)
     for i, sid in enumerate((0, 4, 8)):
-        rpc(p1, reg_p1, 10 + 20 * i, sid, rid=i)
-    rpc(reg_p1, p1, 100, 1, kind="PING", rid=9)  # the registry opens a stream too
-    rpc(cl, reg_cl, 120, 0, kind="FIND_VALUE", rid=7)
+        rpc(p1, reg_p1, 10 + 20 * i, sid, rid=i, folded=folded)
+    rpc(reg_p1, p1, 100, 1, kind="PING", rid=9, folded=folded)  # the registry opens a stream too
+    rpc(cl, reg_cl, 120, 0, kind="FIND_VALUE", rid=7, folded=folded)
     for e in (p1, reg_p1):
         e.log(150, "quic:recovery_metrics_updated", {"smoothed_rtt": 1.5, "latest_rtt": 1.2})
     return [reg_p1, p1, reg_cl, cl]
 
 
-def test_healthy_recording_has_no_errors_and_every_stream_is_answered() -> None:
-    a = analyse(recording(*healthy_cluster()))
+@pytest.mark.parametrize("folded", [True, False], ids=["moves-folded-into-dht-events", "separate-moves"])
+def test_healthy_recording_has_no_errors_and_every_stream_is_answered(folded: bool) -> None:
+    a = analyse(recording(*healthy_cluster(folded)))
     assert kinds(a, ERROR) == []
     assert kinds(a) == []
     assert len(a.connections) == 2
@@ -210,6 +218,15 @@ def test_healthy_recording_has_no_errors_and_every_stream_is_answered() -> None:
     assert a.summary()["findings"] == {ERROR: 0, WARNING: 0, INFO: 0}
     # both ends of every connection are there; only the node-level traces are absent
     assert len(a.blind_spots) == 1 and "node.sqlog" in a.blind_spots[0]
+
+
+def test_a_folded_delivery_labels_its_dht_event_in_the_timeline() -> None:
+    a = analyse(recording(*healthy_cluster(folded=True)))
+    view = a.stream("aa01", 0)
+    assert view is not None
+    rows = {e.step: (e.name, e.detail) for e in a.timeline(view) if e.step}
+    assert rows["delivered"] == ("dht:rpc_received", "request STORE #0; app took 30 bytes FIN")
+    assert rows["answered"][0] == "dht:rpc_response"
 
 
 # ----------------------------------------------------------------------------- the seed's bug

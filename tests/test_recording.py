@@ -56,10 +56,16 @@ async def test_both_ends_of_a_connection_are_recorded_and_joinable(tmp_path):
         if t.info.odcid:
             by_odcid.setdefault(t.info.odcid, set()).add(f"{t.info.node}:{t.info.vantage}")
     assert {"b:client", "a:server"} in by_odcid.values()
-    names = {e.name for t in rec.traces for e in t}
-    for expected in ("quic:packet_received", "quic:stream_data_moved", "dht:rpc_sent", "dht:rpc_received",
+    events = [e for t in rec.traces for e in t]
+    names = {e.name for e in events}
+    for expected in ("quic:packet_received", "dht:rpc_sent", "dht:rpc_received",
                      "dht:rpc_response", "quic:connection_closed", "dht:lookup_round", "dht:record_stored"):
         assert expected in names, expected
+    # Whole messages: the bytes each moved are folded into its dht event, not a separate
+    # quic:stream_data_moved (which stays for bytes that complete no message).
+    rpc = [e for e in events if e.name in ("dht:rpc_sent", "dht:rpc_received", "dht:rpc_response")]
+    assert rpc and all({"stream_id", "offset", "length", "fin"} <= set(e.data) and e.data["length"] > 0 for e in rpc)
+    assert "quic:stream_data_moved" not in names
 
 
 async def test_received_packets_are_written_with_their_frames(tmp_path):

@@ -703,16 +703,11 @@ class _Facts:
         length = _int(d.get("length")) or 0
         fin = bool(d.get("fin"))
         if src == "application" and dst == "transport":
-            ref = (ev.record, ev.time_ms, ev.name, f"app wrote {length} bytes{' FIN' if fin else ''}")
-            if s.app_write is None:
-                s.app_write = ref
-            s.app_bytes += length
-            if fin and s.app_fin is None:
-                s.app_fin = ref
+            ref = (ev.record, ev.time_ms, ev.name, _move_text(True, length, fin))
+            _app_moved(s, ref, True, length, fin)
         elif src == "transport" and dst == "application":
-            ref = (ev.record, ev.time_ms, ev.name, f"app took {length} bytes{' FIN' if fin else ''}")
-            if s.delivered is None:
-                s.delivered = ref
+            ref = (ev.record, ev.time_ms, ev.name, _move_text(False, length, fin))
+            _app_moved(s, ref, False, length, fin)
         else:
             ref = (ev.record, ev.time_ms, ev.name, f"{length} bytes {src} → {dst}")
         s.refs.append(ref)
@@ -779,17 +774,29 @@ class _Facts:
         s = self.stream(sid)
         kind = d.get("type")
         rid = d.get("request_id")
+        # dhtscope folds the bytes a whole message moved into its dht event (offset, length,
+        # fin): an rpc_sent / sent response is the application's write, an rpc_received /
+        # received response is the application taking the bytes.
+        length = _int(d.get("length"))
+        direction = d.get("direction")
+        moved: bool | None = None  # True: the app wrote; False: the app took
+        if length is not None:
+            if name == "dht:rpc_sent" or (name == "dht:rpc_response" and direction == "sent"):
+                moved = True
+            elif name == "dht:rpc_received" or (name == "dht:rpc_response" and direction == "received"):
+                moved = False
+        fin = bool(d.get("fin"))
+        also = f"; {_move_text(moved, length or 0, fin)}" if moved is not None else ""
         if name == "dht:rpc_sent":
-            ref = (ev.record, ev.time_ms, name, f"request {kind} #{rid}")
+            ref = (ev.record, ev.time_ms, name, f"request {kind} #{rid}{also}")
             if s.rpc_sent is None:
                 s.rpc_sent = (ref, d)
         elif name == "dht:rpc_received":
-            ref = (ev.record, ev.time_ms, name, f"request {kind} #{rid}")
+            ref = (ev.record, ev.time_ms, name, f"request {kind} #{rid}{also}")
             if s.rpc_received is None:
                 s.rpc_received = (ref, d)
         elif name == "dht:rpc_response":
-            direction = d.get("direction")
-            ref = (ev.record, ev.time_ms, name, f"response {kind} {direction} ({d.get('status')})")
+            ref = (ev.record, ev.time_ms, name, f"response {kind} {direction} ({d.get('status')}){also}")
             if direction == "sent":
                 if s.resp_sent is None:
                     s.resp_sent = ref
@@ -807,7 +814,26 @@ class _Facts:
             ref = (ev.record, ev.time_ms, name, f"refused: {d.get('code_name', d.get('code'))} {d.get('reason', '')}")
             if s.rpc_error is None:
                 s.rpc_error = ref
+        if moved is not None:
+            self.app_events = True
+            _app_moved(s, ref, moved, length or 0, fin)
         s.refs.append(ref)
+
+
+def _move_text(wrote: bool, length: int, fin: bool) -> str:
+    return f"app {'wrote' if wrote else 'took'} {length} bytes{' FIN' if fin else ''}"
+
+
+def _app_moved(s: _Side, ref: Ref, wrote: bool, length: int, fin: bool) -> None:
+    """The application wrote bytes of the stream (wrote) or took bytes the transport handed it."""
+    if wrote:
+        if s.app_write is None:
+            s.app_write = ref
+        s.app_bytes += length
+        if fin and s.app_fin is None:
+            s.app_fin = ref
+    elif s.delivered is None:
+        s.delivered = ref
 
 
 # ----------------------------------------------------------------------------- joining
