@@ -190,45 +190,53 @@ def parse_command(line: str) -> dict[str, Any] | None:
     return json.loads(line)
 
 
+async def _answer(line: str, handle: Any) -> bool:
+    """Answer one command line with one JSON line; False once the driver should stop."""
+    if not line:
+        return False  # EOF: the runner is gone
+    cmd = parse_command(line)
+    if cmd is None:
+        return True
+    if cmd.get("op") == "quit":
+        return False
+    try:
+        reply = await handle(cmd)
+    except Exception as exc:  # the runner shows it; the node keeps serving
+        reply = {"error": f"{type(exc).__name__}: {exc}"}
+    emit({"op": cmd.get("op"), **reply})
+    return True
+
+
 async def asyncio_command_loop(handle: Any) -> None:
     """Read JSON commands from stdin, one a line, and answer each with one JSON line (asyncio drivers).
 
     `handle(cmd)` is a coroutine returning a dict; {"op": "quit"} or EOF ends the loop.
     """
-    import asyncio
-
     loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            return
-        cmd = parse_command(line)
-        if cmd is None:
-            continue
-        if cmd.get("op") == "quit":
-            return
-        try:
-            reply = await handle(cmd)
-        except Exception as exc:  # the runner shows it; the node keeps serving
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        emit({"op": cmd.get("op"), **reply})
+    while await _answer(await loop.run_in_executor(None, sys.stdin.readline), handle):
+        pass
 
 
 async def trio_command_loop(handle: Any) -> None:
     """The same as asyncio_command_loop, for trio drivers."""
     import trio
 
+    while await _answer(await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True), handle):
+        pass
+
+
+async def stdin_closed() -> None:
+    """Wait until the runner closes stdin or sends "quit" (asyncio RPC servers)."""
+    loop = asyncio.get_running_loop()
     while True:
-        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-        if not line:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or line.strip() == "quit":
             return
-        cmd = parse_command(line)
-        if cmd is None:
-            continue
-        if cmd.get("op") == "quit":
-            return
-        try:
-            reply = await handle(cmd)
-        except Exception as exc:
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        emit({"op": cmd.get("op"), **reply})
+
+
+def add_load_options(parser: Any) -> None:
+    """The options every RPC driver's `load` mode takes from the runner."""
+    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 128])
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--max-requests", type=int, default=200_000)

@@ -13,7 +13,6 @@ over the pooled QUIC connection, one bidirectional stream per request.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import os
 import sys
@@ -22,7 +21,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402
-    HOST, LatencyLog, cpu_seconds, emit, quiet_logging, rss_bytes, run_asyncio_level,
+    HOST, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes, run_asyncio_level,
+    stdin_closed,
 )
 
 from dhtscope.node import runtime  # noqa: E402
@@ -38,31 +38,25 @@ def _counts() -> dict:
     return {"counters": COUNTERS[0].as_dict()} if COUNTERS else {}
 
 
-def _recorder(record_dir: str | None, name: str, node_id: str, role: str):  # type: ignore[no-untyped-def]
-    if not record_dir:
-        return None
-    from dhtscope.node.recording import NodeRecorder
-
-    return NodeRecorder(record_dir, name, node_id, role)
-
-
-async def _stdin_closed() -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or line.strip() == "quit":
-            return
-
-
-async def serve(args: argparse.Namespace) -> None:
+async def _started_node(record_dir: str | None, name: str, role: str) -> Node:
+    """A started node on 127.0.0.1, recording into `record_dir` when given."""
     from dhtscope.node.keys import Identity
 
     identity = Identity.generate()
-    recorder = _recorder(args.record, "server", identity.node_id.hex(), "registry")
-    node = Node(identity, HOST, 0, name="server", role="registry", recorder=recorder)
+    recorder = None
+    if record_dir:
+        from dhtscope.node.recording import NodeRecorder
+
+        recorder = NodeRecorder(record_dir, name, identity.node_id.hex(), role)
+    node = Node(identity, HOST, 0, name=name, role=role, recorder=recorder)
     await node.start()
     if recorder is not None:
         recorder.set_address(node.address)
+    return node
+
+
+async def serve(args: argparse.Namespace) -> None:
+    node = await _started_node(args.record, "server", "registry")
     key = NodeId.for_name(SERVICE)
     now = time.time()
     record = node.advertisements.add(key, b"127.0.0.1:9001", SERVICE, now)
@@ -70,7 +64,7 @@ async def serve(args: argparse.Namespace) -> None:
     assert outcome.accepted, outcome.reason
     emit({"ready": True, "host": HOST, "port": node.port, "id": node.id.hex(), "key": key.hex(),
           "pid": os.getpid()})
-    await _stdin_closed()
+    await stdin_closed()
     rss = rss_bytes()
     await node.stop()
     emit({"server_done": True, "rss_bytes": rss, "cpu_s": cpu_seconds(),
@@ -78,14 +72,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 async def load(args: argparse.Namespace) -> None:
-    from dhtscope.node.keys import Identity
-
-    identity = Identity.generate()
-    recorder = _recorder(args.record, "client", identity.node_id.hex(), "client")
-    node = Node(identity, HOST, 0, name="client", role="client", recorder=recorder)
-    await node.start()
-    if recorder is not None:
-        recorder.set_address(node.address)
+    node = await _started_node(args.record, "client", "client")
     target = Contact(NodeId.from_hex(args.id), HOST, args.port)
     key = NodeId.from_hex(args.key)
     assert node.rpc is not None
@@ -135,10 +122,7 @@ def main() -> None:
     ld.add_argument("--port", type=int, required=True)
     ld.add_argument("--id", required=True)
     ld.add_argument("--key", required=True)
-    ld.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 128])
-    ld.add_argument("--duration", type=float, default=3.0)
-    ld.add_argument("--warmup", type=float, default=0.5)
-    ld.add_argument("--max-requests", type=int, default=200_000)
+    add_load_options(ld)
     ld.add_argument("--record", default=None)
     ld.add_argument("--profile", default=None, help="write a cProfile of the measured levels here")
     ld.add_argument("--patch", default=None, help="comma list of bench/patches.py prototypes to apply")

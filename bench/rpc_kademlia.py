@@ -19,7 +19,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402
-    HOST, LatencyLog, cpu_seconds, emit, quiet_logging, rss_bytes, run_asyncio_level,
+    HOST, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes, run_asyncio_level,
+    stdin_closed,
 )
 
 from kademlia.network import Server  # noqa: E402
@@ -27,14 +28,6 @@ from kademlia.node import Node  # noqa: E402
 from kademlia.utils import digest  # noqa: E402
 
 KEY = "bench-service"
-
-
-async def _stdin_closed() -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or line.strip() == "quit":
-            return
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -45,7 +38,7 @@ async def serve(args: argparse.Namespace) -> None:
     server.storage[dkey] = "127.0.0.1:9001"
     emit({"ready": True, "host": HOST, "port": port, "id": server.node.id.hex(), "key": dkey.hex(),
           "pid": os.getpid()})
-    await _stdin_closed()
+    await stdin_closed()
     rss = rss_bytes()
     server.stop()
     emit({"server_done": True, "rss_bytes": rss, "cpu_s": cpu_seconds()})
@@ -93,10 +86,7 @@ def main() -> None:
     ld.add_argument("--port", type=int, required=True)
     ld.add_argument("--id", required=True)
     ld.add_argument("--key", required=True)
-    ld.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 128])
-    ld.add_argument("--duration", type=float, default=3.0)
-    ld.add_argument("--warmup", type=float, default=0.5)
-    ld.add_argument("--max-requests", type=int, default=200_000)
+    add_load_options(ld)
     args = parser.parse_args()
     quiet_logging()
     asyncio.run(serve(args) if args.mode == "serve" else load(args))

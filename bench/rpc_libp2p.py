@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import HOST, LatencyLog, cpu_seconds, emit, quiet_logging, rss_bytes  # noqa: E402
+from benchlib import HOST, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes  # noqa: E402
 
 import trio  # noqa: E402
 from multiaddr import Multiaddr  # noqa: E402
@@ -138,10 +138,7 @@ def main() -> None:
     ld.add_argument("--key", required=True)
     ld.add_argument("--port", type=int, default=0)
     ld.add_argument("--id", default="")
-    ld.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 128])
-    ld.add_argument("--duration", type=float, default=3.0)
-    ld.add_argument("--warmup", type=float, default=0.5)
-    ld.add_argument("--max-requests", type=int, default=200_000)
+    add_load_options(ld)
     args = parser.parse_args()
     quiet_logging()
     trio.run(serve if args.mode == "serve" else load, args)

@@ -70,7 +70,9 @@ class VirtualTable(ScrollView, can_focus=True):
 
     cursor: reactive[int] = reactive(0, always_update=True)
 
-    class Highlighted(Message):
+    class _RowMessage(Message):
+        """About one row of the table (each subclass gets its own handler name)."""
+
         def __init__(self, table: VirtualTable, index: int) -> None:
             super().__init__()
             self.table = table
@@ -80,15 +82,11 @@ class VirtualTable(ScrollView, can_focus=True):
         def control(self) -> VirtualTable:
             return self.table
 
-    class Selected(Message):
-        def __init__(self, table: VirtualTable, index: int) -> None:
-            super().__init__()
-            self.table = table
-            self.index = index
+    class Highlighted(_RowMessage):
+        """The cursor moved to row `index`."""
 
-        @property
-        def control(self) -> VirtualTable:
-            return self.table
+    class Selected(_RowMessage):
+        """Row `index` was chosen (enter)."""
 
     def __init__(self, columns: Sequence[Column], *, empty: str = "nothing to show",
                  name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
