@@ -12,13 +12,24 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from importlib import metadata
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 HOST = "127.0.0.1"  # every benchmark stays on loopback
 
-PACKAGES = ("dhtscope", "aioquic", "cryptography", "msgpack", "kademlia", "rpcudp", "libp2p", "trio",
-            "plotext", "uvloop")
+PACKAGES = (
+    "dhtscope",
+    "aioquic",
+    "cryptography",
+    "msgpack",
+    "kademlia",
+    "rpcudp",
+    "libp2p",
+    "trio",
+    "plotext",
+    "uvloop",
+)
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -164,7 +175,10 @@ class LatencyLog:
 
 
 async def run_asyncio_level(
-    one: Callable[[LatencyLog], Awaitable[None]], concurrency: int, duration_s: float, max_requests: int,
+    one: Callable[[LatencyLog], Awaitable[None]],
+    concurrency: int,
+    duration_s: float,
+    max_requests: int,
 ) -> tuple[LatencyLog, float]:
     """`concurrency` asyncio tasks calling `one` until the time or the request budget runs out."""
     loop = asyncio.get_running_loop()

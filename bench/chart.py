@@ -11,10 +11,10 @@ def _series(runs: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     ok = sorted((r for r in runs if "median_rounds" in r), key=lambda r: r["nodes"])
     xs = [math.log2(r["nodes"]) for r in ok]
     return {
-        "median rounds": list(zip(xs, [float(r["median_rounds"]) for r in ok])),
-        "p95 rounds": list(zip(xs, [float(r["p95_rounds"]) for r in ok])),
-        "log2(N)/3 (target bound)": list(zip(xs, [x / 3 for x in xs])),
-        "median messages": list(zip(xs, [float(r["median_messages"]) for r in ok])),
+        "median rounds": list(zip(xs, [float(r["median_rounds"]) for r in ok], strict=True)),
+        "p95 rounds": list(zip(xs, [float(r["p95_rounds"]) for r in ok], strict=True)),
+        "log2(N)/3 (target bound)": list(zip(xs, [x / 3 for x in xs], strict=True)),
+        "median messages": list(zip(xs, [float(r["median_messages"]) for r in ok], strict=True)),
     }
 
 
@@ -77,30 +77,39 @@ def svg_chart(runs: list[dict[str, Any]], path: str) -> None:
     def py(y: float) -> float:
         return h - bottom - y / ymax * (h - top - bottom)
 
-    colors = {"median rounds": "#1f77b4", "p95 rounds": "#9ecae1", "log2(N)/3 (target bound)": "#d62728",
-              "median messages": "#2ca02c"}
+    colors = {
+        "median rounds": "#1f77b4",
+        "p95 rounds": "#9ecae1",
+        "log2(N)/3 (target bound)": "#d62728",
+        "median messages": "#2ca02c",
+    }
     dashes = {"log2(N)/3 (target bound)": "6,4"}
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-           'font-family="sans-serif" font-size="12">',
-           f'<rect width="{w}" height="{h}" fill="white"/>',
-           f'<text x="{left}" y="22" font-size="14">dhtscope simulation: rounds and messages per lookup '
-           'vs log2(N)</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{left}" y="22" font-size="14">dhtscope simulation: rounds and messages per lookup vs log2(N)</text>',
+    ]
     for yt in range(0, ymax + 1, max(1, ymax // 8)):
         out.append(f'<line x1="{left}" y1="{py(yt):.1f}" x2="{w - right}" y2="{py(yt):.1f}" stroke="#eee"/>')
         out.append(f'<text x="{left - 8}" y="{py(yt) + 4:.1f}" text-anchor="end">{yt}</text>')
     for xt in range(x0, x1 + 1):
-        out.append(f'<line x1="{px(xt):.1f}" y1="{h - bottom}" x2="{px(xt):.1f}" y2="{h - bottom + 5}" '
-                   'stroke="black"/>')
+        out.append(
+            f'<line x1="{px(xt):.1f}" y1="{h - bottom}" x2="{px(xt):.1f}" y2="{h - bottom + 5}" stroke="black"/>'
+        )
         out.append(f'<text x="{px(xt):.1f}" y="{h - bottom + 18}" text-anchor="middle">{xt}</text>')
     for r in runs:
         if "median_rounds" in r:
             x = math.log2(r["nodes"])
-            out.append(f'<text x="{px(x):.1f}" y="{h - bottom + 32}" text-anchor="middle" fill="#666" '
-                       f'font-size="10">{r["nodes"]:,}</text>')
+            out.append(
+                f'<text x="{px(x):.1f}" y="{h - bottom + 32}" text-anchor="middle" fill="#666" '
+                f'font-size="10">{r["nodes"]:,}</text>'
+            )
     out.append(f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="black"/>')
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="black"/>')
-    out.append(f'<text x="{(left + w - right) / 2:.1f}" y="{h - 4}" text-anchor="middle">log2(N) '
-               '(N = simulated nodes)</text>')
+    out.append(
+        f'<text x="{(left + w - right) / 2:.1f}" y="{h - 4}" text-anchor="middle">log2(N) (N = simulated nodes)</text>'
+    )
     for i, (name, pts) in enumerate(series.items()):
         color = colors[name]
         d = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
@@ -109,8 +118,10 @@ def svg_chart(runs: list[dict[str, Any]], path: str) -> None:
         for x, y in pts:
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>')
         ly = top + 20 + i * 20
-        out.append(f'<line x1="{w - right + 15}" y1="{ly}" x2="{w - right + 40}" y2="{ly}" stroke="{color}" '
-                   f'stroke-width="2"{dash}/>')
+        out.append(
+            f'<line x1="{w - right + 15}" y1="{ly}" x2="{w - right + 40}" y2="{ly}" stroke="{color}" '
+            f'stroke-width="2"{dash}/>'
+        )
         out.append(f'<text x="{w - right + 46}" y="{ly + 4}">{escape(name)}</text>')
     out.append("</svg>")
     with open(path, "w") as f:

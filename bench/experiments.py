@@ -19,12 +19,13 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import machine_facts  # noqa: E402
-from run import LEVELS, RESULTS, _fmt_level, log, rpc_run  # noqa: E402
+from benchlib import machine_facts
+from run import LEVELS, RESULTS, _fmt_level, log, rpc_run
 
 DEFAULT_SETS = "none;asyncio;dgram1350"  # asyncio: DHTSCOPE_LOOP=asyncio instead of uvloop
 
@@ -91,14 +92,18 @@ def main() -> int:
                 if patches:
                     extra += ("--patch", ",".join(patches))
                 with loop_env("asyncio" if "asyncio" in parts else None):
-                    result = rpc_run("dhtscope", args.duration, args.warmup, levels=(c,), serve_args=extra,
-                                     load_args=extra)
+                    result = rpc_run(
+                        "dhtscope", args.duration, args.warmup, levels=(c,), serve_args=extra, load_args=extra
+                    )
                 level = result["levels"][0]
                 level.update({k: round(v, 3) for k, v in _per_rpc(result).items()})
                 level["server_cpu_s"] = result.get("server_cpu_s")
-                log(f"{name:28s} (repeat {rep + 1}) " + _fmt_level(level)
+                log(
+                    f"{name:28s} (repeat {rep + 1}) "
+                    + _fmt_level(level)
                     + f"  datagrams/RPC {level.get('datagrams_per_rpc')}"
-                    + f"  credit waits/RPC {level.get('credit_waits_per_rpc')}")
+                    + f"  credit waits/RPC {level.get('credit_waits_per_rpc')}"
+                )
                 runs[name][c].append(level)
     summary = []
     for name in sets:
@@ -107,17 +112,33 @@ def main() -> int:
             lv = runs[name][c]
             row[f"c{c}"] = {
                 key: round(statistics.fmean(x[key] for x in lv if x.get(key) is not None), 3)
-                for key in ("rps", "p50_ms", "p99_ms", "datagrams_per_rpc", "transmit_passes_per_rpc",
-                            "timer_fires_per_rpc", "credit_waits_per_rpc", "credit_wait_ms_per_rpc")
+                for key in (
+                    "rps",
+                    "p50_ms",
+                    "p99_ms",
+                    "datagrams_per_rpc",
+                    "transmit_passes_per_rpc",
+                    "timer_fires_per_rpc",
+                    "credit_waits_per_rpc",
+                    "credit_wait_ms_per_rpc",
+                )
                 if any(x.get(key) is not None for x in lv)
             }
-            row[f"c{c}"]["client_cpu_ms_per_rpc"] = round(statistics.fmean(
-                x["client_cpu_s"] * 1000 / x["ok"] for x in lv if x["ok"]), 3)
+            row[f"c{c}"]["client_cpu_ms_per_rpc"] = round(
+                statistics.fmean(x["client_cpu_s"] * 1000 / x["ok"] for x in lv if x["ok"]), 3
+            )
             row[f"c{c}"]["failures"] = sum(x["failures"] for x in lv)
         summary.append(row)
-    doc = {"section": "experiments", "machine": machine_facts(), "elapsed_s": round(time.monotonic() - t0, 1),
-           "duration_s": args.duration, "repeats": args.repeats, "levels": levels, "record": args.record,
-           "summary": summary}
+    doc = {
+        "section": "experiments",
+        "machine": machine_facts(),
+        "elapsed_s": round(time.monotonic() - t0, 1),
+        "duration_s": args.duration,
+        "repeats": args.repeats,
+        "levels": levels,
+        "record": args.record,
+        "summary": summary,
+    }
     with open(os.path.join(RESULTS, args.out), "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")

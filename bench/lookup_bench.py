@@ -40,6 +40,8 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "p95_ms": round(percentile(times, 95), 3) if times else None,
         "median_messages": statistics.median(messages) if messages else None,
     }
+
+
 NAME = "bench-service"
 
 
@@ -49,9 +51,16 @@ def _bootstrap_address(system: str, ready: dict[str, Any]) -> Any:
     return [ready["host"], ready["port"]]
 
 
-def run_cluster(system: str, nodes: int = 32, lookups: int = 50, seed: int = 1,
-                step_timeout_s: float = 180.0, log: Any = print, keep_lookups: bool = False,
-                measure_budget_s: float | None = None) -> dict[str, Any]:
+def run_cluster(
+    system: str,
+    nodes: int = 32,
+    lookups: int = 50,
+    seed: int = 1,
+    step_timeout_s: float = 180.0,
+    log: Any = print,
+    keep_lookups: bool = False,
+    measure_budget_s: float | None = None,
+) -> dict[str, Any]:
     """Build the cluster, run the lookups, return the figures; `measure_budget_s` bounds the lookups' time."""
     rng = random.Random(f"{seed}:{system}")
     procs: list[Proc] = []
@@ -70,8 +79,10 @@ def run_cluster(system: str, nodes: int = 32, lookups: int = 50, seed: int = 1,
         errors += [r["error"] for r in refreshed if "error" in r]
         t_built = time.monotonic()
         contacts = [r.get("contacts", 0) for r in refreshed]
-        log(f"  {system}: built in {t_built - t_ready:.1f} s; contacts per node median "
-            f"{statistics.median(contacts)} min {min(contacts)}")
+        log(
+            f"  {system}: built in {t_built - t_ready:.1f} s; contacts per node median "
+            f"{statistics.median(contacts)} min {min(contacts)}"
+        )
 
         storer = rng.randrange(nodes)
         stored = procs[storer].call({"op": "store", "name": NAME}, step_timeout_s)
@@ -80,8 +91,10 @@ def run_cluster(system: str, nodes: int = 32, lookups: int = 50, seed: int = 1,
         has = call_all(procs, lambda i: {"op": "has", "name": NAME}, 30.0)
         holders = {i for i, r in enumerate(has) if r.get("has")}
         candidates = [i for i in range(nodes) if i not in holders and i != storer]
-        log(f"  {system}: node {storer} stored; {len(holders)} nodes hold a copy, "
-            f"{len(candidates)} other nodes hold none")
+        log(
+            f"  {system}: node {storer} stored; {len(holders)} nodes hold a copy, "
+            f"{len(candidates)} other nodes hold none"
+        )
         if not candidates:
             raise BenchError("every node holds a copy after the store; no lookup can start without one")
         non_holders = [procs[i] for i in range(nodes) if i not in holders]
@@ -133,17 +146,21 @@ def run_cluster(system: str, nodes: int = 32, lookups: int = 50, seed: int = 1,
             "median_messages": statistics.median(messages) if messages else None,
             "mean_messages": round(statistics.fmean(messages), 2) if messages else None,
             "median_rounds": statistics.median([r["rounds"] for r in results if "rounds" in r])
-            if any("rounds" in r for r in results) else None,
+            if any("rounds" in r for r in results)
+            else None,
             "rss_median_mib": round(statistics.median(rss) / 2**20, 1) if rss else None,
             "pss_median_mib": round(statistics.median(pss) / 2**20, 1) if pss else None,
             "rss_max_mib": round(max(rss) / 2**20, 1) if rss else None,
             "contacts_median": statistics.median(contacts),
             "new_connections": sum(r.get("new_connections", 0) for r in results)
-            if any("new_connections" in r for r in results) else None,
-            "lookup_cpu_median_ms": round(statistics.median(cpu), 3) if (cpu := [r["cpu_ms"] for r in results
-                                                                                if "cpu_ms" in r]) else None,
-            "hop_rtt_median_ms": statistics.median(hops) if (hops := [x for r in results
-                                                                      for x in r.get("hop_rtt_ms", [])]) else None,
+            if any("new_connections" in r for r in results)
+            else None,
+            "lookup_cpu_median_ms": round(statistics.median(cpu), 3)
+            if (cpu := [r["cpu_ms"] for r in results if "cpu_ms" in r])
+            else None,
+            "hop_rtt_median_ms": statistics.median(hops)
+            if (hops := [x for r in results for x in r.get("hop_rtt_ms", [])])
+            else None,
             "start_s": round(t_ready - t_start, 1),
             "build_s": round(t_built - t_ready, 1),
             "measure_s": round(t_measured - t_built, 1),

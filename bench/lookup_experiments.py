@@ -18,16 +18,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import machine_facts  # noqa: E402
-from experiments import loop_env  # noqa: E402
-from lookup_bench import run_cluster  # noqa: E402
-from run import RESULTS, log  # noqa: E402
+from benchlib import machine_facts
+from experiments import loop_env
+from lookup_bench import run_cluster
+from run import RESULTS, log
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sets", default="none;asyncio;dgram1350", help="';'-separated patch sets; 'asyncio': "
-                        "DHTSCOPE_LOOP=asyncio; 'none' is dhtscope as is")
+    parser.add_argument(
+        "--sets",
+        default="none;asyncio;dgram1350",
+        help="';'-separated patch sets; 'asyncio': DHTSCOPE_LOOP=asyncio; 'none' is dhtscope as is",
+    )
     parser.add_argument("--lookups", type=int, default=50)
     parser.add_argument("--nodes", type=int, default=32)
     args = parser.parse_args()
@@ -45,13 +48,19 @@ def main() -> int:
         for key in ("datagrams_sent", "datagrams_received"):
             values = [r[key] for r in lookups if key in r]
             result[f"{key}_per_lookup"] = statistics.fmean(values) if values else None
-        log(f"  median {result['median_ms']} ms  p95 {result['p95_ms']} ms  messages {result['median_messages']}  "
+        log(
+            f"  median {result['median_ms']} ms  p95 {result['p95_ms']} ms  messages {result['median_messages']}  "
             f"datagrams per lookup at the requester: sent {result['datagrams_sent_per_lookup']:.1f}, "
             f"received {result['datagrams_received_per_lookup']:.1f}; hop RTT median "
-            f"{result['hop_rtt_median_ms']} ms; requester CPU per lookup {result['lookup_cpu_median_ms']} ms")
+            f"{result['hop_rtt_median_ms']} ms; requester CPU per lookup {result['lookup_cpu_median_ms']} ms"
+        )
         out.append(result)
-    doc = {"section": "lookup_experiments", "machine": machine_facts(), "elapsed_s": round(time.monotonic() - t0, 1),
-           "results": out}
+    doc = {
+        "section": "lookup_experiments",
+        "machine": machine_facts(),
+        "elapsed_s": round(time.monotonic() - t0, 1),
+        "results": out,
+    }
     with open(os.path.join(RESULTS, "lookup_experiments.json"), "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")

@@ -21,11 +21,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import HOST, asyncio_command_loop, emit, pss_bytes, quiet_logging, rss_bytes  # noqa: E402
+from benchlib import HOST, asyncio_command_loop, emit, pss_bytes, quiet_logging, rss_bytes
 
-from dhtscope.node import runtime  # noqa: E402
-from dhtscope.node.ids import NodeId  # noqa: E402
-from dhtscope.node.node import Node  # noqa: E402
+from dhtscope.node import runtime
+from dhtscope.node.ids import NodeId
+from dhtscope.node.node import Node
 
 
 async def main() -> None:
@@ -76,10 +76,15 @@ async def main() -> None:
                 found = await node.discover(cmd["name"])  # the library default (FIND_VALUE_QUORUM)
             elapsed = time.perf_counter() - t0
             cpu_ms = (time.process_time() - cpu0) * 1000
-            reply = {"found": bool(found.records), "ms": elapsed * 1000, "cpu_ms": cpu_ms,
-                     "messages": rpc.requests_sent - sent,
-                     "rounds": found.lookup.rounds, "new_connections": len(rpc.endpoint.all) - dialled,
-                     "hop_rtt_ms": [round(h.rtt_s * 1000, 2) for h in found.lookup.hops if h.rtt_s is not None]}
+            reply = {
+                "found": bool(found.records),
+                "ms": elapsed * 1000,
+                "cpu_ms": cpu_ms,
+                "messages": rpc.requests_sent - sent,
+                "rounds": found.lookup.rounds,
+                "new_connections": len(rpc.endpoint.all) - dialled,
+                "hop_rtt_ms": [round(h.rtt_s * 1000, 2) for h in found.lookup.hops if h.rtt_s is not None],
+            }
             if counters:
                 after = counters.as_dict()
                 reply["datagrams_sent"] = after["datagrams_sent"] - before["datagrams_sent"]
@@ -95,8 +100,9 @@ async def main() -> None:
             from dhtscope.node.wire import FindValue
 
             t0 = time.perf_counter()
-            await node._call((cmd["addr"][0], cmd["addr"][1]),
-                             FindValue(rpc.next_request_id(), key=NodeId.for_name(cmd["name"])))
+            await node._call(
+                (cmd["addr"][0], cmd["addr"][1]), FindValue(rpc.next_request_id(), key=NodeId.for_name(cmd["name"]))
+            )
             return {"rtt_ms": (time.perf_counter() - t0) * 1000}
         if op == "profile_lookups":
             # Diagnostics only: cProfile around repeated lookups, stats written where asked.
@@ -113,8 +119,12 @@ async def main() -> None:
             profiler.dump_stats(cmd["path"])
             return {"ms": sorted(times)[len(times) // 2]}
         if op == "stats":
-            return {"rss_bytes": rss_bytes(), "pss_bytes": pss_bytes(), "contacts": len(node.routing),
-                    "connections": len(rpc.endpoint.all)}
+            return {
+                "rss_bytes": rss_bytes(),
+                "pss_bytes": pss_bytes(),
+                "contacts": len(node.routing),
+                "connections": len(rpc.endpoint.all),
+            }
         return {"error": f"unknown op {op}"}
 
     emit({"ready": True, "host": HOST, "port": node.port, "id": node.id.hex(), "pid": os.getpid()})

@@ -20,12 +20,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import HOST, asyncio_command_loop, emit, pss_bytes, quiet_logging, rss_bytes  # noqa: E402
-
-from kademlia.crawling import NodeSpiderCrawl  # noqa: E402
-from kademlia.network import Server  # noqa: E402
-from kademlia.node import Node  # noqa: E402
-from kademlia.utils import digest  # noqa: E402
+from benchlib import HOST, asyncio_command_loop, emit, pss_bytes, quiet_logging, rss_bytes
+from kademlia.crawling import NodeSpiderCrawl
+from kademlia.network import Server
+from kademlia.node import Node
+from kademlia.utils import digest
 
 
 async def main() -> None:
@@ -74,8 +73,11 @@ async def main() -> None:
             elapsed = time.perf_counter() - t0
             return {"found": value is not None, "ms": elapsed * 1000, "messages": sent[0] - before}
         if op == "stats":
-            return {"rss_bytes": rss_bytes(), "pss_bytes": pss_bytes(),
-                    "contacts": sum(len(b) for b in protocol.router.buckets)}
+            return {
+                "rss_bytes": rss_bytes(),
+                "pss_bytes": pss_bytes(),
+                "contacts": sum(len(b) for b in protocol.router.buckets),
+            }
         return {"error": f"unknown op {op}"}
 
     emit({"ready": True, "host": HOST, "port": port, "id": server.node.id.hex(), "pid": os.getpid()})

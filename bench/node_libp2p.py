@@ -20,17 +20,15 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import HOST, emit, pss_bytes, quiet_logging, rss_bytes, trio_command_loop  # noqa: E402
-
-import trio  # noqa: E402
-from multiaddr import Multiaddr  # noqa: E402
-
-from libp2p import new_host  # noqa: E402
-from libp2p.crypto.secp256k1 import create_new_key_pair  # noqa: E402
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT  # noqa: E402
-from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
-from libp2p.records.validator import Validator  # noqa: E402
-from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
+import trio
+from benchlib import HOST, emit, pss_bytes, quiet_logging, rss_bytes, trio_command_loop
+from libp2p import new_host
+from libp2p.crypto.secp256k1 import create_new_key_pair
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.records.validator import Validator
+from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
 
 NAMESPACE = "bench"
 
@@ -94,8 +92,11 @@ async def main() -> None:
                     elapsed = time.perf_counter() - t0
                     return {"found": value is not None, "ms": elapsed * 1000, "messages": opened[0] - before}
                 if op == "stats":
-                    return {"rss_bytes": rss_bytes(), "pss_bytes": pss_bytes(),
-                            "contacts": dht.get_routing_table_size()}
+                    return {
+                        "rss_bytes": rss_bytes(),
+                        "pss_bytes": pss_bytes(),
+                        "contacts": dht.get_routing_table_size(),
+                    }
                 return {"error": f"unknown op {op}"}
 
             emit({"ready": True, "host": HOST, "addr": addr, "id": host.get_id().to_string(), "pid": os.getpid()})

@@ -11,7 +11,8 @@ of node/ itself.)
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PATCHES: dict[str, Callable[[], None]] = {}
 
@@ -20,6 +21,7 @@ def patch(name: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
     def register(fn: Callable[[], None]) -> Callable[[], None]:
         PATCHES[name] = fn
         return fn
+
     return register
 
 

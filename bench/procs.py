@@ -26,8 +26,12 @@ class Proc:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(
             [sys.executable, os.path.join(BENCH_DIR, script), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=env,
         )
         self.pid = self.popen.pid
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()

@@ -12,10 +12,10 @@ from chart import svg_chart, terminal_chart
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # The targets of the benchmark issue, in one place.
-RPC_VS_KADEMLIA = 1.0          # at concurrency 16 and 128
-RPC_VS_LIBP2P = 30.0           # at every concurrency
-LOOKUP_VS_KADEMLIA = 1.0       # median lookup time at most this times kademlia's
-LOOKUP_VS_LIBP2P = 1 / 100     # ... and at most this times py-libp2p's
+RPC_VS_KADEMLIA = 1.0  # at concurrency 16 and 128
+RPC_VS_LIBP2P = 30.0  # at every concurrency
+LOOKUP_VS_KADEMLIA = 1.0  # median lookup time at most this times kademlia's
+LOOKUP_VS_LIBP2P = 1 / 100  # ... and at most this times py-libp2p's
 RSS_LIMIT_MIB = 33.0
 SIM_100K_LIMIT_BYTES = 2 * 10**9
 RECORDING_RATIO = 0.85
@@ -76,32 +76,40 @@ def _rpc_section(doc: dict[str, Any], t: Targets) -> list[str]:
     res = doc["result"]
     rows = res["rows"]
     by = {(r["system"], r["variant"]): r for r in rows}
-    out = ["## 1. RPC throughput: single requests between two nodes", "",
-           f"Two processes per system on 127.0.0.1, a server holding one value and a client sending single "
-           f"requests for it from `c` concurrent tasks for {res['duration_s']:g} s per level (after "
-           f"{res['warmup_s']:g} s of warm-up on the same connection). Successful RPCs per second, every "
-           "failure counted, latency of the successful ones.", "",
-           "- **dhtscope**: `Node._call(contact, FindValue)`, the request a lookup sends to one contact: a "
-           "new bidirectional QUIC stream on the pooled connection (TLS 1.3, mutual Ed25519 certificates), "
-           "msgpack request with the sender field, FIN; the answer carries the signed record; FIN. (The "
-           "server knows no other contact, so its answer is the record alone, 297 bytes, as kademlia's is the "
-           "value alone; inside a lookup, answers also carry up to k=20 contacts.)",
-           "- **kademlia**: `KademliaProtocol.call_find_value(node, key)`, one UDP datagram each way "
-           "(msgpack, no encryption, no authentication), rpcudp's 5 s timeout.",
-           "- **py-libp2p**: `ValueStore._get_from_peer(peer, key)`, the GET_VALUE that `KadDHT.get_value` sends "
-           "to one peer: a new QUIC stream, multistream-select, varint-prefixed protobuf with the sender's "
-           "signed peer record, under `trio.move_on_after(QUERY_TIMEOUT)`. It returns None on any failure "
-           "(stream reset, timeout); a None is a failure. Run twice: library defaults (`KadDHT` resets inbound "
-           f"streams beyond 12 concurrent handlers), and with that limiter raised to {4096}.", "",
-           "| system | c | RPC/s | failures | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|"]
+    out = [
+        "## 1. RPC throughput: single requests between two nodes",
+        "",
+        f"Two processes per system on 127.0.0.1, a server holding one value and a client sending single "
+        f"requests for it from `c` concurrent tasks for {res['duration_s']:g} s per level (after "
+        f"{res['warmup_s']:g} s of warm-up on the same connection). Successful RPCs per second, every "
+        "failure counted, latency of the successful ones.",
+        "",
+        "- **dhtscope**: `Node._call(contact, FindValue)`, the request a lookup sends to one contact: a "
+        "new bidirectional QUIC stream on the pooled connection (TLS 1.3, mutual Ed25519 certificates), "
+        "msgpack request with the sender field, FIN; the answer carries the signed record; FIN. (The "
+        "server knows no other contact, so its answer is the record alone, 297 bytes, as kademlia's is the "
+        "value alone; inside a lookup, answers also carry up to k=20 contacts.)",
+        "- **kademlia**: `KademliaProtocol.call_find_value(node, key)`, one UDP datagram each way "
+        "(msgpack, no encryption, no authentication), rpcudp's 5 s timeout.",
+        "- **py-libp2p**: `ValueStore._get_from_peer(peer, key)`, the GET_VALUE that `KadDHT.get_value` sends "
+        "to one peer: a new QUIC stream, multistream-select, varint-prefixed protobuf with the sender's "
+        "signed peer record, under `trio.move_on_after(QUERY_TIMEOUT)`. It returns None on any failure "
+        "(stream reset, timeout); a None is a failure. Run twice: library defaults (`KadDHT` resets inbound "
+        f"streams beyond 12 concurrent handlers), and with that limiter raised to {4096}.",
+        "",
+        "| system | c | RPC/s | failures | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         if "error" in row:
             out.append(f"| {row['label']} | – | failed: {row['error']} | | | |")
             continue
         for level in row["levels"]:
-            out.append(f"| {row['label']} | {level['concurrency']} | {_num(level['rps'])} | "
-                       f"{level['failures']:,} of {level['ok'] + level['failures']:,} | "
-                       f"{_num(level['p50_ms'], 2)} | {_num(level['p99_ms'], 2)} |")
+            out.append(
+                f"| {row['label']} | {level['concurrency']} | {_num(level['rps'])} | "
+                f"{level['failures']:,} of {level['ok'] + level['failures']:,} | "
+                f"{_num(level['p50_ms'], 2)} | {_num(level['p99_ms'], 2)} |"
+            )
     failure_notes = []
     for row in rows:
         for level in row.get("levels", []):
@@ -110,8 +118,13 @@ def _rpc_section(doc: dict[str, Any], t: Targets) -> list[str]:
                 failure_notes.append(f"- {row['label']}, c={level['concurrency']}: {reasons}")
     if failure_notes:
         out += ["", "Failures, by reason:", *failure_notes]
-    out += ["", "Ratios (dhtscope's successful RPC/s over the peer's):", "",
-            "| c | vs kademlia | vs py-libp2p (defaults) | vs py-libp2p (cap raised) |", "|---:|---:|---:|---:|"]
+    out += [
+        "",
+        "Ratios (dhtscope's successful RPC/s over the peer's):",
+        "",
+        "| c | vs kademlia | vs py-libp2p (defaults) | vs py-libp2p (cap raised) |",
+        "|---:|---:|---:|---:|",
+    ]
     d = by.get(("dhtscope", "defaults"), {})
     k = by.get(("kademlia", "defaults"), {})
     pd = by.get(("libp2p", "defaults"), {})
@@ -123,20 +136,30 @@ def _rpc_section(doc: dict[str, Any], t: Targets) -> list[str]:
         rpr = _ratio(dl and dl["rps"], prl and prl["rps"])
         out.append(f"| {c} | {_x(rk)} | {_x(rpd)} | {_x(rpr)} |")
         if c in (16, 128):
-            t.add(f"RPC/s at c={c} ≥ {RPC_VS_KADEMLIA:g}x kademlia",
-                  f"{_num(dl and dl['rps'])} vs {_num(kl and kl['rps'])} = {_x(rk)}",
-                  None if rk is None else rk >= RPC_VS_KADEMLIA)
+            t.add(
+                f"RPC/s at c={c} ≥ {RPC_VS_KADEMLIA:g}x kademlia",
+                f"{_num(dl and dl['rps'])} vs {_num(kl and kl['rps'])} = {_x(rk)}",
+                None if rk is None else rk >= RPC_VS_KADEMLIA,
+            )
         best = max((r for r in (rpd, rpr) if r is not None), default=None)
         worst = min((r for r in (rpd, rpr) if r is not None), default=None)
-        t.add(f"RPC/s at c={c} ≥ {RPC_VS_LIBP2P:g}x py-libp2p (both rows)",
-              f"{_x(rpd)} (defaults), {_x(rpr)} (cap raised)",
-              None if worst is None else worst >= RPC_VS_LIBP2P)
+        t.add(
+            f"RPC/s at c={c} ≥ {RPC_VS_LIBP2P:g}x py-libp2p (both rows)",
+            f"{_x(rpd)} (defaults), {_x(rpr)} (cap raised)",
+            None if worst is None else worst >= RPC_VS_LIBP2P,
+        )
         del best
         if dl is not None:
-            t.add(f"dhtscope failures at c={c} = 0", f"{dl['failures']} of {dl['ok'] + dl['failures']:,}",
-                  dl["failures"] == 0)
-    mem = [f"{r['label']}: server {_num(r.get('server_rss_mib'))} MiB, client {_num(r.get('client_rss_mib'))} MiB"
-           for r in rows if "error" not in r]
+            t.add(
+                f"dhtscope failures at c={c} = 0",
+                f"{dl['failures']} of {dl['ok'] + dl['failures']:,}",
+                dl["failures"] == 0,
+            )
+    mem = [
+        f"{r['label']}: server {_num(r.get('server_rss_mib'))} MiB, client {_num(r.get('client_rss_mib'))} MiB"
+        for r in rows
+        if "error" not in r
+    ]
     out += ["", "Resident memory of the RPC processes after the run: " + "; ".join(mem) + "."]
     return out
 
@@ -144,22 +167,28 @@ def _rpc_section(doc: dict[str, Any], t: Targets) -> list[str]:
 def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
     res = doc["result"]
     systems = {s["system"]: s for s in res["systems"]}
-    out = ["## 2. Lookups in a 32-process cluster", "",
-           f"{res['nodes']} node processes per system on 127.0.0.1, built the same way: every node "
-           "bootstraps through the first (8 at a time), then every node refreshes its table (a self-lookup "
-           "and a random id in every bucket). A random node stores one value; then "
-           f"{res['lookups']} lookups, each from a random other node that holds no copy (copies that "
-           "kademlia and py-libp2p cache during a lookup are dropped after it, so every lookup starts from "
-           "the same state). Time is measured inside the node process around the library call.", "",
-           "- **dhtscope**: `Node.advertise(service)` then `Node.discover(service)` (FIND_VALUE lookup with "
-           "its default quorum of 3 record holders, every record's signature checked).",
-           "- **kademlia**: `Server.set` then `Server.get` (ValueSpiderCrawl; it returns at the first value).",
-           "- **py-libp2p**: `KadDHT.put_value` then `KadDHT.get_value` (an iterative FIND_NODE, then GET_VALUE "
-           "to the closest peers, then entry correction).", "",
-           "Messages are the RPCs (py-libp2p: streams) the looking-up node sent during the lookup.", "",
-           "| system | success | median ms | p95 ms | messages (median) | RSS per node MiB (median / max) | "
-           "PSS per node MiB | nodes holding a copy | build s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "## 2. Lookups in a 32-process cluster",
+        "",
+        f"{res['nodes']} node processes per system on 127.0.0.1, built the same way: every node "
+        "bootstraps through the first (8 at a time), then every node refreshes its table (a self-lookup "
+        "and a random id in every bucket). A random node stores one value; then "
+        f"{res['lookups']} lookups, each from a random other node that holds no copy (copies that "
+        "kademlia and py-libp2p cache during a lookup are dropped after it, so every lookup starts from "
+        "the same state). Time is measured inside the node process around the library call.",
+        "",
+        "- **dhtscope**: `Node.advertise(service)` then `Node.discover(service)` (FIND_VALUE lookup with "
+        "its default quorum of 3 record holders, every record's signature checked).",
+        "- **kademlia**: `Server.set` then `Server.get` (ValueSpiderCrawl; it returns at the first value).",
+        "- **py-libp2p**: `KadDHT.put_value` then `KadDHT.get_value` (an iterative FIND_NODE, then GET_VALUE "
+        "to the closest peers, then entry correction).",
+        "",
+        "Messages are the RPCs (py-libp2p: streams) the looking-up node sent during the lookup.",
+        "",
+        "| system | success | median ms | p95 ms | messages (median) | RSS per node MiB (median / max) | "
+        "PSS per node MiB | nodes holding a copy | build s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in ("dhtscope", "kademlia", "libp2p"):
         s = systems.get(name)
         if s is None:
@@ -167,183 +196,261 @@ def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
         if "error" in s:
             out.append(f"| {name} | failed: {s['error']} | | | | | | | |")
             continue
-        stopped = (f", stopped after {s['lookups']} of {s['lookups_planned']} lookups by the time budget"
-                   if s.get("budget_hit") else "")
-        out.append(f"| {name} | {s['success_rate']:.0%} ({s['failures']} failed{stopped}) | {_num(s['median_ms'], 2)} | "
-                   f"{_num(s['p95_ms'], 2)} | {_num(s['median_messages'])} | "
-                   f"{_num(s['rss_median_mib'])} / {_num(s['rss_max_mib'])} | {_num(s.get('pss_median_mib'))} | "
-                   f"{s['holders']} | {_num(s['build_s'])} |")
+        stopped = (
+            f", stopped after {s['lookups']} of {s['lookups_planned']} lookups by the time budget"
+            if s.get("budget_hit")
+            else ""
+        )
+        out.append(
+            f"| {name} | {s['success_rate']:.0%} ({s['failures']} failed{stopped}) | {_num(s['median_ms'], 2)} | "
+            f"{_num(s['p95_ms'], 2)} | {_num(s['median_messages'])} | "
+            f"{_num(s['rss_median_mib'])} / {_num(s['rss_max_mib'])} | {_num(s.get('pss_median_mib'))} | "
+            f"{s['holders']} | {_num(s['build_s'])} |"
+        )
     q1 = systems.get("dhtscope", {}).get("quorum1")
     if q1:
-        out += ["", f"dhtscope with `discover(service, quorum=1)` (stop at the first holder, as kademlia does; "
-                f"not its default, not used for the targets): success {q1['success_rate']:.0%}, median "
-                f"{_num(q1['median_ms'], 2)} ms, p95 {_num(q1['p95_ms'], 2)} ms, "
-                f"{_num(q1['median_messages'])} messages."]
-    out += ["", "RSS counts every page a process has resident, including shared-library pages (libcrypto, "
-            "the interpreter) that all node processes share; PSS divides those among the processes that "
-            "share them. The target is on RSS."]
+        out += [
+            "",
+            f"dhtscope with `discover(service, quorum=1)` (stop at the first holder, as kademlia does; "
+            f"not its default, not used for the targets): success {q1['success_rate']:.0%}, median "
+            f"{_num(q1['median_ms'], 2)} ms, p95 {_num(q1['p95_ms'], 2)} ms, "
+            f"{_num(q1['median_messages'])} messages.",
+        ]
+    out += [
+        "",
+        "RSS counts every page a process has resident, including shared-library pages (libcrypto, "
+        "the interpreter) that all node processes share; PSS divides those among the processes that "
+        "share them. The target is on RSS.",
+    ]
     d, k, p = systems.get("dhtscope", {}), systems.get("kademlia", {}), systems.get("libp2p", {})
     if d.get("new_connections") is not None:
-        out += ["", f"dhtscope diagnostics: {d['new_connections']} new QUIC connections were dialled during the "
-                f"{d['lookups']} lookups; median round-trip of one lookup query "
-                f"{_num(d.get('hop_rtt_median_ms'), 2)} ms; median CPU time of the looking-up process per lookup "
-                f"{_num(d.get('lookup_cpu_median_ms'), 2)} ms."]
+        out += [
+            "",
+            f"dhtscope diagnostics: {d['new_connections']} new QUIC connections were dialled during the "
+            f"{d['lookups']} lookups; median round-trip of one lookup query "
+            f"{_num(d.get('hop_rtt_median_ms'), 2)} ms; median CPU time of the looking-up process per lookup "
+            f"{_num(d.get('lookup_cpu_median_ms'), 2)} ms.",
+        ]
     rk = _ratio(d.get("median_ms"), k.get("median_ms"))
     rp = _ratio(d.get("median_ms"), p.get("median_ms"))
-    out += ["", f"dhtscope's median lookup time is {_x(rk)} kademlia's and {_x(rp)} py-libp2p's "
-            f"(1/{1 / rp:.0f})." if rp else ""]
-    t.add(f"lookup median ≤ {LOOKUP_VS_KADEMLIA:g}x kademlia's",
-          f"{_num(d.get('median_ms'), 2)} ms vs {_num(k.get('median_ms'), 2)} ms = {_x(rk)}",
-          None if rk is None else rk <= LOOKUP_VS_KADEMLIA)
-    t.add("lookup median ≤ 1/100 of py-libp2p's",
-          f"{_num(d.get('median_ms'), 2)} ms vs {_num(p.get('median_ms'), 2)} ms = "
-          + (f"1/{1 / rp:.0f}" if rp else "–"),
-          None if rp is None else rp <= LOOKUP_VS_LIBP2P)
-    t.add(f"resident memory per node process ≤ {RSS_LIMIT_MIB:g} MiB",
-          f"median {_num(d.get('rss_median_mib'))} MiB, max {_num(d.get('rss_max_mib'))} MiB "
-          f"(kademlia {_num(k.get('rss_median_mib'))}, py-libp2p {_num(p.get('rss_median_mib'))})",
-          None if d.get("rss_max_mib") is None else d["rss_max_mib"] <= RSS_LIMIT_MIB)
-    t.add("lookup success 100%", f"{d.get('success_rate', 0):.0%}" if d else "–",
-          None if not d or "success_rate" not in d else d["success_rate"] == 1.0)
+    out += [
+        "",
+        f"dhtscope's median lookup time is {_x(rk)} kademlia's and {_x(rp)} py-libp2p's (1/{1 / rp:.0f})."
+        if rp
+        else "",
+    ]
+    t.add(
+        f"lookup median ≤ {LOOKUP_VS_KADEMLIA:g}x kademlia's",
+        f"{_num(d.get('median_ms'), 2)} ms vs {_num(k.get('median_ms'), 2)} ms = {_x(rk)}",
+        None if rk is None else rk <= LOOKUP_VS_KADEMLIA,
+    )
+    t.add(
+        "lookup median ≤ 1/100 of py-libp2p's",
+        f"{_num(d.get('median_ms'), 2)} ms vs {_num(p.get('median_ms'), 2)} ms = " + (f"1/{1 / rp:.0f}" if rp else "–"),
+        None if rp is None else rp <= LOOKUP_VS_LIBP2P,
+    )
+    t.add(
+        f"resident memory per node process ≤ {RSS_LIMIT_MIB:g} MiB",
+        f"median {_num(d.get('rss_median_mib'))} MiB, max {_num(d.get('rss_max_mib'))} MiB "
+        f"(kademlia {_num(k.get('rss_median_mib'))}, py-libp2p {_num(p.get('rss_median_mib'))})",
+        None if d.get("rss_max_mib") is None else d["rss_max_mib"] <= RSS_LIMIT_MIB,
+    )
+    t.add(
+        "lookup success 100%",
+        f"{d.get('success_rate', 0):.0%}" if d else "–",
+        None if not d or "success_rate" not in d else d["success_rate"] == 1.0,
+    )
     return out
 
 
 def _sim_section(doc: dict[str, Any], t: Targets, results_dir: str) -> tuple[list[str], str]:
     res = doc["result"]
     runs = [r for r in res["runs"] if "error" not in r]
-    out = ["## 3. Scale by simulation", "",
-           f"`run_simulation(N, {res['lookups']}, seed={res['seed']})` (what `dhtscope sim` runs), one fresh "
-           "process per size: the real RoutingTable and Lookup over an in-memory network with converged "
-           "tables, FIND_VALUE with quorum 1 from a random node without the value. CPU time and peak RSS "
-           "are the whole process's (build + lookups); per node, the peak above the interpreter's "
-           "starting RSS divided by N.", "",
-           "| N | log2(N) | log2(N)/3 | success | median rounds | p95 rounds | median messages | p95 messages | "
-           "CPU s | CPU ms/node | peak RSS MiB | bytes/node |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "## 3. Scale by simulation",
+        "",
+        f"`run_simulation(N, {res['lookups']}, seed={res['seed']})` (what `dhtscope sim` runs), one fresh "
+        "process per size: the real RoutingTable and Lookup over an in-memory network with converged "
+        "tables, FIND_VALUE with quorum 1 from a random node without the value. CPU time and peak RSS "
+        "are the whole process's (build + lookups); per node, the peak above the interpreter's "
+        "starting RSS divided by N.",
+        "",
+        "| N | log2(N) | log2(N)/3 | success | median rounds | p95 rounds | median messages | p95 messages | "
+        "CPU s | CPU ms/node | peak RSS MiB | bytes/node |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in res["runs"]:
         if "error" in r:
             out.append(f"| {r['nodes']:,} | failed: {r['error']} |" + " |" * 10)
             continue
         lg = math.log2(r["nodes"])
-        out.append(f"| {r['nodes']:,} | {lg:.2f} | {lg / 3:.2f} | {r['success_rate']:.1%} | {r['median_rounds']} | "
-                   f"{r['p95_rounds']} | {r['median_messages']} | {r['p95_messages']} | {r['cpu_s']:.1f} | "
-                   f"{r['cpu_ms_per_node']:.3f} | {r['peak_rss_bytes'] / 2**20:.0f} | "
-                   f"{r['peak_bytes_per_node']:,.0f} |")
+        out.append(
+            f"| {r['nodes']:,} | {lg:.2f} | {lg / 3:.2f} | {r['success_rate']:.1%} | {r['median_rounds']} | "
+            f"{r['p95_rounds']} | {r['median_messages']} | {r['p95_messages']} | {r['cpu_s']:.1f} | "
+            f"{r['cpu_ms_per_node']:.3f} | {r['peak_rss_bytes'] / 2**20:.0f} | "
+            f"{r['peak_bytes_per_node']:,.0f} |"
+        )
     chart = terminal_chart(runs)
     svg = os.path.join(results_dir, "sim-rounds.svg")
     svg_chart(runs, svg)
-    out += ["", "![rounds and messages per lookup vs log2(N)](bench/results/sim-rounds.svg)", "",
-            "```", chart, "```"]
+    out += ["", "![rounds and messages per lookup vs log2(N)](bench/results/sim-rounds.svg)", "", "```", chart, "```"]
     bound_ok = all(r["median_rounds"] <= math.log2(r["nodes"]) / 3 for r in runs) if runs else None
     slope = None
     if len(runs) >= 2:
         a, b = runs[0], runs[-1]
         slope = (b["median_rounds"] - a["median_rounds"]) / (math.log2(b["nodes"]) - math.log2(a["nodes"]))
-    t.add("simulation: median rounds ≤ log2(N)/3 at every N (growth ≤ 1/3 round per doubling)",
-          ", ".join(f"{r['nodes']:,}: {r['median_rounds']} ≤ {math.log2(r['nodes']) / 3:.2f}" for r in runs)
-          + (f"; slope {slope:.2f} rounds per doubling" if slope is not None else ""),
-          bound_ok if slope is None or bound_ok is None else bound_ok and slope <= 1 / 3 + 1e-9)
+    t.add(
+        "simulation: median rounds ≤ log2(N)/3 at every N (growth ≤ 1/3 round per doubling)",
+        ", ".join(f"{r['nodes']:,}: {r['median_rounds']} ≤ {math.log2(r['nodes']) / 3:.2f}" for r in runs)
+        + (f"; slope {slope:.2f} rounds per doubling" if slope is not None else ""),
+        bound_ok if slope is None or bound_ok is None else bound_ok and slope <= 1 / 3 + 1e-9,
+    )
     big = next((r for r in runs if r["nodes"] >= 100_000), None)
     if big is not None:
-        t.add("simulation: 100,000 nodes in under 2 GB", f"peak RSS {big['peak_rss_bytes'] / 1e9:.2f} GB",
-              big["peak_rss_bytes"] < SIM_100K_LIMIT_BYTES)
+        t.add(
+            "simulation: 100,000 nodes in under 2 GB",
+            f"peak RSS {big['peak_rss_bytes'] / 1e9:.2f} GB",
+            big["peak_rss_bytes"] < SIM_100K_LIMIT_BYTES,
+        )
     elif runs:
         last = runs[-1]
         projected = last["base_rss_bytes"] + last["peak_bytes_per_node"] * 100_000
-        t.add("simulation: 100,000 nodes in under 2 GB",
-              f"not run in quick mode (`make bench FULL=1` runs it); projected from {last['nodes']:,} nodes: "
-              f"{projected / 1e9:.2f} GB", None)
+        t.add(
+            "simulation: 100,000 nodes in under 2 GB",
+            f"not run in quick mode (`make bench FULL=1` runs it); projected from {last['nodes']:,} nodes: "
+            f"{projected / 1e9:.2f} GB",
+            None,
+        )
     return out, chart
 
 
 def _recording_section(doc: dict[str, Any], t: Targets) -> list[str]:
     res = doc["result"]
-    out = ["## 4. Recording cost", "",
-           f"The dhtscope RPC benchmark of section 1 with a `NodeRecorder` (what `dhtscope node --record DIR` "
-           f"uses: a streaming qlog trace per connection end plus the node's DHT events) on both nodes, "
-           f"against the same run without; {res['repeats']} runs of each, alternating, mean RPC/s.", "",
-           "| c | RPC/s recording off | RPC/s recording on | on / off | failures (all runs) |",
-           "|---:|---:|---:|---:|---:|"]
+    out = [
+        "## 4. Recording cost",
+        "",
+        f"The dhtscope RPC benchmark of section 1 with a `NodeRecorder` (what `dhtscope node --record DIR` "
+        f"uses: a streaming qlog trace per connection end plus the node's DHT events) on both nodes, "
+        f"against the same run without; {res['repeats']} runs of each, alternating, mean RPC/s.",
+        "",
+        "| c | RPC/s recording off | RPC/s recording on | on / off | failures (all runs) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for s in res["summary"]:
-        out.append(f"| {s['concurrency']} | {_num(s['rps_off'])} | {_num(s['rps_on'])} | {_x(s['ratio'])} | "
-                   f"{s['failures']} |")
-        t.add(f"recording on ≥ {RECORDING_RATIO:g}x off at c={s['concurrency']}", _x(s["ratio"]),
-              None if s["ratio"] is None else s["ratio"] >= RECORDING_RATIO)
+        out.append(
+            f"| {s['concurrency']} | {_num(s['rps_off'])} | {_num(s['rps_on'])} | {_x(s['ratio'])} | {s['failures']} |"
+        )
+        t.add(
+            f"recording on ≥ {RECORDING_RATIO:g}x off at c={s['concurrency']}",
+            _x(s["ratio"]),
+            None if s["ratio"] is None else s["ratio"] >= RECORDING_RATIO,
+        )
     sizes = [r["recording_bytes"] for r in res["runs"] if r.get("recording_bytes")]
     if sizes:
         out += ["", f"A recording of one run (both nodes, all levels) is about {max(sizes) / 2**20:.0f} MiB."]
     return out
 
 
-TUI_INGEST_EVENTS_PER_S = 20_000   # what the issue asks the app to keep up with
-TUI_KEY_MEDIAN_MS = 100            # "responsive": a key's effect shows within a tenth of a second
-TUI_FIRST_SCREEN_S = 1.5           # "within about a second"
+TUI_INGEST_EVENTS_PER_S = 20_000  # what the issue asks the app to keep up with
+TUI_KEY_MEDIAN_MS = 100  # "responsive": a key's effect shows within a tenth of a second
+TUI_FIRST_SCREEN_S = 1.5  # "within about a second"
 
 
 def _tui_section(doc: dict[str, Any], t: Targets) -> list[str]:
     res = doc["result"]
-    out = ["## 5. The TUI under load", "",
-           "`bench/tui_bench.py`, headless (`App.run_test`, 160x48), so the figures are the app's own work, "
-           "not a terminal's drawing. Live: a source pushes `quic:stream_data_moved` events at 20,000/s while "
-           "the Events view follows them and tab keys are sent through the driver; a key's latency is the time "
-           "until the tab it names is showing. Replay: a 1,000,000-event recording written by "
-           "`tracing/writer.py`, opened with `dhtscope replay`'s source; keys are sent while its child "
-           "processes index and analyse it. Thresholds used here: ingest keeps up with what arrives, key "
-           f"median ≤ {TUI_KEY_MEDIAN_MS} ms, first screen ≤ {TUI_FIRST_SCREEN_S:g} s (\"about a second\")."]
+    out = [
+        "## 5. The TUI under load",
+        "",
+        "`bench/tui_bench.py`, headless (`App.run_test`, 160x48), so the figures are the app's own work, "
+        "not a terminal's drawing. Live: a source pushes `quic:stream_data_moved` events at 20,000/s while "
+        "the Events view follows them and tab keys are sent through the driver; a key's latency is the time "
+        "until the tab it names is showing. Replay: a 1,000,000-event recording written by "
+        "`tracing/writer.py`, opened with `dhtscope replay`'s source; keys are sent while its child "
+        "processes index and analyse it. Thresholds used here: ingest keeps up with what arrives, key "
+        f'median ≤ {TUI_KEY_MEDIAN_MS} ms, first screen ≤ {TUI_FIRST_SCREEN_S:g} s ("about a second").',
+    ]
     if "error" in res:
         t.add("TUI benchmark", f"failed: {res['error']}", False)
         return out + ["", f"The run failed: {res['error']}"]
     live, rep = res["live"], res["replay"]
     k, lag = live["key_press_latency"], live["event_loop_lag"]
-    out += ["", "| figure | value |", "|---|---:|",
-            f"| live: events offered / arrived / ingested per s | {live['offered_events_per_s']:,} / "
-            f"{live['arrived_events_per_s']:,} / {live['ingested_events_per_s']:,} |",
-            f"| live: backlog at the end | {live['backlog_at_end']:,} |",
-            f"| live: key-press latency median / p95 / max | {k['median_ms']} / {k['p95_ms']} / {k['max_ms']} ms |",
-            f"| live: event-loop lag median / p95 / max | {lag['median_ms']} / {lag['p95_ms']} / {lag['max_ms']} ms |",
-            f"| replay: events | {rep['events']:,} |",
-            f"| replay: first screen | {rep['first_screen_s']} s |",
-            f"| replay: index complete / analysis complete | {rep['index_complete_s']} s / "
-            f"{rep['analysis_complete_s']} s |"]
-    for phase, name in (("while indexing", "while_indexing"), ("while analysing", "while_analysing"),
-                        ("after both", "after")):
+    out += [
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| live: events offered / arrived / ingested per s | {live['offered_events_per_s']:,} / "
+        f"{live['arrived_events_per_s']:,} / {live['ingested_events_per_s']:,} |",
+        f"| live: backlog at the end | {live['backlog_at_end']:,} |",
+        f"| live: key-press latency median / p95 / max | {k['median_ms']} / {k['p95_ms']} / {k['max_ms']} ms |",
+        f"| live: event-loop lag median / p95 / max | {lag['median_ms']} / {lag['p95_ms']} / {lag['max_ms']} ms |",
+        f"| replay: events | {rep['events']:,} |",
+        f"| replay: first screen | {rep['first_screen_s']} s |",
+        f"| replay: index complete / analysis complete | {rep['index_complete_s']} s / "
+        f"{rep['analysis_complete_s']} s |",
+    ]
+    for phase, name in (
+        ("while indexing", "while_indexing"),
+        ("while analysing", "while_analysing"),
+        ("after both", "after"),
+    ):
         kk = rep.get("key_press_latency_" + name)
         if kk:
-            out.append(f"| replay: key-press latency {phase}, median / p95 / max | {kk['median_ms']} / "
-                       f"{kk['p95_ms']} / {kk['max_ms']} ms |")
+            out.append(
+                f"| replay: key-press latency {phase}, median / p95 / max | {kk['median_ms']} / "
+                f"{kk['p95_ms']} / {kk['max_ms']} ms |"
+            )
     out.append(f"| replay: the same index in the app's own process (`open_now()`) | {rep['index_in_process_s']} s |")
     arrived = live["arrived_events_per_s"]
     keeps_up = live["ingested_events_per_s"] >= 0.97 * arrived and live["backlog_at_end"] < arrived
-    t.add(f"TUI ingests {TUI_INGEST_EVENTS_PER_S:,} events/s arriving",
-          f"{live['ingested_events_per_s']:,}/s ingested of {arrived:,}/s arrived, backlog {live['backlog_at_end']:,}",
-          keeps_up and arrived >= 0.95 * TUI_INGEST_EVENTS_PER_S)
-    t.add(f"TUI key-press median under that load ≤ {TUI_KEY_MEDIAN_MS} ms", f"{k['median_ms']} ms",
-          k["median_ms"] <= TUI_KEY_MEDIAN_MS)
-    t.add(f"replay of 1,000,000 events: first screen ≤ {TUI_FIRST_SCREEN_S:g} s", f"{rep['first_screen_s']} s",
-          rep["first_screen_s"] <= TUI_FIRST_SCREEN_S)
-    medians = [m for n in ("while_indexing", "while_analysing")
-               if (m := (rep.get("key_press_latency_" + n) or {}).get("median_ms")) is not None and m == m]  # not NaN
+    t.add(
+        f"TUI ingests {TUI_INGEST_EVENTS_PER_S:,} events/s arriving",
+        f"{live['ingested_events_per_s']:,}/s ingested of {arrived:,}/s arrived, backlog {live['backlog_at_end']:,}",
+        keeps_up and arrived >= 0.95 * TUI_INGEST_EVENTS_PER_S,
+    )
+    t.add(
+        f"TUI key-press median under that load ≤ {TUI_KEY_MEDIAN_MS} ms",
+        f"{k['median_ms']} ms",
+        k["median_ms"] <= TUI_KEY_MEDIAN_MS,
+    )
+    t.add(
+        f"replay of 1,000,000 events: first screen ≤ {TUI_FIRST_SCREEN_S:g} s",
+        f"{rep['first_screen_s']} s",
+        rep["first_screen_s"] <= TUI_FIRST_SCREEN_S,
+    )
+    medians = [
+        m
+        for n in ("while_indexing", "while_analysing")
+        if (m := (rep.get("key_press_latency_" + n) or {}).get("median_ms")) is not None and m == m
+    ]  # not NaN
     worst = max(medians) if medians else None
-    t.add(f"replay: key-press median while indexing and analysing ≤ {TUI_KEY_MEDIAN_MS} ms",
-          f"{worst} ms" if worst is not None else "no key pressed during the work",
-          None if worst is None else worst <= TUI_KEY_MEDIAN_MS)
+    t.add(
+        f"replay: key-press median while indexing and analysing ≤ {TUI_KEY_MEDIAN_MS} ms",
+        f"{worst} ms" if worst is not None else "no key pressed during the work",
+        None if worst is None else worst <= TUI_KEY_MEDIAN_MS,
+    )
     return out
 
 
 def _experiment_table(doc: dict[str, Any], title: str) -> list[str]:
     load = doc["machine"].get("loadavg")
-    out = ["", f"{title}: {doc['repeats']} alternating runs of {doc['duration_s']:g} s per set and level "
-           f"(load average when it finished {load}):", "",
-           "| patch set | c | RPC/s | p99 ms | datagrams/RPC (both ends) | transmit passes/RPC | "
-           "credit waits/RPC | credit wait ms/RPC | client CPU ms/RPC |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "",
+        f"{title}: {doc['repeats']} alternating runs of {doc['duration_s']:g} s per set and level "
+        f"(load average when it finished {load}):",
+        "",
+        "| patch set | c | RPC/s | p99 ms | datagrams/RPC (both ends) | transmit passes/RPC | "
+        "credit waits/RPC | credit wait ms/RPC | client CPU ms/RPC |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in doc["summary"]:
         for c in doc["levels"]:
             v = row.get(f"c{c}", {})
-            out.append(f"| {row['set']} | {c} | {_num(v.get('rps'))} | {_num(v.get('p99_ms'), 1)} | "
-                       f"{_num(v.get('datagrams_per_rpc'), 2)} | {_num(v.get('transmit_passes_per_rpc'), 2)} | "
-                       f"{_num(v.get('credit_waits_per_rpc'), 2)} | {_num(v.get('credit_wait_ms_per_rpc'), 1)} | "
-                       f"{_num(v.get('client_cpu_ms_per_rpc'), 3)} |")
+            out.append(
+                f"| {row['set']} | {c} | {_num(v.get('rps'))} | {_num(v.get('p99_ms'), 1)} | "
+                f"{_num(v.get('datagrams_per_rpc'), 2)} | {_num(v.get('transmit_passes_per_rpc'), 2)} | "
+                f"{_num(v.get('credit_waits_per_rpc'), 2)} | {_num(v.get('credit_wait_ms_per_rpc'), 1)} | "
+                f"{_num(v.get('client_cpu_ms_per_rpc'), 3)} |"
+            )
     return out
 
 
@@ -357,25 +464,36 @@ def _experiments_section(results_dir: str) -> list[str]:
     look = _load(results_dir, "lookup_experiments")
     if not rpc_docs and not look:
         return []
-    out = ["## Experiments: the event loop, and changes not adopted", "",
-           "Run by hand (`python bench/experiments.py`, `python bench/lookup_experiments.py`; not part of "
-           "`make bench`); `bench/patches.py` applies a change at run time in every dhtscope process. Sets: `none` dhtscope as it is (on uvloop), `asyncio` the same on asyncio's own "
-           "loop (`DHTSCOPE_LOOP=asyncio`), `dgram1350` 1,350-byte datagrams (dhtscope sends QUIC's 1,200 unless told), `gc` freeze the start-up heap and "
-           "collect less often, `nopace` aioquic's pacer off (diagnostics). Throughput on this shared machine "
-           "swings by 30% and more between runs; the per-RPC counts (datagrams, credit waits) barely move, "
-           "so read those first."]
+    out = [
+        "## Experiments: the event loop, and changes not adopted",
+        "",
+        "Run by hand (`python bench/experiments.py`, `python bench/lookup_experiments.py`; not part of "
+        "`make bench`); `bench/patches.py` applies a change at run time in every dhtscope process. "
+        "Sets: `none` dhtscope as it is (on uvloop), `asyncio` the same on asyncio's own "
+        "loop (`DHTSCOPE_LOOP=asyncio`), `dgram1350` 1,350-byte datagrams (dhtscope sends QUIC's 1,200 "
+        "unless told), `gc` freeze the start-up heap and "
+        "collect less often, `nopace` aioquic's pacer off (diagnostics). Throughput on this shared machine "
+        "swings by 30% and more between runs; the per-RPC counts (datagrams, credit waits) barely move, "
+        "so read those first.",
+    ]
     for name, doc in rpc_docs:
         title = "RPC benchmark" + (", both nodes recording" if doc.get("record") else "") + f" (`{name}`)"
         out += _experiment_table(doc, title)
     if look:
         load = look["machine"].get("loadavg")
-        out += ["", f"Lookup cluster with the prototypes (load average when it finished {load}):", "",
-                "| patch set | median ms | p95 ms | hop RTT median ms | datagrams sent / received per lookup "
-                "(requester) |", "|---|---:|---:|---:|---:|"]
+        out += [
+            "",
+            f"Lookup cluster with the prototypes (load average when it finished {load}):",
+            "",
+            "| patch set | median ms | p95 ms | hop RTT median ms | datagrams sent / received per lookup (requester) |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for r in look["results"]:
-            out.append(f"| {r['set']} | {_num(r.get('median_ms'), 2)} | {_num(r.get('p95_ms'), 2)} | "
-                       f"{_num(r.get('hop_rtt_median_ms'), 2)} | {_num(r.get('datagrams_sent_per_lookup'), 1)} / "
-                       f"{_num(r.get('datagrams_received_per_lookup'), 1)} |")
+            out.append(
+                f"| {r['set']} | {_num(r.get('median_ms'), 2)} | {_num(r.get('p95_ms'), 2)} | "
+                f"{_num(r.get('hop_rtt_median_ms'), 2)} | {_num(r.get('datagrams_sent_per_lookup'), 1)} / "
+                f"{_num(r.get('datagrams_received_per_lookup'), 1)} |"
+            )
     return out
 
 
@@ -400,22 +518,34 @@ def write_report(results_dir: str, path: str, run_s: float | None, sections_run:
     facts = any_doc["machine"] if any_doc else {}
     modes = sorted({d["mode"] for d in docs.values() if d})
     timing = _timing(results_dir, run_s, sections_run, docs)
-    head = ["# Benchmarks", "",
-            "Written by `bench/run.py` (`make bench`: quick mode; `make bench FULL=1`: longer runs and the "
-            "100,000-node simulation). Do not edit by hand: the runner rewrites this file from "
-            "`bench/results/*.json`; the analysis at the end comes from `bench/findings.md`.", "",
-            f"- Mode: {', '.join(modes) or '–'}; {timing}",
-            f"- Machine: {facts.get('cpu_count')} CPUs ({facts.get('cpu_model')}), "
-            f"{(facts.get('mem_total_bytes') or 0) / 2**30:.0f} GiB, {facts.get('platform')}",
-            f"- Python {facts.get('python')}; " + ", ".join(
-                f"{k} {v}" for k, v in (facts.get("packages") or {}).items() if v),
-            "- Everything runs on 127.0.0.1; each system's nodes are separate processes, py-libp2p's on trio.",
-            "- Load average (1 min) before → after each section, since other work on this shared 2-core "
-            "machine shows up in every figure (the lookup section's own 96 node processes count in its "
-            "figure): " + "; ".join(
-                f"{s} {d['loadavg_before'][0] if d.get('loadavg_before') else '?'} → "
-                f"{d['loadavg_after'][0] if d.get('loadavg_after') else '?'}" for s, d in docs.items() if d),
-            "", "## Targets", "", "| target | figure | |", "|---|---|---|"]
+    head = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run.py` (`make bench`: quick mode; `make bench FULL=1`: longer runs and the "
+        "100,000-node simulation). Do not edit by hand: the runner rewrites this file from "
+        "`bench/results/*.json`; the analysis at the end comes from `bench/findings.md`.",
+        "",
+        f"- Mode: {', '.join(modes) or '–'}; {timing}",
+        f"- Machine: {facts.get('cpu_count')} CPUs ({facts.get('cpu_model')}), "
+        f"{(facts.get('mem_total_bytes') or 0) / 2**30:.0f} GiB, {facts.get('platform')}",
+        f"- Python {facts.get('python')}; "
+        + ", ".join(f"{k} {v}" for k, v in (facts.get("packages") or {}).items() if v),
+        "- Everything runs on 127.0.0.1; each system's nodes are separate processes, py-libp2p's on trio.",
+        "- Load average (1 min) before → after each section, since other work on this shared 2-core "
+        "machine shows up in every figure (the lookup section's own 96 node processes count in its "
+        "figure): "
+        + "; ".join(
+            f"{s} {d['loadavg_before'][0] if d.get('loadavg_before') else '?'} → "
+            f"{d['loadavg_after'][0] if d.get('loadavg_after') else '?'}"
+            for s, d in docs.items()
+            if d
+        ),
+        "",
+        "## Targets",
+        "",
+        "| target | figure | |",
+        "|---|---|---|",
+    ]
     head += [f"| {what} | {fig} | {_mark(ok)} |" for what, fig, ok in t.rows]
     met = sum(1 for *_, ok in t.rows if ok)
     missed = sum(1 for *_, ok in t.rows if ok is False)
@@ -427,16 +557,18 @@ def write_report(results_dir: str, path: str, run_s: float | None, sections_run:
             tail = ["", f.read().rstrip()]
     with open(path, "w") as f:
         f.write("\n".join(head + body + tail).rstrip() + "\n")
-    summary = ["", "Targets:"] + [f"  [{'met' if ok else 'MISSED' if ok is False else '----'}] {what}: {fig}"
-                                  for what, fig, ok in t.rows]
+    summary = ["", "Targets:"] + [
+        f"  [{'met' if ok else 'MISSED' if ok is False else '----'}] {what}: {fig}" for what, fig, ok in t.rows
+    ]
     if chart:
         summary += ["", chart]
     summary += ["", f"{met} met, {missed} missed; wrote {path}"]
     return "\n".join(summary)
 
 
-def _timing(results_dir: str, run_s: float | None, sections_run: list[str],
-            docs: dict[str, dict[str, Any] | None]) -> str:
+def _timing(
+    results_dir: str, run_s: float | None, sections_run: list[str], docs: dict[str, dict[str, Any] | None]
+) -> str:
     parts = [f"{s} {d['elapsed_s']:.0f} s" for s, d in docs.items() if d]
     total = sum(d["elapsed_s"] for d in docs.values() if d)
     text = f"sections took {', '.join(parts)} (total {total / 60:.1f} min)"

@@ -20,15 +20,22 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (  # noqa: E402
-    HOST, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes, run_asyncio_level,
+from benchlib import (
+    HOST,
+    LatencyLog,
+    add_load_options,
+    cpu_seconds,
+    emit,
+    quiet_logging,
+    rss_bytes,
+    run_asyncio_level,
     stdin_closed,
 )
 
-from dhtscope.node import runtime  # noqa: E402
-from dhtscope.node.ids import Contact, NodeId  # noqa: E402
-from dhtscope.node.node import Node  # noqa: E402
-from dhtscope.node.wire import FindValue, Value  # noqa: E402
+from dhtscope.node import runtime
+from dhtscope.node.ids import Contact, NodeId
+from dhtscope.node.node import Node
+from dhtscope.node.wire import FindValue, Value
 
 SERVICE = "bench-service"
 COUNTERS: list = []  # filled by --count (bench/patches.py)
@@ -62,13 +69,19 @@ async def serve(args: argparse.Namespace) -> None:
     record = node.advertisements.add(key, b"127.0.0.1:9001", SERVICE, now)
     outcome = node.store_.put(record, now, from_peer=node.id)
     assert outcome.accepted, outcome.reason
-    emit({"ready": True, "host": HOST, "port": node.port, "id": node.id.hex(), "key": key.hex(),
-          "pid": os.getpid()})
+    emit({"ready": True, "host": HOST, "port": node.port, "id": node.id.hex(), "key": key.hex(), "pid": os.getpid()})
     await stdin_closed()
     rss = rss_bytes()
     await node.stop()
-    emit({"server_done": True, "rss_bytes": rss, "cpu_s": cpu_seconds(),
-          "requests_handled": node.stats.requests_handled, **_counts()})
+    emit(
+        {
+            "server_done": True,
+            "rss_bytes": rss,
+            "cpu_s": cpu_seconds(),
+            "requests_handled": node.stats.requests_handled,
+            **_counts(),
+        }
+    )
 
 
 async def load(args: argparse.Namespace) -> None:

@@ -18,14 +18,20 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (  # noqa: E402
-    HOST, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes, run_asyncio_level,
+from benchlib import (
+    HOST,
+    LatencyLog,
+    add_load_options,
+    cpu_seconds,
+    emit,
+    quiet_logging,
+    rss_bytes,
+    run_asyncio_level,
     stdin_closed,
 )
-
-from kademlia.network import Server  # noqa: E402
-from kademlia.node import Node  # noqa: E402
-from kademlia.utils import digest  # noqa: E402
+from kademlia.network import Server
+from kademlia.node import Node
+from kademlia.utils import digest
 
 KEY = "bench-service"
 
@@ -36,8 +42,7 @@ async def serve(args: argparse.Namespace) -> None:
     port = server.transport.get_extra_info("sockname")[1]
     dkey = digest(KEY)
     server.storage[dkey] = "127.0.0.1:9001"
-    emit({"ready": True, "host": HOST, "port": port, "id": server.node.id.hex(), "key": dkey.hex(),
-          "pid": os.getpid()})
+    emit({"ready": True, "host": HOST, "port": port, "id": server.node.id.hex(), "key": dkey.hex(), "pid": os.getpid()})
     await stdin_closed()
     rss = rss_bytes()
     server.stop()

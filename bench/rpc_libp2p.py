@@ -21,17 +21,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import HOST, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes  # noqa: E402
-
-import trio  # noqa: E402
-from multiaddr import Multiaddr  # noqa: E402
-
-from libp2p import new_host  # noqa: E402
-from libp2p.crypto.secp256k1 import create_new_key_pair  # noqa: E402
-from libp2p.kad_dht.common import QUERY_TIMEOUT  # noqa: E402
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT  # noqa: E402
-from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
-from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
+import trio
+from benchlib import HOST, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes
+from libp2p import new_host
+from libp2p.crypto.secp256k1 import create_new_key_pair
+from libp2p.kad_dht.common import QUERY_TIMEOUT
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
 
 KEY = b"/bench/bench-service"
 LISTEN = f"/ip4/{HOST}/udp/0/quic-v1"
@@ -67,8 +65,18 @@ async def serve(args: argparse.Namespace) -> None:
         async with background_trio_service(dht):
             addr = _quic_addr(host)
             port = int(addr.split("/udp/")[1].split("/")[0])
-            emit({"ready": True, "host": HOST, "port": port, "id": host.get_id().to_string(), "addr": addr,
-                  "key": KEY.hex(), "pid": os.getpid(), "inbound_cap": dht._inbound_limiter.total_tokens})
+            emit(
+                {
+                    "ready": True,
+                    "host": HOST,
+                    "port": port,
+                    "id": host.get_id().to_string(),
+                    "addr": addr,
+                    "key": KEY.hex(),
+                    "pid": os.getpid(),
+                    "inbound_cap": dht._inbound_limiter.total_tokens,
+                }
+            )
             await _stdin_closed()
             emit({"server_done": True, "rss_bytes": rss_bytes(), "cpu_s": cpu_seconds()})
             # The peer's shutdown paths can take long; the figures are out, so leave now.

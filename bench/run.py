@@ -42,19 +42,38 @@ def log(text: str) -> None:
 # -- RPC throughput ----------------------------------------------------------------------------
 
 
-def rpc_run(system: str, duration_s: float, warmup_s: float, levels: tuple[int, ...] = LEVELS,
-            serve_args: tuple[str, ...] = (), load_args: tuple[str, ...] = ()) -> dict[str, Any]:
+def rpc_run(
+    system: str,
+    duration_s: float,
+    warmup_s: float,
+    levels: tuple[int, ...] = LEVELS,
+    serve_args: tuple[str, ...] = (),
+    load_args: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """One server process and one client process of `system`; the client's figures per concurrency."""
     script = f"rpc_{system}.py"
     server = Proc(script, "serve", *serve_args, name=f"{system} server")
     client: Proc | None = None
     try:
         ready = server.next(120.0)
-        target = (["--addr", ready["addr"]] if system == "libp2p"
-                  else ["--port", str(ready["port"]), "--id", ready["id"]])
-        client = Proc(script, "load", *target, "--key", ready["key"],
-                      "--levels", ",".join(map(str, levels)), "--duration", str(duration_s),
-                      "--warmup", str(warmup_s), *load_args, name=f"{system} client")
+        target = (
+            ["--addr", ready["addr"]] if system == "libp2p" else ["--port", str(ready["port"]), "--id", ready["id"]]
+        )
+        client = Proc(
+            script,
+            "load",
+            *target,
+            "--key",
+            ready["key"],
+            "--levels",
+            ",".join(map(str, levels)),
+            "--duration",
+            str(duration_s),
+            "--warmup",
+            str(warmup_s),
+            *load_args,
+            name=f"{system} client",
+        )
         out: dict[str, Any] = {"levels": []}
         per_level_timeout = warmup_s + duration_s + 60.0
         while True:
@@ -84,9 +103,11 @@ def rpc_run(system: str, duration_s: float, warmup_s: float, levels: tuple[int, 
 
 
 def _fmt_level(level: dict[str, Any]) -> str:
-    return (f"c={level['concurrency']:<4} {level['rps']:>9.1f} RPC/s  failures {level['failures']:<5} "
-            f"p50 {level['p50_ms'] if level['p50_ms'] is not None else '-':>8} ms  "
-            f"p99 {level['p99_ms'] if level['p99_ms'] is not None else '-':>8} ms")
+    return (
+        f"c={level['concurrency']:<4} {level['rps']:>9.1f} RPC/s  failures {level['failures']:<5} "
+        f"p50 {level['p50_ms'] if level['p50_ms'] is not None else '-':>8} ms  "
+        f"p99 {level['p99_ms'] if level['p99_ms'] is not None else '-':>8} ms"
+    )
 
 
 def bench_rpc(full: bool) -> dict[str, Any]:
@@ -95,8 +116,13 @@ def bench_rpc(full: bool) -> dict[str, Any]:
         ("dhtscope", "defaults", "dhtscope (QUIC + TLS 1.3, signed records)", (), ()),
         ("kademlia", "defaults", "kademlia (UDP datagrams, no security)", (), ()),
         ("libp2p", "defaults", "py-libp2p kad-dht over QUIC (defaults: 12 inbound streams)", (), ()),
-        ("libp2p", "raised-cap", f"py-libp2p kad-dht over QUIC (inbound cap raised to {LIBP2P_RAISED_CAP})",
-         ("--inbound-cap", str(LIBP2P_RAISED_CAP)), ()),
+        (
+            "libp2p",
+            "raised-cap",
+            f"py-libp2p kad-dht over QUIC (inbound cap raised to {LIBP2P_RAISED_CAP})",
+            ("--inbound-cap", str(LIBP2P_RAISED_CAP)),
+            (),
+        ),
     ]
     out: dict[str, Any] = {"duration_s": duration, "warmup_s": warmup, "levels": list(LEVELS), "rows": []}
     for system, variant, label, serve_args, load_args in rows:
@@ -146,13 +172,15 @@ def bench_recording(full: bool) -> dict[str, Any]:
         off = [lv["rps"] for r in runs if not r["record"] for lv in r.get("levels", []) if lv["concurrency"] == c]
         on = [lv["rps"] for r in runs if r["record"] for lv in r.get("levels", []) if lv["concurrency"] == c]
         fails = sum(lv["failures"] for r in runs for lv in r.get("levels", []) if lv["concurrency"] == c)
-        summary.append({
-            "concurrency": c,
-            "rps_off": round(statistics.fmean(off), 1) if off else None,
-            "rps_on": round(statistics.fmean(on), 1) if on else None,
-            "ratio": round(statistics.fmean(on) / statistics.fmean(off), 3) if off and on else None,
-            "failures": fails,
-        })
+        summary.append(
+            {
+                "concurrency": c,
+                "rps_off": round(statistics.fmean(off), 1) if off else None,
+                "rps_on": round(statistics.fmean(on), 1) if on else None,
+                "ratio": round(statistics.fmean(on) / statistics.fmean(off), 3) if off and on else None,
+                "failures": fails,
+            }
+        )
     return {"duration_s": duration, "warmup_s": warmup, "repeats": repeats, "runs": runs, "summary": summary}
 
 
@@ -180,9 +208,11 @@ def bench_lookup(full: bool) -> dict[str, Any]:
         try:
             # Quick mode bounds each system's lookups in time (py-libp2p's take ~1 s each on a busy machine).
             result = run_cluster(system, nodes, lookups, log=log, measure_budget_s=None if full else 150.0)
-            log(f"  success {result['success_rate']:.0%}  median {result['median_ms']} ms  "
+            log(
+                f"  success {result['success_rate']:.0%}  median {result['median_ms']} ms  "
                 f"p95 {result['p95_ms']} ms  messages {result['median_messages']}  "
-                f"RSS {result['rss_median_mib']} MiB/node")
+                f"RSS {result['rss_median_mib']} MiB/node"
+            )
         except BenchError as exc:
             result = {"system": system, "error": str(exc)}
             log(f"  failed: {exc}")
@@ -202,9 +232,11 @@ def bench_sim(full: bool) -> dict[str, Any]:
         proc = Proc("sim_bench.py", str(n), str(lookups), "1", name=f"sim {n}")
         try:
             result = proc.next(1800.0)
-            log(f"  median rounds {result['median_rounds']}  mean {result['mean_rounds']:.2f}  "
+            log(
+                f"  median rounds {result['median_rounds']}  mean {result['mean_rounds']:.2f}  "
                 f"median messages {result['median_messages']}  cpu {result['cpu_s']:.1f} s  "
-                f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB")
+                f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB"
+            )
         except BenchError as exc:
             result = {"nodes": n, "error": str(exc)}
             log(f"  failed: {exc}")
@@ -221,22 +253,27 @@ def bench_tui(full: bool) -> dict[str, Any]:
     """bench/tui_bench.py in its own process: live ingest and keys under 20,000 events/s, 1,000,000-event replay."""
     seconds = "10" if full else "4"
     log(f"tui: 20,000 events/s for {seconds} s with key presses, then a 1,000,000-event replay")
-    proc = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "tui_bench.py"), "--seconds", seconds, "--json"],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH_DIR, "tui_bench.py"), "--seconds", seconds, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         log(f"  failed: {tail[0]}")
         return {"error": tail[0]}
     result = json.loads(proc.stdout)
     live, replay = result["live"], result["replay"]
-    log(f"  live: {live['ingested_events_per_s']:,} events/s ingested, key median "
+    log(
+        f"  live: {live['ingested_events_per_s']:,} events/s ingested, key median "
         f"{live['key_press_latency']['median_ms']} ms; replay: first screen {replay['first_screen_s']} s, "
-        f"keys while indexing median {replay['key_press_latency_while_indexing']['median_ms']} ms")
+        f"keys while indexing median {replay['key_press_latency_while_indexing']['median_ms']} ms"
+    )
     return result
 
 
-RUNNERS = {"rpc": bench_rpc, "recording": bench_recording, "lookup": bench_lookup, "sim": bench_sim,
-           "tui": bench_tui}
+RUNNERS = {"rpc": bench_rpc, "recording": bench_recording, "lookup": bench_lookup, "sim": bench_sim, "tui": bench_tui}
 
 
 def main() -> int:
@@ -254,14 +291,23 @@ def main() -> int:
     if not args.report_only:
         os.makedirs(TMP, exist_ok=True)
         facts = machine_facts()
-        log(f"dhtscope benchmarks, {mode} mode: {facts['cpu_count']} CPUs, Python {facts['python']}, "
-            + ", ".join(f"{k} {v}" for k, v in facts["packages"].items() if v))
+        log(
+            f"dhtscope benchmarks, {mode} mode: {facts['cpu_count']} CPUs, Python {facts['python']}, "
+            + ", ".join(f"{k} {v}" for k, v in facts["packages"].items() if v)
+        )
         for section in sections:
             t0 = time.monotonic()
             load_before = load_average()
             result = RUNNERS[section](args.full)
-            doc = {"section": section, "mode": mode, "machine": facts, "elapsed_s": round(time.monotonic() - t0, 1),
-                   "loadavg_before": load_before, "loadavg_after": load_average(), "result": result}
+            doc = {
+                "section": section,
+                "mode": mode,
+                "machine": facts,
+                "elapsed_s": round(time.monotonic() - t0, 1),
+                "loadavg_before": load_before,
+                "loadavg_after": load_average(),
+                "result": result,
+            }
             with open(os.path.join(RESULTS, f"{section}.json"), "w") as f:
                 json.dump(doc, f, indent=1)
                 f.write("\n")
@@ -269,9 +315,12 @@ def main() -> int:
         shutil.rmtree(TMP, ignore_errors=True)
     from report import write_report
 
-    summary = write_report(RESULTS, os.path.join(ROOT, "BENCHMARKS.md"),
-                           run_s=None if args.report_only else time.monotonic() - started,
-                           sections_run=[] if args.report_only else sections)
+    summary = write_report(
+        RESULTS,
+        os.path.join(ROOT, "BENCHMARKS.md"),
+        run_s=None if args.report_only else time.monotonic() - started,
+        sections_run=[] if args.report_only else sections,
+    )
     log(summary)
     return 0
 

@@ -14,9 +14,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import rss_bytes  # noqa: E402
+from benchlib import rss_bytes
 
-from dhtscope.node.sim import run_simulation  # noqa: E402
+from dhtscope.node.sim import run_simulation
 
 
 def main() -> None:
@@ -28,14 +28,16 @@ def main() -> None:
     cpu_s = time.process_time() - cpu0
     wall_s = time.perf_counter() - wall0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-    result.update({
-        "cpu_s": round(cpu_s, 3),
-        "wall_s": round(wall_s, 3),
-        "peak_rss_bytes": peak,
-        "base_rss_bytes": base_rss,
-        "cpu_ms_per_node": round(cpu_s * 1000 / nodes, 4),
-        "peak_bytes_per_node": round((peak - base_rss) / nodes, 1),
-    })
+    result.update(
+        {
+            "cpu_s": round(cpu_s, 3),
+            "wall_s": round(wall_s, 3),
+            "peak_rss_bytes": peak,
+            "base_rss_bytes": base_rss,
+            "cpu_ms_per_node": round(cpu_s * 1000 / nodes, 4),
+            "peak_bytes_per_node": round((peak - base_rss) / nodes, 1),
+        }
+    )
     sys.stdout.write(json.dumps(result) + "\n")
 
 

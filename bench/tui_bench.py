@@ -28,7 +28,6 @@ from dhtscope.tui.source import DataSource, EventRow, NodeInfo
 from dhtscope.tui.sources.replay import ReplaySource
 
 
-
 class SyntheticSource(DataSource):
     """A live source whose events come from the benchmark at a set rate."""
 
@@ -92,9 +91,12 @@ def _summary(values: list[float]) -> dict[str, float]:
     if not values:
         return {"median_ms": float("nan"), "p95_ms": float("nan"), "max_ms": float("nan"), "n": 0}
     ordered = sorted(values)
-    return {"median_ms": round(statistics.median(ordered), 2),
-            "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)], 2), "max_ms": round(ordered[-1], 2),
-            "n": len(ordered)}
+    return {
+        "median_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)], 2),
+        "max_ms": round(ordered[-1], 2),
+        "n": len(ordered),
+    }
 
 
 async def live_load(rate: int, seconds: float) -> dict[str, Any]:
@@ -138,35 +140,69 @@ async def live_load(rate: int, seconds: float) -> dict[str, Any]:
         stop.set()
         await asyncio.gather(*tasks)
         backlog = len(source.inbox)
-    return {"offered_events_per_s": rate, "arrived_events_per_s": round(pushed / elapsed),
-            "ingested_events_per_s": round(ingested / elapsed), "backlog_at_end": backlog,
-            "key_press_latency": _summary(latencies), "event_loop_lag": _summary(lags),
-            "seconds": round(elapsed, 2)}
+    return {
+        "offered_events_per_s": rate,
+        "arrived_events_per_s": round(pushed / elapsed),
+        "ingested_events_per_s": round(ingested / elapsed),
+        "backlog_at_end": backlog,
+        "key_press_latency": _summary(latencies),
+        "event_loop_lag": _summary(lags),
+        "seconds": round(elapsed, 2),
+    }
 
 
 def write_recording(root: Path, events: int) -> float:
     """`events` events over 2 nodes x 2 connection ends + node traces, written by tracing.writer."""
     started = time.perf_counter()
     odcids = ["c0ffee0000000001", "c0ffee0000000002"]
-    write_manifest(root, [{"name": n, "id": None, "address": f"127.0.0.1:{4500 + i}", "role": "node", "dir": n}
-                          for i, n in enumerate(("alpha", "beta"))], "bench")
+    write_manifest(
+        root,
+        [
+            {"name": n, "id": None, "address": f"127.0.0.1:{4500 + i}", "role": "node", "dir": n}
+            for i, n in enumerate(("alpha", "beta"))
+        ],
+        "bench",
+    )
     traces = []
     for name in ("alpha", "beta"):
-        node = NodeTrace(root / name, name, {"name": name, "id": None, "address": None, "role": "node", "dir": name},
-                         flush_interval_s=3600)
-        node.log("dht:node_started", {"node_id": ("ab" if name == "alpha" else "cd") * 32, "address": "127.0.0.1:1",
-                                      "role": "node", "scenario": []})
+        node = NodeTrace(
+            root / name,
+            name,
+            {"name": name, "id": None, "address": None, "role": "node", "dir": name},
+            flush_interval_s=3600,
+        )
+        node.log(
+            "dht:node_started",
+            {
+                "node_id": ("ab" if name == "alpha" else "cd") * 32,
+                "address": "127.0.0.1:1",
+                "role": "node",
+                "scenario": [],
+            },
+        )
         node.close()
         for odcid in odcids:
-            traces.append(LiveTrace(root / name, name, is_client=name == "alpha", odcid=bytes.fromhex(odcid),
-                                    flush_interval_s=3600))
+            traces.append(
+                LiveTrace(
+                    root / name, name, is_client=name == "alpha", odcid=bytes.fromhex(odcid), flush_interval_s=3600
+                )
+            )
     per = events // len(traces)
-    for k, trace in enumerate(traces):
+    for trace in traces:
         for i in range(per):
             sid = (i // 5) * 4
             if i % 5 == 0:
-                trace.log("quic:stream_data_moved", {"stream_id": sid, "offset": 0, "length": 40, "fin": True,
-                                                     "from": "application", "to": "transport"})
+                trace.log(
+                    "quic:stream_data_moved",
+                    {
+                        "stream_id": sid,
+                        "offset": 0,
+                        "length": 40,
+                        "fin": True,
+                        "from": "application",
+                        "to": "transport",
+                    },
+                )
             else:
                 trace.log("dht:rpc_sent", {"stream_id": sid, "type": "PING", "request_id": i, "peer_id": "ab" * 32})
         trace.close()
@@ -223,12 +259,18 @@ async def replay_first_screen(path: Path) -> dict[str, Any]:
         await lag_task
         total = source.state.total
         children = list(getattr(source, "child_pids", []))
-    return {"events": total, "first_screen_s": round(first_screen, 3),
-            "index_complete_s": round(marks["indexed"], 2), "analysis_complete_s": round(marks["analysed"], 2),
-            "key_press_latency_while_indexing": _summary(phases["indexing"]),
-            "key_press_latency_while_analysing": _summary(phases["analysing"]),
-            "key_press_latency_after": _summary(phases["after"]), "event_loop_lag": _summary(lags),
-            "app_process_cpu_s": round(time.process_time() - cpu0, 1), "child_processes": len(children)}
+    return {
+        "events": total,
+        "first_screen_s": round(first_screen, 3),
+        "index_complete_s": round(marks["indexed"], 2),
+        "analysis_complete_s": round(marks["analysed"], 2),
+        "key_press_latency_while_indexing": _summary(phases["indexing"]),
+        "key_press_latency_while_analysing": _summary(phases["analysing"]),
+        "key_press_latency_after": _summary(phases["after"]),
+        "event_loop_lag": _summary(lags),
+        "app_process_cpu_s": round(time.process_time() - cpu0, 1),
+        "child_processes": len(children),
+    }
 
 
 def index_in_process(path: Path) -> float:
@@ -252,32 +294,49 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="dhtscope-tui-bench-"))
     try:
         write_s = write_recording(tmp / "rec", args.events)
-        results["replay"] = {"write_s": round(write_s, 1), **asyncio.run(replay_first_screen(tmp / "rec")),
-                             "index_in_process_s": round(index_in_process(tmp / "rec"), 2)}
+        results["replay"] = {
+            "write_s": round(write_s, 1),
+            **asyncio.run(replay_first_screen(tmp / "rec")),
+            "index_in_process_s": round(index_in_process(tmp / "rec"), 2),
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     live, replay = results["live"], results["replay"]
-    print(f"live load: {live['offered_events_per_s']:,} events/s offered, {live['arrived_events_per_s']:,}/s arrived, "
-          f"{live['ingested_events_per_s']:,}/s ingested, backlog at end {live['backlog_at_end']:,}")
+    print(
+        f"live load: {live['offered_events_per_s']:,} events/s offered, {live['arrived_events_per_s']:,}/s arrived, "
+        f"{live['ingested_events_per_s']:,}/s ingested, backlog at end {live['backlog_at_end']:,}"
+    )
     k = live["key_press_latency"]
     print(f"  key-press latency under load: median {k['median_ms']} ms, p95 {k['p95_ms']} ms, max {k['max_ms']} ms")
     lag = live["event_loop_lag"]
     print(f"  event-loop lag: median {lag['median_ms']} ms, p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms")
     r = replay
-    print(f"replay of {r['events']:,} events (written in {r['write_s']} s): first screen {r['first_screen_s']} s, "
-          f"index complete {r['index_complete_s']} s, analysis complete {r['analysis_complete_s']} s")
-    print(f"  work in {r['child_processes']} child process(es); the app's own process used {r['app_process_cpu_s']} s "
-          f"of CPU; open_now() in-process index alone: {r['index_in_process_s']} s")
-    for phase, name in (("while indexing", "while_indexing"), ("while analysing", "while_analysing"),
-                        ("after both", "after")):
+    print(
+        f"replay of {r['events']:,} events (written in {r['write_s']} s): first screen {r['first_screen_s']} s, "
+        f"index complete {r['index_complete_s']} s, analysis complete {r['analysis_complete_s']} s"
+    )
+    print(
+        f"  work in {r['child_processes']} child process(es); the app's own process used {r['app_process_cpu_s']} s "
+        f"of CPU; open_now() in-process index alone: {r['index_in_process_s']} s"
+    )
+    for phase, name in (
+        ("while indexing", "while_indexing"),
+        ("while analysing", "while_analysing"),
+        ("after both", "after"),
+    ):
         k = r["key_press_latency_" + name]
-        print(f"  key-press latency {phase}: median {k['median_ms']} ms, p95 {k['p95_ms']} ms, max {k['max_ms']} ms "
-              f"({k['n']} keys)")
+        print(
+            f"  key-press latency {phase}: median {k['median_ms']} ms, p95 {k['p95_ms']} ms, max {k['max_ms']} ms "
+            f"({k['n']} keys)"
+        )
     lag = r["event_loop_lag"]
-    print(f"  event-loop lag over the replay: median {lag['median_ms']} ms, p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms")
+    print(
+        f"  event-loop lag over the replay: median {lag['median_ms']} ms, "
+        f"p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms"
+    )
     return 0
 
 

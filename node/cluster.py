@@ -9,17 +9,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from .transport import STREAM_LIMIT_SCENARIO_STREAMS
 
 SERVICE = "calculator"
 CHECK_TIMEOUT_S = 60.0
 STOP_GRACE_S = 3.0
-SCENARIO_REQUEST_TIMEOUT_S = 2.0   # faults show within seconds, not the default 5 s per attempt
+SCENARIO_REQUEST_TIMEOUT_S = 2.0  # faults show within seconds, not the default 5 s per attempt
 SCENARIO_TIMEOUT_S = {"healthy": 30.0, "loss": 30.0, "stream-limit": 45.0}
-FAULT_SCENARIO_TIMEOUT_S = 15.0    # no-accept, alpn-mismatch, stall: discovery cannot succeed
+FAULT_SCENARIO_TIMEOUT_S = 15.0  # no-accept, alpn-mismatch, stall: discovery cannot succeed
 STREAM_LIMIT_PINGS = STREAM_LIMIT_SCENARIO_STREAMS + 12  # more requests to the registry than it grants streams
 
 
@@ -32,7 +33,7 @@ class Member:
     process: subprocess.Popen[str] | None = None
     buffer: str = ""
     control: str | None = None
-    log_path: str | None = None    # output goes to this file instead of a pipe (see Cluster log_dir)
+    log_path: str | None = None  # output goes to this file instead of a pipe (see Cluster log_dir)
     log_offset: int = 0
 
 
@@ -49,17 +50,45 @@ class ClusterPlan:
     def build(self) -> list[Member]:
         registry = f"{self.host}:{self.base_port}"
         common = ["--json-lines"]
-        members = [Member("registry", "registry", self.base_port,
-                          ["--listen", registry, "--role", "registry", "--scenario", self.scenario])]
+        members = [
+            Member(
+                "registry",
+                "registry",
+                self.base_port,
+                ["--listen", registry, "--role", "registry", "--scenario", self.scenario],
+            )
+        ]
         for i in range(1, self.providers + 1):
             port = self.base_port + i
             endpoint = f"{self.host}:{9000 + i}"
-            members.append(Member(f"provider{i}", "provider", port, [
-                "--listen", f"{self.host}:{port}", "--bootstrap", registry, "--role", "provider",
-                "--advertise", f"{SERVICE}={endpoint}"]))
+            members.append(
+                Member(
+                    f"provider{i}",
+                    "provider",
+                    port,
+                    [
+                        "--listen",
+                        f"{self.host}:{port}",
+                        "--bootstrap",
+                        registry,
+                        "--role",
+                        "provider",
+                        "--advertise",
+                        f"{SERVICE}={endpoint}",
+                    ],
+                )
+            )
         client_port = self.base_port + self.providers + 1
-        client = ["--listen", f"{self.host}:{client_port}", "--bootstrap", registry, "--role", "client",
-                  "--discover", SERVICE]
+        client = [
+            "--listen",
+            f"{self.host}:{client_port}",
+            "--bootstrap",
+            registry,
+            "--role",
+            "client",
+            "--discover",
+            SERVICE,
+        ]
         if self.scenario == "stream-limit":
             # One stream per PING on one connection: the registry's unfinished streams
             # pile up until the credit the registry gives (STREAM_LIMIT_SCENARIO_STREAMS) is gone.
@@ -125,8 +154,9 @@ class Cluster:
             os.makedirs(self.plan.record_dir, exist_ok=True)
             from .recording import write_cluster_manifest
 
-            write_cluster_manifest(self.plan.record_dir, [(m.name, m.role, f"{self.plan.host}:{m.port}")
-                                                         for m in self.members])
+            write_cluster_manifest(
+                self.plan.record_dir, [(m.name, m.role, f"{self.plan.host}:{m.port}") for m in self.members]
+            )
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
         for m in self.members:
@@ -135,14 +165,22 @@ class Cluster:
                 with open(m.log_path, "w") as log:
                     m.process = subprocess.Popen(
                         [self.python, "-m", "dhtscope.tui.cli", "node", *m.args],
-                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                        text=True, env=env, preexec_fn=_die_with_parent,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        text=True,
+                        env=env,
+                        preexec_fn=_die_with_parent,
                     )
                 continue
             m.process = subprocess.Popen(
                 [self.python, "-m", "dhtscope.tui.cli", "node", *m.args],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                text=True, env=env, preexec_fn=_die_with_parent,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=env,
+                preexec_fn=_die_with_parent,
             )
             os.set_blocking(m.process.stdout.fileno(), False)  # type: ignore[union-attr]
 
@@ -212,8 +250,12 @@ class Cluster:
                 p.stdout.close()
 
 
-def run_check(plan: ClusterPlan, out: TextIO, timeout_s: float = CHECK_TIMEOUT_S,
-              echo: Callable[[dict[str, Any]], None] | None = None) -> int:
+def run_check(
+    plan: ClusterPlan,
+    out: TextIO,
+    timeout_s: float = CHECK_TIMEOUT_S,
+    echo: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
     """Run the cluster until the client discovers every provider (exit 0) or time runs out (exit 1)."""
     cluster = Cluster(plan)
     started = time.monotonic()
@@ -237,11 +279,14 @@ def run_check(plan: ClusterPlan, out: TextIO, timeout_s: float = CHECK_TIMEOUT_S
             dead = [m for m in cluster.exited() if m.process and m.process.returncode not in (0, None)]
             if dead:
                 for m in dead:
-                    failures.append(f"{m.name} exited with code {m.process.returncode}: "  # type: ignore[union-attr]
-                                    f"{m.buffer.strip()[-300:]}")
+                    failures.append(
+                        f"{m.name} exited with code {m.process.returncode}: "  # type: ignore[union-attr]
+                        f"{m.buffer.strip()[-300:]}"
+                    )
                 break
-        out.write(f"discovered {best}/{want} providers of {SERVICE}: gave up after "
-                  f"{time.monotonic() - started:.1f} s\n")
+        out.write(
+            f"discovered {best}/{want} providers of {SERVICE}: gave up after {time.monotonic() - started:.1f} s\n"
+        )
         for line in failures[-5:]:
             out.write(f"  {line}\n")
         return 1
@@ -249,8 +294,12 @@ def run_check(plan: ClusterPlan, out: TextIO, timeout_s: float = CHECK_TIMEOUT_S
         cluster.stop()
 
 
-def run_foreground(plan: ClusterPlan, out: TextIO, until: Callable[[dict[str, Any]], bool] | None = None,
-                   timeout_s: float | None = None) -> int:
+def run_foreground(
+    plan: ClusterPlan,
+    out: TextIO,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+    timeout_s: float | None = None,
+) -> int:
     """Run the cluster printing what every node does, until Ctrl-C, `until(event)` or the timeout."""
     cluster = Cluster(plan)
     started = time.monotonic()
@@ -308,8 +357,10 @@ def run_scenario(plan: ClusterPlan, out: TextIO, timeout_s: float | None = None)
                 return 1
         elapsed = time.monotonic() - started
         verdict = outcome or f"gave up after {elapsed:.1f} s"
-        out.write(f"scenario {plan.scenario}: client discovered {best}/{plan.providers} providers of "
-                  f"{SERVICE}; discovery {verdict}\n")
+        out.write(
+            f"scenario {plan.scenario}: client discovered {best}/{plan.providers} providers of "
+            f"{SERVICE}; discovery {verdict}\n"
+        )
         if plan.record_dir:
             out.write(f"recording in {plan.record_dir}: run `dhtscope diagnose {plan.record_dir}`\n")
         return 0

@@ -36,9 +36,10 @@ import socket
 import stat
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, AsyncIterator, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .ids import Contact, NodeId
 from .node import Node, NodeError, parse_address, record_view
@@ -48,16 +49,16 @@ from .transport import SCENARIOS, Conn, Faults, TransportError
 log = logging.getLogger("dhtscope.control")
 
 CONTROL_PROTOCOL_VERSION = 1
-MAX_CONTROL_LINE_BYTES = 64 * 1024        # one request line; longer: error reply, connection closed
+MAX_CONTROL_LINE_BYTES = 64 * 1024  # one request line; longer: error reply, connection closed
 MAX_CONTROL_REPLY_BYTES = 64 * 1024 * 1024  # one reply line the client accepts (snapshots can be big)
-MAX_CONTROL_CLIENTS = 16                  # connections served at once; more are told so and closed
-MAX_PROBES_PER_CLIENT = 8                 # probes running at once on one connection
-SUBSCRIPTION_QUEUE_EVENTS = 10_000        # events buffered per subscriber; the oldest go first
-CLIENT_EVENT_BUFFER = 10_000              # events a ControlClient holds for a slow reader
-HELLO_TIMEOUT_S = 10.0                    # a TCP client must authenticate within this
-SEND_TIMEOUT_S = 10.0                     # a client that does not read for this long is dropped
+MAX_CONTROL_CLIENTS = 16  # connections served at once; more are told so and closed
+MAX_PROBES_PER_CLIENT = 8  # probes running at once on one connection
+SUBSCRIPTION_QUEUE_EVENTS = 10_000  # events buffered per subscriber; the oldest go first
+CLIENT_EVENT_BUFFER = 10_000  # events a ControlClient holds for a slow reader
+HELLO_TIMEOUT_S = 10.0  # a TCP client must authenticate within this
+SEND_TIMEOUT_S = 10.0  # a client that does not read for this long is dropped
 CONNECT_TIMEOUT_S = 5.0
-UNIX_PATH_MAX_BYTES = 107                 # sun_path is 108 bytes on Linux, with the NUL
+UNIX_PATH_MAX_BYTES = 107  # sun_path is 108 bytes on Linux, with the NUL
 
 PROBE_KINDS = {"ping": 1, "find_node": 1, "find_value": 1, "discover": 1, "store": 2, "advertise": 2}
 REFUSED = "refused: wrong control token"
@@ -80,7 +81,7 @@ class _BadRequest(Exception):
 class ControlTarget:
     """Where a control endpoint is: a unix socket path, or a TCP host and port."""
 
-    kind: str                 # "unix" or "tcp"
+    kind: str  # "unix" or "tcp"
     path: str | None = None
     host: str | None = None
     port: int | None = None
@@ -132,7 +133,7 @@ class _DropOldest(Generic[T]):
     def __init__(self, maxlen: int) -> None:
         self.maxlen = maxlen
         self._items: deque[T] = deque()
-        self._dropped = 0          # not yet reported
+        self._dropped = 0  # not yet reported
         self.total_dropped = 0
         self._wake = asyncio.Event()
         self.closed = False
@@ -177,11 +178,20 @@ class _DropOldest(Generic[T]):
 def lookup_view(result: Any) -> dict[str, Any]:
     """A LookupResult as plain data: rounds, messages, every hop, the closest nodes."""
     return {
-        "rounds": result.rounds, "messages": result.messages,
-        "hops": [{"round": h.round, "node": h.contact.node_id.hex(), "address": h.contact.address,
-                  "rtt_ms": round(h.rtt_s * 1000, 3) if h.rtt_s is not None else None,
-                  "returned": len(h.returned), "values": h.values, "error": h.error}
-                 for h in result.hops],
+        "rounds": result.rounds,
+        "messages": result.messages,
+        "hops": [
+            {
+                "round": h.round,
+                "node": h.contact.node_id.hex(),
+                "address": h.contact.address,
+                "rtt_ms": round(h.rtt_s * 1000, 3) if h.rtt_s is not None else None,
+                "returned": len(h.returned),
+                "values": h.values,
+                "error": h.error,
+            }
+            for h in result.hops
+        ],
         "closest": [{"node": c.node_id.hex(), "address": c.address} for c in result.closest],
     }
 
@@ -220,18 +230,32 @@ async def run_probe(node: Node, kind: str, args: list[str]) -> dict[str, Any]:
         key = NodeId.parse(args[0])
         result = await node.find_value(key, quorum=None)
         records = [record_view(r, node.clock()) for r in result.values]
-        return {"op": op, "kind": kind, "key": key.hex(), "name": args[0], **lookup_view(result),
-                "records": records, "ok": bool(records)}
+        return {
+            "op": op,
+            "kind": kind,
+            "key": key.hex(),
+            "name": args[0],
+            **lookup_view(result),
+            "records": records,
+            "ok": bool(records),
+        }
     # store and advertise: a signed record under the key (a name is hashed), republished while we run
     key_text, value = args
     key = NodeId.parse(key_text)
     name = key_text if key.hex() != key_text.lower() else None
     report = await node.store(key, value.encode("utf-8"), name=name)
-    return {"op": op, "kind": kind, "key": key.hex(), "name": name, "value": value,
-            **(lookup_view(report.lookup) if report.lookup else {}),
-            "replicas": report.replicas, "targets": len(report.targets),
-            "refused": [{"node": c.node_id.hex(), "reason": r} for c, r in report.refused],
-            "ok": report.replicas > 0}
+    return {
+        "op": op,
+        "kind": kind,
+        "key": key.hex(),
+        "name": name,
+        "value": value,
+        **(lookup_view(report.lookup) if report.lookup else {}),
+        "replicas": report.replicas,
+        "targets": len(report.targets),
+        "refused": [{"node": c.node_id.hex(), "reason": r} for c, r in report.refused],
+        "ok": report.replicas > 0,
+    }
 
 
 def _version() -> str:
@@ -255,11 +279,15 @@ class ControlServer:
         self.node = node
         self.target = parse_control_target(target)
         if self.target.kind == "tcp" and not token:
-            raise ControlError(f"control endpoint {self.target.description} is TCP and needs a token "
-                               "(--control-token); without one anyone who reaches the port controls the node")
+            raise ControlError(
+                f"control endpoint {self.target.description} is TCP and needs a token "
+                "(--control-token); without one anyone who reaches the port controls the node"
+            )
         if self.target.kind == "unix" and len(os.fsencode(self.target.path or "")) > UNIX_PATH_MAX_BYTES:
-            raise ControlError(f"control socket path {self.target.path!r} is longer than "
-                               f"{UNIX_PATH_MAX_BYTES} bytes; choose a shorter path")
+            raise ControlError(
+                f"control socket path {self.target.path!r} is longer than "
+                f"{UNIX_PATH_MAX_BYTES} bytes; choose a shorter path"
+            )
         self.token = token
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[_Session] = set()
@@ -275,10 +303,10 @@ class ControlServer:
         if self.target.kind == "tcp":
             try:
                 self._server = await asyncio.start_server(
-                    self._on_client, self.target.host, self.target.port, limit=MAX_CONTROL_LINE_BYTES)
+                    self._on_client, self.target.host, self.target.port, limit=MAX_CONTROL_LINE_BYTES
+                )
             except OSError as exc:
-                raise ControlError(f"cannot listen for control on {self.description}: "
-                                   f"{exc.strerror or exc}") from None
+                raise ControlError(f"cannot listen for control on {self.description}: {exc.strerror or exc}") from None
             host, port = self._server.sockets[0].getsockname()[:2]
             self.description = ControlTarget("tcp", host=host, port=port).description
             return
@@ -287,8 +315,7 @@ class ControlServer:
         sock = self._bind_unix(path)
         self._path = os.path.abspath(path)
         try:
-            self._server = await asyncio.start_unix_server(self._on_client, sock=sock,
-                                                           limit=MAX_CONTROL_LINE_BYTES)
+            self._server = await asyncio.start_unix_server(self._on_client, sock=sock, limit=MAX_CONTROL_LINE_BYTES)
         except BaseException:
             sock.close()
             await self.close()  # removes the socket file we just made
@@ -342,8 +369,11 @@ class ControlServer:
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._sessions) >= MAX_CONTROL_CLIENTS:
             with contextlib.suppress(Exception):
-                writer.write(_line({"id": None, "ok": False,
-                                    "error": f"too many control clients (at most {MAX_CONTROL_CLIENTS})"}))
+                writer.write(
+                    _line(
+                        {"id": None, "ok": False, "error": f"too many control clients (at most {MAX_CONTROL_CLIENTS})"}
+                    )
+                )
                 await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
             writer.close()
             return
@@ -394,8 +424,9 @@ def _remove_stale_socket(path: str) -> None:
 class _Session:
     """One control connection: reads requests, writes replies and (if subscribed) events."""
 
-    def __init__(self, server: ControlServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 needs_token: bool) -> None:
+    def __init__(
+        self, server: ControlServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, needs_token: bool
+    ) -> None:
         self.server = server
         self.node = server.node
         self.reader = reader
@@ -425,11 +456,16 @@ class _Session:
                 except asyncio.IncompleteReadError:
                     return  # the client went away (a partial last line is not a request)
                 except asyncio.LimitOverrunError:
-                    await self.send({"id": None, "ok": False,
-                                     "error": f"request line longer than {MAX_CONTROL_LINE_BYTES} bytes; "
-                                              "closing this connection"})
+                    await self.send(
+                        {
+                            "id": None,
+                            "ok": False,
+                            "error": f"request line longer than {MAX_CONTROL_LINE_BYTES} bytes; "
+                            "closing this connection",
+                        }
+                    )
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self.send({"id": None, "ok": False, "error": "no hello with a token in time; closing"})
                     return
                 except (ConnectionError, OSError):
@@ -450,8 +486,11 @@ class _Session:
         rid = request.get("id") if isinstance(request, dict) else None
         if not self.authenticated:
             # Nothing is served before the token: not even an error saying what was wrong.
-            if isinstance(request, dict) and request.get("op") == "hello" and self.server.check_token(
-                    request.get("token")):
+            if (
+                isinstance(request, dict)
+                and request.get("op") == "hello"
+                and self.server.check_token(request.get("token"))
+            ):
                 self.authenticated = True
                 await self.send({"id": rid, "ok": True, "result": self._hello()})
             else:
@@ -478,8 +517,9 @@ class _Session:
             await self.send({"id": rid, "ok": True, "result": self.node.snapshot()})
         elif op == "subscribe":
             self._subscribe()
-            await self.send({"id": rid, "ok": True,
-                             "result": {"subscribed": True, "queue_events": SUBSCRIPTION_QUEUE_EVENTS}})
+            await self.send(
+                {"id": rid, "ok": True, "result": {"subscribed": True, "queue_events": SUBSCRIPTION_QUEUE_EVENTS}}
+            )
         elif op == "unsubscribe":
             await self._unsubscribe()
             await self.send({"id": rid, "ok": True, "result": {"subscribed": False}})
@@ -495,8 +535,15 @@ class _Session:
 
     def _hello(self) -> dict[str, Any]:
         node = self.node
-        return {"name": node.name, "id": node.id.hex(), "address": node.address, "role": node.role,
-                "version": _version(), "protocol": CONTROL_PROTOCOL_VERSION, "faults": node.faults.names()}
+        return {
+            "name": node.name,
+            "id": node.id.hex(),
+            "address": node.address,
+            "role": node.role,
+            "version": _version(),
+            "protocol": CONTROL_PROTOCOL_VERSION,
+            "faults": node.faults.names(),
+        }
 
     def _subscribe(self) -> None:
         if self._queue is not None:
@@ -525,8 +572,9 @@ class _Session:
             odcid = conn.odcid if conn is not None else None
         except Exception:
             odcid = None
-        queue.put({"name": name, "data": data, "time_ms": round(time.time() * 1000, 3),
-                   "conn": odcid, "node": self.node.name})
+        queue.put(
+            {"name": name, "data": data, "time_ms": round(time.time() * 1000, 3), "conn": odcid, "node": self.node.name}
+        )
 
     async def _pump_events(self, queue: _DropOldest[dict[str, Any]]) -> None:
         while not self._closing:
@@ -592,11 +640,15 @@ class _Session:
         faults.alpn = wanted.alpn
         notes = []
         if alpn_changed:
-            notes.append("ALPN applies to new connections only: open connections keep the ALPN they "
-                         "negotiated; peers already connected are unaffected until they reconnect")
+            notes.append(
+                "ALPN applies to new connections only: open connections keep the ALPN they "
+                "negotiated; peers already connected are unaffected until they reconnect"
+            )
         if credit_changed:
-            notes.append("stream credit applies to new connections only: open connections keep the "
-                         "credit granted in their handshake")
+            notes.append(
+                "stream credit applies to new connections only: open connections keep the "
+                "credit granted in their handshake"
+            )
         self.node.emit("dht:scenario_changed", {"scenario": name, "faults": faults.names(), "previous": previous})
         return {"scenario": name, "faults": faults.names(), "previous": previous, "notes": notes}
 
@@ -614,7 +666,7 @@ class _Session:
             try:
                 self.writer.write(data)
                 await asyncio.wait_for(self.writer.drain(), SEND_TIMEOUT_S)
-            except (ConnectionError, OSError, asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, ConnectionError, OSError, RuntimeError):
                 self._closing = True
                 self.writer.transport.abort()
 
@@ -648,8 +700,9 @@ class ControlClient:
         self._read_task = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, target: str, token: str | None = None,
-                      timeout_s: float = CONNECT_TIMEOUT_S) -> ControlClient:
+    async def connect(
+        cls, target: str, token: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> ControlClient:
         """Connect and say hello (with the token, if given); `client.hello` then names the node."""
         where = parse_control_target(target)
         try:
@@ -658,20 +711,21 @@ class ControlClient:
             else:
                 opening = asyncio.open_connection(where.host, where.port, limit=MAX_CONTROL_REPLY_BYTES)
             reader, writer = await asyncio.wait_for(opening, timeout_s)
-        except asyncio.TimeoutError:
-            raise ControlError(f"cannot reach control endpoint {where.description}: "
-                               f"no answer within {timeout_s:g} s") from None
+        except TimeoutError:
+            raise ControlError(
+                f"cannot reach control endpoint {where.description}: no answer within {timeout_s:g} s"
+            ) from None
         except OSError as exc:
-            raise ControlError(f"cannot reach control endpoint {where.description}: "
-                               f"{exc.strerror or exc}") from None
+            raise ControlError(f"cannot reach control endpoint {where.description}: {exc.strerror or exc}") from None
         client = cls(where, reader, writer)
         fields: dict[str, Any] = {"token": token} if token is not None else {}
         try:
             client.hello = await asyncio.wait_for(client.request("hello", **fields), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await client.close()
-            raise ControlError(f"control endpoint {where.description} did not answer hello "
-                               f"within {timeout_s:g} s") from None
+            raise ControlError(
+                f"control endpoint {where.description} did not answer hello within {timeout_s:g} s"
+            ) from None
         except ControlError:
             await client.close()
             raise
@@ -708,8 +762,13 @@ class ControlClient:
         while True:
             dropped, event = await self._events.get()
             if dropped:
-                yield {"name": "control:dropped", "data": {"count": dropped}, "time_ms": time.time() * 1000,
-                       "conn": None, "node": self.hello.get("name")}
+                yield {
+                    "name": "control:dropped",
+                    "data": {"count": dropped},
+                    "time_ms": time.time() * 1000,
+                    "conn": None,
+                    "node": self.hello.get("name"),
+                }
             elif event is not None:
                 yield event
             else:

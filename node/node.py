@@ -7,15 +7,15 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .constants import (
     ALPHA,
     BUCKET_REFRESH_S,
     CONNECT_TIMEOUT_S,
     FIND_VALUE_QUORUM,
-    K,
     MAINTENANCE_INTERVAL_S,
     MAX_DATAGRAM_BYTES,
     MAX_RECORDS_PER_MESSAGE,
@@ -24,6 +24,7 @@ from .constants import (
     RECORD_TTL_S,
     REQUEST_TIMEOUT_S,
     STREAM_CREDIT_WAIT_S,
+    K,
 )
 from .ids import Contact, NodeId
 from .keys import Identity
@@ -136,8 +137,9 @@ class Node:
         # to a routing table where it would linger after the process is gone.
         self.client_mode = client_mode
         if not MIN_DATAGRAM_BYTES <= max_datagram_bytes <= MAX_UDP_PAYLOAD_BYTES:
-            raise ValueError(f"max_datagram_bytes must be {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES}, "
-                             f"got {max_datagram_bytes}")
+            raise ValueError(
+                f"max_datagram_bytes must be {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES}, got {max_datagram_bytes}"
+            )
         self.max_datagram_bytes = max_datagram_bytes
         self.request_timeout_s = request_timeout_s
         self.maintenance_interval_s = maintenance_interval_s
@@ -172,8 +174,13 @@ class Node:
         quic_logger = self.recorder.quic_logger() if self.recorder is not None else None
 
         def make_endpoint(owner: RpcEndpoint) -> Endpoint:
-            return Endpoint(self.identity, owner, faults=self.faults, quic_logger=quic_logger,
-                            max_datagram_bytes=self.max_datagram_bytes)
+            return Endpoint(
+                self.identity,
+                owner,
+                faults=self.faults,
+                quic_logger=quic_logger,
+                max_datagram_bytes=self.max_datagram_bytes,
+            )
 
         self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults)
         self.rpc.endpoint.event_sink = self._connection_event
@@ -184,10 +191,16 @@ class Node:
             raise NodeError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = port
         self.started_at = self.clock()
-        self.emit("dht:node_started", {
-            "node_id": self.id.hex(), "address": self.address, "role": self.role,
-            "name": self.name, "scenario": self.faults.names(),
-        })
+        self.emit(
+            "dht:node_started",
+            {
+                "node_id": self.id.hex(),
+                "address": self.address,
+                "role": self.role,
+                "name": self.name,
+                "scenario": self.faults.names(),
+            },
+        )
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def stop(self) -> None:
@@ -240,8 +253,11 @@ class Node:
                 self.stats.identity_mismatches += 1
                 claimed = request.sender.node_id.short()
                 actual = conn.peer_id.short() if conn.peer_id else "no key"
-                return Error(request.request_id, code=ErrorCode.IDENTITY_MISMATCH,
-                             reason=f"claimed id {claimed} is not SHA-256 of your TLS key ({actual})")
+                return Error(
+                    request.request_id,
+                    code=ErrorCode.IDENTITY_MISMATCH,
+                    reason=f"claimed id {claimed} is not SHA-256 of your TLS key ({actual})",
+                )
             conn.peer_port = request.sender.port
             self._saw(contact)
         now = self.clock()
@@ -251,8 +267,11 @@ class Node:
         if isinstance(request, FindNode):
             return Nodes(rid, contacts=tuple(self.routing.closest(request.target, K, exclude=conn.peer_id)))
         if isinstance(request, FindValue):
-            return Value(rid, records=tuple(self.store_.get(request.key, now)[:MAX_RECORDS_PER_MESSAGE]),
-                         contacts=tuple(self.routing.closest(request.key, K, exclude=conn.peer_id)))
+            return Value(
+                rid,
+                records=tuple(self.store_.get(request.key, now)[:MAX_RECORDS_PER_MESSAGE]),
+                contacts=tuple(self.routing.closest(request.key, K, exclude=conn.peer_id)),
+            )
         if isinstance(request, Store):
             results = []
             for record in request.records:
@@ -262,12 +281,22 @@ class Node:
 
     def _accept_record(self, record: Record, now: float, from_peer: NodeId | None) -> tuple[bool, str]:
         outcome = self.store_.put(record, now, from_peer=from_peer)
-        base = {"key": record.key.hex(), "publisher": record.publisher.hex(),
-                "from_peer": from_peer.hex() if from_peer else None}
+        base = {
+            "key": record.key.hex(),
+            "publisher": record.publisher.hex(),
+            "from_peer": from_peer.hex() if from_peer else None,
+        }
         if outcome.accepted:
-            self.emit("dht:record_stored", {**base, "seq": record.seq, "action": outcome.action,
-                                            "expires_at_ms": round(record.expires_at * 1000),
-                                            "name": record.name})
+            self.emit(
+                "dht:record_stored",
+                {
+                    **base,
+                    "seq": record.seq,
+                    "action": outcome.action,
+                    "expires_at_ms": round(record.expires_at * 1000),
+                    "name": record.name,
+                },
+            )
         else:
             self.emit("dht:record_refused", {**base, "reason": outcome.reason})
         return outcome.accepted, outcome.action if outcome.accepted else outcome.reason
@@ -286,15 +315,25 @@ class Node:
     def _log_change(self, change: RoutingChange | None) -> None:
         if change is None or change.action in ("updated", "ignored"):
             return
-        self.emit("dht:routing_updated", {
-            "action": change.action, "peer_id": change.contact.node_id.hex(),
-            "address": change.contact.address, "bucket": change.bucket,
-        })
+        self.emit(
+            "dht:routing_updated",
+            {
+                "action": change.action,
+                "peer_id": change.contact.node_id.hex(),
+                "address": change.contact.address,
+                "bucket": change.bucket,
+            },
+        )
         if change.promoted is not None:
-            self.emit("dht:routing_updated", {
-                "action": "added", "peer_id": change.promoted.node_id.hex(),
-                "address": change.promoted.address, "bucket": change.bucket,
-            })
+            self.emit(
+                "dht:routing_updated",
+                {
+                    "action": "added",
+                    "peer_id": change.promoted.node_id.hex(),
+                    "address": change.promoted.address,
+                    "bucket": change.bucket,
+                },
+            )
 
     async def _check_oldest(self, oldest: Contact) -> None:
         """A full bucket met a newcomer: the oldest contact keeps its place only if it still answers."""
@@ -324,9 +363,13 @@ class Node:
             addr, expected = target, None
         try:
             conn = await rpc.connection_to(addr, expected, min(CONNECT_TIMEOUT_S, self.request_timeout_s))
-            response, rtt = await rpc.request(conn, message, self.request_timeout_s,
-                                              min(STREAM_CREDIT_WAIT_S, 3 * self.request_timeout_s),
-                                              sender=self._sender())
+            response, rtt = await rpc.request(
+                conn,
+                message,
+                self.request_timeout_s,
+                min(STREAM_CREDIT_WAIT_S, 3 * self.request_timeout_s),
+                sender=self._sender(),
+            )
         except RemoteError:
             raise
         except (RpcError, TransportError) as exc:
@@ -406,12 +449,28 @@ class Node:
         seeds = self.routing.closest(target, K)
         if not seeds:
             self.emit("dht:lookup_started", {"lookup_id": lookup_id, "kind": kind, "target": target.hex()})
-            self.emit("dht:lookup_finished", {"lookup_id": lookup_id, "rounds": 0, "messages": 0,
-                                              "found": False, "values": 0, "closest": [],
-                                              "error": "routing table is empty"})
+            self.emit(
+                "dht:lookup_finished",
+                {
+                    "lookup_id": lookup_id,
+                    "rounds": 0,
+                    "messages": 0,
+                    "found": False,
+                    "values": 0,
+                    "closest": [],
+                    "error": "routing table is empty",
+                },
+            )
             raise NodeError("routing table is empty: bootstrap from a known node first (--bootstrap HOST:PORT)")
-        lookup = Lookup(target, seeds, kind, now, self_id=self.id, value_quorum=quorum,
-                        value_key=lambda r: (r.publisher.value, r.seq))
+        lookup = Lookup(
+            target,
+            seeds,
+            kind,
+            now,
+            self_id=self.id,
+            value_quorum=quorum,
+            value_key=lambda r: (r.publisher.value, r.seq),
+        )
         traced = self.traced
         if traced:
             self.emit("dht:lookup_started", {"lookup_id": lookup_id, "kind": kind, "target": target.hex()})
@@ -420,8 +479,11 @@ class Node:
         try:
             while not lookup.done:
                 for contact in lookup.next_queries(self.clock()):
-                    message: Message = (FindValue(rpc.next_request_id(), key=target) if kind == "find_value"
-                                        else FindNode(rpc.next_request_id(), target=target))
+                    message: Message = (
+                        FindValue(rpc.next_request_id(), key=target)
+                        if kind == "find_value"
+                        else FindNode(rpc.next_request_id(), target=target)
+                    )
                     pending[asyncio.create_task(self._call(contact, message))] = contact
                 if not pending:
                     break
@@ -439,11 +501,18 @@ class Node:
         result = _replace_values(result, _latest_per_publisher(values))
         if traced:
             self._log_hops(lookup_id, result.hops, logged)
-            self.emit("dht:lookup_finished", {
-                "lookup_id": lookup_id, "kind": kind, "rounds": result.rounds, "messages": result.messages,
-                "found": result.found, "values": len(result.values),
-                "closest": [c.node_id.hex() for c in result.closest],
-            })
+            self.emit(
+                "dht:lookup_finished",
+                {
+                    "lookup_id": lookup_id,
+                    "kind": kind,
+                    "rounds": result.rounds,
+                    "messages": result.messages,
+                    "found": result.found,
+                    "values": len(result.values),
+                    "closest": [c.node_id.hex() for c in result.closest],
+                },
+            )
         return result
 
     def _lookup_answer(self, lookup: Lookup, contact: Contact, task: asyncio.Task[Any]) -> None:
@@ -456,8 +525,9 @@ class Node:
         if isinstance(response, Nodes):
             lookup.on_response(contact, now, [c for c in response.contacts if c.node_id != self.id])
         elif isinstance(response, Value):
-            lookup.on_response(contact, now, [c for c in response.contacts if c.node_id != self.id],
-                               list(response.records))
+            lookup.on_response(
+                contact, now, [c for c in response.contacts if c.node_id != self.id], list(response.records)
+            )
         else:
             lookup.on_failure(contact, now, f"unexpected {response.TYPE.name}")
 
@@ -465,12 +535,19 @@ class Node:
         for hop in list(hops)[start:]:
             if hop.rtt_s is None and hop.error is None:
                 return start  # still in flight; log it once answered
-            self.emit("dht:lookup_round", {
-                "lookup_id": lookup_id, "round": hop.round, "peer_id": hop.contact.node_id.hex(),
-                "address": hop.contact.address,
-                "rtt_ms": round(hop.rtt_s * 1000, 3) if hop.rtt_s is not None else None,
-                "returned": [c.node_id.hex() for c in hop.returned], "values": hop.values, "error": hop.error,
-            })
+            self.emit(
+                "dht:lookup_round",
+                {
+                    "lookup_id": lookup_id,
+                    "round": hop.round,
+                    "peer_id": hop.contact.node_id.hex(),
+                    "address": hop.contact.address,
+                    "rtt_ms": round(hop.rtt_s * 1000, 3) if hop.rtt_s is not None else None,
+                    "returned": [c.node_id.hex() for c in hop.returned],
+                    "values": hop.values,
+                    "error": hop.error,
+                },
+            )
             start += 1
         return start
 
@@ -495,7 +572,8 @@ class Node:
         targets = list(lookup.closest[:K])
         stored_locally = False
         if not self.client_mode and (
-                len(targets) < K or record.key.distance(self.id) < record.key.distance(targets[-1].node_id)):
+            len(targets) < K or record.key.distance(self.id) < record.key.distance(targets[-1].node_id)
+        ):
             stored_locally = self.store_.put(record, self.clock(), from_peer=self.id).accepted
 
         async def one(contact: Contact) -> tuple[Contact, bool, str]:
@@ -512,10 +590,16 @@ class Node:
         accepted = tuple(c for c, ok, _ in outcomes if ok)
         refused = tuple((c, reason) for c, ok, reason in outcomes if not ok)
         report = StoreReport(record.key, tuple(targets), accepted, refused, stored_locally, lookup)
-        self.emit("dht:store_result", {
-            "key": record.key.hex(), "name": record.name, "replicas": report.replicas,
-            "targets": len(targets), "refused": [[c.node_id.hex(), r] for c, r in refused],
-        })
+        self.emit(
+            "dht:store_result",
+            {
+                "key": record.key.hex(),
+                "name": record.name,
+                "replicas": report.replicas,
+                "targets": len(targets),
+                "refused": [[c.node_id.hex(), r] for c, r in refused],
+            },
+        )
         return report
 
     async def advertise(self, service: str, endpoint: str) -> StoreReport:
@@ -542,8 +626,10 @@ class Node:
     async def _maintain_once(self) -> None:
         now = self.clock()
         for record in self.store_.expire(now):
-            self.emit("dht:record_expired", {"key": record.key.hex(), "publisher": record.publisher.hex(),
-                                             "name": record.name})
+            self.emit(
+                "dht:record_expired",
+                {"key": record.key.hex(), "publisher": record.publisher.hex(), "name": record.name},
+            )
         for record in self.advertisements.due(now):
             if len(self.routing) == 0:
                 break
@@ -565,35 +651,61 @@ class Node:
         rpc = self.rpc
         conns = rpc.connections() if rpc else []
         return {
-            "node": {"name": self.name, "id": self.id.hex(), "address": self.address, "role": self.role,
-                     "faults": self.faults.names(), "started_at": self.started_at,
-                     "contacts": len(self.routing), "records": len(self.store_)},
+            "node": {
+                "name": self.name,
+                "id": self.id.hex(),
+                "address": self.address,
+                "role": self.role,
+                "faults": self.faults.names(),
+                "started_at": self.started_at,
+                "contacts": len(self.routing),
+                "records": len(self.store_),
+            },
             "connections": [connection_view(c) for c in conns],
             "routing": [
-                {"index": b.index,
-                 "contacts": [{"id": e.contact.node_id.hex(), "address": e.contact.address,
-                               "last_seen": e.last_seen, "failures": e.failures} for e in b.contacts],
-                 "replacements": [{"id": e.contact.node_id.hex(), "address": e.contact.address,
-                                   "last_seen": e.last_seen} for e in b.replacements]}
+                {
+                    "index": b.index,
+                    "contacts": [
+                        {
+                            "id": e.contact.node_id.hex(),
+                            "address": e.contact.address,
+                            "last_seen": e.last_seen,
+                            "failures": e.failures,
+                        }
+                        for e in b.contacts
+                    ],
+                    "replacements": [
+                        {"id": e.contact.node_id.hex(), "address": e.contact.address, "last_seen": e.last_seen}
+                        for e in b.replacements
+                    ],
+                }
                 for b in self.routing.buckets()
             ],
             "records": [record_view(r, now) for r in self.store_.records(now)],
             "advertisements": [record_view(r, now) for r in self.advertisements.all()],
-            "stats": {"requests_handled": dict(self.stats.requests_handled), "lookups": self.stats.lookups,
-                      "identity_mismatches": self.stats.identity_mismatches},
+            "stats": {
+                "requests_handled": dict(self.stats.requests_handled),
+                "lookups": self.stats.lookups,
+                "identity_mismatches": self.stats.identity_mismatches,
+            },
         }
 
 
 def connection_view(conn: Conn) -> dict[str, Any]:
     state = conn.state
     return {
-        "odcid": conn.odcid, "role": conn.role, "peer_address": conn.addr_text,
-        "peer_id": conn.peer_id.hex() if conn.peer_id else None, "open": conn.is_open,
+        "odcid": conn.odcid,
+        "role": conn.role,
+        "peer_address": conn.addr_text,
+        "peer_id": conn.peer_id.hex() if conn.peer_id else None,
+        "open": conn.is_open,
         "rtt_ms": round(conn.rtt_s * 1000, 3) if conn.rtt_s is not None else None,
-        "bytes_sent": conn.bytes_sent, "bytes_received": conn.bytes_received,
+        "bytes_sent": conn.bytes_sent,
+        "bytes_received": conn.bytes_received,
         "streams_opened": conn.streams_opened,
         "streams_open": (len(state.outgoing) + len(state.incoming)) if state is not None else 0,
-        "close_reason": conn.close_reason or None, "close_trigger": conn.close_trigger,
+        "close_reason": conn.close_reason or None,
+        "close_trigger": conn.close_trigger,
     }
 
 
@@ -604,9 +716,13 @@ def record_view(record: Record, now: float) -> dict[str, Any]:
     except RecordError as exc:
         signature = str(exc)
     return {
-        "key": record.key.hex(), "name": record.name, "publisher": record.publisher.hex(),
-        "value": record.value.decode("utf-8", "replace"), "seq": record.seq,
-        "expires_at": record.expires_at, "expires_in_s": round(record.expires_at - now, 1),
+        "key": record.key.hex(),
+        "name": record.name,
+        "publisher": record.publisher.hex(),
+        "value": record.value.decode("utf-8", "replace"),
+        "seq": record.seq,
+        "expires_at": record.expires_at,
+        "expires_in_s": round(record.expires_at - now, 1),
         "signature": signature,
     }
 

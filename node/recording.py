@@ -27,12 +27,18 @@ def _safe_name(name: str) -> str:
 class NodeRecorder:
     """Everything one node records: `<dir>/<name>/node.sqlog`, one .sqlog per connection end, node.json."""
 
-    def __init__(self, recording_dir: str | os.PathLike[str], name: str, node_id: str, role: str,
-                 address: str | None = None) -> None:
+    def __init__(
+        self, recording_dir: str | os.PathLike[str], name: str, node_id: str, role: str, address: str | None = None
+    ) -> None:
         self.root = Path(recording_dir)
         self.dir = self.root / _safe_name(name)
-        self.entry: dict[str, Any] = {"name": name, "id": node_id, "address": address, "role": role,
-                                      "dir": self.dir.name}
+        self.entry: dict[str, Any] = {
+            "name": name,
+            "id": node_id,
+            "address": address,
+            "role": role,
+            "dir": self.dir.name,
+        }
         self._quic = LiveQuicLogger(self.dir, name, flush_interval_s=FLUSH_INTERVAL_S)
         self._node = NodeTrace(self.dir, name, self.entry, flush_interval_s=FLUSH_INTERVAL_S)
         if not (self.root / "manifest.json").exists():

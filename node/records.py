@@ -221,8 +221,7 @@ def verify(record: Record, now: float) -> None:
     # far-future records should not cost an Ed25519 verification each.
     if record.expires_at <= now:
         raise RecordRejected(
-            f"record expired {now - record.expires_at:.1f} s ago; the publisher must republish "
-            "(or its clock is behind)"
+            f"record expired {now - record.expires_at:.1f} s ago; the publisher must republish (or its clock is behind)"
         )
     limit_s = MAX_RECORD_TTL_S + MAX_CLOCK_SKEW_S
     if record.expires_at - now > limit_s:
@@ -283,12 +282,22 @@ def _well_formed(obj: object) -> Record | None:
     get = obj.get
     key, publisher, public_key = get(_F_KEY), get(_F_PUBLISHER), get(_F_PUBLIC_KEY)
     value, seq, expires, signature, name = get(_F_VALUE), get(_F_SEQ), get(_F_EXPIRES), get(_F_SIGNATURE), get(_F_NAME)
-    if not (type(key) is bytes and len(key) == ID_BYTES and type(publisher) is bytes and len(publisher) == ID_BYTES
-            and type(public_key) is bytes and len(public_key) == PUBLIC_KEY_BYTES
-            and type(value) is bytes and len(value) <= MAX_VALUE_BYTES
-            and type(signature) is bytes and len(signature) == SIGNATURE_BYTES
-            and type(seq) is int and 0 <= seq <= MAX_SEQ
-            and type(expires) is float and math.isfinite(expires)):
+    if not (
+        type(key) is bytes
+        and len(key) == ID_BYTES
+        and type(publisher) is bytes
+        and len(publisher) == ID_BYTES
+        and type(public_key) is bytes
+        and len(public_key) == PUBLIC_KEY_BYTES
+        and type(value) is bytes
+        and len(value) <= MAX_VALUE_BYTES
+        and type(signature) is bytes
+        and len(signature) == SIGNATURE_BYTES
+        and type(seq) is int
+        and 0 <= seq <= MAX_SEQ
+        and type(expires) is float
+        and math.isfinite(expires)
+    ):
         return None
     if name is not None:
         if type(name) is not str:
@@ -299,8 +308,16 @@ def _well_formed(obj: object) -> Record | None:
             return None
         if len(encoded) > MAX_SERVICE_NAME_BYTES or hashlib.sha256(encoded).digest() != key:
             return None
-    return Record(key=NodeId.from_bytes(key), publisher=NodeId.from_bytes(publisher), public_key=public_key, value=value,
-                  seq=seq, expires_at=expires, signature=signature, name=name)
+    return Record(
+        key=NodeId.from_bytes(key),
+        publisher=NodeId.from_bytes(publisher),
+        public_key=public_key,
+        value=value,
+        seq=seq,
+        expires_at=expires,
+        signature=signature,
+        name=name,
+    )
 
 
 def _replace_signature(record: Record, signature: bytes) -> Record:
@@ -352,9 +369,9 @@ class StoreOutcome:
     action: Action
     reason: str
     record: Record
-    previous: Record | None = None          # the record this one replaced or refreshed, if any
-    purged: tuple[Record, ...] = ()         # expired records removed while making room
-    from_peer: NodeId | None = None         # who sent it (may differ from the publisher)
+    previous: Record | None = None  # the record this one replaced or refreshed, if any
+    purged: tuple[Record, ...] = ()  # expired records removed while making room
+    from_peer: NodeId | None = None  # who sent it (may differ from the publisher)
 
 
 class RecordStore:
@@ -398,14 +415,24 @@ class RecordStore:
             if record.seq > existing.seq:
                 self._set(record, existing)
                 return StoreOutcome(
-                    True, "replaced", f"sequence number {record.seq} replaces {existing.seq}",
-                    record, existing, purged, from_peer,
+                    True,
+                    "replaced",
+                    f"sequence number {record.seq} replaces {existing.seq}",
+                    record,
+                    existing,
+                    purged,
+                    from_peer,
                 )
             if record.seq == existing.seq:
                 if record.signed_payload() == existing.signed_payload():
                     return StoreOutcome(
-                        True, "refreshed", "the same record is already stored",
-                        existing, existing, purged, from_peer,
+                        True,
+                        "refreshed",
+                        "the same record is already stored",
+                        existing,
+                        existing,
+                        purged,
+                        from_peer,
                     )
                 # Two different records with one seq means the publisher (or its key) is
                 # equivocating; keeping the first is the only answer every node agrees on.
@@ -425,9 +452,7 @@ class RecordStore:
         # silent eviction would lose a record with no one ever seeing why.
         held = len(slots) if slots else 0
         if held >= self.max_per_key:
-            return refuse(
-                f"this key already has {held} records, the limit per key (max_per_key={self.max_per_key})"
-            )
+            return refuse(f"this key already has {held} records, the limit per key (max_per_key={self.max_per_key})")
         by_publisher = self._per_publisher.get(record.publisher, 0)
         if by_publisher >= self.max_per_peer:
             return refuse(

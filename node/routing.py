@@ -15,7 +15,7 @@ import random
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from .constants import BUCKET_REFRESH_S, CONTACT_FAILURES_BEFORE_EVICT, ID_BITS, K, REPLACEMENT_CACHE_SIZE
+from .constants import BUCKET_REFRESH_S, CONTACT_FAILURES_BEFORE_EVICT, ID_BITS, REPLACEMENT_CACHE_SIZE, K
 from .ids import Contact, NodeId
 
 # Kademlia evicts a contact after one unanswered request once a bucket is
@@ -81,11 +81,9 @@ class _Bucket:
         self.replacements: list[tuple[Contact, float]] | None = None
 
     def find(self, value: int) -> int:
-        i = 0
-        for contact in self.contacts:
+        for i, contact in enumerate(self.contacts):
             if contact.node_id.value == value:
                 return i
-            i += 1
         return -1
 
     def find_replacement(self, value: int) -> int:
@@ -304,7 +302,7 @@ class RoutingTable:
                     index=index,
                     contacts=tuple(
                         ContactEntry(c, t, fails.get(c.node_id.value, 0))
-                        for c, t in zip(bucket.contacts, bucket.seen_at)
+                        for c, t in zip(bucket.contacts, bucket.seen_at, strict=True)
                     ),
                     replacements=tuple(ContactEntry(c, t) for c, t in bucket.replacements or ()),
                     last_touched=touched.get(index),

@@ -12,8 +12,8 @@ import asyncio
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .constants import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, STREAM_CREDIT_WAIT_S
 from .ids import Contact, NodeId
@@ -122,8 +122,9 @@ class RpcEndpoint:
         conn = self._by_peer.get(node_id)
         return conn if conn is not None and conn.is_open else None
 
-    async def connection_to(self, addr: Address, expected: NodeId | None = None,
-                            timeout_s: float = CONNECT_TIMEOUT_S) -> Conn:
+    async def connection_to(
+        self, addr: Address, expected: NodeId | None = None, timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> Conn:
         """A ready connection to the node at `addr` (reused if one exists); PeerMismatch if it is not `expected`."""
         if expected is not None:
             conn = self.pooled(expected)
@@ -173,15 +174,17 @@ class RpcEndpoint:
         if conn.needs_credit():
             try:
                 await asyncio.wait_for(conn.wait_for_credit(), credit_wait_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RpcTimeout(
                     f"{conn.addr_text} gave no stream credit for {credit_wait_s:g} s "
                     "(its side of earlier streams never finished)"
                 ) from None
         event = None
         if conn.traced:  # the write is recorded as this event (with its offset, length, fin)
-            event = ("dht:rpc_sent", {"type": message_name(message), "request_id": message.request_id,
-                                      "peer_id": _peer_hex(conn)})
+            event = (
+                "dht:rpc_sent",
+                {"type": message_name(message), "request_id": message.request_id, "peer_id": _peer_hex(conn)},
+            )
         loop = self.loop
         sent_at = loop.time()
         try:
@@ -200,10 +203,16 @@ class RpcEndpoint:
             response = await future
         except _Expired:
             state.outgoing.pop(stream_id, None)
-            conn.log("dht:rpc_timeout", {
-                "stream_id": stream_id, "type": message_name(message), "request_id": message.request_id,
-                "peer_id": _peer_hex(conn), "timeout_ms": timeout_s * 1000,
-            })
+            conn.log(
+                "dht:rpc_timeout",
+                {
+                    "stream_id": stream_id,
+                    "type": message_name(message),
+                    "request_id": message.request_id,
+                    "peer_id": _peer_hex(conn),
+                    "timeout_ms": timeout_s * 1000,
+                },
+            )
             if not conn.closed:
                 conn.reset(stream_id, ErrorCode.CANCELLED)
             raise RpcTimeout(f"{message_name(message)} to {conn.addr_text} timed out after {timeout_s:g} s") from None
@@ -228,9 +237,14 @@ class RpcEndpoint:
     def connection_ready(self, conn: Conn) -> None:
         if conn.peer_id is not None:
             self._by_peer[conn.peer_id] = conn
-            conn.log("dht:peer_identified", {
-                "peer_id": conn.peer_id.hex(), "verified": True, "peer_address": conn.addr_text,
-            })
+            conn.log(
+                "dht:peer_identified",
+                {
+                    "peer_id": conn.peer_id.hex(),
+                    "verified": True,
+                    "peer_address": conn.addr_text,
+                },
+            )
 
     def connection_lost(self, conn: Conn) -> None:
         if conn.peer_id is not None and self._by_peer.get(conn.peer_id) is conn:
@@ -273,19 +287,29 @@ class RpcEndpoint:
         state.outgoing.pop(stream_id, None)
         if response.TYPE not in RESPONSE_FOR[out.request.TYPE] or response.request_id != out.request.request_id:
             conn.log_delivery(stream_id, len(data), fin)
-            exc = WireError(f"{response.TYPE.name} does not answer {out.request.TYPE.name} "
-                            f"#{out.request.request_id}")
+            exc = WireError(f"{response.TYPE.name} does not answer {out.request.TYPE.name} #{out.request.request_id}")
             self._protocol_error(conn, stream_id, exc, reply=False)
             out.future.set_exception(RpcError(f"bad response from {conn.addr_text}: {exc}"))
             out.future.exception()
             return
         out.rtt_s = self.loop.time() - out.sent_at
         if conn.traced:  # taking the answer's last bytes is recorded as the response event
-            conn.log_delivery(stream_id, len(data), fin, ("dht:rpc_response", {
-                "type": message_name(response), "request_id": out.request.request_id, "peer_id": _peer_hex(conn),
-                "direction": "received", "rtt_ms": round(out.rtt_s * 1000, 3),
-                "status": "error" if isinstance(response, Error) else "ok",
-            }))
+            conn.log_delivery(
+                stream_id,
+                len(data),
+                fin,
+                (
+                    "dht:rpc_response",
+                    {
+                        "type": message_name(response),
+                        "request_id": out.request.request_id,
+                        "peer_id": _peer_hex(conn),
+                        "direction": "received",
+                        "rtt_ms": round(out.rtt_s * 1000, 3),
+                        "status": "error" if isinstance(response, Error) else "ok",
+                    },
+                ),
+            )
         out.future.set_result(response)
 
     def _incoming_data(self, conn: Conn, state: _ConnState, stream_id: int, data: bytes, fin: bool) -> None:
@@ -294,8 +318,12 @@ class RpcEndpoint:
             conn.log_delivery(stream_id, len(data), fin)
             if stream_id not in state.incoming:
                 state.incoming[stream_id] = _Incoming(done=True)
-                self._protocol_error(conn, stream_id, WireError("unidirectional streams are not used",
-                                                                ErrorCode.UNKNOWN_TYPE), reply=False)
+                self._protocol_error(
+                    conn,
+                    stream_id,
+                    WireError("unidirectional streams are not used", ErrorCode.UNKNOWN_TYPE),
+                    reply=False,
+                )
             return
         inc = state.incoming.get(stream_id)
         if inc is None:
@@ -328,14 +356,28 @@ class RpcEndpoint:
         """A whole request, whose last `length` bytes (and `fin`) the application just took."""
         if not request.is_request():
             conn.log_delivery(stream_id, length, fin)
-            self._protocol_error(conn, stream_id, WireError(
-                f"{request.TYPE.name} is a response, not a request", ErrorCode.NOT_A_REQUEST), reply=True)
+            self._protocol_error(
+                conn,
+                stream_id,
+                WireError(f"{request.TYPE.name} is a response, not a request", ErrorCode.NOT_A_REQUEST),
+                reply=True,
+            )
             return
         self.requests_received += 1
         if conn.traced:  # taking the request's last bytes is recorded as this event
-            conn.log_delivery(stream_id, length, fin, ("dht:rpc_received", {
-                "type": message_name(request), "request_id": request.request_id, "peer_id": _peer_hex(conn),
-            }))
+            conn.log_delivery(
+                stream_id,
+                length,
+                fin,
+                (
+                    "dht:rpc_received",
+                    {
+                        "type": message_name(request),
+                        "request_id": request.request_id,
+                        "peer_id": _peer_hex(conn),
+                    },
+                ),
+            )
         if self._faults.stall:
             return  # the stall fault: read the request, never answer
         try:
@@ -358,20 +400,32 @@ class RpcEndpoint:
             return
         event = None
         if conn.traced:  # the write is recorded as this event (with its offset, length, fin)
-            event = ("dht:rpc_response", {
-                "type": message_name(response), "request_id": response.request_id, "peer_id": _peer_hex(conn),
-                "direction": "sent", "status": "error" if isinstance(response, Error) else "ok",
-            })
+            event = (
+                "dht:rpc_response",
+                {
+                    "type": message_name(response),
+                    "request_id": response.request_id,
+                    "peer_id": _peer_hex(conn),
+                    "direction": "sent",
+                    "status": "error" if isinstance(response, Error) else "ok",
+                },
+            )
         conn.send(stream_id, data, fin=True, event=event)
 
     def _protocol_error(self, conn: Conn, stream_id: int, exc: WireError, reply: bool) -> None:
         """Bad bytes on one stream: log them, then answer with ERROR or reset that stream alone."""
         self.errors_sent += 1
         log.info("bad input from %s on stream %d: %s", conn.addr_text, stream_id, exc)
-        conn.log("dht:rpc_error", {
-            "stream_id": stream_id, "code": int(exc.code), "code_name": exc.code.name, "reason": str(exc),
-            "peer_id": conn.peer_id.hex() if conn.peer_id else None,
-        })
+        conn.log(
+            "dht:rpc_error",
+            {
+                "stream_id": stream_id,
+                "code": int(exc.code),
+                "code_name": exc.code.name,
+                "reason": str(exc),
+                "peer_id": conn.peer_id.hex() if conn.peer_id else None,
+            },
+        )
         if conn.closed:
             return
         if reply:
@@ -418,4 +472,3 @@ def contact_of(conn: Conn, sender: Sender | None) -> Contact | None:
     if sender is None or conn.peer_id is None or sender.node_id != conn.peer_id:
         return None
     return Contact(sender.node_id, conn.addr[0], sender.port)
-

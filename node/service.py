@@ -7,8 +7,9 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from .constants import FIND_VALUE_QUORUM, MAX_DATAGRAM_BYTES
 from .keys import Identity
@@ -36,9 +37,9 @@ class ServiceOptions:
     json_lines: bool = False
     request_timeout_s: float | None = None
     discover_interval_s: float = DISCOVER_INTERVAL_S
-    discover_rounds: int | None = None   # stop discovering after this many rounds (None: run on)
-    discover_all: bool = False           # ask all k closest nodes, not just the first few holders
-    ping_bootstrap: int = 0              # PING each bootstrap node this many times after joining
+    discover_rounds: int | None = None  # stop discovering after this many rounds (None: run on)
+    discover_all: bool = False  # ask all k closest nodes, not just the first few holders
+    ping_bootstrap: int = 0  # PING each bootstrap node this many times after joining
     max_datagram_bytes: int = MAX_DATAGRAM_BYTES
 
     def node_kwargs(self) -> dict[str, Any]:
@@ -69,8 +70,9 @@ class Reporter:
             pass  # whoever read our output has gone; keep serving
 
 
-async def run_service(opts: ServiceOptions, stop: asyncio.Event | None = None,
-                      on_started: Callable[[Node], None] | None = None) -> None:
+async def run_service(
+    opts: ServiceOptions, stop: asyncio.Event | None = None, on_started: Callable[[Node], None] | None = None
+) -> None:
     """Run one node until `stop` is set or SIGINT/SIGTERM arrives."""
     identity = Identity.load_or_create(opts.key_file) if opts.key_file else Identity.generate()
     name = opts.name or identity.node_id.short()
@@ -80,8 +82,16 @@ async def run_service(opts: ServiceOptions, stop: asyncio.Event | None = None,
         from .recording import NodeRecorder
 
         recorder = NodeRecorder(opts.record_dir, name, identity.node_id.hex(), opts.role)
-    node = Node(identity, opts.listen[0], opts.listen[1], name=name, role=opts.role,
-                faults=opts.faults, recorder=recorder, **opts.node_kwargs())
+    node = Node(
+        identity,
+        opts.listen[0],
+        opts.listen[1],
+        name=name,
+        role=opts.role,
+        faults=opts.faults,
+        recorder=recorder,
+        **opts.node_kwargs(),
+    )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,9 +109,14 @@ async def run_service(opts: ServiceOptions, stop: asyncio.Event | None = None,
         control = ControlServer(node, opts.control, token=opts.control_token)
         await control.start()
     faults = f" faults: {', '.join(opts.faults.names())}" if opts.faults.names() else ""
-    report("started", f"listening on {node.address} as {node.id.short()} ({opts.role}){faults}",
-           address=node.address, id=node.id.hex(), role=opts.role,
-           control=control.description if control else None)
+    report(
+        "started",
+        f"listening on {node.address} as {node.id.short()} ({opts.role}){faults}",
+        address=node.address,
+        id=node.id.hex(),
+        role=opts.role,
+        control=control.description if control else None,
+    )
     if on_started is not None:
         on_started(node)
     work = asyncio.create_task(_work(node, opts, report, stop))
@@ -121,8 +136,11 @@ async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asynci
         while not stop.is_set():
             try:
                 known = await node.bootstrap(opts.bootstrap)
-                report("joined", f"joined through {len(opts.bootstrap)} bootstrap node(s); "
-                                 f"routing table holds {known} contacts", contacts=known)
+                report(
+                    "joined",
+                    f"joined through {len(opts.bootstrap)} bootstrap node(s); routing table holds {known} contacts",
+                    contacts=known,
+                )
                 break
             except NodeError as exc:
                 report("bootstrap_failed", f"bootstrap failed, retrying: {exc}", error=str(exc))
@@ -131,9 +149,14 @@ async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asynci
         while not stop.is_set():
             try:
                 stored = await node.advertise(service, endpoint)
-                report("advertised", f"advertised {service}={endpoint}: stored on {stored.replicas} "
-                                     f"node(s) of the {len(stored.targets)} closest found",
-                       service=service, endpoint=endpoint, replicas=stored.replicas)
+                report(
+                    "advertised",
+                    f"advertised {service}={endpoint}: stored on {stored.replicas} "
+                    f"node(s) of the {len(stored.targets)} closest found",
+                    service=service,
+                    endpoint=endpoint,
+                    replicas=stored.replicas,
+                )
                 break
             except NodeError as exc:
                 report("advertise_failed", f"advertise {service} failed, retrying: {exc}", error=str(exc))
@@ -157,15 +180,18 @@ async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asynci
                 continue
             endpoints = sorted(r.value.decode("utf-8", "replace") for r in found.records)
             if last.get(service) != len(endpoints):
-                report("discovered",
-                       f"discovered {len(endpoints)} provider(s) of {service}: {', '.join(endpoints) or '-'} "
-                       f"({found.lookup.rounds} rounds, {found.lookup.messages} messages)",
-                       service=service, providers=endpoints, rounds=found.lookup.rounds,
-                       messages=found.lookup.messages,
-                       elapsed_ms=round((time.monotonic() - started) * 1000))
+                report(
+                    "discovered",
+                    f"discovered {len(endpoints)} provider(s) of {service}: {', '.join(endpoints) or '-'} "
+                    f"({found.lookup.rounds} rounds, {found.lookup.messages} messages)",
+                    service=service,
+                    providers=endpoints,
+                    rounds=found.lookup.rounds,
+                    messages=found.lookup.messages,
+                    elapsed_ms=round((time.monotonic() - started) * 1000),
+                )
                 last[service] = len(endpoints)
         await asyncio.sleep(opts.discover_interval_s)
-
 
 
 async def _ping_bootstrap(node: Node, opts: ServiceOptions, report: Reporter) -> None:

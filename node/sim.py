@@ -49,7 +49,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-from .constants import ALPHA, ID_BITS, K, REQUEST_TIMEOUT_S
+from .constants import ALPHA, ID_BITS, REQUEST_TIMEOUT_S, K
 from .ids import Contact, NodeId
 from .lookup import FIND_NODE, FIND_VALUE, Lookup, LookupResult
 from .routing import RoutingTable
@@ -173,7 +173,9 @@ class SimNetwork:
             else:
                 table.failed(change.ping.node_id, self.now)
 
-    def lookup(self, origin: int, target: NodeId, kind: str = FIND_VALUE, value_quorum: int | None = None) -> LookupResult:
+    def lookup(
+        self, origin: int, target: NodeId, kind: str = FIND_VALUE, value_quorum: int | None = None
+    ) -> LookupResult:
         """Run one lookup from node `origin` to completion in virtual time."""
         table = self.tables[origin]
         me = self.contacts[origin]
@@ -338,7 +340,8 @@ def run_simulation(
         "mean_hops_failed": statistics.fmean(r.failed for r in results) if results else 0.0,
         "unanswered_fraction": (
             (net.queries_unanswered - unanswered_before) / (net.queries_sent - sent_before)
-            if net.queries_sent > sent_before else 0.0
+            if net.queries_sent > sent_before
+            else 0.0
         ),
         "build_s": round(build_s, 3),
         "lookup_s": round(lookup_s, 3),

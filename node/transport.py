@@ -64,11 +64,11 @@ STREAM_LIMIT_SCENARIO_STREAMS = 128
 class Faults:
     """Failure modes switched on per node, for teaching and tests; all off by default."""
 
-    loss: float = 0.0            # fraction of datagrams dropped, on send and on receive
-    no_accept: bool = False      # never hand peer-opened streams to the application
-    never_fin: bool = False      # never send FIN on our side of a stream
-    stall: bool = False          # read requests and never answer (applied by the RPC layer)
-    alpn: str | None = None      # offer this ALPN instead of ours
+    loss: float = 0.0  # fraction of datagrams dropped, on send and on receive
+    no_accept: bool = False  # never hand peer-opened streams to the application
+    never_fin: bool = False  # never send FIN on our side of a stream
+    stall: bool = False  # read requests and never answer (applied by the RPC layer)
+    alpn: str | None = None  # offer this ALPN instead of ours
     stream_credit: int | None = None  # grant new connections this many streams, not MAX_STREAMS_PER_CONNECTION
     seed: int | None = None
 
@@ -114,7 +114,7 @@ class ConnectionOwner(Protocol):
 def make_certificate(identity: Identity) -> x509.Certificate:
     """A self-signed certificate for the node's Ed25519 key; peers check the key, not the issuer."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.node_id.hex())])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -242,9 +242,7 @@ class Conn:
 
     @property
     def is_open(self) -> bool:
-        return not self.closed and self.quic._state in (
-            QuicConnectionState.FIRSTFLIGHT, QuicConnectionState.CONNECTED
-        )
+        return not self.closed and self.quic._state in (QuicConnectionState.FIRSTFLIGHT, QuicConnectionState.CONNECTED)
 
     def is_peer_stream(self, stream_id: int) -> bool:
         client_initiated = stream_id & 1 == 0
@@ -351,12 +349,21 @@ class Conn:
             offset = self._received_offsets.get(stream_id, 0) - length
             self._log_move(stream_id, offset, length, fin, event, "transport", "application")
 
-    def _log_move(self, stream_id: int, offset: int, length: int, fin: bool, event: Event | None,
-                  src: str, dst: str) -> None:
+    def _log_move(
+        self, stream_id: int, offset: int, length: int, fin: bool, event: Event | None, src: str, dst: str
+    ) -> None:
         if event is None:
-            self.log("quic:stream_data_moved", {
-                "stream_id": stream_id, "offset": offset, "length": length, "fin": fin, "from": src, "to": dst,
-            })
+            self.log(
+                "quic:stream_data_moved",
+                {
+                    "stream_id": stream_id,
+                    "offset": offset,
+                    "length": length,
+                    "fin": fin,
+                    "from": src,
+                    "to": dst,
+                },
+            )
         else:
             name, data = event
             self.log(name, {"stream_id": stream_id, **data, "offset": offset, "length": length, "fin": fin})
@@ -368,8 +375,10 @@ class Conn:
             # A stream still waiting for the peer's credit does not exist for the peer:
             # aioquic would send RESET_STREAM for it anyway and the peer would close the
             # connection with STREAM_LIMIT_ERROR. Leave it; its late answer is ignored.
-            self.log("quic:stream_state_updated", {"stream_id": stream_id, "new": "abandoned_blocked",
-                                                    "error_code": error_code})
+            self.log(
+                "quic:stream_state_updated",
+                {"stream_id": stream_id, "new": "abandoned_blocked", "error_code": error_code},
+            )
             return
         try:
             self.quic.reset_stream(stream_id, error_code)
@@ -408,13 +417,21 @@ class Conn:
                 # The owner records taking the bytes (log_delivery): it knows whether they
                 # completed a message, and so which event says it best.
                 owner.stream_data(self, sid, event.data, event.end_stream)
-            elif (isinstance(event, (events.StreamReset, events.StopSendingReceived))
-                  and ep.faults.no_accept and self.is_peer_stream(event.stream_id)):
+            elif (
+                isinstance(event, (events.StreamReset, events.StopSendingReceived))
+                and ep.faults.no_accept
+                and self.is_peer_stream(event.stream_id)
+            ):
                 continue  # a stream the application never learned of: nothing of it reaches it
             elif isinstance(event, events.StreamReset):
-                self.log("quic:stream_state_updated", {
-                    "stream_id": event.stream_id, "new": "reset_received", "error_code": event.error_code,
-                })
+                self.log(
+                    "quic:stream_state_updated",
+                    {
+                        "stream_id": event.stream_id,
+                        "new": "reset_received",
+                        "error_code": event.error_code,
+                    },
+                )
                 owner.stream_reset(self, event.stream_id, event.error_code)
             elif isinstance(event, events.StopSendingReceived):
                 owner.stop_sending(self, event.stream_id, event.error_code)
@@ -446,10 +463,15 @@ class Conn:
         # aioquic ended its trace already; write our close event to the same file.
         trace = self.endpoint.ended_traces.pop(self.quic, None)
         if trace is not None:
-            trace.log("quic:connection_closed", {
-                "owner": owner_side, "trigger": self.close_trigger,
-                "connection_code": event.error_code, "reason": event.reason_phrase,
-            })
+            trace.log(
+                "quic:connection_closed",
+                {
+                    "owner": owner_side,
+                    "trigger": self.close_trigger,
+                    "connection_code": event.error_code,
+                    "reason": event.reason_phrase,
+                },
+            )
             self.endpoint.end_trace(trace)
         if not self.ready.done():
             self.ready.set_exception(TransportError(close_text(self)))
@@ -607,16 +629,23 @@ class Endpoint(asyncio.DatagramProtocol):
         config = self._configuration(is_client=False)
         if header.version is not None and header.version not in config.supported_versions:
             assert self._transport is not None
-            self._transport.sendto(encode_quic_version_negotiation(
-                source_cid=header.destination_cid, destination_cid=header.source_cid,
-                supported_versions=config.supported_versions,
-            ), addr)
+            self._transport.sendto(
+                encode_quic_version_negotiation(
+                    source_cid=header.destination_cid,
+                    destination_cid=header.source_cid,
+                    supported_versions=config.supported_versions,
+                ),
+                addr,
+            )
             return None
         if len(self.all) >= MAX_CONNECTIONS:
             log.warning("refusing connection from %s: %d connections open", addr, len(self.all))
             return None
-        quic = _NodeQuicConnection(configuration=config, original_destination_connection_id=header.destination_cid,
-                                   max_streams=self._stream_credit())
+        quic = _NodeQuicConnection(
+            configuration=config,
+            original_destination_connection_id=header.destination_cid,
+            max_streams=self._stream_credit(),
+        )
         conn = self._register(quic, "server", addr)
         self.connections[header.destination_cid] = conn
         self._started(conn, addr)
@@ -635,11 +664,18 @@ class Endpoint(asyncio.DatagramProtocol):
         return conn
 
     def _started(self, conn: Conn, addr: Address) -> None:
-        conn.log("quic:connection_started", {
-            "src_ip": self.local_addr[0], "src_port": self.local_addr[1],
-            "dst_ip": addr[0], "dst_port": addr[1], "role": conn.role,
-            "local_node": self.identity.node_id.hex(), "alpn_offered": self.alpn,
-        })
+        conn.log(
+            "quic:connection_started",
+            {
+                "src_ip": self.local_addr[0],
+                "src_port": self.local_addr[1],
+                "dst_ip": addr[0],
+                "dst_port": addr[1],
+                "role": conn.role,
+                "local_node": self.identity.node_id.hex(),
+                "alpn_offered": self.alpn,
+            },
+        )
 
     # -- connections ----------------------------------------------------------
 
@@ -655,7 +691,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self.schedule(conn)
         try:
             await asyncio.wait_for(asyncio.shield(conn.ready), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             conn.close(reason="handshake timeout")
             conn.close_trigger = "handshake_timeout"
             raise TransportError(f"no QUIC handshake with {conn.addr_text} within {timeout_s:g} s") from None
@@ -744,4 +780,3 @@ def _resolve(host: str) -> str:
     import socket
 
     return socket.gethostbyname(host)
-

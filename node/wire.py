@@ -36,15 +36,15 @@ MAX_REQUEST_ID = (1 << 64) - 1
 class ErrorCode(IntEnum):
     """Application error codes: in ERROR responses and in stream resets (RESET_STREAM / STOP_SENDING)."""
 
-    MALFORMED = 0x01            # not msgpack, or not the structure of any message
+    MALFORMED = 0x01  # not msgpack, or not the structure of any message
     UNSUPPORTED_VERSION = 0x02  # a version this node does not speak
-    UNKNOWN_TYPE = 0x03         # a message type this node does not know
-    MESSAGE_TOO_LARGE = 0x04    # more than MAX_MESSAGE_BYTES on one stream
-    OVERLOADED = 0x05           # too many requests in flight; retry later
-    INTERNAL = 0x06             # the handler failed; the node keeps serving
-    IDENTITY_MISMATCH = 0x07    # sender id is not SHA-256 of its TLS public key
-    NOT_A_REQUEST = 0x08        # a response type arrived as a request
-    CANCELLED = 0x09            # the requester gave up (timeout) or shut down
+    UNKNOWN_TYPE = 0x03  # a message type this node does not know
+    MESSAGE_TOO_LARGE = 0x04  # more than MAX_MESSAGE_BYTES on one stream
+    OVERLOADED = 0x05  # too many requests in flight; retry later
+    INTERNAL = 0x06  # the handler failed; the node keeps serving
+    IDENTITY_MISMATCH = 0x07  # sender id is not SHA-256 of its TLS public key
+    NOT_A_REQUEST = 0x08  # a response type arrived as a request
+    CANCELLED = 0x09  # the requester gave up (timeout) or shut down
 
 
 class WireError(Exception):
@@ -197,13 +197,14 @@ def _contacts(value: Any) -> tuple[Contact, ...]:
             raise WireError("a contact must be bytes: id, IP address, port")
         size = len(item)
         if size == CONTACT_V4_BYTES:
-            a, b, c, d = item[ID_BYTES:ID_BYTES + 4]
+            a, b, c, d = item[ID_BYTES : ID_BYTES + 4]
             host = f"{a}.{b}.{c}.{d}"
         elif size == CONTACT_V6_BYTES:
-            host = socket.inet_ntop(socket.AF_INET6, item[ID_BYTES:ID_BYTES + 16])
+            host = socket.inet_ntop(socket.AF_INET6, item[ID_BYTES : ID_BYTES + 16])
         else:
-            raise WireError(f"a contact must be {CONTACT_V4_BYTES} (IPv4) or {CONTACT_V6_BYTES} (IPv6) bytes, "
-                            f"got {size}")
+            raise WireError(
+                f"a contact must be {CONTACT_V4_BYTES} (IPv4) or {CONTACT_V6_BYTES} (IPv6) bytes, got {size}"
+            )
         port = int.from_bytes(item[-2:], "big")
         if port == 0:
             raise WireError("a contact port must be 1..65535")
@@ -308,8 +309,9 @@ def decode(data: bytes) -> Message:
         raise WireError("a message must be a msgpack map")
     version = body.get("v")
     if version != WIRE_VERSION:
-        raise WireError(f"unsupported wire version {version!r} (this node speaks {WIRE_VERSION})",
-                        ErrorCode.UNSUPPORTED_VERSION)
+        raise WireError(
+            f"unsupported wire version {version!r} (this node speaks {WIRE_VERSION})", ErrorCode.UNSUPPORTED_VERSION
+        )
     raw_type = body.get("t")
     try:
         mtype = MsgType(raw_type)
@@ -333,8 +335,10 @@ def decode(data: bytes) -> Message:
         return Store(records=_records(body.get("r")), **common)
     if mtype is MsgType.STORE_RESULT:
         results = body.get("a")
-        if type(results) is not list or len(results) > MAX_RECORDS_PER_MESSAGE or not all(
-            type(x) is list and len(x) == 2 and type(x[0]) is bool and type(x[1]) is str for x in results
+        if (
+            type(results) is not list
+            or len(results) > MAX_RECORDS_PER_MESSAGE
+            or not all(type(x) is list and len(x) == 2 and type(x[0]) is bool and type(x[1]) is str for x in results)
         ):
             raise WireError("store results must be a list of [accepted, reason]")
         return StoreResult(results=tuple((ok, reason) for ok, reason in results), **common)

@@ -58,10 +58,12 @@ class RawPeer:
 
     async def wait(self, stream_id: int, timeout_s: float = 5.0) -> None:
         """Until the stream ended: FIN or reset from the node."""
+
         async def done() -> None:
             while stream_id not in self.fin and stream_id not in self.resets:
                 self.changed.clear()
                 await self.changed.wait()
+
         await asyncio.wait_for(done(), timeout_s)
 
     async def close(self) -> None:

@@ -55,8 +55,9 @@ class ListTrace(Trace):
 class End:
     """One endpoint's trace under construction; packet numbers count up like aioquic's."""
 
-    def __init__(self, node: str | None, vantage: str, odcid: str | None, dhtscope: bool = True,
-                 path: str | None = None) -> None:
+    def __init__(
+        self, node: str | None, vantage: str, odcid: str | None, dhtscope: bool = True, path: str | None = None
+    ) -> None:
         self.node = node
         self.vantage = vantage
         self.odcid = odcid
@@ -77,13 +78,20 @@ class End:
         return pn
 
     def recv(self, t: float, pn: int, *frames: dict[str, Any], ptype: str = "1RTT") -> int:
-        return self.log(t, "quic:packet_received",
-                        {"header": {"packet_type": ptype, "packet_number": pn}, "frames": list(frames)})
+        return self.log(
+            t, "quic:packet_received", {"header": {"packet_type": ptype, "packet_number": pn}, "frames": list(frames)}
+        )
 
     def trace(self) -> ListTrace:
         info = TraceInfo(
-            path=self.path, index=0, vantage=self.vantage, odcid=self.odcid, node=self.node,
-            format="json-seq", qlog_version="0.3", reference_time_ms=T0,
+            path=self.path,
+            index=0,
+            vantage=self.vantage,
+            odcid=self.odcid,
+            node=self.node,
+            format="json-seq",
+            qlog_version="0.3",
+            reference_time_ms=T0,
             title=f"dhtscope {self.node}" if self.dhtscope else None,
             extra={"protocol_type": ["QUIC", "DHT"]} if self.dhtscope else {},
         )
@@ -114,21 +122,37 @@ def deliver(a: End, b: End, t: float, *frames: dict[str, Any]) -> int:
 
 def start(c: End, s: End, t: float = 0.0, alpn: str = "dhtscope/1", alpn_server: str | None = None) -> None:
     c.log(t, "quic:connection_started", {"role": "client", "alpn_offered": alpn, "local_node": f"{c.node}-id"})
-    s.log(t + 0.2, "quic:connection_started",
-          {"role": "server", "alpn_offered": alpn_server or alpn, "local_node": f"{s.node}-id"})
+    s.log(
+        t + 0.2,
+        "quic:connection_started",
+        {"role": "server", "alpn_offered": alpn_server or alpn, "local_node": f"{s.node}-id"},
+    )
     s.log(t + 1, "dht:peer_identified", {"peer_id": f"{c.node}-id", "verified": True})
     c.log(t + 1, "dht:peer_identified", {"peer_id": f"{s.node}-id", "verified": True})
 
 
-def rpc(o: End, p: End, t: float, sid: int, *, take: bool = True, answer: bool = True, fin_back: bool = True,
-        kind: str = "STORE", rid: int = 1, folded: bool = False) -> None:
+def rpc(
+    o: End,
+    p: End,
+    t: float,
+    sid: int,
+    *,
+    take: bool = True,
+    answer: bool = True,
+    fin_back: bool = True,
+    kind: str = "STORE",
+    rid: int = 1,
+    folded: bool = False,
+) -> None:
     """One request/response on stream `sid`, opened by `o`, shaped as dhtscope logs it.
 
     `folded`: as dhtscope writes whole messages now, the bytes each moved folded into its
     dht event; otherwise a quic:stream_data_moved beside each dht event (older recordings).
     """
-    def moved(end: End, t_ms: float, length: int, fin: bool, src: str, dst: str, name: str,
-              data: dict[str, Any]) -> None:
+
+    def moved(
+        end: End, t_ms: float, length: int, fin: bool, src: str, dst: str, name: str, data: dict[str, Any]
+    ) -> None:
         fields = {"offset": 0, "length": length, "fin": fin}
         if folded:
             end.log(t_ms, name, {"stream_id": sid, **data, **fields})
@@ -136,20 +160,57 @@ def rpc(o: End, p: End, t: float, sid: int, *, take: bool = True, answer: bool =
         end.log(t_ms, "quic:stream_data_moved", {"stream_id": sid, **fields, "from": src, "to": dst})
         end.log(t_ms, name, {"stream_id": sid, **data})
 
-    moved(o, t, 30, True, "application", "transport", "dht:rpc_sent",
-          {"type": kind, "request_id": rid, "peer_id": f"{p.node}-id"})
+    moved(
+        o,
+        t,
+        30,
+        True,
+        "application",
+        "transport",
+        "dht:rpc_sent",
+        {"type": kind, "request_id": rid, "peer_id": f"{p.node}-id"},
+    )
     pn = deliver(o, p, t + 1, stream(sid))
     if take:
-        moved(p, t + 2, 30, True, "transport", "application", "dht:rpc_received",
-              {"type": kind, "request_id": rid, "peer_id": f"{o.node}-id"})
+        moved(
+            p,
+            t + 2,
+            30,
+            True,
+            "transport",
+            "application",
+            "dht:rpc_received",
+            {"type": kind, "request_id": rid, "peer_id": f"{o.node}-id"},
+        )
     if take and answer:
-        moved(p, t + 3, 40, fin_back, "application", "transport", "dht:rpc_response",
-              {"type": "STORE_RESULT", "request_id": rid, "peer_id": f"{o.node}-id", "direction": "sent",
-               "status": "ok"})
+        moved(
+            p,
+            t + 3,
+            40,
+            fin_back,
+            "application",
+            "transport",
+            "dht:rpc_response",
+            {"type": "STORE_RESULT", "request_id": rid, "peer_id": f"{o.node}-id", "direction": "sent", "status": "ok"},
+        )
         back = deliver(p, o, t + 4, ack([pn, pn]), stream(sid, 40, fin_back))
-        moved(o, t + 5, 40, fin_back, "transport", "application", "dht:rpc_response",
-              {"type": "STORE_RESULT", "request_id": rid, "peer_id": f"{p.node}-id", "direction": "received",
-               "rtt_ms": 5.0, "status": "ok"})
+        moved(
+            o,
+            t + 5,
+            40,
+            fin_back,
+            "transport",
+            "application",
+            "dht:rpc_response",
+            {
+                "type": "STORE_RESULT",
+                "request_id": rid,
+                "peer_id": f"{p.node}-id",
+                "direction": "received",
+                "rtt_ms": 5.0,
+                "status": "ok",
+            },
+        )
         deliver(o, p, t + 6, ack([back, back]))
     else:
         deliver(p, o, t + 4, ack([pn, pn]))
@@ -238,10 +299,16 @@ def no_accept_cluster() -> tuple[list[End], str]:
     rpc(p1, reg, 10, 0, take=False)
     rpc(p1, reg, 30, 4, take=False, rid=2)
     rpc(reg, p1, 50, 1, kind="PING", rid=3)  # the registry's own stream works: app events exist
-    p1.log(5010, "dht:rpc_timeout", {"stream_id": 0, "type": "STORE", "request_id": 1,
-                                     "peer_id": "registry-id", "timeout_ms": 5000})
-    p1.log(5030, "dht:rpc_timeout", {"stream_id": 4, "type": "STORE", "request_id": 2,
-                                     "peer_id": "registry-id", "timeout_ms": 5000})
+    p1.log(
+        5010,
+        "dht:rpc_timeout",
+        {"stream_id": 0, "type": "STORE", "request_id": 1, "peer_id": "registry-id", "timeout_ms": 5000},
+    )
+    p1.log(
+        5030,
+        "dht:rpc_timeout",
+        {"stream_id": 4, "type": "STORE", "request_id": 2, "peer_id": "registry-id", "timeout_ms": 5000},
+    )
     reg.log(5100, "quic:recovery_metrics_updated", {"smoothed_rtt": 1.0})
     return [reg, p1], "bb01"
 
@@ -262,8 +329,13 @@ def test_stream_not_delivered_names_the_receiving_node_and_groups_its_streams() 
     assert steps(a, cid, 1)["delivered"] == DONE
     view = a.stream(cid, 0)
     assert view is not None
-    assert steps(a, cid, 0) == {"sent": DONE, "acked": DONE, "received": DONE, "delivered": MISSING,
-                                "answered": MISSING}
+    assert steps(a, cid, 0) == {
+        "sent": DONE,
+        "acked": DONE,
+        "received": DONE,
+        "delivered": MISSING,
+        "answered": MISSING,
+    }
     assert view.missing == "delivered"
     assert view.furthest == "received"
     assert view.request_type == "STORE" and view.request_id == 1
@@ -300,9 +372,9 @@ def test_missing_step_is_the_first_not_reached_and_steps_carry_evidence() -> Non
 def test_ack_of_a_range_covers_the_stream_packet_and_single_number_ranges_work() -> None:
     c, s = End("a", "client", "cc01"), End("b", "server", "cc01")
     start(c, s)
-    deliver(c, s, 10, {"frame_type": "ping"})   # pn 0
-    deliver(c, s, 11, stream(0))               # pn 1 carries stream 0
-    deliver(c, s, 12, stream(4))               # pn 2 carries stream 4
+    deliver(c, s, 10, {"frame_type": "ping"})  # pn 0
+    deliver(c, s, 11, stream(0))  # pn 1 carries stream 0
+    deliver(c, s, 12, stream(4))  # pn 2 carries stream 4
     deliver(s, c, 20, {"frame_type": "ack", "acked_ranges": [[0, 1]]})  # covers pn 1 only
     a = analyse(recording(c, s))
     assert steps(a, "cc01", 0)["acked"] == DONE
@@ -324,8 +396,11 @@ def test_data_written_but_never_sent_is_a_missing_sent_step() -> None:
     c, s = End("a", "client", "dd01"), End("b", "server", "dd01")
     start(c, s)
     rpc(c, s, 10, 0)
-    c.log(50, "quic:stream_data_moved", {"stream_id": 4, "offset": 0, "length": 30, "fin": True,
-                                         "from": "application", "to": "transport"})
+    c.log(
+        50,
+        "quic:stream_data_moved",
+        {"stream_id": 4, "offset": 0, "length": 30, "fin": True, "from": "application", "to": "transport"},
+    )
     a = analyse(recording(c, s))
     view = a.stream("dd01", 4)
     assert view is not None
@@ -365,7 +440,12 @@ def test_one_ended_connection_leaves_the_peer_steps_unknown_and_says_so() -> Non
     assert v0 is not None and v4 is not None
     assert v0.one_ended
     assert {k: v for k, v in steps(a, "ff01", 0).items()} == {
-        "sent": DONE, "acked": DONE, "received": UNKNOWN, "delivered": UNKNOWN, "answered": UNKNOWN}
+        "sent": DONE,
+        "acked": DONE,
+        "received": UNKNOWN,
+        "delivered": UNKNOWN,
+        "answered": UNKNOWN,
+    }
     assert v0.missing is None  # unknown is not missing
     assert "peer's steps are unknown" in v0.note
     assert steps(a, "ff01", 4)["answered"] == DONE  # the answer arrived at the opener
@@ -482,8 +562,16 @@ def test_alpn_mismatch_names_the_node_whose_alpn_differs() -> None:
         c, s = End(name, "client", f"jj0{n}"), End("registry", "server", f"jj0{n}")
         start(c, s, alpn="dhtscope/1", alpn_server="dhtscope/0-mismatch")
         for e, owner in ((c, "remote"), (s, "local")):
-            e.log(10, "quic:connection_closed", {"owner": owner, "trigger": "alpn_mismatch", "connection_code": 376,
-                                                 "reason": "No common ALPN protocols"})
+            e.log(
+                10,
+                "quic:connection_closed",
+                {
+                    "owner": owner,
+                    "trigger": "alpn_mismatch",
+                    "connection_code": 376,
+                    "reason": "No common ALPN protocols",
+                },
+            )
         ends += [c, s]
     a = analyse(recording(*ends))
     f = only(a, "alpn_mismatch")
@@ -500,8 +588,13 @@ def test_alpn_mismatch_from_a_close_frame_names_both_ends_when_it_cannot_tell() 
     c = End("a", "client", "kk01", dhtscope=False)
     s = End("b", "server", "kk01", dhtscope=False)
     c.log(0, "quic:alpn_information", {"client_alpns": ["h3"]})
-    close = {"frame_type": "connection_close", "error_code": 376, "error_space": "transport",
-             "raw_error_code": 376, "reason": "No common ALPN protocols"}
+    close = {
+        "frame_type": "connection_close",
+        "error_code": 376,
+        "error_space": "transport",
+        "raw_error_code": 376,
+        "reason": "No common ALPN protocols",
+    }
     deliver(s, c, 5, close)
     a = analyse(recording(c, s))
     f = only(a, "alpn_mismatch")
@@ -518,8 +611,11 @@ def test_no_response_names_the_node_that_took_the_request_and_never_answered() -
     start(c, s)
     rpc(c, s, 10, 0, answer=False)
     rpc(c, s, 20, 4)  # answered: not part of the finding
-    c.log(5010, "dht:rpc_timeout", {"stream_id": 0, "type": "STORE", "request_id": 1,
-                                    "peer_id": "registry-id", "timeout_ms": 5000})
+    c.log(
+        5010,
+        "dht:rpc_timeout",
+        {"stream_id": 0, "type": "STORE", "request_id": 1, "peer_id": "registry-id", "timeout_ms": 5000},
+    )
     c.log(5010, "quic:stream_state_updated", {"stream_id": 0, "new": "reset_sent", "error_code": 1})
     reset = {"frame_type": "reset_stream", "stream_id": 0, "error_code": 1, "final_size": 30}
     deliver(c, s, 5011, reset)
@@ -568,13 +664,24 @@ def test_rpc_timeouts_are_grouped_per_requester_and_peer() -> None:
         start(c, s)
         for k in range(n + 1):
             rpc(c, s, 10 + k * 10, 4 * k, take=False, rid=k)
-            c.log(5000 + k, "dht:rpc_timeout", {"stream_id": 4 * k, "type": "FIND_NODE", "request_id": k,
-                                                "peer_id": "registry-id", "timeout_ms": 5000})
+            c.log(
+                5000 + k,
+                "dht:rpc_timeout",
+                {
+                    "stream_id": 4 * k,
+                    "type": "FIND_NODE",
+                    "request_id": k,
+                    "peer_id": "registry-id",
+                    "timeout_ms": 5000,
+                },
+            )
         ends += [c, s]
     a = analyse(recording(*ends))
     timeouts = sorted((f for f in a.findings if f.kind == "rpc_timeout"), key=lambda f: f.node or "")
-    assert [(f.node, f.peer, len(f.evidence)) for f in timeouts] == [("provider1", "registry", 1),
-                                                                     ("provider2", "registry", 2)]
+    assert [(f.node, f.peer, len(f.evidence)) for f in timeouts] == [
+        ("provider1", "registry", 1),
+        ("provider2", "registry", 2),
+    ]
     assert "FIND_NODE×2" in timeouts[1].summary
 
 
@@ -582,8 +689,9 @@ def test_rpc_timeouts_are_grouped_per_requester_and_peer() -> None:
 
 
 def node_started(log: NodeLog, t: float, role: str = "provider") -> None:
-    log.log(t, "dht:node_started", {"node_id": f"{log.node}-id", "address": "127.0.0.1:1", "role": role,
-                                    "scenario": []})
+    log.log(
+        t, "dht:node_started", {"node_id": f"{log.node}-id", "address": "127.0.0.1:1", "role": role, "scenario": []}
+    )
 
 
 def routing(log: NodeLog, t: float, action: str, peer: str) -> None:
@@ -631,10 +739,34 @@ def _failing_contact(evict: bool) -> NodeLog:
     if evict:
         # dhtscope evicts as soon as the RPC fails, before the lookup logs the failed round
         routing(p1, 99, "evicted", "provider2")
-    p1.log(100, "dht:lookup_round", {"lookup_id": "x-1", "round": 1, "peer_id": "provider2-id", "address": "x",
-                                     "rtt_ms": None, "returned": [], "values": 0, "error": "timed out"})
-    p1.log(2000, "dht:lookup_round", {"lookup_id": "x-2", "round": 1, "peer_id": "registry-id", "address": "x",
-                                      "rtt_ms": 1.0, "returned": [], "values": 0, "error": None})
+    p1.log(
+        100,
+        "dht:lookup_round",
+        {
+            "lookup_id": "x-1",
+            "round": 1,
+            "peer_id": "provider2-id",
+            "address": "x",
+            "rtt_ms": None,
+            "returned": [],
+            "values": 0,
+            "error": "timed out",
+        },
+    )
+    p1.log(
+        2000,
+        "dht:lookup_round",
+        {
+            "lookup_id": "x-2",
+            "round": 1,
+            "peer_id": "registry-id",
+            "address": "x",
+            "rtt_ms": 1.0,
+            "returned": [],
+            "values": 0,
+            "error": None,
+        },
+    )
     return p1
 
 
@@ -652,8 +784,11 @@ def test_stale_contact_from_a_connection_rpc_timeout() -> None:
     c, s = End("provider1", "client", "nn01"), End("registry", "server", "nn01")
     c.log(1, "dht:peer_identified", {"peer_id": "registry-id", "verified": True})
     rpc(c, s, 20, 0, take=False)
-    c.log(5020, "dht:rpc_timeout", {"stream_id": 0, "type": "PING", "request_id": 1, "peer_id": "registry-id",
-                                    "timeout_ms": 5000})
+    c.log(
+        5020,
+        "dht:rpc_timeout",
+        {"stream_id": 0, "type": "PING", "request_id": 1, "peer_id": "registry-id", "timeout_ms": 5000},
+    )
     p1.log(9000, "dht:record_expired", {"key": "00", "publisher": "11"})
     a = analyse(recording(p1, c, s))
     f = only(a, "stale_contacts")
@@ -679,8 +814,13 @@ def test_store_under_replicated_counts_nodes_that_had_joined() -> None:
     routing(late, 130, "added", "registry")
     assert "on 1 of 3" in only(analyse(recording(*logs.values(), late)), "store_under_replicated").summary
     # fully replicated: no finding
-    p1.events[-1] = Event(p1.events[-1].time_ms, "dht:store_result",
-                          {"key": "ab" * 32, "replicas": 3, "targets": 3}, "dht:store_result", p1.events[-1].record)
+    p1.events[-1] = Event(
+        p1.events[-1].time_ms,
+        "dht:store_result",
+        {"key": "ab" * 32, "replicas": 3, "targets": 3},
+        "dht:store_result",
+        p1.events[-1].record,
+    )
     assert "store_under_replicated" not in kinds(analyse(recording(*logs.values())))
 
 
@@ -689,11 +829,25 @@ def test_lookup_missed_when_another_node_held_an_unexpired_record() -> None:
     reg, cl = NodeLog("registry"), NodeLog("client")
     node_started(reg, 0)
     node_started(cl, 0)
-    reg.log(1000, "dht:record_stored", {"key": key, "publisher": "p1", "seq": 1, "expires_at_ms": T0 + 300_000,
-                                        "from_peer": "p1", "name": "calc"})
+    reg.log(
+        1000,
+        "dht:record_stored",
+        {"key": key, "publisher": "p1", "seq": 1, "expires_at_ms": T0 + 300_000, "from_peer": "p1", "name": "calc"},
+    )
     cl.log(2000, "dht:lookup_started", {"lookup_id": "c-1", "kind": "find_value", "target": key})
-    cl.log(2100, "dht:lookup_finished", {"lookup_id": "c-1", "kind": "find_value", "rounds": 1, "messages": 1,
-                                         "found": False, "values": 0, "closest": []})
+    cl.log(
+        2100,
+        "dht:lookup_finished",
+        {
+            "lookup_id": "c-1",
+            "kind": "find_value",
+            "rounds": 1,
+            "messages": 1,
+            "found": False,
+            "values": 0,
+            "closest": [],
+        },
+    )
     f = only(analyse(recording(reg, cl)), "lookup_missed")
     assert f.node == "client" and f.peer == "registry"
     assert "'calc'" in f.summary
@@ -795,8 +949,17 @@ def test_summary_keys_and_evidence_address() -> None:
     ends, cid = no_accept_cluster()
     a = analyse(recording(*ends))
     s = a.summary()
-    assert set(s) >= {"nodes", "traces", "connections", "streams", "events", "findings", "first_ms", "last_ms",
-                      "duration_ms"}
+    assert set(s) >= {
+        "nodes",
+        "traces",
+        "connections",
+        "streams",
+        "events",
+        "findings",
+        "first_ms",
+        "last_ms",
+        "duration_ms",
+    }
     assert (s["nodes"], s["traces"], s["connections"], s["streams"]) == (2, 2, 1, 3)
     assert s["events"] == sum(len(e.events) for e in ends)
     assert s["duration_ms"] == pytest.approx(5100.0)
@@ -811,10 +974,17 @@ needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared qlog sam
 
 
 @needs_samples
-@pytest.mark.parametrize("name", [
-    "aioquic_client_success.qlog", "aioquic_draft01_parallel10.qlog", "aioquic_server_failed.qlog",
-    "picoquic_binlog_ref.qlog", "quicgo_client_ndjson_truncated.qlog", "quinn_moq_clock_pub_loss.sqlog",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "aioquic_client_success.qlog",
+        "aioquic_draft01_parallel10.qlog",
+        "aioquic_server_failed.qlog",
+        "picoquic_binlog_ref.qlog",
+        "quicgo_client_ndjson_truncated.qlog",
+        "quinn_moq_clock_pub_loss.sqlog",
+    ],
+)
 def test_foreign_samples_are_analysed_without_errors_or_guesses(name: str) -> None:
     a = analyse(reader.open_recording(SAMPLES / name))
     assert kinds(a, ERROR) == []
@@ -835,8 +1005,13 @@ def test_aioquic_client_sample_follows_its_request_stream() -> None:
     assert conn.rtt_ms is not None and conn.rtt_ms > 0
     view = a.stream(conn.id, 0)
     assert view is not None
-    assert steps(a, conn.id, 0) == {"sent": DONE, "acked": DONE, "received": UNKNOWN, "delivered": UNKNOWN,
-                                    "answered": DONE}
+    assert steps(a, conn.id, 0) == {
+        "sent": DONE,
+        "acked": DONE,
+        "received": UNKNOWN,
+        "delivered": UNKNOWN,
+        "answered": DONE,
+    }
     assert view.fin_opener.status == DONE
     assert len(a.timeline(view)) >= 3
 
@@ -861,8 +1036,9 @@ def test_server_failed_sample_shows_the_close_reason() -> None:
 
 @needs_samples
 def test_several_foreign_files_at_once() -> None:
-    a = analyse(reader.open_recording(SAMPLES / "aioquic_client_success.qlog",
-                                      SAMPLES / "quinn_moq_clock_pub_loss.sqlog"))
+    a = analyse(
+        reader.open_recording(SAMPLES / "aioquic_client_success.qlog", SAMPLES / "quinn_moq_clock_pub_loss.sqlog")
+    )
     assert len(a.connections) == 2
     assert a.summary()["traces"] == 2
 
@@ -871,30 +1047,59 @@ def test_several_foreign_files_at_once() -> None:
 
 
 def _write_sqlog(path: Path, node: str, vantage: str, odcid: str | None, events: list[Event]) -> None:
-    header = {"qlog_version": "0.3", "qlog_format": "JSON-SEQ",
-              "file_schema": "urn:ietf:params:qlog:file:sequential",
-              "serialization_format": "application/qlog+json-seq", "title": f"dhtscope {node}",
-              "trace": {"vantage_point": {"type": vantage, "name": node},
-                        "common_fields": {**({"ODCID": odcid, "group_id": odcid} if odcid else {}),
-                                          "reference_time": T0, "time_format": "relative",
-                                          "protocol_type": ["QUIC", "DHT"]}}}
+    header = {
+        "qlog_version": "0.3",
+        "qlog_format": "JSON-SEQ",
+        "file_schema": "urn:ietf:params:qlog:file:sequential",
+        "serialization_format": "application/qlog+json-seq",
+        "title": f"dhtscope {node}",
+        "trace": {
+            "vantage_point": {"type": vantage, "name": node},
+            "common_fields": {
+                **({"ODCID": odcid, "group_id": odcid} if odcid else {}),
+                "reference_time": T0,
+                "time_format": "relative",
+                "protocol_type": ["QUIC", "DHT"],
+            },
+        },
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(b"\x1e" + json.dumps(header).encode() + b"\n")
         for e in events:
-            fh.write(b"\x1e" + json.dumps({"time": e.time_ms - T0, "name": e.raw_name, "data": e.data}).encode() + b"\n")
+            fh.write(
+                b"\x1e" + json.dumps({"time": e.time_ms - T0, "name": e.raw_name, "data": e.data}).encode() + b"\n"
+            )
 
 
 def test_a_dhtscope_recording_read_from_disk_finds_the_seeds_bug(tmp_path: Path) -> None:
     ends, cid = no_accept_cluster()
     for e in ends:
         _write_sqlog(tmp_path / str(e.node) / f"{cid}-{e.vantage}-0.sqlog", str(e.node), e.vantage, cid, e.events)
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "dhtscope_version": "0.1.0", "created_ms": T0,
-        "nodes": [{"name": "registry", "id": "registry-id", "address": "127.0.0.1:4500", "role": "registry",
-                   "dir": "registry"},
-                  {"name": "provider1", "id": "provider1-id", "address": "127.0.0.1:4501", "role": "provider",
-                   "dir": "provider1"}]}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "dhtscope_version": "0.1.0",
+                "created_ms": T0,
+                "nodes": [
+                    {
+                        "name": "registry",
+                        "id": "registry-id",
+                        "address": "127.0.0.1:4500",
+                        "role": "registry",
+                        "dir": "registry",
+                    },
+                    {
+                        "name": "provider1",
+                        "id": "provider1-id",
+                        "address": "127.0.0.1:4501",
+                        "role": "provider",
+                        "dir": "provider1",
+                    },
+                ],
+            }
+        )
+    )
     a = analyse(reader.open_recording(tmp_path))
     f = only(a, "stream_not_delivered")
     assert f.node == "registry" and f.streams == (0, 4)

@@ -10,7 +10,8 @@ import shutil
 import socket
 import stat
 import tempfile
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,7 @@ async def wait_until(check: Any, timeout_s: float = 5.0) -> None:
     async def loop() -> None:
         while not check():
             await asyncio.sleep(0.02)
+
     await asyncio.wait_for(loop(), timeout_s)
 
 
@@ -211,8 +213,7 @@ async def test_tcp_without_a_token_cannot_be_constructed() -> None:
             ControlServer(node, "tcp:127.0.0.1:0", token=token)
 
 
-async def test_malformed_lines_get_errors_and_the_node_still_answers(
-        nodes: Any, servers: Any, sock_dir: str) -> None:
+async def test_malformed_lines_get_errors_and_the_node_still_answers(nodes: Any, servers: Any, sock_dir: str) -> None:
     a, b = await nodes("a"), await nodes("b")
     server = await servers(a, os.path.join(sock_dir, "a.sock"))
     reader, writer = await asyncio.open_unix_connection(server.target.path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -17,7 +17,7 @@ def contact(value: int) -> Contact:
     return Contact(NodeId(value), "10.0.0.1", 4000 + value % 1000)
 
 
-@lru_cache(maxsize=None)
+@cache
 def small_net(n: int, seed: int) -> SmallNet:
     """Built once per (n, seed): driving lookups never changes the tables."""
     return SmallNet(n, seed)
@@ -221,8 +221,9 @@ def test_find_value_stops_at_quorum_and_collects_values() -> None:
     key = NodeId.random(rng)
     holders = net.true_closest(key, K, skip={origin.node_id})
     values = {c.node_id: ["endpoint-a", "endpoint-b"] for c in holders}
-    lookup = Lookup(key, net.tables[origin.node_id].closest(key, K), "find_value", 0.0,
-                    self_id=origin.node_id, value_quorum=2)
+    lookup = Lookup(
+        key, net.tables[origin.node_id].closest(key, K), "find_value", 0.0, self_id=origin.node_id, value_quorum=2
+    )
     net.run(lookup, rng, values=values)
     result = lookup.result()
     assert lookup.done

@@ -11,17 +11,17 @@ from typing import Any
 import msgpack
 import pytest
 
+from dhtscope.node import transport
 from dhtscope.node.constants import (
     ACK_DELAY_S,
-    K,
     MAX_DATAGRAM_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_STREAMS_PER_CONNECTION,
     WIRE_VERSION,
+    K,
 )
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
-from dhtscope.node import transport
 from dhtscope.node.node import NodeError
 from dhtscope.node.records import Record
 from dhtscope.node.rpc import RemoteError
@@ -123,7 +123,8 @@ async def test_join_fills_routing_tables_beyond_the_bootstrap_node(make_nodes):
 
 async def test_records_expire_and_providers_republish_before_expiry(make_nodes):
     registry, provider, client = await make_nodes(
-        3, record_ttl_s=2.0, republish_margin_s=1.2, maintenance_interval_s=0.1, request_timeout_s=0.5)
+        3, record_ttl_s=2.0, republish_margin_s=1.2, maintenance_interval_s=0.1, request_timeout_s=0.5
+    )
     await provider.advertise("calculator", "127.0.0.1:9001")
     key = NodeId.for_name("calculator")
     first = registry.store_.get(key, registry.clock())[0]
@@ -280,10 +281,13 @@ async def test_datagrams_fill_up_to_the_configured_size_and_no_further(make_node
     a, b = await make_nodes(2, bootstrap=False, max_datagram_bytes=limit)
     await b.ping(("127.0.0.1", a.port))
     key = NodeId.for_name("big")
-    for i in range(3):  # three providers: a VALUE answer of about 3.5 KB
+    for _ in range(3):  # three providers: a VALUE answer of about 3.5 KB
         publisher = Identity.generate()
-        a.store_.put(Record.create(publisher, key, os.urandom(1000), 1, 300, a.clock(), name="big"), a.clock(),
-                     from_peer=publisher.node_id)
+        a.store_.put(
+            Record.create(publisher, key, os.urandom(1000), 1, 300, a.clock(), name="big"),
+            a.clock(),
+            from_peer=publisher.node_id,
+        )
     sent = count_datagrams(a)
     response, _, _ = await b._call(a.contact(), FindValue(1, key=key))
     assert len(response.records) == 3
@@ -359,9 +363,11 @@ async def test_fin_arrives_after_a_burst_of_large_writes(make_nodes):
     await b.ping(("127.0.0.1", a.port))
     # Large records fill packets; the FIN of each stream must still reach the peer,
     # or the streams never finish and credit runs out (older aioquic dropped such FINs).
-    records = tuple(Record.create(b.identity, NodeId.for_name(f"s{i}"), os.urandom(1000), 1, 300, b.clock())
-                    for i in range(60))
+    records = tuple(
+        Record.create(b.identity, NodeId.for_name(f"s{i}"), os.urandom(1000), 1, 300, b.clock()) for i in range(60)
+    )
     for _ in range(3):
-        replies = await asyncio.gather(*(b._call(a.contact(), Store(i, records=records[i % 60:i % 60 + 1]))
-                                         for i in range(150)))
+        replies = await asyncio.gather(
+            *(b._call(a.contact(), Store(i, records=records[i % 60 : i % 60 + 1])) for i in range(150))
+        )
         assert all(isinstance(r[0], StoreResult) for r in replies)

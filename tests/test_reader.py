@@ -22,9 +22,7 @@ from dhtscope.tracing.reader import (
 
 # The shared samples sit beside the repository (../shared/qlog-samples); never copied in.
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qlog-samples"
-needs_samples = pytest.mark.skipif(
-    not SAMPLES.is_dir(), reason=f"shared qlog samples not found at {SAMPLES}"
-)
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"shared qlog samples not found at {SAMPLES}")
 
 RS = b"\x1e"
 REF_MS = 1_700_000_000_000.0
@@ -57,7 +55,7 @@ def _pkt(i: int, t: float | None = None) -> dict:
 
 def _monotonic(trace) -> bool:  # type: ignore[no-untyped-def]
     times = [e.time_ms for e in trace]
-    return all(b >= a for a, b in zip(times, times[1:]))
+    return all(b >= a for a, b in zip(times, times[1:], strict=False))
 
 
 # --------------------------------------------------------------------------- real samples
@@ -65,30 +63,55 @@ def _monotonic(trace) -> bool:  # type: ignore[no-untyped-def]
 SAMPLE_EXPECT = {
     # file: (format, vantage, odcid, events, names that must be present, first time_ms or None)
     "aioquic_client_success.qlog": (
-        "qlog-0.3-json", "client", "fcabe9223fe7d8c1", 80,
-        {"quic:packet_sent", "quic:packet_received", "quic:recovery_metrics_updated",
-         "quic:key_updated", "http:frame_parsed"},
+        "qlog-0.3-json",
+        "client",
+        "fcabe9223fe7d8c1",
+        80,
+        {
+            "quic:packet_sent",
+            "quic:packet_received",
+            "quic:recovery_metrics_updated",
+            "quic:key_updated",
+            "http:frame_parsed",
+        },
         1745672395021.2815,
     ),
     "aioquic_draft01_parallel10.qlog": (
-        "draft-01-json", "client", "8b8c8ba3cae71a66", 1549,
+        "draft-01-json",
+        "client",
+        "8b8c8ba3cae71a66",
+        1549,
         {"quic:packet_sent", "quic:packet_received", "quic:spin_bit_updated", "http:frame_created"},
         1575028855415.0,
     ),
     "aioquic_server_failed.qlog": (
-        "qlog-0.3-json", "server", "3d7719d94183cb7e", 37,
+        "qlog-0.3-json",
+        "server",
+        "3d7719d94183cb7e",
+        37,
         {"quic:packet_sent", "quic:packet_dropped", "quic:parameters_set"},
         1745672125973.8923,
     ),
     "picoquic_binlog_ref.qlog": ("draft-00-json", "client", None, 77, {"quic:packet_sent"}, None),
     "quicgo_client_ndjson_truncated.qlog": (
-        "ndjson", "client", "e030424f204c09e66748ea", 11401,
-        {"quic:packet_sent", "quic:packet_received", "quic:recovery_metrics_updated",
-         "quic:connection_started", "quic:congestion_state_updated"},
+        "ndjson",
+        "client",
+        "e030424f204c09e66748ea",
+        11401,
+        {
+            "quic:packet_sent",
+            "quic:packet_received",
+            "quic:recovery_metrics_updated",
+            "quic:connection_started",
+            "quic:congestion_state_updated",
+        },
         1677497814774.5974 + 0.054586,
     ),
     "quinn_moq_clock_pub_loss.sqlog": (
-        "json-seq", "client", "8e28814968061c0b43ad47f15dec5da8f186b50c", 113,
+        "json-seq",
+        "client",
+        "8e28814968061c0b43ad47f15dec5da8f186b50c",
+        113,
         {"quic:packet_sent", "quic:packet_received", "moq-transfork-03:frame_created"},
         1753559625721.0,
     ),
@@ -109,8 +132,9 @@ def test_sample(name: str) -> None:
     seen = {e.name for e in trace}
     assert names <= seen, names - seen
     # Nothing keeps a draft-specific category that the vocabulary maps to quic:.
-    assert not any(n.split(":")[0] in ("transport", "security", "connectivity", "recovery")
-                   or n.startswith("quic-") for n in seen)
+    assert not any(
+        n.split(":")[0] in ("transport", "security", "connectivity", "recovery") or n.startswith("quic-") for n in seen
+    )
     assert [e.record for e in trace.iter_range(0, 5)] == list(range(min(5, count)))
     assert _monotonic(trace)
     if first_ms is not None:
@@ -224,8 +248,7 @@ def test_contained_document_skips_trace_errors_with_warning(tmp_path: Path) -> N
         "file_schema": "urn:ietf:params:qlog:file:contained",
         "serialization_format": "application/qlog+json",
         "traces": [
-            {"vantage_point": {"type": "client"}, "common_fields": {"group_id": "01"},
-             "events": [_pkt(0, t=REF_MS)]},
+            {"vantage_point": {"type": "client"}, "common_fields": {"group_id": "01"}, "events": [_pkt(0, t=REF_MS)]},
             {"error_description": "server trace lost", "vantage_point": {"type": "server"}},
         ],
     }
@@ -281,8 +304,10 @@ def test_ndjson_sniffed_despite_extension_and_blank_lines(tmp_path: Path) -> Non
     header = {
         "qlog_format": "NDJSON",
         "qlog_version": "draft-02",
-        "trace": {"vantage_point": {"type": "client"},
-                  "common_fields": {"ODCID": "0A0B", "reference_time": REF_MS, "time_format": "relative"}},
+        "trace": {
+            "vantage_point": {"type": "client"},
+            "common_fields": {"ODCID": "0A0B", "reference_time": REF_MS, "time_format": "relative"},
+        },
     }
     lines = [orjson.dumps(header)] + [orjson.dumps(_pkt(i)) for i in range(6)]
     lines.insert(3, b"")  # a stray blank line is not an event
@@ -298,8 +323,7 @@ def test_ndjson_sniffed_despite_extension_and_blank_lines(tmp_path: Path) -> Non
 
 
 def test_single_json_document_named_sqlog_is_sniffed(tmp_path: Path) -> None:
-    doc = {"qlog_version": "0.3", "traces": [{"vantage_point": {"type": "client"},
-                                              "events": [_pkt(0, t=REF_MS)]}]}
+    doc = {"qlog_version": "0.3", "traces": [{"vantage_point": {"type": "client"}, "events": [_pkt(0, t=REF_MS)]}]}
     path = tmp_path / "lies.sqlog"
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     trace = open_trace_file(path)[0]
@@ -310,15 +334,19 @@ def test_single_json_document_named_sqlog_is_sniffed(tmp_path: Path) -> None:
 def test_draft01_microseconds_and_event_fields(tmp_path: Path) -> None:
     doc = {
         "qlog_version": "draft-01",
-        "traces": [{
-            "vantage_point": {"type": "server"},
-            "configuration": {"time_units": "us"},
-            "common_fields": {"group_id": "ff00", "reference_time": str(int(REF_MS * 1000))},
-            "event_fields": ["relative_time", "category", "event_type", "data"],
-            "events": [["0", "transport", "packet_received", {"frames": []}],
-                       ["2500", "recovery", "packet_lost", {}],
-                       "junk"],
-        }],
+        "traces": [
+            {
+                "vantage_point": {"type": "server"},
+                "configuration": {"time_units": "us"},
+                "common_fields": {"group_id": "ff00", "reference_time": str(int(REF_MS * 1000))},
+                "event_fields": ["relative_time", "category", "event_type", "data"],
+                "events": [
+                    ["0", "transport", "packet_received", {"frames": []}],
+                    ["2500", "recovery", "packet_lost", {}],
+                    "junk",
+                ],
+            }
+        ],
     }
     path = tmp_path / "old.qlog"
     path.write_bytes(orjson.dumps(doc))
@@ -373,8 +401,7 @@ def test_corrupt_middle_record_keeps_numbering(tmp_path: Path) -> None:
         (b'{"traces": [', "not valid JSON"),
         (b'{"some": "json"}', "not a qlog"),
         (b'{"qlog_version": "0.3", "traces": []}', "no readable trace"),
-        (b'{"file_schema": "urn:ietf:params:qlog:file:contained", "traces": [{"error_description": "boom"}]}',
-         "boom"),
+        (b'{"file_schema": "urn:ietf:params:qlog:file:contained", "traces": [{"error_description": "boom"}]}', "boom"),
         (b"\x1e{broken\n", "no complete JSON record"),
         (b"\x1e[1, 2]\n", "not a qlog"),
     ],
@@ -408,8 +435,9 @@ def _node_dir(root: Path, name: str, entry: bool = True) -> Path:
     node = root / name
     node.mkdir(parents=True)
     if entry:
-        (node / "node.json").write_text(json.dumps(
-            {"name": name, "id": name * 4, "address": f"127.0.0.1:{len(name)}", "role": "peer", "dir": name}))
+        (node / "node.json").write_text(
+            json.dumps({"name": name, "id": name * 4, "address": f"127.0.0.1:{len(name)}", "role": "peer", "dir": name})
+        )
     return node
 
 
@@ -417,11 +445,18 @@ def test_recording_directory_with_manifest(tmp_path: Path) -> None:
     alpha = _node_dir(tmp_path, "alpha")
     beta = _node_dir(tmp_path, "beta-dir", entry=False)
     late = _node_dir(tmp_path, "late")  # started after the manifest was written
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "dhtscope_version": "0.1.0", "created_ms": REF_MS,
-        "nodes": [{"name": "alpha", "id": "aa", "address": "127.0.0.1:1", "role": "bootstrap", "dir": "alpha"},
-                  {"name": "beta", "id": "bb", "address": "127.0.0.1:2", "role": "peer", "dir": "beta-dir"}],
-    }))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "dhtscope_version": "0.1.0",
+                "created_ms": REF_MS,
+                "nodes": [
+                    {"name": "alpha", "id": "aa", "address": "127.0.0.1:1", "role": "bootstrap", "dir": "alpha"},
+                    {"name": "beta", "id": "bb", "address": "127.0.0.1:2", "role": "peer", "dir": "beta-dir"},
+                ],
+            }
+        )
+    )
     _seq(alpha / "node.sqlog", [_header(vantage="unknown"), {"time": 1, "name": "dht:node_started", "data": {}}])
     _seq(alpha / "abcd-client-0.sqlog", [_header("abcd"), _pkt(0)])
     _seq(beta / "abcd-server-0.sqlog", [_header("abcd", "server"), _pkt(0)])
@@ -433,7 +468,10 @@ def test_recording_directory_with_manifest(tmp_path: Path) -> None:
     rec = open_recording(tmp_path)
     assert rec.dhtscope_version == "0.1.0"
     assert [(n.name, n.node_id, n.role, n.dir) for n in rec.nodes] == [
-        ("alpha", "aa", "bootstrap", "alpha"), ("beta", "bb", "peer", "beta-dir"), ("late", "latelatelatelate", "peer", "late")]
+        ("alpha", "aa", "bootstrap", "alpha"),
+        ("beta", "bb", "peer", "beta-dir"),
+        ("late", "latelatelatelate", "peer", "late"),
+    ]
     by_file = {Path(t.info.path).name: t.info for t in rec.traces}
     assert set(by_file) == {"node.sqlog", "abcd-client-0.sqlog", "abcd-server-0.sqlog", "ef-client-0.sqlog"}
     assert by_file["abcd-client-0.sqlog"].node == "alpha"
@@ -453,7 +491,9 @@ def test_recording_directory_without_manifest(tmp_path: Path) -> None:
     rec = open_recording(tmp_path)
     assert [n.name for n in rec.nodes] == ["gamma"]
     assert sorted((t.info.node, t.info.vantage, t.info.format) for t in rec.traces) == [
-        ("bare", "server", "ndjson"), ("gamma", "client", "json-seq")]
+        ("bare", "server", "ndjson"),
+        ("gamma", "client", "json-seq"),
+    ]
     assert read_nodes(tmp_path) == rec.nodes
     assert read_nodes(bare / "01-server-0.qlognd") == []  # a trace file names its node in its header
 
@@ -550,7 +590,7 @@ def test_many_files_do_not_exhaust_descriptors(tmp_path: Path) -> None:
     try:
         rec = open_recording(tmp_path)
         for _ in range(2):
-            for trace, path in zip(rec.traces, paths):
+            for trace, path in zip(rec.traces, paths, strict=True):
                 assert trace[0].data["header"]["packet_number"] == int(path.name[:3])
         assert sum(t._mm is not None for t in rec.traces) <= 8
     finally:

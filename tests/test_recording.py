@@ -58,8 +58,15 @@ async def test_both_ends_of_a_connection_are_recorded_and_joinable(tmp_path):
     assert {"b:client", "a:server"} in by_odcid.values()
     events = [e for t in rec.traces for e in t]
     names = {e.name for e in events}
-    for expected in ("quic:packet_received", "dht:rpc_sent", "dht:rpc_received",
-                     "dht:rpc_response", "quic:connection_closed", "dht:lookup_round", "dht:record_stored"):
+    for expected in (
+        "quic:packet_received",
+        "dht:rpc_sent",
+        "dht:rpc_received",
+        "dht:rpc_response",
+        "quic:connection_closed",
+        "dht:lookup_round",
+        "dht:record_stored",
+    ):
         assert expected in names, expected
     # Whole messages: the bytes each moved are folded into its dht event, not a separate
     # quic:stream_data_moved (which stays for bytes that complete no message).
@@ -72,17 +79,34 @@ async def test_received_packets_are_written_with_their_frames(tmp_path):
     a, b = await recorded_pair(tmp_path)
     await asyncio.gather(a.stop(), b.stop())
     rec = open_recording(tmp_path)
-    received = [e for t in rec.traces for e in t if e.name == "quic:packet_received"
-                and e.data.get("header", {}).get("packet_type") == "1RTT"]
+    received = [
+        e
+        for t in rec.traces
+        for e in t
+        if e.name == "quic:packet_received" and e.data.get("header", {}).get("packet_type") == "1RTT"
+    ]
     assert received and all(e.data.get("frames") for e in received)
 
 
 def test_node_killed_with_sigkill_leaves_a_readable_recording(tmp_path):
     rec_dir = tmp_path / "rec"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dhtscope.tui.cli", "node", "--listen", "127.0.0.1:0", "--name", "victim",
-         "--record", str(rec_dir), "--json-lines"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "dhtscope.tui.cli",
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "victim",
+            "--record",
+            str(rec_dir),
+            "--json-lines",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         started = json.loads(proc.stdout.readline())
         port = int(started["address"].rsplit(":", 1)[1])

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from test_analysis import End, healthy_cluster, no_accept_cluster, recording, rpc, start
 
 from dhtscope.tracing.analysis import analyse
 from dhtscope.tracing.report import render_json, render_text
-
-from test_analysis import End, healthy_cluster, no_accept_cluster, recording, rpc, start
 
 
 def render(analysis, verbose: bool = False, width: int = 80) -> str:  # type: ignore[no-untyped-def]
@@ -31,8 +30,10 @@ def test_seed_bug_report_marks_the_missing_step_at_80_columns() -> None:
     lines = text.splitlines()
     row = next(line for line in lines if "MISSING" in line)
     assert "delivered" in row
-    order = [next(i for i, line in enumerate(lines) if line.strip().startswith(step)) for step in
-             ("sent", "acked", "received", "delivered", "answered")]
+    order = [
+        next(i for i, line in enumerate(lines) if line.strip().startswith(step))
+        for step in ("sent", "acked", "received", "delivered", "answered")
+    ]
     assert order == sorted(order)
     # evidence addresses are file#record
     assert ".sqlog#" in text

@@ -17,13 +17,21 @@ from dhtscope.tracing.reader import open_recording
 TIMEOUT_S = 0.5
 
 
-async def run_scenario(tmp_path: Path, scenario: str, pings: int = 0,
-                       timeout_s: float = TIMEOUT_S) -> list[tuple[str, str, str]]:
+async def run_scenario(
+    tmp_path: Path, scenario: str, pings: int = 0, timeout_s: float = TIMEOUT_S
+) -> list[tuple[str, str, str]]:
     """Registry with the fault, two providers and a client; returns (kind, severity, node) findings."""
     names = ["registry", "provider1", "provider2", "client"]
-    nodes = [Node(name=n, role=n.rstrip("12"), request_timeout_s=timeout_s,
-                  faults=Faults.for_scenario(scenario) if n == "registry" else None,
-                  recorder=NodeRecorder(tmp_path, n, "", n)) for n in names]
+    nodes = [
+        Node(
+            name=n,
+            role=n.rstrip("12"),
+            request_timeout_s=timeout_s,
+            faults=Faults.for_scenario(scenario) if n == "registry" else None,
+            recorder=NodeRecorder(tmp_path, n, "", n),
+        )
+        for n in names
+    ]
     for node in nodes:
         await node.start()
     registry, *others = nodes
@@ -62,11 +70,14 @@ async def test_healthy_recording_has_no_error_finding(tmp_path):
     assert [f for f in findings if f[1] == "error"] == []
 
 
-@pytest.mark.parametrize("scenario, kind", [
-    ("no-accept", "stream_not_delivered"),
-    ("stall", "no_response"),
-    ("alpn-mismatch", "alpn_mismatch"),
-])
+@pytest.mark.parametrize(
+    "scenario, kind",
+    [
+        ("no-accept", "stream_not_delivered"),
+        ("stall", "no_response"),
+        ("alpn-mismatch", "alpn_mismatch"),
+    ],
+)
 async def test_fault_on_the_registry_is_named_on_the_registry(tmp_path, scenario, kind):
     findings = await run_scenario(tmp_path, scenario)
     assert (kind, "error", "registry") in findings

@@ -24,8 +24,22 @@ def test_every_lookup_succeeds_in_few_rounds_on_a_stable_network() -> None:
     assert result["p95_rounds"] <= 6
     assert 1 <= result["median_messages"] <= 3 * K
     assert result["mean_hops_failed"] == 0.0
-    for key in ("nodes", "lookups", "churn", "loss", "seed", "success_rate", "median_rounds", "p95_rounds",
-                "median_messages", "p95_messages", "mean_hops_failed", "build_s", "lookup_s", "log2_nodes"):
+    for key in (
+        "nodes",
+        "lookups",
+        "churn",
+        "loss",
+        "seed",
+        "success_rate",
+        "median_rounds",
+        "p95_rounds",
+        "median_messages",
+        "p95_messages",
+        "mean_hops_failed",
+        "build_s",
+        "lookup_s",
+        "log2_nodes",
+    ):
         assert key in result
     assert result["nodes"] == 2000 and result["lookups"] == 200
     assert result["log2_nodes"] == pytest.approx(10.97, abs=0.01)
@@ -63,7 +77,7 @@ def test_converged_tables_hold_min_k_and_range_nodes_per_bucket() -> None:
     net = SimNetwork([rng.getrandbits(256) for _ in range(300)], k=8)
     net.build_converged(random.Random(9))
     values = net.values
-    for x, table in zip(values, net.tables):
+    for x, table in zip(values, net.tables, strict=True):
         me = NodeId(x)
         per_bucket: dict[int, int] = {}
         for v in values:
@@ -119,8 +133,13 @@ def test_querier_evicts_offline_contacts_it_asked() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(nodes=0, lookups=1), dict(nodes=10, lookups=-1), dict(nodes=10, lookups=1, churn=1.0),
-     dict(nodes=10, lookups=1, loss=-0.1), dict(nodes=10, lookups=1, build="magic")],
+    [
+        dict(nodes=0, lookups=1),
+        dict(nodes=10, lookups=-1),
+        dict(nodes=10, lookups=1, churn=1.0),
+        dict(nodes=10, lookups=1, loss=-0.1),
+        dict(nodes=10, lookups=1, build="magic"),
+    ],
 )
 def test_bad_parameters_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):

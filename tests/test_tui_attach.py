@@ -10,18 +10,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from test_tui_support import cell, table_text, wait_until
 
 from dhtscope.node.control import ControlServer
 from dhtscope.node.node import Node
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.screens.choose import ChooseScreen
 from dhtscope.tui.sources.attach import AttachSource
-
-from test_tui_support import cell, table_text, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,11 +57,17 @@ async def test_attach_every_screen_reconnect_probe_and_scenario(sock_dir: str) -
             await pilot.press("2")
             await wait_until(lambda: main.query_one("#connections-table").row_count() >= 1, pilot, what="conns")
             await pilot.press("4")
-            await wait_until(lambda: any(provider.address in r for r in table_text(main.query_one("#routing-table"))),
-                             pilot, what="provider in the routing table")
+            await wait_until(
+                lambda: any(provider.address in r for r in table_text(main.query_one("#routing-table"))),
+                pilot,
+                what="provider in the routing table",
+            )
             await pilot.press("5")
-            await wait_until(lambda: any("calculator" in r for r in table_text(main.query_one("#records-table"))),
-                             pilot, what="stored record")
+            await wait_until(
+                lambda: any("calculator" in r for r in table_text(main.query_one("#records-table"))),
+                pilot,
+                what="stored record",
+            )
 
             await pilot.press("8")
             await pilot.press(*"calculator", "enter")
@@ -91,8 +96,7 @@ async def test_attach_every_screen_reconnect_probe_and_scenario(sock_dir: str) -
             server = ControlServer(registry, path)
             await server.start()
             servers.append(server)
-            await wait_until(lambda: cell(nodes, 0, 5) == "connected", pilot,
-                             timeout_s=10, what="reconnected")
+            await wait_until(lambda: cell(nodes, 0, 5) == "connected", pilot, timeout_s=10, what="reconnected")
     finally:
         for s in servers:
             await s.close()
@@ -106,19 +110,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-ATTACH = ("import sys, argparse\n"
-          "from dhtscope.tui.commands import add_commands\n"
-          "p = argparse.ArgumentParser(prog='dhtscope')\n"
-          "add_commands(p.add_subparsers(dest='command', required=True), node_options=lambda p: None)\n"
-          "a = p.parse_args(sys.argv[1:])\n"
-          "sys.exit(a.func(a))\n")
+ATTACH = (
+    "import sys, argparse\n"
+    "from dhtscope.tui.commands import add_commands\n"
+    "p = argparse.ArgumentParser(prog='dhtscope')\n"
+    "add_commands(p.add_subparsers(dest='command', required=True), node_options=lambda p: None)\n"
+    "a = p.parse_args(sys.argv[1:])\n"
+    "sys.exit(a.func(a))\n"
+)
 
 
 def test_attach_with_a_wrong_token_prints_one_refusal_line_and_exits_non_zero(tmp_path: Path) -> None:
     port = _free_port()
     node = subprocess.Popen(
-        [sys.executable, "-m", "dhtscope.tui.cli", "node", "--json-lines", "--control", f"tcp:127.0.0.1:{port}",
-         "--control-token", "right-token"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "dhtscope.tui.cli",
+            "node",
+            "--json-lines",
+            "--control",
+            f"tcp:127.0.0.1:{port}",
+            "--control-token",
+            "right-token",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = node.stdout.readline()  # type: ignore[union-attr]
         assert json.loads(line)["event"] == "started"
@@ -126,8 +145,13 @@ def test_attach_with_a_wrong_token_prints_one_refusal_line_and_exits_non_zero(tm
         token_file.write_text("wrong-token\n")
         for how in (["--token", "wrong-token"], ["--token-file", str(token_file)]):
             started = time.monotonic()
-            done = subprocess.run([sys.executable, "-c", ATTACH, "attach", f"tcp:127.0.0.1:{port}", *how],
-                                  capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                [sys.executable, "-c", ATTACH, "attach", f"tcp:127.0.0.1:{port}", *how],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
             assert done.returncode != 0
             lines = done.stderr.strip().splitlines()
             assert len(lines) == 1 and "refused" in lines[0] and "token" in lines[0], done.stderr

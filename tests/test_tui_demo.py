@@ -8,11 +8,11 @@ import os
 import random
 from typing import Any
 
+from test_tui_support import cell, table_text, wait_until
+
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.commands import _ports_free, run_demo
 from dhtscope.tui.messages import ScenarioChosen
-
-from test_tui_support import cell, table_text, wait_until
 
 
 def _base_port() -> int:
@@ -43,17 +43,32 @@ def test_demo_attaches_to_five_nodes_and_quitting_stops_every_process() -> None:
             app = DhtscopeApp(source, select=select)
             async with app.run_test(size=(160, 48)) as pilot:
                 nodes = app.main.query_one("#nodes-table")
-                await wait_until(lambda: [cell(nodes, i, 5) for i in range(5)] == ["connected"] * 5, pilot,
-                                 timeout_s=20, what="five attached nodes")
+                await wait_until(
+                    lambda: [cell(nodes, i, 5) for i in range(5)] == ["connected"] * 5,
+                    pilot,
+                    timeout_s=20,
+                    what="five attached nodes",
+                )
                 assert [r.split(" | ")[1] for r in table_text(nodes)] == [
-                    "registry", "provider1", "provider2", "provider3", "client"]
+                    "registry",
+                    "provider1",
+                    "provider2",
+                    "provider3",
+                    "client",
+                ]
                 assert app.main.node == "registry"
                 app.post_message(ScenarioChosen("registry", "no-accept"))
                 await wait_until(lambda: "no-accept" in table_text(nodes)[0], pilot, what="registry faults")
                 await pilot.press("7")
-                await wait_until(lambda: app.main.analysis is not None and any(
-                    f.kind == "stream_not_delivered" for f in app.main.analysis.findings), pilot, timeout_s=30,
-                    what="stream_not_delivered")
+                await wait_until(
+                    lambda: (
+                        app.main.analysis is not None
+                        and any(f.kind == "stream_not_delivered" for f in app.main.analysis.findings)
+                    ),
+                    pilot,
+                    timeout_s=30,
+                    what="stream_not_delivered",
+                )
                 assert all(_alive(pid) for pid in seen["pids"])
                 await pilot.press("q")
             return 0

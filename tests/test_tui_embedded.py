@@ -6,14 +6,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from test_tui_support import table_text, wait_until
+
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.recording import NodeRecorder
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.screens.choose import ChooseScreen
 from dhtscope.tui.sources.embedded import EmbeddedSource
-
-from test_tui_support import table_text, wait_until
 
 
 def _source(tmp_path: Path, bootstrap_port: int) -> EmbeddedSource:
@@ -39,8 +39,11 @@ async def _probe(app: DhtscopeApp, pilot: Any, kind: str, *args: str) -> None:
         box.value = value
     panel.query_one("#probe-arg1").focus()
     await pilot.press("enter")
-    await wait_until(lambda: not panel.running and "running" not in str(panel.query_one("#probe-status").render()),
-                     pilot, what=f"{kind} probe")
+    await wait_until(
+        lambda: not panel.running and "running" not in str(panel.query_one("#probe-status").render()),
+        pilot,
+        what=f"{kind} probe",
+    )
 
 
 async def _peers(rec: Path) -> list[Node]:
@@ -48,8 +51,13 @@ async def _peers(rec: Path) -> list[Node]:
     nodes = []
     for name in ("registry", "provider"):
         identity = Identity.generate()
-        node = Node(identity, name=name, role=name, request_timeout_s=1.0,
-                    recorder=NodeRecorder(rec, name, identity.node_id.hex(), name))
+        node = Node(
+            identity,
+            name=name,
+            role=name,
+            request_timeout_s=1.0,
+            recorder=NodeRecorder(rec, name, identity.node_id.hex(), name),
+        )
         await node.start()
         nodes.append(node)
     await nodes[1].bootstrap([("127.0.0.1", nodes[0].port)])
@@ -69,8 +77,11 @@ async def _embedded(tmp_path: Path, registry: Node, provider: Node) -> None:
     app = DhtscopeApp(_source(tmp_path, registry.port))
     async with app.run_test(size=(120, 40)) as pilot:
         main = app.main
-        await wait_until(lambda: main.node == "me" and main.query_one("#nodes-table").row_count() == 1, pilot,
-                         what="the embedded node")
+        await wait_until(
+            lambda: main.node == "me" and main.query_one("#nodes-table").row_count() == 1,
+            pilot,
+            what="the embedded node",
+        )
         await wait_until(lambda: len(app.source.node.routing) >= 2, pilot, what="bootstrap")
         assert "running" in table_text(main.query_one("#nodes-table"))[0]
 
@@ -95,8 +106,9 @@ async def _embedded(tmp_path: Path, registry: Node, provider: Node) -> None:
         assert "failed" in str(main.query_one("#probe-status").render())
 
         await pilot.press("escape", "5")
-        await wait_until(lambda: any("myvalue" in r for r in table_text(main.query_one("#records-table"))), pilot,
-                         what="own record")
+        await wait_until(
+            lambda: any("myvalue" in r for r in table_text(main.query_one("#records-table"))), pilot, what="own record"
+        )
 
         await pilot.press("6")
         log = main.query_one("#event-log")
@@ -118,9 +130,12 @@ async def _embedded(tmp_path: Path, registry: Node, provider: Node) -> None:
         except NodeError:
             pass
         await pilot.press("7")
-        await wait_until(lambda: any(f.kind == "stream_not_delivered" for f in (main.analysis.findings
-                                                                                  if main.analysis else [])),
-                         pilot, timeout_s=20, what="stream_not_delivered finding")
+        await wait_until(
+            lambda: any(f.kind == "stream_not_delivered" for f in (main.analysis.findings if main.analysis else [])),
+            pilot,
+            timeout_s=20,
+            what="stream_not_delivered finding",
+        )
         assert any("stream_not_delivered" in r for r in table_text(main.query_one("#findings-table")))
 
         await pilot.press("3", "a")

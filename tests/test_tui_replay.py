@@ -9,10 +9,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from test_tui_support import table_text, wait_until
 
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node, NodeError
@@ -23,8 +25,6 @@ from dhtscope.tui.screens.help import HelpScreen
 from dhtscope.tui.screens.timeline import StreamTimelineScreen
 from dhtscope.tui.sources.replay import ReplaySource
 from dhtscope.tui.widgets.timeline_table import Gap
-
-from test_tui_support import table_text, wait_until
 
 
 async def _record(root: Path) -> None:
@@ -63,8 +63,9 @@ def recording() -> Iterator[Path]:
 
 
 async def _ready(app: DhtscopeApp, pilot: Any) -> None:
-    await wait_until(lambda: app.main.analysis is not None and not app.source.replay.indexing, pilot,
-                     what="analysis and index")
+    await wait_until(
+        lambda: app.main.analysis is not None and not app.source.replay.indexing, pilot, what="analysis and index"
+    )
     await wait_until(lambda: app.main.query_one("#nodes-table").row_count() == 3, pilot, what="three nodes")
 
 
@@ -163,9 +164,9 @@ async def test_replay_controls_step_seek_and_play(recording: Path) -> None:
 
 
 async def test_replay_of_a_missing_path_says_so(tmp_path: Path) -> None:
-    from dhtscope.tui.commands import add_commands
-
     import argparse
+
+    from dhtscope.tui.commands import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"), node_options=lambda p: None)
@@ -191,7 +192,8 @@ def _alive(pid: int) -> bool:
 
 
 async def test_replay_indexes_and_analyses_in_child_processes_that_stop_with_the_app(
-        recording: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recording: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import dhtscope.tui.sources.replay as replay
 
     def not_here(*args: Any, **kwargs: Any) -> None:
@@ -237,11 +239,15 @@ async def test_replay_of_an_unreadable_trace_reports_the_childs_error(tmp_path: 
 
 def _busy_recording(root: Path, events: int) -> Path:
     """One client trace of `events` stream events: seconds of work to analyse."""
-    header = ('{"qlog_version": "0.3", "qlog_format": "JSON-SEQ", "trace": {"vantage_point": {"type": "client", '
-              '"name": "busy"}, "common_fields": {"ODCID": "c0ffee", "reference_time": 1700000000000.0, '
-              '"time_format": "relative"}}}')
-    event = ('{"time": %.2f, "name": "quic:stream_data_moved", "data": {"stream_id": %d, "offset": 0, '
-             '"length": 40, "fin": true, "from": "application", "to": "transport"}}')
+    header = (
+        '{"qlog_version": "0.3", "qlog_format": "JSON-SEQ", "trace": {"vantage_point": {"type": "client", '
+        '"name": "busy"}, "common_fields": {"ODCID": "c0ffee", "reference_time": 1700000000000.0, '
+        '"time_format": "relative"}}}'
+    )
+    event = (
+        '{"time": %.2f, "name": "quic:stream_data_moved", "data": {"stream_id": %d, "offset": 0, '
+        '"length": 40, "fin": true, "from": "application", "to": "transport"}}'
+    )
     path = root / "busy" / "c0ffee-client-0.sqlog"
     path.parent.mkdir(parents=True)
     lines = [header] + [event % (i * 0.01, i // 5 * 4) for i in range(events)]
@@ -260,7 +266,8 @@ def test_replay_children_leave_when_the_app_is_killed(tmp_path: Path) -> None:
         "    await source.start()\n"
         "    print(*source.child_pids, flush=True)\n"
         "    time.sleep(60)\n"
-        "asyncio.run(main())\n")
+        "asyncio.run(main())\n"
+    )
     proc = subprocess.Popen([sys.executable, str(script), str(busy)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

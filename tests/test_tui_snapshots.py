@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 import pytest_textual_snapshot
+from test_tui_support import wait_until, write_fixed_recording
 
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.sources.replay import ReplaySource
-
-from test_tui_support import wait_until, write_fixed_recording
 
 SIZES = [(80, 24), (160, 48)]
 SCREENS = {
@@ -59,8 +58,15 @@ def test_screen_snapshot(screen: str, size: tuple[int, int], tmp_path: Path, sna
     app = DhtscopeApp(source)
 
     async def ready(pilot: Any) -> None:
-        await wait_until(lambda: app.main.analysis is not None and not source.state.indexing
-                         and app.main.query_one("#nodes-table").row_count() == 3, pilot, what="analysis")
+        await wait_until(
+            lambda: (
+                app.main.analysis is not None
+                and not source.state.indexing
+                and app.main.query_one("#nodes-table").row_count() == 3
+            ),
+            pilot,
+            what="analysis",
+        )
         for key in SCREENS[screen]:
             await pilot.press(key)
         await pilot.pause(0.1)

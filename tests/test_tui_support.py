@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dhtscope.tracing.analysis import analyse
 from dhtscope.tracing.reader import open_recording
@@ -22,13 +23,19 @@ KEY = "dd" * 32
 ODCID = "c0ffee0000000001"
 
 
-def _seq(path: Path, node: str, vantage: str, odcid: str | None, events: list[tuple[float, str, dict[str, Any]]]) -> None:
+def _seq(
+    path: Path, node: str, vantage: str, odcid: str | None, events: list[tuple[float, str, dict[str, Any]]]
+) -> None:
     common: dict[str, Any] = {"reference_time": REF_MS, "time_format": "relative", "protocol_type": ["QUIC", "DHT"]}
     if odcid:
         common.update(ODCID=odcid, group_id=odcid)
-    header = {"qlog_version": "0.3", "qlog_format": "JSON-SEQ", "title": f"dhtscope {node}",
-              "file_schema": "urn:ietf:params:qlog:file:sequential",
-              "trace": {"vantage_point": {"type": vantage, "name": node}, "common_fields": common}}
+    header = {
+        "qlog_version": "0.3",
+        "qlog_format": "JSON-SEQ",
+        "title": f"dhtscope {node}",
+        "file_schema": "urn:ietf:params:qlog:file:sequential",
+        "trace": {"vantage_point": {"type": vantage, "name": node}, "common_fields": common},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         for record in [header, *({"time": t, "name": n, "data": d} for t, n, d in events)]:
@@ -50,81 +57,229 @@ def _ack(*ranges: list[int]) -> dict[str, Any]:
 def write_fixed_recording(root: Path) -> Path:
     """A small recording that never changes: provider1 PINGs the registry (answered), then its
     STORE is acknowledged by the registry's transport and never delivered to its application."""
-    nodes = [("registry", REG_ID, "127.0.0.1:4500", "registry"), ("provider1", P1_ID, "127.0.0.1:4501", "provider"),
-             ("client", CLIENT_ID, "127.0.0.1:4502", "client")]
-    manifest = {"dhtscope_version": "test", "created_ms": REF_MS,
-                "nodes": [{"name": n, "id": i, "address": a, "role": r, "dir": n} for n, i, a, r in nodes]}
+    nodes = [
+        ("registry", REG_ID, "127.0.0.1:4500", "registry"),
+        ("provider1", P1_ID, "127.0.0.1:4501", "provider"),
+        ("client", CLIENT_ID, "127.0.0.1:4502", "client"),
+    ]
+    manifest = {
+        "dhtscope_version": "test",
+        "created_ms": REF_MS,
+        "nodes": [{"name": n, "id": i, "address": a, "role": r, "dir": n} for n, i, a, r in nodes],
+    }
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").write_text(json.dumps(manifest))
     moved = "quic:stream_data_moved"
-    _seq(root / "provider1" / f"{ODCID}-client-0.sqlog", "provider1", "client", ODCID, [
-        (0.0, "quic:connection_started", {"src_ip": "127.0.0.1", "src_port": 4501, "dst_ip": "127.0.0.1",
-                                          "dst_port": 4500, "role": "client", "local_node": P1_ID}),
-        (1.0, "dht:peer_identified", {"peer_id": REG_ID, "verified": True, "peer_address": "127.0.0.1:4500"}),
-        (10.0, moved, {"stream_id": 0, "offset": 0, "length": 40, "fin": True, "from": "application", "to": "transport"}),
-        (10.1, "dht:rpc_sent", {"stream_id": 0, "type": "PING", "request_id": 1, "peer_id": REG_ID}),
-        (11.0, "transport:packet_sent", _pkt(2, _stream(0, 0, 40))),
-        (13.0, "transport:packet_received", _pkt(2, _ack([2, 2]), _stream(0, 0, 12))),
-        (13.1, "recovery:metrics_updated", {"smoothed_rtt": 2.0, "latest_rtt": 2.0, "min_rtt": 2.0}),
-        (13.2, moved, {"stream_id": 0, "offset": 0, "length": 12, "fin": True, "from": "transport", "to": "application"}),
-        (13.3, "dht:rpc_response", {"stream_id": 0, "type": "PONG", "request_id": 1, "peer_id": REG_ID,
-                                    "direction": "received", "rtt_ms": 3.2, "status": "ok"}),
-        (14.0, "transport:packet_sent", _pkt(3, _ack([2, 2]))),
-        (20.0, moved, {"stream_id": 4, "offset": 0, "length": 300, "fin": True, "from": "application", "to": "transport"}),
-        (20.1, "dht:rpc_sent", {"stream_id": 4, "type": "STORE", "request_id": 2, "peer_id": REG_ID}),
-        (21.0, "transport:packet_sent", _pkt(4, _stream(4, 0, 300))),
-        (23.0, "transport:packet_received", _pkt(3, _ack([2, 4]))),
-        (23.1, "recovery:metrics_updated", {"smoothed_rtt": 2.1, "latest_rtt": 2.2, "min_rtt": 2.0}),
-        (1020.0, "dht:rpc_timeout", {"stream_id": 4, "type": "STORE", "request_id": 2, "peer_id": REG_ID,
-                                     "timeout_ms": 1000}),
-        (1021.0, "quic:stream_state_updated", {"stream_id": 4, "new": "reset_sent", "error_code": 9}),
-        (1500.0, "quic:connection_closed", {"owner": "local", "trigger": "clean", "reason": "node shutting down"}),
-    ])
-    _seq(root / "registry" / f"{ODCID}-server-0.sqlog", "registry", "server", ODCID, [
-        (0.5, "quic:connection_started", {"src_ip": "127.0.0.1", "src_port": 4500, "dst_ip": "127.0.0.1",
-                                          "dst_port": 4501, "role": "server", "local_node": REG_ID}),
-        (12.0, "transport:packet_received", _pkt(2, _stream(0, 0, 40))),
-        (12.1, moved, {"stream_id": 0, "offset": 0, "length": 40, "fin": True, "from": "transport", "to": "application"}),
-        (12.2, "dht:rpc_received", {"stream_id": 0, "type": "PING", "request_id": 1, "peer_id": P1_ID}),
-        (12.3, moved, {"stream_id": 0, "offset": 0, "length": 12, "fin": True, "from": "application", "to": "transport"}),
-        (12.4, "dht:rpc_response", {"stream_id": 0, "type": "PONG", "request_id": 1, "peer_id": P1_ID,
-                                    "direction": "sent", "status": "ok"}),
-        (12.5, "transport:packet_sent", _pkt(2, _ack([2, 2]), _stream(0, 0, 12))),
-        (22.0, "transport:packet_received", _pkt(4, _stream(4, 0, 300))),
-        (22.5, "transport:packet_sent", _pkt(3, _ack([2, 4]))),
-        (1022.0, "transport:packet_received", _pkt(5, {"frame_type": "stop_sending", "stream_id": 4, "error_code": 9})),
-        (1500.5, "quic:connection_closed", {"owner": "remote", "trigger": "clean", "reason": "node shutting down"}),
-    ])
+    _seq(
+        root / "provider1" / f"{ODCID}-client-0.sqlog",
+        "provider1",
+        "client",
+        ODCID,
+        [
+            (
+                0.0,
+                "quic:connection_started",
+                {
+                    "src_ip": "127.0.0.1",
+                    "src_port": 4501,
+                    "dst_ip": "127.0.0.1",
+                    "dst_port": 4500,
+                    "role": "client",
+                    "local_node": P1_ID,
+                },
+            ),
+            (1.0, "dht:peer_identified", {"peer_id": REG_ID, "verified": True, "peer_address": "127.0.0.1:4500"}),
+            (
+                10.0,
+                moved,
+                {"stream_id": 0, "offset": 0, "length": 40, "fin": True, "from": "application", "to": "transport"},
+            ),
+            (10.1, "dht:rpc_sent", {"stream_id": 0, "type": "PING", "request_id": 1, "peer_id": REG_ID}),
+            (11.0, "transport:packet_sent", _pkt(2, _stream(0, 0, 40))),
+            (13.0, "transport:packet_received", _pkt(2, _ack([2, 2]), _stream(0, 0, 12))),
+            (13.1, "recovery:metrics_updated", {"smoothed_rtt": 2.0, "latest_rtt": 2.0, "min_rtt": 2.0}),
+            (
+                13.2,
+                moved,
+                {"stream_id": 0, "offset": 0, "length": 12, "fin": True, "from": "transport", "to": "application"},
+            ),
+            (
+                13.3,
+                "dht:rpc_response",
+                {
+                    "stream_id": 0,
+                    "type": "PONG",
+                    "request_id": 1,
+                    "peer_id": REG_ID,
+                    "direction": "received",
+                    "rtt_ms": 3.2,
+                    "status": "ok",
+                },
+            ),
+            (14.0, "transport:packet_sent", _pkt(3, _ack([2, 2]))),
+            (
+                20.0,
+                moved,
+                {"stream_id": 4, "offset": 0, "length": 300, "fin": True, "from": "application", "to": "transport"},
+            ),
+            (20.1, "dht:rpc_sent", {"stream_id": 4, "type": "STORE", "request_id": 2, "peer_id": REG_ID}),
+            (21.0, "transport:packet_sent", _pkt(4, _stream(4, 0, 300))),
+            (23.0, "transport:packet_received", _pkt(3, _ack([2, 4]))),
+            (23.1, "recovery:metrics_updated", {"smoothed_rtt": 2.1, "latest_rtt": 2.2, "min_rtt": 2.0}),
+            (
+                1020.0,
+                "dht:rpc_timeout",
+                {"stream_id": 4, "type": "STORE", "request_id": 2, "peer_id": REG_ID, "timeout_ms": 1000},
+            ),
+            (1021.0, "quic:stream_state_updated", {"stream_id": 4, "new": "reset_sent", "error_code": 9}),
+            (1500.0, "quic:connection_closed", {"owner": "local", "trigger": "clean", "reason": "node shutting down"}),
+        ],
+    )
+    _seq(
+        root / "registry" / f"{ODCID}-server-0.sqlog",
+        "registry",
+        "server",
+        ODCID,
+        [
+            (
+                0.5,
+                "quic:connection_started",
+                {
+                    "src_ip": "127.0.0.1",
+                    "src_port": 4500,
+                    "dst_ip": "127.0.0.1",
+                    "dst_port": 4501,
+                    "role": "server",
+                    "local_node": REG_ID,
+                },
+            ),
+            (12.0, "transport:packet_received", _pkt(2, _stream(0, 0, 40))),
+            (
+                12.1,
+                moved,
+                {"stream_id": 0, "offset": 0, "length": 40, "fin": True, "from": "transport", "to": "application"},
+            ),
+            (12.2, "dht:rpc_received", {"stream_id": 0, "type": "PING", "request_id": 1, "peer_id": P1_ID}),
+            (
+                12.3,
+                moved,
+                {"stream_id": 0, "offset": 0, "length": 12, "fin": True, "from": "application", "to": "transport"},
+            ),
+            (
+                12.4,
+                "dht:rpc_response",
+                {
+                    "stream_id": 0,
+                    "type": "PONG",
+                    "request_id": 1,
+                    "peer_id": P1_ID,
+                    "direction": "sent",
+                    "status": "ok",
+                },
+            ),
+            (12.5, "transport:packet_sent", _pkt(2, _ack([2, 2]), _stream(0, 0, 12))),
+            (22.0, "transport:packet_received", _pkt(4, _stream(4, 0, 300))),
+            (22.5, "transport:packet_sent", _pkt(3, _ack([2, 4]))),
+            (
+                1022.0,
+                "transport:packet_received",
+                _pkt(5, {"frame_type": "stop_sending", "stream_id": 4, "error_code": 9}),
+            ),
+            (1500.5, "quic:connection_closed", {"owner": "remote", "trigger": "clean", "reason": "node shutting down"}),
+        ],
+    )
     for name, node_id, address, role in nodes:
         (root / name).mkdir(exist_ok=True)
-        (root / name / "node.json").write_text(json.dumps({"name": name, "id": node_id, "address": address,
-                                                            "role": role, "dir": name}))
+        (root / name / "node.json").write_text(
+            json.dumps({"name": name, "id": node_id, "address": address, "role": role, "dir": name})
+        )
     started = {"dht:node_started"}
     assert started
-    _seq(root / "registry" / "node.sqlog", "registry", "unknown", None, [
-        (0.0, "dht:node_started", {"node_id": REG_ID, "address": "127.0.0.1:4500", "role": "registry",
-                                   "name": "registry", "scenario": []}),
-        (12.2, "dht:routing_updated", {"action": "added", "peer_id": P1_ID, "address": "127.0.0.1:4501", "bucket": 252}),
-        (12.3, "dht:routing_updated", {"action": "added", "peer_id": CLIENT_ID, "address": "127.0.0.1:4502",
-                                       "bucket": 253}),
-        (15.0, "dht:record_stored", {"key": KEY, "publisher": P1_ID, "seq": 5, "expires_at_ms": REF_MS + 300_000,
-                                     "from_peer": P1_ID, "name": "calculator"}),
-        (18.0, "dht:scenario_changed", {"scenario": "no-accept", "faults": ["no-accept"], "previous": []}),
-    ])
-    _seq(root / "provider1" / "node.sqlog", "provider1", "unknown", None, [
-        (0.0, "dht:node_started", {"node_id": P1_ID, "address": "127.0.0.1:4501", "role": "provider",
-                                   "name": "provider1", "scenario": []}),
-        (13.3, "dht:routing_updated", {"action": "added", "peer_id": REG_ID, "address": "127.0.0.1:4500", "bucket": 252}),
-    ])
-    _seq(root / "client" / "node.sqlog", "client", "unknown", None, [
-        (0.0, "dht:node_started", {"node_id": CLIENT_ID, "address": "127.0.0.1:4502", "role": "client",
-                                   "name": "client", "scenario": []}),
-    ])
+    _seq(
+        root / "registry" / "node.sqlog",
+        "registry",
+        "unknown",
+        None,
+        [
+            (
+                0.0,
+                "dht:node_started",
+                {
+                    "node_id": REG_ID,
+                    "address": "127.0.0.1:4500",
+                    "role": "registry",
+                    "name": "registry",
+                    "scenario": [],
+                },
+            ),
+            (
+                12.2,
+                "dht:routing_updated",
+                {"action": "added", "peer_id": P1_ID, "address": "127.0.0.1:4501", "bucket": 252},
+            ),
+            (
+                12.3,
+                "dht:routing_updated",
+                {"action": "added", "peer_id": CLIENT_ID, "address": "127.0.0.1:4502", "bucket": 253},
+            ),
+            (
+                15.0,
+                "dht:record_stored",
+                {
+                    "key": KEY,
+                    "publisher": P1_ID,
+                    "seq": 5,
+                    "expires_at_ms": REF_MS + 300_000,
+                    "from_peer": P1_ID,
+                    "name": "calculator",
+                },
+            ),
+            (18.0, "dht:scenario_changed", {"scenario": "no-accept", "faults": ["no-accept"], "previous": []}),
+        ],
+    )
+    _seq(
+        root / "provider1" / "node.sqlog",
+        "provider1",
+        "unknown",
+        None,
+        [
+            (
+                0.0,
+                "dht:node_started",
+                {
+                    "node_id": P1_ID,
+                    "address": "127.0.0.1:4501",
+                    "role": "provider",
+                    "name": "provider1",
+                    "scenario": [],
+                },
+            ),
+            (
+                13.3,
+                "dht:routing_updated",
+                {"action": "added", "peer_id": REG_ID, "address": "127.0.0.1:4500", "bucket": 252},
+            ),
+        ],
+    )
+    _seq(
+        root / "client" / "node.sqlog",
+        "client",
+        "unknown",
+        None,
+        [
+            (
+                0.0,
+                "dht:node_started",
+                {"node_id": CLIENT_ID, "address": "127.0.0.1:4502", "role": "client", "name": "client", "scenario": []},
+            ),
+        ],
+    )
     return root
 
 
-async def wait_until(predicate: Callable[[], Any], pilot: Any = None, timeout_s: float = 15.0,
-                     what: str = "condition") -> None:
+async def wait_until(
+    predicate: Callable[[], Any], pilot: Any = None, timeout_s: float = 15.0, what: str = "condition"
+) -> None:
     """Poll (letting the app run) until `predicate()` is true; fail with `what` after the timeout."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -141,8 +296,12 @@ def table_text(table: Any) -> list[str]:
     rows = []
     for i in range(table.row_count()):
         cells = table.get_row(i).cells
-        rows.append(" | ".join(c[0] if isinstance(c, tuple) else "".join(p for p, _ in c) if isinstance(c, list)
-                               else str(c) for c in cells))
+        rows.append(
+            " | ".join(
+                c[0] if isinstance(c, tuple) else "".join(p for p, _ in c) if isinstance(c, list) else str(c)
+                for c in cells
+            )
+        )
     return rows
 
 

@@ -87,18 +87,21 @@ def test_stream_ending_inside_a_message_is_an_error():
         reader.finish()
 
 
-@pytest.mark.parametrize("raw, code", [
-    (msgpack.packb({"v": 99, "t": 1, "id": 1}), ErrorCode.UNSUPPORTED_VERSION),
-    (msgpack.packb({"v": WIRE_VERSION, "t": 0x55, "id": 1}), ErrorCode.UNKNOWN_TYPE),
-    (msgpack.packb({"v": WIRE_VERSION, "t": 1, "id": -1}), ErrorCode.MALFORMED),
-    (msgpack.packb([1, 2, 3]), ErrorCode.MALFORMED),
-    (b"\xc1", ErrorCode.MALFORMED),
-    (msgpack.packb({"v": WIRE_VERSION, "t": 0x20, "id": 1, "k": b"short"}), ErrorCode.MALFORMED),
-    (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [[b"x" * 32, "h", 70000]]}), ErrorCode.MALFORMED),
-    (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [b"x" * 37]}), ErrorCode.MALFORMED),
-    (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [b"x" * 36 + b"\0\0"]}), ErrorCode.MALFORMED),
-    (msgpack.packb({"v": 1, "t": 1, "id": 1}), ErrorCode.UNSUPPORTED_VERSION),
-])
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (msgpack.packb({"v": 99, "t": 1, "id": 1}), ErrorCode.UNSUPPORTED_VERSION),
+        (msgpack.packb({"v": WIRE_VERSION, "t": 0x55, "id": 1}), ErrorCode.UNKNOWN_TYPE),
+        (msgpack.packb({"v": WIRE_VERSION, "t": 1, "id": -1}), ErrorCode.MALFORMED),
+        (msgpack.packb([1, 2, 3]), ErrorCode.MALFORMED),
+        (b"\xc1", ErrorCode.MALFORMED),
+        (msgpack.packb({"v": WIRE_VERSION, "t": 0x20, "id": 1, "k": b"short"}), ErrorCode.MALFORMED),
+        (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [[b"x" * 32, "h", 70000]]}), ErrorCode.MALFORMED),
+        (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [b"x" * 37]}), ErrorCode.MALFORMED),
+        (msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": [b"x" * 36 + b"\0\0"]}), ErrorCode.MALFORMED),
+        (msgpack.packb({"v": 1, "t": 1, "id": 1}), ErrorCode.UNSUPPORTED_VERSION),
+    ],
+)
 def test_malformed_bodies_raise_wire_error_with_code(raw, code):
     with pytest.raises(WireError) as info:
         decode(raw)
@@ -107,14 +110,16 @@ def test_malformed_bodies_raise_wire_error_with_code(raw, code):
 
 def test_too_many_contacts_is_refused():
     contacts = [NodeId.random().to_bytes() + bytes([127, 0, 0, 1]) + (1000).to_bytes(2, "big")] * (
-        MAX_CONTACTS_PER_MESSAGE + 1)
+        MAX_CONTACTS_PER_MESSAGE + 1
+    )
     with pytest.raises(WireError, match="contacts"):
         decode(msgpack.packb({"v": WIRE_VERSION, "t": 0x21, "id": 1, "c": contacts}))
 
 
 def test_encode_refuses_messages_over_the_limit():
-    records = tuple(Record.create(IDENTITY, NodeId.random(), bytes(1000), 1, 300, NOW)
-                    for _ in range(MAX_MESSAGE_BYTES // 1000))
+    records = tuple(
+        Record.create(IDENTITY, NodeId.random(), bytes(1000), 1, 300, NOW) for _ in range(MAX_MESSAGE_BYTES // 1000)
+    )
     with pytest.raises(WireError) as info:
         encode(Store(1, records=records))
     assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE
@@ -146,7 +151,11 @@ def test_any_bytes_decode_to_a_message_or_wire_error(data):
 
 
 json_like = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
     | st.binary(max_size=40),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
     max_leaves=12,

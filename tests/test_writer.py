@@ -87,14 +87,20 @@ def test_header_and_events_follow_trace_events_doc(tmp_path: Path) -> None:
 def test_file_names_never_collide(tmp_path: Path) -> None:
     logger = LiveQuicLogger(tmp_path, "alpha")
     odcid = bytes.fromhex("0102030405060708")
-    traces = [logger.start_trace(True, odcid), logger.start_trace(False, odcid),
-              logger.start_trace(True, odcid), logger.start_trace(False, odcid)]
+    traces = [
+        logger.start_trace(True, odcid),
+        logger.start_trace(False, odcid),
+        logger.start_trace(True, odcid),
+        logger.start_trace(False, odcid),
+    ]
     # Another node's logger writing into the same directory must not collide either.
     other = LiveQuicLogger(tmp_path, "beta").start_trace(True, odcid)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
-        "0102030405060708-client-0.sqlog", "0102030405060708-client-1.sqlog",
-        "0102030405060708-client-2.sqlog", "0102030405060708-server-0.sqlog",
+        "0102030405060708-client-0.sqlog",
+        "0102030405060708-client-1.sqlog",
+        "0102030405060708-client-2.sqlog",
+        "0102030405060708-server-0.sqlog",
         "0102030405060708-server-1.sqlog",
     ]
     assert len({t.path for t in traces + [other]}) == 5
@@ -106,7 +112,10 @@ def test_file_names_never_collide(tmp_path: Path) -> None:
 def test_encode_helpers_still_work(tmp_path: Path) -> None:
     trace = LiveTrace(tmp_path, "alpha", is_client=False, odcid=b"\x01")
     assert trace.encode_ack_frame([range(0, 3)], 0.002) == {
-        "ack_delay": 2.0, "acked_ranges": [[0, 2]], "frame_type": "ack"}
+        "ack_delay": 2.0,
+        "acked_ranges": [[0, 2]],
+        "frame_type": "ack",
+    }
     assert trace.to_dict()["vantage_point"] == {"name": "alpha", "type": "server"}
     trace.close()
 
@@ -161,8 +170,9 @@ def test_event_loop_timer_flushes_without_further_events(tmp_path: Path) -> None
 def test_packet_received_waits_for_its_frames(tmp_path: Path) -> None:
     trace = LiveTrace(tmp_path, "alpha", is_client=False, odcid=b"\x03", flush_interval_s=0)
     frames: list[dict] = []
-    trace.log_event(category="transport", event="packet_received",
-                    data={"frames": frames, "header": {"packet_number": 5}})
+    trace.log_event(
+        category="transport", event="packet_received", data={"frames": frames, "header": {"packet_number": 5}}
+    )
     frames.append({"frame_type": "ack"})
     # aioquic logs this while still handling the packet's frames.
     trace.log_event(category="recovery", event="metrics_updated", data={"cwnd": 1})
@@ -170,8 +180,7 @@ def test_packet_received_waits_for_its_frames(tmp_path: Path) -> None:
     assert len(_records(trace.path)) == 1  # nothing written while the packet is in flight
     trace.log_event(category="transport", event="packet_sent", data={"frames": []})
     names = [(r["name"], len(r["data"].get("frames", []))) for r in _records(trace.path)[1:]]
-    assert names == [("transport:packet_received", 2), ("recovery:metrics_updated", 0),
-                     ("transport:packet_sent", 0)]
+    assert names == [("transport:packet_received", 2), ("recovery:metrics_updated", 0), ("transport:packet_sent", 0)]
 
     late: list[dict] = []
     trace.log_event(category="transport", event="packet_received", data={"frames": late})
@@ -191,7 +200,8 @@ def test_datagram_and_spin_bit_events_are_left_out_and_still_end_a_held_packet(t
     trace.log_event(category="transport", event="datagrams_sent", data={"count": 1})
     trace.flush()
     assert [(r["name"], len(r["data"].get("frames", []))) for r in _records(trace.path)[1:]] == [
-        ("transport:packet_received", 1)]
+        ("transport:packet_received", 1)
+    ]
     trace.close()
 
 
@@ -205,11 +215,16 @@ PACKET_SPACE = {"initial": "initial", "handshake": "handshake", "0RTT": "applica
 def _certificate() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dhtscope-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
     )
     return cert, key
 
@@ -224,8 +239,9 @@ def _run_connection(client_logger: object, server_logger: object, flush_each: bo
     clock = [1000.0]
     client = QuicConnection(configuration=client_conf)
     client.connect(SERVER_ADDR, now=clock[0])
-    server = QuicConnection(configuration=server_conf,
-                            original_destination_connection_id=client.original_destination_connection_id)
+    server = QuicConnection(
+        configuration=server_conf, original_destination_connection_id=client.original_destination_connection_id
+    )
     received = {"client": b"", "server": b""}
 
     def pump(idle_rounds: int = 5) -> None:
@@ -234,8 +250,10 @@ def _run_connection(client_logger: object, server_logger: object, flush_each: bo
             clock[0] += 0.002  # time must move: aioquic paces its sends
             now = clock[0]
             moved = False
-            for src, dst, addr, who in ((client, server, CLIENT_ADDR, "server"),
-                                        (server, client, SERVER_ADDR, "client")):
+            for src, dst, addr, who in (
+                (client, server, CLIENT_ADDR, "server"),
+                (server, client, SERVER_ADDR, "client"),
+            ):
                 timer = src.get_timer()
                 if timer is not None and timer <= now:
                     src.handle_timer(now)
@@ -289,7 +307,8 @@ def test_received_packets_have_complete_frames(tmp_path: Path, flush_each: bool)
     for receiver, sender in (("server", "client"), ("client", "server")):
         sent = {
             (PACKET_SPACE[e.data["header"]["packet_type"]], e.data["header"]["packet_number"]): e.data["frames"]
-            for e in by_vantage[sender] if e.name == "quic:packet_sent"
+            for e in by_vantage[sender]
+            if e.name == "quic:packet_sent"
         }
         for event in by_vantage[receiver]:
             if event.name != "quic:packet_received":
@@ -322,8 +341,10 @@ def test_end_trace_accepts_traces_of_other_loggers(tmp_path: Path) -> None:
 def test_node_trace_manifest_and_recording(tmp_path: Path) -> None:
     entry = {"name": "alpha", "id": "aa" * 32, "address": "127.0.0.1:4000", "role": "bootstrap", "dir": "alpha"}
     with NodeTrace(tmp_path / "alpha", "alpha", entry) as node:
-        node.log("dht:node_started", {"node_id": "aa" * 32, "address": "127.0.0.1:4000",
-                                      "role": "bootstrap", "scenario": "test"})
+        node.log(
+            "dht:node_started",
+            {"node_id": "aa" * 32, "address": "127.0.0.1:4000", "role": "bootstrap", "scenario": "test"},
+        )
         node.log("dht:lookup_started", {"lookup_id": 1, "kind": "find_node", "target": b"\xff"})
     assert node.path == tmp_path / "alpha" / "node.sqlog"
     header = _records(node.path)[0]
@@ -338,12 +359,16 @@ def test_node_trace_manifest_and_recording(tmp_path: Path) -> None:
     conn = LiveQuicLogger(tmp_path / "alpha", "alpha").start_trace(False, b"\xab")
     conn.log("quic:connection_closed", {"owner": "remote", "trigger": "clean"})
     conn.close()
-    write_node_entry(tmp_path / "beta", {"name": "beta", "id": "bb", "address": "127.0.0.1:4001",
-                                         "role": "peer", "dir": "beta"})
+    write_node_entry(
+        tmp_path / "beta", {"name": "beta", "id": "bb", "address": "127.0.0.1:4001", "role": "peer", "dir": "beta"}
+    )
     path = write_manifest(tmp_path, [entry], "0.1.0")
     created = orjson.loads(path.read_bytes())["created_ms"]
-    write_manifest(tmp_path, [entry, {"name": "beta", "id": "bb", "address": "127.0.0.1:4001",
-                                      "role": "peer", "dir": "beta"}], "0.1.0")
+    write_manifest(
+        tmp_path,
+        [entry, {"name": "beta", "id": "bb", "address": "127.0.0.1:4001", "role": "peer", "dir": "beta"}],
+        "0.1.0",
+    )
     manifest = orjson.loads(path.read_bytes())
     assert manifest["created_ms"] == created and len(manifest["nodes"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha", "beta", "manifest.json"]  # no temp left

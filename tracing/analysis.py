@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .model import Recording, Trace
 
@@ -91,8 +92,13 @@ class Evidence:
         return f"{where}#{self.record}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.path, "trace": self.trace, "record": self.record,
-                "name": self.name, "time_ms": self.time_ms}
+        return {
+            "file": self.path,
+            "trace": self.trace,
+            "record": self.record,
+            "name": self.name,
+            "time_ms": self.time_ms,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +113,14 @@ class Step:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "time_ms": self.time_ms, "node": self.node,
-                "evidence": self.evidence.to_json() if self.evidence else None, "note": self.note}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "time_ms": self.time_ms,
+            "node": self.node,
+            "evidence": self.evidence.to_json() if self.evidence else None,
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +141,20 @@ class ConnectionEnd:
     alpn: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"node": self.node, "file": self.path, "trace": self.trace_index, "vantage": self.vantage,
-                "events": self.events, "first_ms": self.first_ms, "last_ms": self.last_ms,
-                "packets_sent": self.packets_sent, "packets_received": self.packets_received,
-                "packets_lost": self.packets_lost, "app_visible": self.app_visible, "alpn": list(self.alpn)}
+        return {
+            "node": self.node,
+            "file": self.path,
+            "trace": self.trace_index,
+            "vantage": self.vantage,
+            "events": self.events,
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "packets_sent": self.packets_sent,
+            "packets_received": self.packets_received,
+            "packets_lost": self.packets_lost,
+            "app_visible": self.app_visible,
+            "alpn": list(self.alpn),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +195,25 @@ class ConnectionView:
         return f"{c} → {s}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "odcid": self.odcid,
-                "client": self.client.to_json() if self.client else None,
-                "server": self.server.to_json() if self.server else None,
-                "state": self.state, "close_trigger": self.close_trigger, "close_reason": self.close_reason,
-                "close_code": self.close_code, "closed_by": self.closed_by, "rtt_ms": self.rtt_ms,
-                "latest_rtt_ms": self.latest_rtt_ms, "bytes_client_to_server": self.bytes_client_to_server,
-                "bytes_server_to_client": self.bytes_server_to_client, "streams": self.streams,
-                "first_ms": self.first_ms, "last_ms": self.last_ms, "one_ended": self.one_ended}
+        return {
+            "id": self.id,
+            "odcid": self.odcid,
+            "client": self.client.to_json() if self.client else None,
+            "server": self.server.to_json() if self.server else None,
+            "state": self.state,
+            "close_trigger": self.close_trigger,
+            "close_reason": self.close_reason,
+            "close_code": self.close_code,
+            "closed_by": self.closed_by,
+            "rtt_ms": self.rtt_ms,
+            "latest_rtt_ms": self.latest_rtt_ms,
+            "bytes_client_to_server": self.bytes_client_to_server,
+            "bytes_server_to_client": self.bytes_server_to_client,
+            "streams": self.streams,
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "one_ended": self.one_ended,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,17 +249,29 @@ class StreamView:
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"connection": self.connection, "stream_id": self.stream_id, "opener": self.opener,
-                "peer": self.peer, "opener_role": self.opener_role,
-                "steps": [s.to_json() for s in self.steps],
-                "fin_opener": self.fin_opener.to_json(), "fin_peer": self.fin_peer.to_json(),
-                "resets": [e.to_json() for e in self.resets], "request_type": self.request_type,
-                "request_id": self.request_id,
-                "response_received": self.response_received.to_json() if self.response_received else None,
-                "timed_out": self.timed_out.to_json() if self.timed_out else None,
-                "furthest": self.furthest, "missing": self.missing, "one_ended": self.one_ended,
-                "note": self.note, "first_ms": self.first_ms, "last_ms": self.last_ms,
-                "bytes_opener": self.bytes_opener, "bytes_peer": self.bytes_peer}
+        return {
+            "connection": self.connection,
+            "stream_id": self.stream_id,
+            "opener": self.opener,
+            "peer": self.peer,
+            "opener_role": self.opener_role,
+            "steps": [s.to_json() for s in self.steps],
+            "fin_opener": self.fin_opener.to_json(),
+            "fin_peer": self.fin_peer.to_json(),
+            "resets": [e.to_json() for e in self.resets],
+            "request_type": self.request_type,
+            "request_id": self.request_id,
+            "response_received": self.response_received.to_json() if self.response_received else None,
+            "timed_out": self.timed_out.to_json() if self.timed_out else None,
+            "furthest": self.furthest,
+            "missing": self.missing,
+            "one_ended": self.one_ended,
+            "note": self.note,
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "bytes_opener": self.bytes_opener,
+            "bytes_peer": self.bytes_peer,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,13 +298,21 @@ class Finding:
     stream_refs: tuple[tuple[str, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "severity": self.severity, "node": self.node, "peer": self.peer,
-                "connection": self.connection, "connections": list(self.connections),
-                "streams": list(self.streams),
-                "stream_refs": [{"connection": c, "stream_id": s} for c, s in self.stream_refs],
-                "first_ms": self.first_ms, "last_ms": self.last_ms,
-                "evidence": [e.to_json() for e in self.evidence],
-                "summary": self.summary, "cause": self.cause}
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "node": self.node,
+            "peer": self.peer,
+            "connection": self.connection,
+            "connections": list(self.connections),
+            "streams": list(self.streams),
+            "stream_refs": [{"connection": c, "stream_id": s} for c, s in self.stream_refs],
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "evidence": [e.to_json() for e in self.evidence],
+            "summary": self.summary,
+            "cause": self.cause,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,10 +433,28 @@ class _Side:
     """What one trace saw of one stream."""
 
     __slots__ = (
-        "first_sent", "sent_end", "fin_sent", "app_write", "app_fin", "app_bytes",
-        "first_recv", "recv_end", "fin_recv", "delivered", "delivered_http",
-        "ack_received", "ack_sent", "resets_sent", "resets_recv",
-        "rpc_sent", "rpc_received", "resp_sent", "resp_recv", "timeout", "rpc_error", "refs",
+        "first_sent",
+        "sent_end",
+        "fin_sent",
+        "app_write",
+        "app_fin",
+        "app_bytes",
+        "first_recv",
+        "recv_end",
+        "fin_recv",
+        "delivered",
+        "delivered_http",
+        "ack_received",
+        "ack_sent",
+        "resets_sent",
+        "resets_recv",
+        "rpc_sent",
+        "rpc_received",
+        "resp_sent",
+        "resp_recv",
+        "timeout",
+        "rpc_error",
+        "refs",
     )
 
     def __init__(self) -> None:
@@ -635,8 +706,9 @@ class _Facts:
             elif ft == "streams_blocked":
                 if not received and fr.get("stream_type") != "unidirectional":
                     limit = _int(fr.get("limit"))
-                    self.blocked.append(((rec, t, name, f"pn {pn} STREAMS_BLOCKED limit {limit}"),
-                                         limit if limit is not None else -1))
+                    self.blocked.append(
+                        ((rec, t, name, f"pn {pn} STREAMS_BLOCKED limit {limit}"), limit if limit is not None else -1)
+                    )
             elif ft == "max_streams":
                 if received and fr.get("stream_type") != "unidirectional":
                     maximum = _int(fr.get("maximum"))
@@ -651,8 +723,9 @@ class _Facts:
                     self.close_sent = (ref, fr)
 
     @staticmethod
-    def _pend(unacked: dict[str, list[int]], sids: dict[tuple[str, int], list[int]],
-              space: str, pn: int, sid: int) -> None:
+    def _pend(
+        unacked: dict[str, list[int]], sids: dict[tuple[str, int], list[int]], space: str, pn: int, sid: int
+    ) -> None:
         key = (space, pn)
         lst = sids.get(key)
         if lst is not None:
@@ -667,8 +740,17 @@ class _Facts:
         else:
             bisect.insort(pending, pn)
 
-    def _ack(self, unacked: dict[str, list[int]], sids: dict[tuple[str, int], list[int]], space: str,
-             frame: dict[str, Any], rec: int, t: float, name: str, direction: str) -> None:
+    def _ack(
+        self,
+        unacked: dict[str, list[int]],
+        sids: dict[tuple[str, int], list[int]],
+        space: str,
+        frame: dict[str, Any],
+        rec: int,
+        t: float,
+        name: str,
+        direction: str,
+    ) -> None:
         pending = unacked.get(space)
         if not pending:
             return
@@ -897,9 +979,17 @@ def _join(conn_facts: list[_Facts]) -> list[_Conn]:
 
 def _end_view(f: _Facts) -> ConnectionEnd:
     return ConnectionEnd(
-        node=f.node, path=f.path, trace_index=f.index, vantage=f.role or "unknown", events=f.events,
-        first_ms=f.first_ms, last_ms=f.last_ms, packets_sent=f.packets_sent,
-        packets_received=f.packets_received, packets_lost=len(f.lost), app_visible=f.app_visible,
+        node=f.node,
+        path=f.path,
+        trace_index=f.index,
+        vantage=f.role or "unknown",
+        events=f.events,
+        first_ms=f.first_ms,
+        last_ms=f.last_ms,
+        packets_sent=f.packets_sent,
+        packets_received=f.packets_received,
+        packets_lost=len(f.lost),
+        app_visible=f.app_visible,
         alpn=tuple(f.alpns),
     )
 
@@ -967,11 +1057,22 @@ def _connection_view(conn: _Conn, n_streams: int) -> ConnectionView:
     firsts = [f.first_ms for f in ends if f.first_ms is not None]
     lasts = [f.last_ms for f in ends if f.last_ms is not None]
     return ConnectionView(
-        id=conn.id, odcid=conn.odcid, client=_end_view(c) if c else None, server=_end_view(s) if s else None,
-        state="closed" if ref is not None else "open", close_trigger=trigger, close_reason=reason,
-        close_code=code, closed_by=by, rtt_ms=rtt, latest_rtt_ms=latest,
-        bytes_client_to_server=flow(c, s), bytes_server_to_client=flow(s, c), streams=n_streams,
-        first_ms=min(firsts) if firsts else None, last_ms=max(lasts) if lasts else None,
+        id=conn.id,
+        odcid=conn.odcid,
+        client=_end_view(c) if c else None,
+        server=_end_view(s) if s else None,
+        state="closed" if ref is not None else "open",
+        close_trigger=trigger,
+        close_reason=reason,
+        close_code=code,
+        closed_by=by,
+        rtt_ms=rtt,
+        latest_rtt_ms=latest,
+        bytes_client_to_server=flow(c, s),
+        bytes_server_to_client=flow(s, c),
+        streams=n_streams,
+        first_ms=min(firsts) if firsts else None,
+        last_ms=max(lasts) if lasts else None,
     )
 
 
@@ -988,8 +1089,9 @@ def _earliest(*cands: tuple[Ref | None, _Facts | None, str]) -> tuple[Ref, _Fact
     return best
 
 
-def _step(name: str, status: str, ref: Ref | None = None, facts: _Facts | None = None,
-          note: str = "", node: str | None = None) -> Step:
+def _step(
+    name: str, status: str, ref: Ref | None = None, facts: _Facts | None = None, note: str = "", node: str | None = None
+) -> Step:
     if ref is not None and facts is not None:
         return Step(name, status, ref[1], facts.evidence(ref), facts.node, note)
     return Step(name, status, None, None, node if node is not None else (facts.node if facts else None), note)
@@ -997,59 +1099,65 @@ def _step(name: str, status: str, ref: Ref | None = None, facts: _Facts | None =
 
 def _stream_view(conn: _Conn, sid: int) -> StreamView:
     opener_role = "server" if sid & 1 else "client"
-    O = conn.end(opener_role)
-    P = conn.end("client" if opener_role == "server" else "server")
-    o = O.streams.get(sid, _EMPTY_SIDE) if O else _EMPTY_SIDE
-    p = P.streams.get(sid, _EMPTY_SIDE) if P else _EMPTY_SIDE
+    OF = conn.end(opener_role)
+    PF = conn.end("client" if opener_role == "server" else "server")
+    o = OF.streams.get(sid, _EMPTY_SIDE) if OF else _EMPTY_SIDE
+    p = PF.streams.get(sid, _EMPTY_SIDE) if PF else _EMPTY_SIDE
 
     # sent: the opener's packets carry the stream's first bytes.
-    if O is None:
+    if OF is None:
         sent = _step("sent", UNKNOWN, note="no trace of the opener")
     elif o.first_sent is not None:
-        sent = _step("sent", DONE, o.first_sent, O)
-    elif o.app_write is not None and not O.has_packets:
-        sent = _step("sent", DONE, o.app_write, O, "written by the application (trace logs no packets)")
+        sent = _step("sent", DONE, o.first_sent, OF)
+    elif o.app_write is not None and not OF.has_packets:
+        sent = _step("sent", DONE, o.app_write, OF, "written by the application (trace logs no packets)")
     elif o.app_write is not None:
-        sent = _step("sent", MISSING, facts=O,
-                     note=f"the application wrote {o.app_bytes} bytes but no packet carried them "
-                          "(stream credit or flow control?)")
+        sent = _step(
+            "sent",
+            MISSING,
+            facts=OF,
+            note=f"the application wrote {o.app_bytes} bytes but no packet carried them "
+            "(stream credit or flow control?)",
+        )
     else:
-        sent = _step("sent", MISSING, facts=O, note="no packet carried this stream's data")
+        sent = _step("sent", MISSING, facts=OF, note="no packet carried this stream's data")
 
     # acked: the peer's transport acknowledged a packet carrying the stream's data.
-    if O is not None and O.has_packets:
+    if OF is not None and OF.has_packets:
         if o.ack_received is not None:
-            acked = _step("acked", DONE, o.ack_received, O)
+            acked = _step("acked", DONE, o.ack_received, OF)
         else:
-            acked = _step("acked", MISSING, facts=O, note="no ACK covered the packets carrying this stream")
-    elif P is not None and p.ack_sent is not None:
-        acked = _step("acked", DONE, p.ack_sent, P, "ACK sent by the peer; the opener's trace does not show it")
+            acked = _step("acked", MISSING, facts=OF, note="no ACK covered the packets carrying this stream")
+    elif PF is not None and p.ack_sent is not None:
+        acked = _step("acked", DONE, p.ack_sent, PF, "ACK sent by the peer; the opener's trace does not show it")
     else:
-        acked = _step("acked", UNKNOWN, facts=O, note="the opener's trace is missing or logs no packets")
+        acked = _step("acked", UNKNOWN, facts=OF, note="the opener's trace is missing or logs no packets")
 
     # received: the peer's transport got the stream frame.
-    if P is None:
+    if PF is None:
         received = _step("received", UNKNOWN, note="no trace of the peer")
-    elif not P.has_packets:
-        received = _step("received", UNKNOWN, facts=P, note="the peer's trace logs no packets")
+    elif not PF.has_packets:
+        received = _step("received", UNKNOWN, facts=PF, note="the peer's trace logs no packets")
     elif p.first_recv is not None:
-        received = _step("received", DONE, p.first_recv, P)
+        received = _step("received", DONE, p.first_recv, PF)
     else:
-        received = _step("received", MISSING, facts=P, note="no packet with this stream's data arrived")
+        received = _step("received", MISSING, facts=PF, note="no packet with this stream's data arrived")
 
     # delivered: the peer's application took the data.
-    if P is None:
+    if PF is None:
         delivered = _step("delivered", UNKNOWN, note="no trace of the peer")
     elif p.delivered is not None:
-        delivered = _step("delivered", DONE, p.delivered, P)
+        delivered = _step("delivered", DONE, p.delivered, PF)
     elif p.delivered_http is not None:
-        delivered = _step("delivered", DONE, p.delivered_http, P, "HTTP/3 layer parsed a frame")
-    elif not P.app_visible:
-        delivered = _step("delivered", NOT_VISIBLE, facts=P,
-                          note="the peer's stack logs no delivery to the application")
+        delivered = _step("delivered", DONE, p.delivered_http, PF, "HTTP/3 layer parsed a frame")
+    elif not PF.app_visible:
+        delivered = _step(
+            "delivered", NOT_VISIBLE, facts=PF, note="the peer's stack logs no delivery to the application"
+        )
     else:
-        delivered = _step("delivered", MISSING, facts=P,
-                          note="no stream_data_moved to the application for this stream")
+        delivered = _step(
+            "delivered", MISSING, facts=PF, note="no stream_data_moved to the application for this stream"
+        )
 
     # answered: the peer wrote back on the stream (or refused it with a reset before the
     # opener gave up), seen at the peer or, failing that, arriving at the opener.
@@ -1057,17 +1165,22 @@ def _stream_view(conn: _Conn, sid: int) -> StreamView:
     peer_reset = min(p.resets_sent, key=lambda r: r[1]) if p.resets_sent else None
     if peer_reset is not None and opener_gave_up is not None and peer_reset[1] >= opener_gave_up:
         peer_reset = None  # the peer only reset because the opener abandoned the stream
-    best = _earliest((p.first_sent, P, ""), (p.app_write, P, ""), (p.resp_sent, P, ""),
-                     (peer_reset, P, "answered with a stream reset"))
+    best = _earliest(
+        (p.first_sent, PF, ""),
+        (p.app_write, PF, ""),
+        (p.resp_sent, PF, ""),
+        (peer_reset, PF, "answered with a stream reset"),
+    )
     if best is None:
-        best = _earliest((o.first_recv, O, "seen arriving at the opener"),
-                         (o.resp_recv, O, "seen arriving at the opener"))
+        best = _earliest(
+            (o.first_recv, OF, "seen arriving at the opener"), (o.resp_recv, OF, "seen arriving at the opener")
+        )
     if best is not None:
         answered = _step("answered", DONE, best[0], best[1], best[2])
-    elif P is None:
+    elif PF is None:
         answered = _step("answered", UNKNOWN, note="no trace of the peer, and no answer arrived")
     else:
-        answered = _step("answered", MISSING, facts=P, note="the peer sent nothing back on this stream")
+        answered = _step("answered", MISSING, facts=PF, note="the peer sent nothing back on this stream")
 
     steps = (sent, acked, received, delivered, answered)
 
@@ -1082,14 +1195,14 @@ def _stream_view(conn: _Conn, sid: int) -> StreamView:
             return _step(name, UNKNOWN, note="no trace of this end")
         return _step(name, MISSING, facts=mine_f, note="no FIN sent on this side")
 
-    fin_opener = fin("fin_opener", o, O, p, P)
-    fin_peer = fin("fin_peer", p, P, o, O)
+    fin_opener = fin("fin_opener", o, OF, p, PF)
+    fin_peer = fin("fin_peer", p, PF, o, OF)
 
     resets: list[Evidence] = []
-    for side, f in ((o, O), (p, P)):
+    for side, f in ((o, OF), (p, PF)):
         if f is not None:
             resets.extend(f.evidence(r) for r in (*side.resets_sent, *side.resets_recv))
-    resets.sort(key=lambda e: (e.time_ms or 0.0))
+    resets.sort(key=lambda e: e.time_ms or 0.0)
 
     req = o.rpc_sent or p.rpc_received
     rtype = str(req[1].get("type")) if req and req[1].get("type") is not None else None
@@ -1101,25 +1214,38 @@ def _stream_view(conn: _Conn, sid: int) -> StreamView:
             furthest = st.name
     missing = next((st.name for st in steps if st.status == MISSING), None)
 
-    if O is None:
-        note = f"only {P.node if P else '?'}'s trace exists: the opener's steps are unknown"
-    elif P is None:
-        note = f"only {O.node}'s trace (the opener) exists: the peer's steps are unknown"
-    elif not P.app_visible:
-        note = f"{P.node}'s trace logs no application events: delivery is not visible"
+    if OF is None:
+        note = f"only {PF.node if PF else '?'}'s trace exists: the opener's steps are unknown"
+    elif PF is None:
+        note = f"only {OF.node}'s trace (the opener) exists: the peer's steps are unknown"
+    elif not PF.app_visible:
+        note = f"{PF.node}'s trace logs no application events: delivery is not visible"
     else:
         note = ""
 
     times = [r[1] for side in (o, p) for r in side.refs]
     return StreamView(
-        connection=conn.id, stream_id=sid, opener=O.node if O else None, peer=P.node if P else None,
-        opener_role=opener_role, steps=steps, fin_opener=fin_opener, fin_peer=fin_peer,
-        resets=tuple(resets), request_type=rtype, request_id=rid,
-        response_received=O.evidence(o.resp_recv) if (O and o.resp_recv) else None,
-        timed_out=O.evidence(o.timeout) if (O and o.timeout) else None,
-        furthest=furthest, missing=missing, one_ended=O is None or P is None, note=note,
-        first_ms=min(times) if times else None, last_ms=max(times) if times else None,
-        bytes_opener=max(o.sent_end, p.recv_end, o.app_bytes), bytes_peer=max(p.sent_end, o.recv_end, p.app_bytes),
+        connection=conn.id,
+        stream_id=sid,
+        opener=OF.node if OF else None,
+        peer=PF.node if PF else None,
+        opener_role=opener_role,
+        steps=steps,
+        fin_opener=fin_opener,
+        fin_peer=fin_peer,
+        resets=tuple(resets),
+        request_type=rtype,
+        request_id=rid,
+        response_received=OF.evidence(o.resp_recv) if (OF and o.resp_recv) else None,
+        timed_out=OF.evidence(o.timeout) if (OF and o.timeout) else None,
+        furthest=furthest,
+        missing=missing,
+        one_ended=OF is None or PF is None,
+        note=note,
+        first_ms=min(times) if times else None,
+        last_ms=max(times) if times else None,
+        bytes_opener=max(o.sent_end, p.recv_end, o.app_bytes),
+        bytes_peer=max(p.sent_end, o.recv_end, p.app_bytes),
     )
 
 
@@ -1141,7 +1267,8 @@ class Analysis:
     first_ms: float | None
     last_ms: float | None
     _ends: dict[tuple[str, int], tuple[_Facts | None, _Facts | None]] = field(
-        default_factory=dict, repr=False, compare=False)
+        default_factory=dict, repr=False, compare=False
+    )
     _conns: dict[str, ConnectionView] = field(default_factory=dict, repr=False, compare=False)
 
     def connection(self, cid: str | None) -> ConnectionView | None:
@@ -1182,15 +1309,16 @@ class Analysis:
             "findings": {ERROR: sev.get(ERROR, 0), WARNING: sev.get(WARNING, 0), INFO: sev.get(INFO, 0)},
             "first_ms": self.first_ms,
             "last_ms": self.last_ms,
-            "duration_ms": (self.last_ms - self.first_ms) if self.first_ms is not None and self.last_ms is not None
+            "duration_ms": (self.last_ms - self.first_ms)
+            if self.first_ms is not None and self.last_ms is not None
             else None,
         }
 
     def timeline(self, stream: StreamView) -> list[TimelineEntry]:
         """Every event on both ends concerning `stream`, in time order, steps labelled."""
-        O, P = self._ends.get((stream.connection, stream.stream_id), (None, None))
+        OF, PF = self._ends.get((stream.connection, stream.stream_id), (None, None))
         rows: list[tuple[float, int, int, Evidence, str, str, str]] = []
-        for order, (facts, end) in enumerate(((O, "opener"), (P, "peer"))):
+        for order, (facts, end) in enumerate(((OF, "opener"), (PF, "peer"))):
             if facts is None:
                 continue
             side = facts.streams.get(stream.stream_id)
@@ -1252,8 +1380,9 @@ class Analysis:
 class _Ctx:
     """Shared state while deriving findings."""
 
-    def __init__(self, rec: Recording, facts: list[_Facts], conns: list[_Conn],
-                 streams: dict[tuple[str, int], StreamView]) -> None:
+    def __init__(
+        self, rec: Recording, facts: list[_Facts], conns: list[_Conn], streams: dict[tuple[str, int], StreamView]
+    ) -> None:
         self.rec = rec
         self.facts = facts
         self.conns = conns
@@ -1289,7 +1418,7 @@ class _Ctx:
         return "?"
 
     def add(self, **kw: Any) -> None:
-        ev = tuple(sorted(kw.pop("evidence"), key=lambda e: (e.time_ms if e.time_ms is not None else 0.0)))
+        ev = tuple(sorted(kw.pop("evidence"), key=lambda e: e.time_ms if e.time_ms is not None else 0.0))
         times = [e.time_ms for e in ev if e.time_ms is not None]
         kw.setdefault("first_ms", min(times) if times else None)
         kw.setdefault("last_ms", max(times) if times else None)
@@ -1324,9 +1453,9 @@ def _find_not_delivered(ctx: _Ctx) -> None:
             continue
         if v.step("delivered").status != MISSING:
             continue  # MISSING already implies the peer's trace shows application events
-        _, P = ctx_ends(ctx, v)
+        _, PF = ctx_ends(ctx, v)
         rcv = v.step("received")
-        if P is None or P.last_ms is None or rcv.time_ms is None or P.last_ms <= rcv.time_ms:
+        if PF is None or PF.last_ms is None or rcv.time_ms is None or PF.last_ms <= rcv.time_ms:
             continue  # the peer's trace stops at the receipt: too soon to say
         by_node[v.peer].append(v)
     for node, views in by_node.items():
@@ -1339,32 +1468,41 @@ def _find_not_delivered(ctx: _Ctx) -> None:
                     evidence.append(e)
         peers = sorted({v.opener for v in views if v.opener})
         ctx.add(
-            kind="stream_not_delivered", severity=ERROR, node=node,
-            connection=conns[0] if len(conns) == 1 else None, streams=sids, connections=conns, stream_refs=refs,
+            kind="stream_not_delivered",
+            severity=ERROR,
+            node=node,
+            connection=conns[0] if len(conns) == 1 else None,
+            streams=sids,
+            connections=conns,
+            stream_refs=refs,
             peer=", ".join(peers) or None,
-            summary=(f"{node}'s transport received and acknowledged {_plural(len(views), 'stream')} "
-                     f"on {_plural(len(conns), 'connection')} ({_per_opener(views)}) but its application "
-                     "never took their data (no stream_data_moved to the application)."),
-            cause=("The application never took the streams the transport accepted: the stream acceptance "
-                   "path drops peer-opened streams (e.g. no stream handler / events not handled); "
-                   "handle every StreamDataReceived."),
+            summary=(
+                f"{node}'s transport received and acknowledged {_plural(len(views), 'stream')} "
+                f"on {_plural(len(conns), 'connection')} ({_per_opener(views)}) but its application "
+                "never took their data (no stream_data_moved to the application)."
+            ),
+            cause=(
+                "The application never took the streams the transport accepted: the stream acceptance "
+                "path drops peer-opened streams (e.g. no stream handler / events not handled); "
+                "handle every StreamDataReceived."
+            ),
             evidence=evidence,
         )
 
 
 def ctx_ends(ctx: _Ctx, v: StreamView) -> tuple[_Facts | None, _Facts | None]:
     conn = ctx.conn_by_id[v.connection]
-    O = conn.end(v.opener_role)
-    return O, conn.end("client" if v.opener_role == "server" else "server")
+    OF = conn.end(v.opener_role)
+    return OF, conn.end("client" if v.opener_role == "server" else "server")
 
 
 def _find_no_response(ctx: _Ctx) -> None:
     by_node: dict[str, list[StreamView]] = defaultdict(list)
     for v in ctx.streams.values():
-        O, P = ctx_ends(ctx, v)
-        if P is None or v.peer is None:
+        OF, PF = ctx_ends(ctx, v)
+        if PF is None or v.peer is None:
             continue
-        p = P.streams.get(v.stream_id)
+        p = PF.streams.get(v.stream_id)
         if p is None:
             continue
         delivered = v.step("delivered")
@@ -1372,18 +1510,20 @@ def _find_no_response(ctx: _Ctx) -> None:
         took_ms = took[1] if took else (delivered.time_ms if delivered.status == DONE else None)
         if took_ms is None or v.step("answered").status != MISSING:
             continue
-        gave_up = v.timed_out is not None or (O is not None and bool(O.streams.get(v.stream_id, _EMPTY_SIDE).resets_sent))
-        ran_on = P.last_ms is not None and P.last_ms - took_ms >= NO_RESPONSE_GRACE_MS
+        gave_up = v.timed_out is not None or (
+            OF is not None and bool(OF.streams.get(v.stream_id, _EMPTY_SIDE).resets_sent)
+        )
+        ran_on = PF.last_ms is not None and PF.last_ms - took_ms >= NO_RESPONSE_GRACE_MS
         if gave_up or ran_on:
             by_node[v.peer].append(v)
     for node, views in by_node.items():
         sids, conns, refs = _group_streams(views)
         evidence: list[Evidence] = []
         for v in views[:6]:
-            _, P = ctx_ends(ctx, v)
-            p = P.streams[v.stream_id] if P else None
-            if P is not None and p is not None and p.rpc_received:
-                evidence.append(P.evidence(p.rpc_received[0]))
+            _, PF = ctx_ends(ctx, v)
+            p = PF.streams[v.stream_id] if PF else None
+            if PF is not None and p is not None and p.rpc_received:
+                evidence.append(PF.evidence(p.rpc_received[0]))
             elif v.step("delivered").evidence:
                 evidence.append(v.step("delivered").evidence)  # type: ignore[arg-type]
             if v.timed_out:
@@ -1391,15 +1531,24 @@ def _find_no_response(ctx: _Ctx) -> None:
         timeouts = sum(1 for v in views if v.timed_out)
         kinds = _counts(v.request_type or "" for v in views)
         ctx.add(
-            kind="no_response", severity=ERROR, node=node,
-            connection=conns[0] if len(conns) == 1 else None, streams=sids, connections=conns, stream_refs=refs,
+            kind="no_response",
+            severity=ERROR,
+            node=node,
+            connection=conns[0] if len(conns) == 1 else None,
+            streams=sids,
+            connections=conns,
+            stream_refs=refs,
             peer=", ".join(sorted({v.opener for v in views if v.opener})) or None,
-            summary=(f"{node} took {_plural(len(views), 'request')}{f' ({kinds})' if kinds else ''} "
-                     f"from its peers ({_per_opener(views)}) and never answered"
-                     f"{f'; {timeouts} of them timed out at the requester' if timeouts else ''}."),
-            cause=("The request handler read the request and never wrote a response (a stalled or blocking "
-                   "handler, or an exception swallowed): answer every request, or reset the stream with an "
-                   "error code, and never block the event loop."),
+            summary=(
+                f"{node} took {_plural(len(views), 'request')}{f' ({kinds})' if kinds else ''} "
+                f"from its peers ({_per_opener(views)}) and never answered"
+                f"{f'; {timeouts} of them timed out at the requester' if timeouts else ''}."
+            ),
+            cause=(
+                "The request handler read the request and never wrote a response (a stalled or blocking "
+                "handler, or an exception swallowed): answer every request, or reset the stream with an "
+                "error code, and never block the event loop."
+            ),
             evidence=evidence,
         )
 
@@ -1415,7 +1564,7 @@ def _find_rpc_timeouts(ctx: _Ctx) -> None:
             groups[(f.node, peer)].append((f, ref, d, conn))
     for (node, peer), items in groups.items():
         views = []
-        for f, ref, d, conn in items:
+        for _f, _ref, d, conn in items:
             sid = _int(d.get("stream_id"))
             if conn is not None and sid is not None and (conn.id, sid) in ctx.streams:
                 views.append(ctx.streams[(conn.id, sid)])
@@ -1426,19 +1575,32 @@ def _find_rpc_timeouts(ctx: _Ctx) -> None:
         stuck = Counter(v.missing for v in views if v.missing)
         where = stuck.most_common(1)[0][0] if stuck else None
         cause = {
-            "sent": "The requests never left the requester (no stream credit or flow control); see stream_limit_exhausted",
+            "sent": (
+                "The requests never left the requester (no stream credit or flow control); see stream_limit_exhausted"
+            ),
             "acked": "The requests' packets were never acknowledged: packet loss or an unreachable peer",
             "received": "The requests never reached the peer's transport: packet loss or an unreachable peer",
-            "delivered": (f"{peer}'s transport accepted the requests but its application never took them "
-                          "(see stream_not_delivered)"),
+            "delivered": (
+                f"{peer}'s transport accepted the requests but its application never took them "
+                "(see stream_not_delivered)"
+            ),
             "answered": f"{peer} took the requests and never answered (see no_response)",
-        }.get(where or "", f"{peer} did not answer in time: a slow or blocked peer, or loss on the path; "
-                           "the stream steps show where each request stopped")
+        }.get(
+            where or "",
+            f"{peer} did not answer in time: a slow or blocked peer, or loss on the path; "
+            "the stream steps show where each request stopped",
+        )
         ctx.add(
-            kind="rpc_timeout", severity=WARNING, node=node, peer=peer,
-            connection=conns[0] if len(conns) == 1 else None, streams=sids, connections=conns, stream_refs=refs,
+            kind="rpc_timeout",
+            severity=WARNING,
+            node=node,
+            peer=peer,
+            connection=conns[0] if len(conns) == 1 else None,
+            streams=sids,
+            connections=conns,
+            stream_refs=refs,
             summary=f"{node}: {_plural(len(items), 'request')} to {peer} timed out{wait}"
-                    f"{f' ({kinds})' if kinds else ''}.",
+            f"{f' ({kinds})' if kinds else ''}.",
             cause=cause + ".",  # may start with a node name: never re-case identifiers
             evidence=[f.evidence(ref) for f, ref, _, _ in items],
         )
@@ -1476,26 +1638,40 @@ def _find_stream_limit(ctx: _Ctx) -> None:
                 evidence.append(f.evidence(f.blocked[-1][0]))
             if example is not None:
                 evidence.append(example)
-            head = (f"{f.node} used all {limit} bidirectional streams {peer} allowed and sent STREAMS_BLOCKED "
-                    f"({_plural(len(f.blocked), 'time')}); {peer} never raised the limit")
+            head = (
+                f"{f.node} used all {limit} bidirectional streams {peer} allowed and sent STREAMS_BLOCKED "
+                f"({_plural(len(f.blocked), 'time')}); {peer} never raised the limit"
+            )
             if unfinished:
                 severity = ERROR
-                summary = (f"{head} and never finished (FIN) its side of "
-                           f"{_plural(len(unfinished), 'stream')} {f.node} opened.")
-                cause = (f"Stream credit (MAX_STREAMS) only returns when a stream is finished both ways: {peer} "
-                         "keeps its side of each stream open (no FIN after the response); end every stream with "
-                         "FIN or reset it, and queue requests that find no credit.")
+                summary = (
+                    f"{head} and never finished (FIN) its side of {_plural(len(unfinished), 'stream')} {f.node} opened."
+                )
+                cause = (
+                    f"Stream credit (MAX_STREAMS) only returns when a stream is finished both ways: {peer} "
+                    "keeps its side of each stream open (no FIN after the response); end every stream with "
+                    "FIN or reset it, and queue requests that find no credit."
+                )
             else:
                 # Blocked, but the trace shows no stream the peer left open: say so, don't blame.
                 severity = WARNING
                 summary = f"{head}; the trace shows no stream {peer} left unfinished."
-                cause = (f"{peer} returns no stream credit: either it holds streams open that this trace does not "
-                         "show, or its stream limit is too low for this load; queue requests that find no credit.")
+                cause = (
+                    f"{peer} returns no stream credit: either it holds streams open that this trace does not "
+                    "show, or its stream limit is too low for this load; queue requests that find no credit."
+                )
             ctx.add(
-                kind="stream_limit_exhausted", severity=severity, node=f.node, peer=peer, connection=conn.id,
-                connections=(conn.id,), streams=tuple(unfinished),
+                kind="stream_limit_exhausted",
+                severity=severity,
+                node=f.node,
+                peer=peer,
+                connection=conn.id,
+                connections=(conn.id,),
+                streams=tuple(unfinished),
                 stream_refs=tuple((conn.id, s) for s in unfinished if (conn.id, s) in ctx.streams),
-                summary=summary, cause=cause, evidence=evidence,
+                summary=summary,
+                cause=cause,
+                evidence=evidence,
             )
 
 
@@ -1526,8 +1702,7 @@ def _find_loss(ctx: _Ctx) -> None:
             if not ev:
                 unseen_refs.sort()
                 ev = [Evidence(f.path, rec, "quic:packet_sent", t, f.index) for t, rec in unseen_refs[:8]]
-            directions.append((f, other.node if other else None, f.packets_sent, lost, declared, unseen, ev,
-                               conn.id))
+            directions.append((f, other.node if other else None, f.packets_sent, lost, declared, unseen, ev, conn.id))
     # Attribute to the node common to most lost packets: in a lossy node's recording every
     # direction touching it loses packets, and its peers are not to blame.
     remaining = list(range(len(directions)))
@@ -1551,8 +1726,9 @@ def _find_loss(ctx: _Ctx) -> None:
         out_lost = sum(directions[i][3] for i in mine if directions[i][0].node == node)
         in_sent, in_lost = sent - out_sent, lost - out_lost
         conns = tuple(dict.fromkeys(directions[i][7] for i in mine))
-        peers = sorted({(directions[i][1] if directions[i][0].node == node else directions[i][0].node) or "?"
-                        for i in mine})
+        peers = sorted(
+            {(directions[i][1] if directions[i][0].node == node else directions[i][0].node) or "?" for i in mine}
+        )
         parts = []
         if out_sent:
             parts.append(f"sent by {node}: {out_lost}/{out_sent}")
@@ -1561,14 +1737,23 @@ def _find_loss(ctx: _Ctx) -> None:
         severity = ERROR if rate > LOSS_ERROR_RATE and sent >= LOSS_ERROR_MIN_PACKETS else WARNING
         evidence = [e for i in mine for e in directions[i][6]]
         ctx.add(
-            kind="packet_loss", severity=severity, node=node, peer=", ".join(peers) or None,
-            connection=conns[0] if len(conns) == 1 else None, connections=conns, streams=(),
-            summary=(f"{lost} of {sent} packets lost ({rate:.1%}) on {_plural(len(conns), 'connection')} of {node} "
-                     f"({'; '.join(parts)}); {declared} declared lost by the sender, {unseen} never seen by the "
-                     "receiver."),
-            cause=(f"Packets are lost on the path to or from {node} (network loss, congestion, or a loss fault); "
-                   "QUIC retransmits, but requests slow down and may time out: check the link or the node's "
-                   "loss setting."),
+            kind="packet_loss",
+            severity=severity,
+            node=node,
+            peer=", ".join(peers) or None,
+            connection=conns[0] if len(conns) == 1 else None,
+            connections=conns,
+            streams=(),
+            summary=(
+                f"{lost} of {sent} packets lost ({rate:.1%}) on {_plural(len(conns), 'connection')} of {node} "
+                f"({'; '.join(parts)}); {declared} declared lost by the sender, {unseen} never seen by the "
+                "receiver."
+            ),
+            cause=(
+                f"Packets are lost on the path to or from {node} (network loss, congestion, or a loss fault); "
+                "QUIC retransmits, but requests slow down and may time out: check the link or the node's "
+                "loss setting."
+            ),
             evidence=evidence,
         )
 
@@ -1607,15 +1792,24 @@ def _find_alpn(ctx: _Ctx) -> None:
         codes = ", ".join(sorted({c for _, _, _, c in items}))
         offered = items[0][2]
         peers = sorted({e.node for c, _, _, _ in items for e in (c.client, c.server) if e is not None} - {key})
-        blame = (f"{key} offers a different ALPN from the rest of the recording ({majority!r})"
-                 if majority is not None and "," not in key else "The two ends offer different ALPNs")
+        blame = (
+            f"{key} offers a different ALPN from the rest of the recording ({majority!r})"
+            if majority is not None and "," not in key
+            else "The two ends offer different ALPNs"
+        )
         ctx.add(
-            kind="alpn_mismatch", severity=ERROR, node=key, peer=", ".join(peers) or None,
-            connection=conns[0] if len(conns) == 1 else None, connections=conns, streams=(),
-            summary=(f"{_plural(len(items), 'connection')} closed during the handshake for lack of a common ALPN "
-                     f"(code {codes}): {offered}."),
-            cause=(f"{blame}, so TLS refuses the handshake; configure the same ALPN "
-                   "(protocol version) on every node."),
+            kind="alpn_mismatch",
+            severity=ERROR,
+            node=key,
+            peer=", ".join(peers) or None,
+            connection=conns[0] if len(conns) == 1 else None,
+            connections=conns,
+            streams=(),
+            summary=(
+                f"{_plural(len(items), 'connection')} closed during the handshake for lack of a common ALPN "
+                f"(code {codes}): {offered}."
+            ),
+            cause=(f"{blame}, so TLS refuses the handshake; configure the same ALPN (protocol version) on every node."),
             evidence=[e for _, e, _, _ in items],
         )
 
@@ -1631,13 +1825,21 @@ def _find_not_visible(ctx: _Ctx) -> None:
         fmt = ", ".join(sorted({t.info.format for t in traces}))
         mine = {id(t) for t in traces}
         ctx.add(
-            kind="application_not_visible", severity=INFO, node=node, connection=None, streams=(),
+            kind="application_not_visible",
+            severity=INFO,
+            node=node,
+            connection=None,
+            streams=(),
             connections=tuple(c.id for c in ctx.conns if id(c.client) in mine or id(c.server) in mine),
-            summary=(f"{_plural(len(traces), 'trace')} of {node} ({files}; {fmt}) "
-                     f"{'logs' if len(traces) == 1 else 'log'} transport events only: "
-                     "whether the application took each stream's data, and whether it answered, cannot be seen."),
-            cause=("This stack does not log delivery to the application (quic:stream_data_moved transport → "
-                   "application); only transport-level problems can be diagnosed from it."),
+            summary=(
+                f"{_plural(len(traces), 'trace')} of {node} ({files}; {fmt}) "
+                f"{'logs' if len(traces) == 1 else 'log'} transport events only: "
+                "whether the application took each stream's data, and whether it answered, cannot be seen."
+            ),
+            cause=(
+                "This stack does not log delivery to the application (quic:stream_data_moved transport → "
+                "application); only transport-level problems can be diagnosed from it."
+            ),
             evidence=[],
         )
 
@@ -1693,6 +1895,12 @@ def _dht_nodes(ctx: _Ctx) -> dict[str, _NodeDht]:
     return nodes
 
 
+def _refusals(refused: list[Any]) -> str:
+    """' (reason; reason)' for the first refusals of a STORE, or '' when there were none."""
+    reasons = [str(r[1]) for r in refused[:3] if isinstance(r, list) and len(r) > 1]
+    return f" ({'; '.join(reasons)})" if reasons else ""
+
+
 def _find_dht(ctx: _Ctx) -> None:
     nodes = _dht_nodes(ctx)
     if not nodes:
@@ -1731,23 +1939,39 @@ def _find_dht(ctx: _Ctx) -> None:
         if nd.started_ms is not None and n_nodes > 2 and span >= BOOTSTRAP_ONLY_MIN_MS and max_size == 0:
             start_ev = next(e for _, ev, _, e in nd.events if ev == "dht:node_started")
             ctx.add(
-                kind="isolated", severity=WARNING, node=name, connection=None, streams=(),
-                summary=(f"{name}'s routing table stayed empty over {span / 1000:.1f} s while the recording "
-                         f"has {n_nodes} nodes: it never joined."),
-                cause=("No peer ever answered it (or it never answered a peer): every STORE and FIND_VALUE "
-                       "from it goes nowhere; look at its bootstrap node's findings."),
+                kind="isolated",
+                severity=WARNING,
+                node=name,
+                connection=None,
+                streams=(),
+                summary=(
+                    f"{name}'s routing table stayed empty over {span / 1000:.1f} s while the recording "
+                    f"has {n_nodes} nodes: it never joined."
+                ),
+                cause=(
+                    "No peer ever answered it (or it never answered a peer): every STORE and FIND_VALUE "
+                    "from it goes nowhere; look at its bootstrap node's findings."
+                ),
                 evidence=[start_ev],
             )
         elif nd.started_ms is not None and n_nodes > 2 and span >= BOOTSTRAP_ONLY_MIN_MS and max_size == 1:
             known = ", ".join(ctx.peer_name(p) for p in table) or "none"
             start_ev = next(e for _, ev, _, e in nd.events if ev == "dht:node_started")
             ctx.add(
-                kind="bootstrap_only", severity=WARNING, node=name, connection=None, streams=(),
-                summary=(f"{name}'s routing table never held more than {max_size} "
-                         f"{'contact' if max_size == 1 else 'contacts'} (now: {known}) over {span / 1000:.1f} s "
-                         f"while the recording has {n_nodes} nodes."),
-                cause=("The node only knows its bootstrap contact: after joining it must look up its own id "
-                       "(and refresh its buckets) so the closest nodes learn of it and it learns of them."),
+                kind="bootstrap_only",
+                severity=WARNING,
+                node=name,
+                connection=None,
+                streams=(),
+                summary=(
+                    f"{name}'s routing table never held more than {max_size} "
+                    f"{'contact' if max_size == 1 else 'contacts'} (now: {known}) over {span / 1000:.1f} s "
+                    f"while the recording has {n_nodes} nodes."
+                ),
+                cause=(
+                    "The node only knows its bootstrap contact: after joining it must look up its own id "
+                    "(and refresh its buckets) so the closest nodes learn of it and it learns of them."
+                ),
                 evidence=[start_ev, *add_evidence[:5]],
             )
 
@@ -1760,19 +1984,30 @@ def _find_dht(ctx: _Ctx) -> None:
             last_ok: dict[str, float] = {}
             for t, pid in nd.successes:
                 last_ok[pid] = max(t, last_ok.get(pid, t))
-            stale = [(pid, t, e) for pid, (t, e) in last_fail.items()
-                     if pid in table and t > table[pid] and t > last_ok.get(pid, float("-inf"))]
+            stale = [
+                (pid, t, e)
+                for pid, (t, e) in last_fail.items()
+                if pid in table and t > table[pid] and t > last_ok.get(pid, float("-inf"))
+            ]
             if stale:
                 stale.sort(key=lambda x: x[1])
                 names = ", ".join(ctx.peer_name(p) for p, _, _ in stale[:6])
                 fails = sum(1 for _, pid, _ in nd.failures if pid in {p for p, _, _ in stale})
                 ctx.add(
-                    kind="stale_contacts", severity=WARNING, node=name, connection=None, streams=(),
+                    kind="stale_contacts",
+                    severity=WARNING,
+                    node=name,
+                    connection=None,
+                    streams=(),
                     peer=names,
-                    summary=(f"{name} kept {_plural(len(stale), 'contact')} ({names}) in its routing table after "
-                             f"they failed to answer ({_plural(fails, 'failure')}); they were never evicted."),
-                    cause=("Contacts that fail to answer must be evicted (or replaced from the replacement cache); "
-                           "otherwise lookups keep asking dead peers and time out."),
+                    summary=(
+                        f"{name} kept {_plural(len(stale), 'contact')} ({names}) in its routing table after "
+                        f"they failed to answer ({_plural(fails, 'failure')}); they were never evicted."
+                    ),
+                    cause=(
+                        "Contacts that fail to answer must be evicted (or replaced from the replacement cache); "
+                        "otherwise lookups keep asking dead peers and time out."
+                    ),
                     evidence=[e for _, _, e in stale],
                 )
 
@@ -1802,17 +2037,27 @@ def _find_dht(ctx: _Ctx) -> None:
         replicas = _int(d0.get("replicas")) or 0
         refused = d0.get("refused") or []
         if targets < expected0:
-            cause = (f"The STORE's lookup found only {targets} of the {expected0} other nodes: the routing table "
-                     "is too small (no self-lookup after joining?) or nodes did not answer the lookup.")
+            cause = (
+                f"The STORE's lookup found only {targets} of the {expected0} other nodes: the routing table "
+                "is too small (no self-lookup after joining?) or nodes did not answer the lookup."
+            )
         else:
-            cause = (f"{targets - replicas} of the closest nodes refused or did not answer the STORE"
-                     f"{' (' + '; '.join(str(r[1]) for r in refused[:3] if isinstance(r, list) and len(r) > 1) + ')' if refused else ''}"
-                     ": check their records limits and the STORE streams' steps.")
+            cause = (
+                f"{targets - replicas} of the closest nodes refused or did not answer the STORE"
+                f"{_refusals(refused)}"
+                ": check their records limits and the STORE streams' steps."
+            )
         ctx.add(
-            kind="store_under_replicated", severity=WARNING, node=name, connection=None, streams=(),
-            summary=(f"{name} stored {label!s} on {replicas} of {expected0} reachable nodes (k={K}, "
-                     f"targets found: {targets})" + (f"; {len(bad) - 1} more STOREs were short too." if len(bad) > 1
-                                                      else ".")),
+            kind="store_under_replicated",
+            severity=WARNING,
+            node=name,
+            connection=None,
+            streams=(),
+            summary=(
+                f"{name} stored {label!s} on {replicas} of {expected0} reachable nodes (k={K}, "
+                f"targets found: {targets})"
+                + (f"; {len(bad) - 1} more STOREs were short too." if len(bad) > 1 else ".")
+            ),
             cause=cause,
             evidence=[e for _, e, _ in bad],
         )
@@ -1823,8 +2068,9 @@ def _find_dht(ctx: _Ctx) -> None:
     for name, nd in nodes.items():
         for t, ev, d, e in nd.events:
             if ev == "dht:record_stored" and isinstance(d.get("key"), str):
-                stored[d["key"].lower()].append((t, name, str(d.get("publisher") or ""),
-                                                 _num(d.get("expires_at_ms")), e, d.get("name")))
+                stored[d["key"].lower()].append(
+                    (t, name, str(d.get("publisher") or ""), _num(d.get("expires_at_ms")), e, d.get("name"))
+                )
             elif ev == "dht:record_expired" and isinstance(d.get("key"), str):
                 expired[(name, d["key"].lower(), str(d.get("publisher") or ""))].append(t)
     for name, nd in nodes.items():
@@ -1853,17 +2099,26 @@ def _find_dht(ctx: _Ctx) -> None:
             svc = next((s for _, _, s, _ in items if s), None)
             label = f"{svc!r} ({_short(target)})" if svc else _short(target)
             error = next((x for _, _, _, x in items if x), None)
-            cause = ("The routing table was empty when the lookup ran: bootstrap first." if error and "empty" in str(error)
-                     else "The lookup never reached the nodes holding the record: they were not among the closest "
-                          "it found or did not answer (stale or bootstrap-only routing tables, too few replicas); "
-                          "check the lookup's rounds.")
+            cause = (
+                "The routing table was empty when the lookup ran: bootstrap first."
+                if error and "empty" in str(error)
+                else "The lookup never reached the nodes holding the record: they were not among the closest "
+                "it found or did not answer (stale or bootstrap-only routing tables, too few replicas); "
+                "check the lookup's rounds."
+            )
             evidence = [e for e, _, _, _ in items[:4]] + [se for _, hs, _, _ in items[:1] for _, se in hs[:4]]
             ctx.add(
-                kind="lookup_missed", severity=WARNING, node=name, connection=None, streams=(),
+                kind="lookup_missed",
+                severity=WARNING,
+                node=name,
+                connection=None,
+                streams=(),
                 peer=", ".join(holders),
-                summary=(f"{name}'s FIND_VALUE for {label} found no value ({_plural(len(items), 'lookup')}) while "
-                         f"{', '.join(holders)} held an unexpired record for that key"
-                         f"{f' ({error})' if error else ''}."),
+                summary=(
+                    f"{name}'s FIND_VALUE for {label} found no value ({_plural(len(items), 'lookup')}) while "
+                    f"{', '.join(holders)} held an unexpired record for that key"
+                    f"{f' ({error})' if error else ''}."
+                ),
                 cause=cause,
                 evidence=evidence,
             )
@@ -1881,16 +2136,22 @@ def _blind_spots(ctx: _Ctx, conns: list[_Conn]) -> list[str]:
             assert only is not None
             one[only.node] += 1
     for node, n in one.items():
-        out.append(f"{_plural(n, 'connection')} of {node} {'has' if n == 1 else 'have'} no trace from the other end: "
-                   "on their streams the peer's steps (received, delivered, answered) are unknown.")
+        out.append(
+            f"{_plural(n, 'connection')} of {node} {'has' if n == 1 else 'have'} no trace from the other end: "
+            "on their streams the peer's steps (received, delivered, answered) are unknown."
+        )
     for f in ctx.facts:
         if f.is_connection and not f.app_visible:
-            out.append(f"{f.node} ({Path(f.path).name}, {f.info.format}) logs no application events: delivery to "
-                       "the application and answers are not visible.")
+            out.append(
+                f"{f.node} ({Path(f.path).name}, {f.info.format}) logs no application events: delivery to "
+                "the application and answers are not visible."
+            )
         if f.is_connection and f.odcid is None:
             out.append(f"{Path(f.path).name} names no ODCID: it cannot be joined with the other end's trace.")
         if f.malformed:
-            out.append(f"{Path(f.path).name}: {_plural(f.malformed, 'event')} could not be interpreted and were skipped.")
+            out.append(
+                f"{Path(f.path).name}: {_plural(f.malformed, 'event')} could not be interpreted and were skipped."
+            )
     has_dht_conn = any(f.dht_events for f in ctx.facts if f.is_connection)
     has_node_trace = any(f.node_events for f in ctx.facts)
     if has_dht_conn and not has_node_trace:
@@ -1930,8 +2191,12 @@ def analyse(recording: Recording) -> Analysis:
             v = _stream_view(conn, sid)
             streams[(conn.id, sid)] = v
             opener = conn.end(v.opener_role)
-            ends[(conn.id, sid)] = (opener, conn.other(opener) if opener is not None else conn.end(
-                "client" if v.opener_role == "server" else "server"))
+            ends[(conn.id, sid)] = (
+                opener,
+                conn.other(opener)
+                if opener is not None
+                else conn.end("client" if v.opener_role == "server" else "server"),
+            )
         conn.view = _connection_view(conn, len(sids))
         views.append(conn.view)
 
@@ -1944,8 +2209,9 @@ def analyse(recording: Recording) -> Analysis:
     _find_rpc_timeouts(ctx)
     _find_dht(ctx)
     _find_not_visible(ctx)
-    ctx.findings.sort(key=lambda f: (_SEVERITY_RANK.get(f.severity, 9),
-                                     f.first_ms if f.first_ms is not None else float("inf")))
+    ctx.findings.sort(
+        key=lambda f: (_SEVERITY_RANK.get(f.severity, 9), f.first_ms if f.first_ms is not None else float("inf"))
+    )
     blind = _blind_spots(ctx, conns)
 
     for f in facts:
@@ -1968,7 +2234,22 @@ def analyse(recording: Recording) -> Analysis:
 
 
 __all__ = [
-    "ALPN_MISMATCH_CODE", "DONE", "ERROR", "INFO", "MISSING", "NOT_VISIBLE", "STEPS", "UNKNOWN", "WARNING",
-    "Analysis", "ConnectionEnd", "ConnectionView", "Evidence", "Finding", "Step", "StreamView", "TimelineEntry",
+    "ALPN_MISMATCH_CODE",
+    "DONE",
+    "ERROR",
+    "INFO",
+    "MISSING",
+    "NOT_VISIBLE",
+    "STEPS",
+    "UNKNOWN",
+    "WARNING",
+    "Analysis",
+    "ConnectionEnd",
+    "ConnectionView",
+    "Evidence",
+    "Finding",
+    "Step",
+    "StreamView",
+    "TimelineEntry",
     "analyse",
 ]

@@ -26,12 +26,12 @@ class Event:
 class TraceInfo:
     """What a trace says about itself: whose end of which connection it is."""
 
-    path: str                 # file the trace came from
-    index: int                # trace number within that file (0 for .sqlog)
-    vantage: str              # "client", "server", "network", "unknown" ...
-    odcid: str | None         # original destination connection id, lowercase hex
-    node: str | None          # node name (dhtscope manifest) or vantage point name
-    format: str               # "qlog-0.3-json", "json-seq", "ndjson", "draft-01-json", ...
+    path: str  # file the trace came from
+    index: int  # trace number within that file (0 for .sqlog)
+    vantage: str  # "client", "server", "network", "unknown" ...
+    odcid: str | None  # original destination connection id, lowercase hex
+    node: str | None  # node name (dhtscope manifest) or vantage point name
+    format: str  # "qlog-0.3-json", "json-seq", "ndjson", "draft-01-json", ...
     qlog_version: str | None
     reference_time_ms: float | None
     title: str | None = None

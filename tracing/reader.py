@@ -22,17 +22,17 @@ import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import compress, repeat
 from operator import gt, sub
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from . import _json
 from .model import Event, NodeEntry, Recording, Trace, TraceInfo
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 RS = b"\x1e"
 NL = b"\n"
@@ -44,9 +44,7 @@ _NOT_TRACES = {"manifest.json", "node.json"}
 # Epoch-ms values below this (~1973) are taken to be relative times, not wall clock.
 _EPOCH_MS_FLOOR = 1e11
 
-_HEADER_KEYS = frozenset(
-    {"qlog_version", "qlog_format", "file_schema", "serialization_format", "trace", "traces"}
-)
+_HEADER_KEYS = frozenset({"qlog_version", "qlog_format", "file_schema", "serialization_format", "trace", "traces"})
 _HEX = re.compile(r"[0-9a-f]+")
 _QUIC_NS = re.compile(r"quic-\d+")
 
@@ -112,7 +110,7 @@ def _rfc3339_ms(text: Any) -> float | None:
     except ValueError:
         return None
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
+        stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp() * 1000.0
 
 
@@ -224,7 +222,7 @@ def _event_dict(raw: Any, fields: list[str] | None, common: dict[str, Any]) -> d
     if isinstance(raw, list) and fields:
         event: dict[str, Any] = {}
         time_field = None
-        for key, value in zip(fields, raw):
+        for key, value in zip(fields, raw, strict=False):
             if key in ("relative_time", "delta_time", "time"):
                 event["time"] = value
                 time_field = key
@@ -457,9 +455,7 @@ class SqlogTrace(ReaderTrace):
                 try:
                     _json.loads(tail)
                 except _json.JSONDecodeError:
-                    self._tail_warning = (
-                        f"truncated last record at byte {start} skipped ({size - start} bytes)"
-                    )
+                    self._tail_warning = f"truncated last record at byte {start} skipped ({size - start} bytes)"
                 else:
                     self._marks.append(self._open_mark)
                     self._open_indexed = True
@@ -503,9 +499,7 @@ class SqlogTrace(ReaderTrace):
 
         first_event = self._first_event()
         sample = _num(first_event.get("time")) if first_event else None
-        time_field = next(
-            (f for f in self._fields or () if f in ("relative_time", "delta_time", "time")), "time"
-        )
+        time_field = next((f for f in self._fields or () if f in ("relative_time", "delta_time", "time")), "time")
         self._clock, ref = _make_clock(common, configuration, time_field, sample, self._warnings)
         vantage = _as_dict(trace.get("vantage_point"))
         title = trace.get("title") or header.get("title")
@@ -609,8 +603,9 @@ class SqlogTrace(ReaderTrace):
                 if prev is not None:
                     time_ms = _to_event(prev, self._clock, back, None).time_ms
                     break
-        return Event(time_ms=time_ms, name="qlog:unreadable_record", data={"error": problem},
-                     raw_name="", record=record)
+        return Event(
+            time_ms=time_ms, name="qlog:unreadable_record", data={"error": problem}, raw_name="", record=record
+        )
 
     def _fill_delta(self, upto: int) -> None:
         """Delta-timed traces: running times have to be summed in order, once."""
@@ -841,8 +836,11 @@ def _read_directory(root: Path, rec: Recording, open_traces: bool = True) -> Non
                 for i, listed in enumerate(rec.nodes):
                     if listed.name == entry.name:
                         rec.nodes[i] = dataclasses.replace(
-                            listed, node_id=listed.node_id or entry.node_id,
-                            address=listed.address or entry.address, role=listed.role or entry.role)
+                            listed,
+                            node_id=listed.node_id or entry.node_id,
+                            address=listed.address or entry.address,
+                            role=listed.role or entry.role,
+                        )
         elif path.suffix.lower() in TRACE_SUFFIXES and path.name not in _NOT_TRACES and path.is_file():
             files.append(path)
 

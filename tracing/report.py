@@ -18,8 +18,13 @@ MAX_STREAM_TABLES = 5
 MAX_EVIDENCE_SHOWN = 5
 
 SEVERITY_STYLE = {ERROR: "bold red", WARNING: "bold yellow", INFO: "bold cyan"}
-STEP_LABEL = {"sent": "sent", "acked": "acked", "received": "received", "delivered": "delivered",
-              "answered": "answered"}
+STEP_LABEL = {
+    "sent": "sent",
+    "acked": "acked",
+    "received": "received",
+    "delivered": "delivered",
+    "answered": "answered",
+}
 
 
 def _file(analysis: Analysis, path: str) -> str:
@@ -71,8 +76,10 @@ def _summary_table(analysis: Analysis) -> Table:
     for sev, word in ((ERROR, "error"), (WARNING, "warning"), (INFO, "info")):
         if counts:
             counts.append(", ")
-        counts.append(f"{f[sev]} {word}{'' if f[sev] == 1 or sev == INFO else 's'}",
-                      style=SEVERITY_STYLE[sev] if f[sev] else "dim")
+        counts.append(
+            f"{f[sev]} {word}{'' if f[sev] == 1 or sev == INFO else 's'}",
+            style=SEVERITY_STYLE[sev] if f[sev] else "dim",
+        )
     table.add_row("Findings", counts)
     return table
 
@@ -90,8 +97,9 @@ def _finding_block(analysis: Analysis, finding: Finding, verbose: bool) -> Group
         where.append(f"{len(finding.connections)} connections")
     if finding.streams:
         n = len(finding.streams)
-        where.append(f"stream{'s' if n > 1 else ''} " + ", ".join(str(s) for s in finding.streams)
-                     if n <= 4 else f"{n} streams")
+        where.append(
+            f"stream{'s' if n > 1 else ''} " + ", ".join(str(s) for s in finding.streams) if n <= 4 else f"{n} streams"
+        )
     body: list[Text] = []
     if where:
         body.append(Text(" · ".join(where), style="dim"))
@@ -132,8 +140,10 @@ def _stream_block(analysis: Analysis, stream: StreamView) -> Group:
     title.append(f"Stream {stream.stream_id}", style="bold")
     title.append(f"  {stream.opener or '?'} → {stream.peer or '?'}")
     if stream.request_type:
-        title.append(f"  {stream.request_type}" + (f" #{stream.request_id}" if stream.request_id is not None else ""),
-                     style="magenta")
+        title.append(
+            f"  {stream.request_type}" + (f" #{stream.request_id}" if stream.request_id is not None else ""),
+            style="magenta",
+        )
     title.append(f"  conn {stream.connection[:16]}", style="dim")
 
     # The Node column names the trace's owner, so the evidence column shows only the file
@@ -207,8 +217,13 @@ def render_text(analysis: Analysis, console: Console, verbose: bool = False) -> 
         for stream in affected[:MAX_STREAM_TABLES]:
             console.print(_stream_block(analysis, stream))
         if len(affected) > MAX_STREAM_TABLES:
-            console.print(Text(f"... and {len(affected) - MAX_STREAM_TABLES} more "
-                               f"{'stream' if len(affected) - MAX_STREAM_TABLES == 1 else 'streams'}", style="dim"))
+            console.print(
+                Text(
+                    f"... and {len(affected) - MAX_STREAM_TABLES} more "
+                    f"{'stream' if len(affected) - MAX_STREAM_TABLES == 1 else 'streams'}",
+                    style="dim",
+                )
+            )
             console.print()
 
     if verbose and analysis.connections:

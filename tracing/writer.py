@@ -14,14 +14,14 @@ import os
 import time
 from itertools import chain, count
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import orjson
 from aioquic.quic.logger import QuicLoggerTrace
 
 from . import _json
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 log = logging.getLogger(__name__)
 

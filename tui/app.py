@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -15,8 +15,8 @@ from .screens.help import HelpScreen
 from .screens.main import TABS, MainScreen
 from .source import PROBE_KINDS, SCENARIOS, DataSource, SourceError
 
-DRAIN_HZ = 15                 # the event buffer is drained (and views told) this often
-SLOW_REFRESH_S = 1.0          # nodes and snapshots
+DRAIN_HZ = 15  # the event buffer is drained (and views told) this often
+SLOW_REFRESH_S = 1.0  # nodes and snapshots
 RATE_WINDOW_S = 2.0
 
 
@@ -98,8 +98,14 @@ class DhtscopeApp(App[int]):
             # While the index grows, the views follow it twice a second, not on every tick:
             # each refresh redraws them, and nobody reads a count that changes 15 times a second.
             coarse = state.total if not state.indexing else state.total // 50_000
-            key = (state.position if not (state.indexing and state.position == state.total) else coarse,
-                   coarse, state.playing, state.speed, state.indexing, int(time.monotonic() * 2))
+            key = (
+                state.position if not (state.indexing and state.position == state.total) else coarse,
+                coarse,
+                state.playing,
+                state.speed,
+                state.indexing,
+                int(time.monotonic() * 2),
+            )
             if key != getattr(self, "_replay_key", None):
                 self._replay_key = key
                 main.replay_state = state
@@ -144,9 +150,12 @@ class DhtscopeApp(App[int]):
         if self._analysing:
             return
         interval = self.source.analysis_interval_s
-        if self._analysed_at is not None and self.main.analysis is not None:
-            if interval is None or time.monotonic() - self._analysed_at < interval:
-                return
+        if (
+            self._analysed_at is not None
+            and self.main.analysis is not None
+            and (interval is None or time.monotonic() - self._analysed_at < interval)
+        ):
+            return
         self._analysing = True
         self.run_worker(self._analyse, thread=True, group="analysis", exit_on_error=False)
 
@@ -168,8 +177,14 @@ class DhtscopeApp(App[int]):
             except NoMatches:
                 return
         for status in self.main.query("#status"):
-            status.analysing = (f"analysis failed: {message.error}" if message.error else  # type: ignore[attr-defined]
-                                "analysed" if message.analysis else "waiting for traces")
+            status.analysing = (
+                f"analysis failed: {message.error}"
+                if message.error
+                # type: ignore[attr-defined]
+                else "analysed"
+                if message.analysis
+                else "waiting for traces"
+            )
 
     # -- actions that talk to nodes: async workers that post their outcome
 
@@ -214,22 +229,28 @@ class DhtscopeApp(App[int]):
         yield SystemCommand("Next node", "select the next node", lambda: main.action_next_node(1))
         yield SystemCommand("Previous node", "select the previous node", lambda: main.action_next_node(-1))
         for n in main.nodes:
-            yield SystemCommand(f"Select node {n.name}", f"{n.role} at {n.address}",
-                                lambda name=n.name: main.select_node(name))
+            yield SystemCommand(
+                f"Select node {n.name}", f"{n.role} at {n.address}", lambda name=n.name: main.select_node(name)
+            )
         yield SystemCommand("Events: filter", "filter events by name, node or stream", main.action_filter)
         yield SystemCommand("Events: pause / resume", "freeze the event log", main.action_pause_events)
         yield SystemCommand("Events: follow", "keep the newest event in view", main.action_follow_events)
-        yield SystemCommand("Streams: all nodes / selected node", "toggle which streams are listed",
-                            main.action_toggle_all_streams)
+        yield SystemCommand(
+            "Streams: all nodes / selected node", "toggle which streams are listed", main.action_toggle_all_streams
+        )
         if self.source.live:
             for kind in PROBE_KINDS:
-                yield SystemCommand(f"Probe: {kind.upper()}", f"run {kind} on the selected node",
-                                    lambda k=kind: main.action_probe(k))
+                yield SystemCommand(
+                    f"Probe: {kind.upper()}", f"run {kind} on the selected node", lambda k=kind: main.action_probe(k)
+                )
             yield SystemCommand("Scenario…", "choose a fault scenario for the selected node", main.action_scenario)
             for n in main.nodes:
                 for name in SCENARIOS:
-                    yield SystemCommand(f"Scenario {name} on {n.name}", f"switch {n.name}'s faults to {name}",
-                                        lambda node=n.name, s=name: self.post_message(ScenarioChosen(node, s)))
+                    yield SystemCommand(
+                        f"Scenario {name} on {n.name}",
+                        f"switch {n.name}'s faults to {name}",
+                        lambda node=n.name, s=name: self.post_message(ScenarioChosen(node, s)),
+                    )
         if self.source.replay is not None:
             yield SystemCommand("Replay: play / pause", "play the recording", main.action_replay_toggle)
             yield SystemCommand("Replay: step forward", "one event forward", lambda: main.action_replay_step(1))

@@ -7,14 +7,14 @@ import json
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dhtscope.node import runtime
 from dhtscope.node.constants import MAX_DATAGRAM_BYTES, MAX_UDP_PAYLOAD_BYTES, MIN_DATAGRAM_BYTES
 from dhtscope.node.keys import KeyFileError
 from dhtscope.node.node import NodeError, parse_address
 from dhtscope.node.transport import SCENARIOS, Faults
-
 
 
 class UsageError(Exception):
@@ -59,7 +59,9 @@ def _datagram_bytes(text: str) -> int:
     value = _positive_int(text)
     if not MIN_DATAGRAM_BYTES <= value <= MAX_UDP_PAYLOAD_BYTES:
         raise argparse.ArgumentTypeError(
-            f"{value} is outside {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES} (QUIC needs at least {MIN_DATAGRAM_BYTES})")
+            f"{value} is outside {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES} "
+            f"(QUIC needs at least {MIN_DATAGRAM_BYTES})"
+        )
     return value
 
 
@@ -67,51 +69,109 @@ def _datagram_bytes(text: str) -> int:
 
 
 def _add_node_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--listen", type=_address, default=("127.0.0.1", 0), metavar="HOST:PORT",
-                   help="UDP address to listen on (default 127.0.0.1, any free port)")
-    p.add_argument("--bootstrap", type=_address, action="append", default=[], metavar="HOST:PORT",
-                   help="a known node to join through (repeatable)")
+    p.add_argument(
+        "--listen",
+        type=_address,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="UDP address to listen on (default 127.0.0.1, any free port)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=_address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a known node to join through (repeatable)",
+    )
     p.add_argument("--key", metavar="FILE", help="Ed25519 key file (PEM); created if missing")
     p.add_argument("--name", help="name shown in output and recordings (default: short id)")
     p.add_argument("--role", default="node", help="role label: registry, provider, client, node")
-    p.add_argument("--advertise", type=_service_endpoint, action="append", default=[],
-                   metavar="SERVICE=ENDPOINT", help="advertise a service endpoint (repeatable)")
-    p.add_argument("--discover", action="append", default=[], metavar="SERVICE",
-                   help="discover a service every second and report changes (repeatable)")
-    p.add_argument("--scenario", choices=SCENARIOS, default="healthy",
-                   help="switch on a fault mode for teaching and tests")
+    p.add_argument(
+        "--advertise",
+        type=_service_endpoint,
+        action="append",
+        default=[],
+        metavar="SERVICE=ENDPOINT",
+        help="advertise a service endpoint (repeatable)",
+    )
+    p.add_argument(
+        "--discover",
+        action="append",
+        default=[],
+        metavar="SERVICE",
+        help="discover a service every second and report changes (repeatable)",
+    )
+    p.add_argument(
+        "--scenario", choices=SCENARIOS, default="healthy", help="switch on a fault mode for teaching and tests"
+    )
     p.add_argument("--loss", type=_fraction, default=0.3, help="drop fraction for --scenario loss")
     p.add_argument("--record", metavar="DIR", help="record qlog traces of this node into DIR")
     p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
     p.add_argument("--control-token", metavar="TOKEN", help="token required on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
-    p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
-                   help="seconds to wait for each answer (default 5)")
-    p.add_argument("--discover-interval", type=float, default=1.0, metavar="SECONDS",
-                   help="pause between discovery rounds (default 1)")
-    p.add_argument("--discover-rounds", type=_positive_int, default=None, metavar="N",
-                   help="stop discovering after N rounds")
-    p.add_argument("--ping-bootstrap", type=int, default=0, metavar="N",
-                   help="after joining, PING each bootstrap node N times, one stream each")
-    p.add_argument("--discover-all", action="store_true",
-                   help="ask all k closest nodes in each discovery, not only the first holders")
-    p.add_argument("--max-datagram-bytes", type=_datagram_bytes, default=MAX_DATAGRAM_BYTES, metavar="N",
-                   help=f"largest UDP payload to send, {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES} "
-                        f"(default {MAX_DATAGRAM_BYTES}, which every path carries; 1350 packs more answers "
-                        "per datagram where the MTU allows)")
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds to wait for each answer (default 5)",
+    )
+    p.add_argument(
+        "--discover-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="pause between discovery rounds (default 1)",
+    )
+    p.add_argument(
+        "--discover-rounds", type=_positive_int, default=None, metavar="N", help="stop discovering after N rounds"
+    )
+    p.add_argument(
+        "--ping-bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after joining, PING each bootstrap node N times, one stream each",
+    )
+    p.add_argument(
+        "--discover-all",
+        action="store_true",
+        help="ask all k closest nodes in each discovery, not only the first holders",
+    )
+    p.add_argument(
+        "--max-datagram-bytes",
+        type=_datagram_bytes,
+        default=MAX_DATAGRAM_BYTES,
+        metavar="N",
+        help=f"largest UDP payload to send, {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES} "
+        f"(default {MAX_DATAGRAM_BYTES}, which every path carries; 1350 packs more answers "
+        "per datagram where the MTU allows)",
+    )
 
 
 def cmd_node(args: argparse.Namespace) -> int:
     from dhtscope.node.service import ServiceOptions, run_service
 
     opts = ServiceOptions(
-        listen=args.listen, bootstrap=args.bootstrap, key_file=args.key, name=args.name, role=args.role,
-        advertise=args.advertise, discover=args.discover,
-        faults=Faults.for_scenario(args.scenario, loss=args.loss), record_dir=args.record,
-        control=args.control, control_token=args.control_token, json_lines=args.json_lines,
-        request_timeout_s=args.request_timeout, discover_interval_s=args.discover_interval,
-        discover_rounds=args.discover_rounds, discover_all=args.discover_all,
-        ping_bootstrap=args.ping_bootstrap, max_datagram_bytes=args.max_datagram_bytes,
+        listen=args.listen,
+        bootstrap=args.bootstrap,
+        key_file=args.key,
+        name=args.name,
+        role=args.role,
+        advertise=args.advertise,
+        discover=args.discover,
+        faults=Faults.for_scenario(args.scenario, loss=args.loss),
+        record_dir=args.record,
+        control=args.control,
+        control_token=args.control_token,
+        json_lines=args.json_lines,
+        request_timeout_s=args.request_timeout,
+        discover_interval_s=args.discover_interval,
+        discover_rounds=args.discover_rounds,
+        discover_all=args.discover_all,
+        ping_bootstrap=args.ping_bootstrap,
+        max_datagram_bytes=args.max_datagram_bytes,
     )
     runtime.run(run_service(opts))
     return 0
@@ -123,8 +183,12 @@ def cmd_node(args: argparse.Namespace) -> int:
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", type=_positive_int, default=3, help="number of providers (default 3)")
     p.add_argument("--base-port", type=int, default=4500, help="registry port; others follow (default 4500)")
-    p.add_argument("--scenario", choices=SCENARIOS, default=None,
-                   help="fault mode on the registry; the run ends once discovery succeeds or gives up")
+    p.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default=None,
+        help="fault mode on the registry; the run ends once discovery succeeds or gives up",
+    )
     p.add_argument("--record", metavar="DIR", help="record every node's qlog traces into DIR")
 
 
@@ -133,12 +197,14 @@ def _plan(args: argparse.Namespace) -> Any:
 
     if not 1024 <= args.base_port <= 65535 - args.providers - 2:
         raise UsageError(f"--base-port {args.base_port} leaves no room for {args.providers + 2} nodes")
-    return ClusterPlan(providers=args.providers, base_port=args.base_port, scenario=args.scenario or "healthy",
-                       record_dir=args.record)
+    return ClusterPlan(
+        providers=args.providers, base_port=args.base_port, scenario=args.scenario or "healthy", record_dir=args.record
+    )
 
 
 def _stop_on_sigterm() -> None:
     """SIGTERM ends a supervisor the way Ctrl-C does, so it stops its children before it goes."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -167,8 +233,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 async def _probe(args: argparse.Namespace) -> int:
     from dhtscope.node.node import Node
 
-    node = Node(host=args.listen[0], port=args.listen[1], name="probe", role="probe",
-                request_timeout_s=args.timeout, client_mode=True)
+    node = Node(
+        host=args.listen[0],
+        port=args.listen[1],
+        name="probe",
+        role="probe",
+        request_timeout_s=args.timeout,
+        client_mode=True,
+    )
     await node.start()
     started = time.monotonic()
     try:
@@ -206,15 +278,16 @@ def _print_probe(result: dict[str, Any]) -> None:
         if hop["error"]:
             what = hop["error"]
         print(f"round {hop['round']}  {hop['node'][:8]} {hop['address']:<21} rtt {rtt}  {what}")
-    print(f"{result.get('rounds', 0)} rounds, {result.get('messages', 0)} messages, "
-          f"{result['elapsed_ms']:.0f} ms")
+    print(f"{result.get('rounds', 0)} rounds, {result.get('messages', 0)} messages, {result['elapsed_ms']:.0f} ms")
     if op in ("find-value", "discover"):
         records = result["records"]
         label = result.get("name") or result["key"][:16]
         print(f"{len(records)} record(s) under {label}:")
         for r in records:
-            print(f"  {r['value']:<24} publisher {r['publisher'][:8]}  seq {r['seq']}  "
-                  f"expires in {r['expires_in_s']:.0f} s  signature {r['signature']}")
+            print(
+                f"  {r['value']:<24} publisher {r['publisher'][:8]}  seq {r['seq']}  "
+                f"expires in {r['expires_in_s']:.0f} s  signature {r['signature']}"
+            )
     elif op == "find-node":
         print(f"{len(result['closest'])} closest nodes:")
         for c in result["closest"]:
@@ -275,8 +348,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dhtscope", description=(
-        "A Kademlia DHT node over QUIC, and the tools to see inside it."))
+    parser = _Parser(prog="dhtscope", description=("A Kademlia DHT node over QUIC, and the tools to see inside it."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -284,16 +356,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_options(p)
     p.set_defaults(func=cmd_node)
 
-    p = sub.add_parser("cluster", help="run 1 registry + N providers + 1 client as processes",
-                       description="Run the seed's topology on 127.0.0.1 as separate processes.")
+    p = sub.add_parser(
+        "cluster",
+        help="run 1 registry + N providers + 1 client as processes",
+        description="Run the seed's topology on 127.0.0.1 as separate processes.",
+    )
     _add_cluster_options(p)
-    p.add_argument("--check", action="store_true",
-                   help="exit 0 once the client discovered every provider, 1 if not within --timeout")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 once the client discovered every provider, 1 if not within --timeout",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --check waits (default 60)")
     p.set_defaults(func=cmd_cluster)
 
-    p = sub.add_parser("probe", help="one RPC or discovery from a short-lived node, printing each hop",
-                       description="Run one operation from a short-lived node against --to.")
+    p = sub.add_parser(
+        "probe",
+        help="one RPC or discovery from a short-lived node, printing each hop",
+        description="Run one operation from a short-lived node against --to.",
+    )
     p.add_argument("--to", type=_address, required=True, metavar="HOST:PORT", help="node to start from")
     p.add_argument("--listen", type=_address, default=("127.0.0.1", 0), metavar="HOST:PORT")
     p.add_argument("--timeout", type=float, default=5.0, help="per-request timeout in seconds")
@@ -302,15 +383,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", help="ID | KEY | KEY VALUE | SERVICE | SERVICE ENDPOINT")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("diagnose", help="a recording's findings: where each stream's bytes went",
-                       description="Analyse a recording (directory) or qlog files and report findings.")
+    p = sub.add_parser(
+        "diagnose",
+        help="a recording's findings: where each stream's bytes went",
+        description="Analyse a recording (directory) or qlog files and report findings.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="recording directory or .sqlog/.qlog/.qlognd files")
     p.add_argument("--json", action="store_true", help="one JSON document with a top-level findings list")
     p.add_argument("--verbose", action="store_true", help="show every stream, not only the affected ones")
     p.set_defaults(func=cmd_diagnose)
 
-    p = sub.add_parser("sim", help="simulate a large network in memory",
-                       description="Simulate N nodes in memory and run lookups over them.")
+    p = sub.add_parser(
+        "sim",
+        help="simulate a large network in memory",
+        description="Simulate N nodes in memory and run lookups over them.",
+    )
     p.add_argument("--nodes", type=_positive_int, default=1000)
     p.add_argument("--lookups", type=_positive_int, default=100)
     p.add_argument("--churn", type=_fraction, default=0.0, help="fraction of nodes offline")

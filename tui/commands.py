@@ -59,26 +59,43 @@ def cmd_tui(args: argparse.Namespace) -> int:
     identity = Identity.load_or_create(args.key) if args.key else Identity.generate()
     name = args.name or identity.node_id.short()
     opts = ServiceOptions(
-        listen=args.listen, bootstrap=args.bootstrap, key_file=args.key, name=name, role=args.role,
-        advertise=args.advertise, discover=args.discover,
-        faults=Faults.for_scenario(args.scenario, loss=args.loss), record_dir=args.record,
-        control=args.control, control_token=args.control_token,
-        request_timeout_s=args.request_timeout, discover_interval_s=args.discover_interval,
-        discover_rounds=args.discover_rounds, discover_all=args.discover_all, ping_bootstrap=args.ping_bootstrap,
+        listen=args.listen,
+        bootstrap=args.bootstrap,
+        key_file=args.key,
+        name=name,
+        role=args.role,
+        advertise=args.advertise,
+        discover=args.discover,
+        faults=Faults.for_scenario(args.scenario, loss=args.loss),
+        record_dir=args.record,
+        control=args.control,
+        control_token=args.control_token,
+        request_timeout_s=args.request_timeout,
+        discover_interval_s=args.discover_interval,
+        discover_rounds=args.discover_rounds,
+        discover_all=args.discover_all,
+        ping_bootstrap=args.ping_bootstrap,
         max_datagram_bytes=args.max_datagram_bytes,
     )
     source: EmbeddedSource
 
     def factory(record_dir: str) -> Node:
         recorder = NodeRecorder(record_dir, name, identity.node_id.hex(), opts.role)
-        return Node(identity, opts.listen[0], opts.listen[1], name=name, role=opts.role, faults=opts.faults,
-                    recorder=recorder, **opts.node_kwargs())
+        return Node(
+            identity,
+            opts.listen[0],
+            opts.listen[1],
+            name=name,
+            role=opts.role,
+            faults=opts.faults,
+            recorder=recorder,
+            **opts.node_kwargs(),
+        )
 
     async def service(node: Node, stop: asyncio.Event) -> None:
         def report(event: str, text: str, **data: Any) -> None:
             # What `dhtscope node` would print goes into the event log instead.
-            source.push(EventRow(_now_ms(), node.name,
-                                 f"service:{event}", None, {"text": text, **data}))
+            source.push(EventRow(_now_ms(), node.name, f"service:{event}", None, {"text": text, **data}))
 
         control = None
         if opts.control:
@@ -194,8 +211,9 @@ def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = Non
         return _fail("demo", busy)
     work = tempfile.mkdtemp(prefix="dhtscope-demo-")
     record = args.record or os.path.join(work, "recording")
-    plan = ClusterPlan(providers=args.providers, base_port=args.base_port, scenario=args.scenario,
-                       record_dir=record, control_dir=work)
+    plan = ClusterPlan(
+        providers=args.providers, base_port=args.base_port, scenario=args.scenario, record_dir=record, control_dir=work
+    )
     cluster = Cluster(plan, log_dir=os.path.join(work, "logs"))
     try:
         cluster.start()
@@ -219,34 +237,54 @@ def add_commands(subparsers: Any, node_options: Any = None) -> None:
     if node_options is None:
         from .cli import _add_node_options as node_options
 
-    p = subparsers.add_parser("tui", help="a TUI around one node run inside it",
-                              description="Run one DHT node inside the TUI (options as for `dhtscope node`).")
+    p = subparsers.add_parser(
+        "tui",
+        help="a TUI around one node run inside it",
+        description="Run one DHT node inside the TUI (options as for `dhtscope node`).",
+    )
     node_options(p)
     p.set_defaults(func=cmd_tui)
 
-    p = subparsers.add_parser("attach", help="a TUI attached to running nodes' control endpoints",
-                              description="Attach to running nodes through their control endpoints.")
-    p.add_argument("targets", nargs="+", metavar="PATH_OR_TCP",
-                   help="a node's control socket path, or tcp:HOST:PORT")
+    p = subparsers.add_parser(
+        "attach",
+        help="a TUI attached to running nodes' control endpoints",
+        description="Attach to running nodes through their control endpoints.",
+    )
+    p.add_argument("targets", nargs="+", metavar="PATH_OR_TCP", help="a node's control socket path, or tcp:HOST:PORT")
     token = p.add_mutually_exclusive_group()
     token.add_argument("--token", help="control token (tcp endpoints)")
     token.add_argument("--token-file", metavar="FILE", help="file holding the control token")
-    p.add_argument("--record", action="append", default=[], metavar="DIR",
-                   help="recording directory the nodes write to (repeatable); analysis reads it. "
-                        "Without it, analysis uses the live events")
+    p.add_argument(
+        "--record",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="recording directory the nodes write to (repeatable); analysis reads it. "
+        "Without it, analysis uses the live events",
+    )
     p.set_defaults(func=cmd_attach)
 
-    p = subparsers.add_parser("replay", help="a TUI over a recording",
-                              description="Replay a recording directory or trace files: play, pause, step, seek.")
+    p = subparsers.add_parser(
+        "replay",
+        help="a TUI over a recording",
+        description="Replay a recording directory or trace files: play, pause, step, seek.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="recording directory or .sqlog/.qlog files")
     p.set_defaults(func=cmd_replay)
 
-    p = subparsers.add_parser("demo", help="the local cluster with the TUI attached to every node",
-                              description="Start 1 registry + N providers + 1 client as processes with control "
-                                          "sockets and attach the TUI to all of them; quitting stops them all.")
+    p = subparsers.add_parser(
+        "demo",
+        help="the local cluster with the TUI attached to every node",
+        description="Start 1 registry + N providers + 1 client as processes with control "
+        "sockets and attach the TUI to all of them; quitting stops them all.",
+    )
     p.add_argument("--providers", type=int, default=3, help="number of providers (default 3)")
     p.add_argument("--base-port", type=int, default=4500, help="registry port; others follow (default 4500)")
-    p.add_argument("--scenario", choices=SCENARIOS, default="healthy",
-                   help="the registry's fault scenario at start (switch it live with `s`)")
+    p.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="healthy",
+        help="the registry's fault scenario at start (switch it live with `s`)",
+    )
     p.add_argument("--record", metavar="DIR", help="keep the recording in DIR (default: a temporary directory)")
     p.set_defaults(func=cmd_demo)

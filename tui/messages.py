@@ -32,8 +32,7 @@ class NodeChosen(Message):
 class StreamChosen(Message):
     """Open the timeline of one stream, optionally at the event that is a finding's evidence."""
 
-    def __init__(self, connection: str, stream_id: int, evidence: Evidence | None = None,
-                 finding: Any = None) -> None:
+    def __init__(self, connection: str, stream_id: int, evidence: Evidence | None = None, finding: Any = None) -> None:
         super().__init__()
         self.connection = connection
         self.stream_id = stream_id
@@ -61,8 +60,9 @@ class ProbeRequested(Message):
 class ProbeFinished(Message):
     """A probe's result (the `dhtscope probe --json` shape) or why it failed."""
 
-    def __init__(self, node: str, kind: str, result: dict[str, Any] | None, error: str | None,
-                 elapsed_s: float) -> None:
+    def __init__(
+        self, node: str, kind: str, result: dict[str, Any] | None, error: str | None, elapsed_s: float
+    ) -> None:
         super().__init__()
         self.node = node
         self.kind = kind

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from dhtscope.node.transport import SCENARIOS
 from dhtscope.tracing.analysis import Analysis
 
-INBOX_MAX_EVENTS = 200_000      # events waiting for the next drain; the oldest go first
-EVENT_RING_EVENTS = 100_000     # events the Events view can scroll back through
-DRAIN_MAX_EVENTS = 100_000      # events moved per drain, so one tick stays short
+INBOX_MAX_EVENTS = 200_000  # events waiting for the next drain; the oldest go first
+EVENT_RING_EVENTS = 100_000  # events the Events view can scroll back through
+DRAIN_MAX_EVENTS = 100_000  # events moved per drain, so one tick stays short
 PROBE_KINDS = ("ping", "find_node", "find_value", "store", "advertise", "discover")
 PROBE_ARITY = {"ping": 1, "find_node": 1, "find_value": 1, "discover": 1, "store": 2, "advertise": 2}
 
@@ -46,13 +47,13 @@ class NodeInfo:
     role: str
     node_id: str
     address: str
-    state: str           # running | connected | connecting | disconnected | refused | recorded
+    state: str  # running | connected | connecting | disconnected | refused | recorded
     connections: int = 0
     contacts: int = 0
     records: int = 0
     events: int = 0
     faults: tuple[str, ...] = ()
-    detail: str = ""     # why a node is disconnected, where it is attached
+    detail: str = ""  # why a node is disconnected, where it is attached
 
 
 class EventStore(Protocol):
@@ -106,7 +107,8 @@ def event_matches(row: EventRow, words: list[str], streams: set[int]) -> bool:
         if sid not in streams:
             frames = row.data.get("frames")
             if not isinstance(frames, list) or not any(
-                    isinstance(f, dict) and f.get("stream_id") in streams for f in frames):
+                isinstance(f, dict) and f.get("stream_id") in streams for f in frames
+            ):
                 return False
     for word in words:
         if word not in row.name and word not in row.node and (row.conn is None or word not in row.conn):
@@ -131,8 +133,8 @@ def parse_filter(text: str) -> tuple[list[str], set[int]]:
 class ReplayState:
     """Where a replay stands; only ReplaySource has one."""
 
-    position: int = 0            # events played
-    total: int = 0               # events indexed so far
+    position: int = 0  # events played
+    total: int = 0  # events indexed so far
     indexing: bool = True
     playing: bool = False
     speed: float = 1.0
@@ -150,7 +152,7 @@ class DataSource:
     """Base of the three sources. Subclasses fill in nodes/snapshot/analyse and the actions."""
 
     kind = "base"
-    live = True                     # False for replay: no probes, no scenarios
+    live = True  # False for replay: no probes, no scenarios
     analysis_interval_s: float | None = 3.0
 
     def __init__(self) -> None:
@@ -159,7 +161,7 @@ class DataSource:
         self.ring = EventRing(EVENT_RING_EVENTS)
         self.ingested = 0
         self.pushed = 0
-        self.dropped = 0            # events the sources told us were lost upstream
+        self.dropped = 0  # events the sources told us were lost upstream
         self._counts = _Counts()
         self.last_drain_s = 0.0
 
@@ -246,8 +248,14 @@ def check_probe(kind: str, args: list[str]) -> None:
     want = PROBE_ARITY[kind]
     args = [a for a in args if a]
     if len(args) != want:
-        need = {"ping": "HOST:PORT or node id", "find_node": "an id or name", "find_value": "a key or name",
-                "discover": "a service name", "store": "KEY and VALUE", "advertise": "SERVICE and ENDPOINT"}
+        need = {
+            "ping": "HOST:PORT or node id",
+            "find_node": "an id or name",
+            "find_value": "a key or name",
+            "discover": "a service name",
+            "store": "KEY and VALUE",
+            "advertise": "SERVICE and ENDPOINT",
+        }
         raise SourceError(f"{kind} needs {need[kind]}")
 
 
@@ -256,6 +264,18 @@ def short(hex_id: str | None, n: int = 8) -> str:
 
 
 __all__ = [
-    "DataSource", "EventRing", "EventRow", "EventStore", "NodeInfo", "PROBE_ARITY", "PROBE_KINDS",
-    "ReplayState", "SCENARIOS", "SourceError", "check_probe", "event_matches", "parse_filter", "short",
+    "DataSource",
+    "EventRing",
+    "EventRow",
+    "EventStore",
+    "NodeInfo",
+    "PROBE_ARITY",
+    "PROBE_KINDS",
+    "ReplayState",
+    "SCENARIOS",
+    "SourceError",
+    "check_probe",
+    "event_matches",
+    "parse_filter",
+    "short",
 ]

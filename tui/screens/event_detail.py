@@ -31,8 +31,11 @@ class EventDetailScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         row = self.row
-        body = json.dumps({"time_ms": row.time_ms, "node": row.node, "name": row.name, "conn": row.conn,
-                           "data": row.data}, indent=2, default=str)
+        body = json.dumps(
+            {"time_ms": row.time_ms, "node": row.node, "name": row.name, "conn": row.conn, "data": row.data},
+            indent=2,
+            default=str,
+        )
         with VerticalScroll():
             yield Static(f"{row.name} on {row.node}", id="event-head")
             yield Static(Syntax(body, "json", word_wrap=True, theme="ansi_dark"), id="event-body")

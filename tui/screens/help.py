@@ -11,20 +11,48 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
-    ("Everywhere", [("1…8", "Nodes, Connections, Streams, Routing, Records, Events, Findings, Probe"),
-                    ("n / N", "next / previous node"), ("s", "fault scenario of the selected node (live)"),
-                    ("ctrl+p", "command palette: every action by name"), ("?", "this help"),
-                    ("escape", "back"), ("q", "quit")]),
+    (
+        "Everywhere",
+        [
+            ("1…8", "Nodes, Connections, Streams, Routing, Records, Events, Findings, Probe"),
+            ("n / N", "next / previous node"),
+            ("s", "fault scenario of the selected node (live)"),
+            ("ctrl+p", "command palette: every action by name"),
+            ("?", "this help"),
+            ("escape", "back"),
+            ("q", "quit"),
+        ],
+    ),
     ("Tables", [("↑ ↓ pgup pgdn home end", "move"), ("enter / click", "open the row")]),
-    ("Streams", [("a", "all nodes' streams / the selected node's"),
-                 ("s a r d A", "steps: sent, acked, received, delivered, answered (✓ done, ✗ missing, ? unseen)")]),
-    ("Events", [("/", "filter: words match name, node, connection; a number (or stream:N) names a stream"),
-                ("space", "pause / resume"), ("f", "follow the newest event"), ("enter", "event detail")]),
+    (
+        "Streams",
+        [
+            ("a", "all nodes' streams / the selected node's"),
+            ("s a r d A", "steps: sent, acked, received, delivered, answered (✓ done, ✗ missing, ? unseen)"),
+        ],
+    ),
+    (
+        "Events",
+        [
+            ("/", "filter: words match name, node, connection; a number (or stream:N) names a stream"),
+            ("space", "pause / resume"),
+            ("f", "follow the newest event"),
+            ("enter", "event detail"),
+        ],
+    ),
     ("Findings", [("enter", "open the stream timeline at the finding's evidence")]),
     ("Stream timeline", [("↑ ↓", "event by event"), ("n / p", "next / previous step"), ("escape", "back")]),
     ("Probe", [("enter / Run", "run the operation on the selected node")]),
-    ("Replay", [("p", "play / pause"), (", / .", "step one event back / forward"), ("t", "jump to a time"),
-                ("- / +", "slower / faster"), ("[ / ]", "start / end")]),
+    (
+        "Replay",
+        [
+            ("p", "play / pause"),
+            (", / .", "step one event back / forward"),
+            ("t", "jump to a time"),
+            ("- / +", "slower / faster"),
+            ("[ / ]", "start / end"),
+        ],
+    ),
 ]
 
 
@@ -37,8 +65,11 @@ class HelpScreen(ModalScreen[None]):
                                   background: $surface; padding: 0 1; }
     """
 
-    BINDINGS = [Binding("escape", "dismiss", "Close"), Binding("q", "dismiss", "Close", show=False),
-                Binding("question_mark", "dismiss", "Close", show=False)]
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("q", "dismiss", "Close", show=False),
+        Binding("question_mark", "dismiss", "Close", show=False),
+    ]
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))

@@ -32,10 +32,16 @@ from .choose import AskScreen, ChooseScreen
 from .event_detail import EventDetailScreen
 from .timeline import StreamTimelineScreen
 
-TABS = [("nodes", "Nodes", NodesTable), ("connections", "Conns", ConnectionsTable),
-        ("streams", "Streams", StreamsTable), ("routing", "Routing", RoutingTable),
-        ("records", "Records", RecordsTable), ("events", "Events", EventLog),
-        ("findings", "Findings", FindingsTable), ("probe", "Probe", ProbePanel)]
+TABS = [
+    ("nodes", "Nodes", NodesTable),
+    ("connections", "Conns", ConnectionsTable),
+    ("streams", "Streams", StreamsTable),
+    ("routing", "Routing", RoutingTable),
+    ("records", "Records", RecordsTable),
+    ("events", "Events", EventLog),
+    ("findings", "Findings", FindingsTable),
+    ("probe", "Probe", ProbePanel),
+]
 REPLAY_ACTIONS = {"replay_toggle", "replay_step", "replay_seek", "replay_speed", "replay_edge"}
 LIVE_ACTIONS = {"scenario"}
 
@@ -102,12 +108,12 @@ class MainScreen(Screen[None]):
                 yield RoutingTable(id="routing-table").data_bind(snapshot=MainScreen.snapshot, now=MainScreen.now)
             with TabPane("Records", id="records"):
                 yield RecordsTable(id="records-table").data_bind(snapshot=MainScreen.snapshot, now=MainScreen.now)
-            with TabPane("Events", id="events"):
-                with Vertical():
-                    yield Input(placeholder="filter: words match name/node/conn; a number is a stream id",
-                                id="event-filter")
-                    yield EventLog(self.source.events, id="event-log").data_bind(end=MainScreen.events_end)
-                    yield Static(id="event-state")
+            with TabPane("Events", id="events"), Vertical():
+                yield Input(
+                    placeholder="filter: words match name/node/conn; a number is a stream id", id="event-filter"
+                )
+                yield EventLog(self.source.events, id="event-log").data_bind(end=MainScreen.events_end)
+                yield Static(id="event-state")
             with TabPane("Findings", id="findings"):
                 yield FindingsTable(id="findings-table").data_bind(analysis=MainScreen.analysis)
                 yield FindingDetail(id="finding-detail")

@@ -42,14 +42,16 @@ class StreamTimelineScreen(Screen[None]):
         Binding("p", "step(-1)", "Prev step"),
     ]
 
-    def __init__(self, analysis: Analysis, stream: StreamView, evidence: Evidence | None = None,
-                 finding: Finding | None = None) -> None:
+    def __init__(
+        self, analysis: Analysis, stream: StreamView, evidence: Evidence | None = None, finding: Finding | None = None
+    ) -> None:
         super().__init__()
         self.analysis = analysis
         self.stream = stream
         self.evidence = evidence
         self.finding = finding or next(
-            (f for f in analysis.findings if (stream.connection, stream.stream_id) in f.stream_refs), None)
+            (f for f in analysis.findings if (stream.connection, stream.stream_id) in f.stream_refs), None
+        )
 
     def compose(self) -> ComposeResult:
         s = self.stream
@@ -108,6 +110,7 @@ class StreamTimelineScreen(Screen[None]):
             text.append(f"  on {item.node} ({item.end})  t+{item.time_ms - table.base_ms:,.3f} ms\n")
             text.append(item.detail + "\n")
             ev = item.evidence
-            text.append(f"evidence {evidence_address(self.analysis.recording_path, ev.path, ev.record, ev.trace)}",
-                        style="dim")
+            text.append(
+                f"evidence {evidence_address(self.analysis.recording_path, ev.path, ev.record, ev.trace)}", style="dim"
+            )
         detail.update(text)

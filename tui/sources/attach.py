@@ -98,8 +98,9 @@ class AttachSource(DataSource):
             target.client = client
             target.hello = client.hello
             self._rename(target, str(client.hello.get("name") or target.name))
-            self.memory.name_node(target.name, client.hello.get("id"), client.hello.get("address"),
-                                  client.hello.get("role"))
+            self.memory.name_node(
+                target.name, client.hello.get("id"), client.hello.get("address"), client.hello.get("role")
+            )
             target.state = "connected"
             target.detail = client.target.description
             pump = asyncio.create_task(self._pump(target, client))
@@ -108,7 +109,7 @@ class AttachSource(DataSource):
                 while not client.closed:
                     target.snapshot = await asyncio.wait_for(client.request("snapshot"), SNAPSHOT_TIMEOUT_S)
                     await asyncio.sleep(SNAPSHOT_INTERVAL_S)
-            except (ControlError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ControlError) as exc:
                 target.detail = str(exc) or "snapshot timed out"
             finally:
                 pump.cancel()
@@ -128,8 +129,15 @@ class AttachSource(DataSource):
                 self.dropped += int(event.get("data", {}).get("count", 1))
                 continue
             data = event.get("data")
-            push(EventRow(float(event.get("time_ms") or 0.0), target.name, str(name),
-                          event.get("conn"), data if isinstance(data, dict) else {}))
+            push(
+                EventRow(
+                    float(event.get("time_ms") or 0.0),
+                    target.name,
+                    str(name),
+                    event.get("conn"),
+                    data if isinstance(data, dict) else {},
+                )
+            )
 
     def on_rows(self, rows: list[EventRow]) -> None:
         if not self.record_dirs:
@@ -141,14 +149,21 @@ class AttachSource(DataSource):
             snap = t.snapshot or {}
             node = snap.get("node", {})
             hello = t.hello
-            out.append(NodeInfo(
-                name=t.name, role=str(node.get("role") or hello.get("role") or "?"),
-                node_id=str(node.get("id") or hello.get("id") or ""),
-                address=str(node.get("address") or hello.get("address") or "?"),
-                state=t.state, connections=len(snap.get("connections", [])),
-                contacts=int(node.get("contacts", 0)), records=int(node.get("records", 0)),
-                events=self.event_count(t.name),
-                faults=tuple(node.get("faults", hello.get("faults", [])) or ()), detail=t.detail))
+            out.append(
+                NodeInfo(
+                    name=t.name,
+                    role=str(node.get("role") or hello.get("role") or "?"),
+                    node_id=str(node.get("id") or hello.get("id") or ""),
+                    address=str(node.get("address") or hello.get("address") or "?"),
+                    state=t.state,
+                    connections=len(snap.get("connections", [])),
+                    contacts=int(node.get("contacts", 0)),
+                    records=int(node.get("records", 0)),
+                    events=self.event_count(t.name),
+                    faults=tuple(node.get("faults", hello.get("faults", [])) or ()),
+                    detail=t.detail,
+                )
+            )
         return out
 
     def _target(self, node: str) -> Target:

@@ -8,11 +8,10 @@ import tempfile
 import time
 from typing import Any
 
-from dhtscope.node.transport import SCENARIOS
 from dhtscope.node.control import run_probe
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.rpc import RpcError
-from dhtscope.node.transport import Conn, Faults, TransportError
+from dhtscope.node.transport import SCENARIOS, Conn, Faults, TransportError
 from dhtscope.tracing.analysis import Analysis, analyse
 from dhtscope.tracing.reader import TraceReadError, open_recording
 
@@ -79,11 +78,21 @@ class EmbeddedSource(DataSource):
         if node is None:
             return []
         conns = node.rpc.connections() if node.rpc else []
-        return [NodeInfo(
-            name=node.name, role=node.role, node_id=node.id.hex(), address=node.address,
-            state="running" if node.rpc is not None else "starting", connections=len(conns),
-            contacts=len(node.routing), records=len(node.store_), events=self.event_count(node.name),
-            faults=tuple(node.faults.names()), detail=f"recording in {self.record_dir}")]
+        return [
+            NodeInfo(
+                name=node.name,
+                role=node.role,
+                node_id=node.id.hex(),
+                address=node.address,
+                state="running" if node.rpc is not None else "starting",
+                connections=len(conns),
+                contacts=len(node.routing),
+                records=len(node.store_),
+                events=self.event_count(node.name),
+                faults=tuple(node.faults.names()),
+                detail=f"recording in {self.record_dir}",
+            )
+        ]
 
     def snapshot(self, node: str) -> dict[str, Any] | None:
         if self.node is None or node != self.node.name or self.node.rpc is None:
@@ -123,7 +132,12 @@ class EmbeddedSource(DataSource):
         previous = faults.names()
         # In place: the transport and the RPC layer read this very object.
         faults.loss, faults.no_accept, faults.never_fin, faults.stall, faults.alpn = (
-            wanted.loss, wanted.no_accept, wanted.never_fin, wanted.stall, wanted.alpn)
+            wanted.loss,
+            wanted.no_accept,
+            wanted.never_fin,
+            wanted.stall,
+            wanted.alpn,
+        )
         config = getattr(getattr(target.rpc, "endpoint", None), "_config_args", None)
         if isinstance(config, dict) and "alpn_protocols" in config:
             # New connections take their ALPN from this copy; open ones keep theirs.

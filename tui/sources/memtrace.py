@@ -8,7 +8,7 @@ from dhtscope.tracing.model import Event, NodeEntry, Recording, Trace, TraceInfo
 
 from ..source import EventRow
 
-MEMORY_TRACE_EVENTS = 50_000     # per connection end; a long-lived connection keeps its latest
+MEMORY_TRACE_EVENTS = 50_000  # per connection end; a long-lived connection keeps its latest
 
 
 class MemoryTrace(Trace):
@@ -22,9 +22,16 @@ class MemoryTrace(Trace):
         self.info = self._info()
 
     def _info(self) -> TraceInfo:
-        return TraceInfo(path=f"live:{self.node}/{self.conn or 'node'}", index=0, vantage=self.vantage,
-                         odcid=self.conn, node=self.node, format="live-events", qlog_version=None,
-                         reference_time_ms=None)
+        return TraceInfo(
+            path=f"live:{self.node}/{self.conn or 'node'}",
+            index=0,
+            vantage=self.vantage,
+            odcid=self.conn,
+            node=self.node,
+            format="live-events",
+            qlog_version=None,
+            reference_time_ms=None,
+        )
 
     def add(self, row: EventRow) -> None:
         if row.name == "quic:connection_started" and row.data.get("role") in ("client", "server"):
@@ -75,5 +82,6 @@ class MemoryRecording:
         self.nodes[name] = NodeEntry(name=name, node_id=node_id, address=address, role=role)
 
     def recording(self) -> Recording:
-        return Recording(path="live events", traces=[t.frozen() for t in list(self.traces.values())],
-                         nodes=list(self.nodes.values()))
+        return Recording(
+            path="live events", traces=[t.frozen() for t in list(self.traces.values())], nodes=list(self.nodes.values())
+        )

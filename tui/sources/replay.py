@@ -37,7 +37,7 @@ __all__ = ["NODE_EVENTS", "RTT_SAMPLES_PER_TRACE", "SPEEDS", "ReplaySource"]
 
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0, 1000.0)
 WORKER_MODULE = "dhtscope.tui.sources.replay_worker"
-STOP_WAIT_S = 2.0             # a child that has not left this long after its stdin closed is killed
+STOP_WAIT_S = 2.0  # a child that has not left this long after its stdin closed is killed
 TIMELINE_WAIT_S = 10.0
 
 
@@ -47,12 +47,15 @@ class _Worker:
     def __init__(self, job: str, paths: list[str]) -> None:
         self.job = job
         ours, theirs = Pipe()
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for the child's lifetime
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", WORKER_MODULE, job, str(theirs.fileno()), *paths],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                pass_fds=(theirs.fileno(),))
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                pass_fds=(theirs.fileno(),),
+            )
         except BaseException:
             ours.close()
             self._stderr.close()
@@ -172,7 +175,7 @@ class ReplaySource(DataSource):
         self.recording: Recording | None = None
         self.error: str | None = None
         self.state = ReplayState()
-        self._follow_end = True      # until the user moves, the position follows the index
+        self._follow_end = True  # until the user moves, the position follows the index
         self._order_trace = array("I")
         self._order_record = array("I")
         self._order_time = array("d")
@@ -207,8 +210,9 @@ class ReplaySource(DataSource):
         except BaseException:
             self._indexer.close()
             raise
-        self._thread = threading.Thread(target=self._follow, args=(self._indexer,), name="dhtscope-replay-index",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._follow, args=(self._indexer,), name="dhtscope-replay-index", daemon=True
+        )
         self._thread.start()
 
     async def stop(self) -> None:
@@ -342,8 +346,9 @@ class ReplaySource(DataSource):
         self._follow_end = False
         state.playing = True
         self._play_wall = time.monotonic()
-        start = self._order_time[state.position - 1] if state.position else (
-            self._order_time[0] if state.total else 0.0)
+        start = (
+            self._order_time[state.position - 1] if state.position else (self._order_time[0] if state.total else 0.0)
+        )
         self._play_from_ms = start
 
     def pause(self) -> None:
@@ -398,8 +403,11 @@ class ReplaySource(DataSource):
         if rec is None:
             return list(self._listed_nodes)
         names = [n.name for n in rec.nodes]
-        extra = [NodeEntry(name=n, node_id=None, address=None, role=None)
-                 for n in dict.fromkeys(self._node_of_trace) if n not in names]
+        extra = [
+            NodeEntry(name=n, node_id=None, address=None, role=None)
+            for n in dict.fromkeys(self._node_of_trace)
+            if n not in names
+        ]
         return [*rec.nodes, *extra]
 
     def now(self) -> float:
@@ -414,14 +422,21 @@ class ReplaySource(DataSource):
             snap = self.snapshot(entry.name) or {}
             node = snap.get("node", {})
             started = node.get("started_at") is not None
-            out.append(NodeInfo(
-                name=entry.name, role=entry.role or str(node.get("role") or "?"),
-                node_id=entry.node_id or str(node.get("id") or ""),
-                address=entry.address or str(node.get("address") or "?"),
-                state="recorded" if started or not self._node_events.get(entry.name) else "not started",
-                connections=len(snap.get("connections", [])), contacts=int(node.get("contacts", 0)),
-                records=int(node.get("records", 0)), events=self._per_node_total.get(entry.name, 0),
-                faults=tuple(node.get("faults", ())), detail=self.paths[0]))
+            out.append(
+                NodeInfo(
+                    name=entry.name,
+                    role=entry.role or str(node.get("role") or "?"),
+                    node_id=entry.node_id or str(node.get("id") or ""),
+                    address=entry.address or str(node.get("address") or "?"),
+                    state="recorded" if started or not self._node_events.get(entry.name) else "not started",
+                    connections=len(snap.get("connections", [])),
+                    contacts=int(node.get("contacts", 0)),
+                    records=int(node.get("records", 0)),
+                    events=self._per_node_total.get(entry.name, 0),
+                    faults=tuple(node.get("faults", ())),
+                    detail=self.paths[0],
+                )
+            )
         return out
 
     def snapshot(self, node: str) -> dict[str, Any] | None:
@@ -443,9 +458,14 @@ class ReplaySource(DataSource):
         else:
             t_ms = self.state.time_ms if self.state.time_ms is not None else -1.0
         entry = next((e for e in self._entries() if e.name == name), None)
-        info: dict[str, Any] = {"name": name, "id": entry.node_id if entry else None,
-                                "address": entry.address if entry else None,
-                                "role": entry.role if entry else None, "faults": [], "started_at": None}
+        info: dict[str, Any] = {
+            "name": name,
+            "id": entry.node_id if entry else None,
+            "address": entry.address if entry else None,
+            "role": entry.role if entry else None,
+            "faults": [],
+            "started_at": None,
+        }
         buckets: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
         replacements: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
         records: dict[tuple[str, str], dict[str, Any]] = {}
@@ -465,36 +485,62 @@ class ReplaySource(DataSource):
                 action = d.get("action")
                 if action in ("added", "updated", "refreshed"):
                     replacements[bucket].pop(peer, None)
-                    buckets[bucket][peer] = {"id": peer, "address": d.get("address"), "last_seen": when / 1000.0,
-                                             "failures": 0}
+                    buckets[bucket][peer] = {
+                        "id": peer,
+                        "address": d.get("address"),
+                        "last_seen": when / 1000.0,
+                        "failures": 0,
+                    }
                 elif action in ("removed", "evicted"):
                     buckets[bucket].pop(peer, None)
                 elif action == "replacement_cached":
-                    replacements[bucket][peer] = {"id": peer, "address": d.get("address"),
-                                                  "last_seen": when / 1000.0}
+                    replacements[bucket][peer] = {"id": peer, "address": d.get("address"), "last_seen": when / 1000.0}
             elif ev == "dht:record_stored":
                 k = (str(d.get("key")), str(d.get("publisher")))
                 exp = d.get("expires_at_ms")
-                records[k] = {"key": k[0], "name": d.get("name"), "publisher": k[1], "value": d.get("value", "-"),
-                              "seq": d.get("seq"), "expires_at": exp / 1000.0 if isinstance(exp, (int, float)) else None,
-                              "signature": "valid (at store)"}
+                records[k] = {
+                    "key": k[0],
+                    "name": d.get("name"),
+                    "publisher": k[1],
+                    "value": d.get("value", "-"),
+                    "seq": d.get("seq"),
+                    "expires_at": exp / 1000.0 if isinstance(exp, (int, float)) else None,
+                    "signature": "valid (at store)",
+                }
             elif ev == "dht:record_refused":
                 k = (str(d.get("key")), str(d.get("publisher")))
-                records.setdefault(k, {"key": k[0], "name": d.get("name"), "publisher": k[1], "value": "-",
-                                       "seq": None, "expires_at": None,
-                                       "signature": f"refused: {d.get('reason')}"})
+                records.setdefault(
+                    k,
+                    {
+                        "key": k[0],
+                        "name": d.get("name"),
+                        "publisher": k[1],
+                        "value": "-",
+                        "seq": None,
+                        "expires_at": None,
+                        "signature": f"refused: {d.get('reason')}",
+                    },
+                )
             elif ev == "dht:record_expired":
                 records.pop((str(d.get("key")), str(d.get("publisher"))), None)
         now_s = self.now() if not self._follow_end else ((self.state.last_ms or 0.0) / 1000.0)
         for r in records.values():
             r["expires_in_s"] = round(r["expires_at"] - now_s, 1) if r["expires_at"] is not None else None
-        routing = [{"index": i, "contacts": list(buckets[i].values()),
-                    "replacements": list(replacements.get(i, {}).values())}
-                   for i in sorted(set(buckets) | set(replacements)) if buckets[i] or replacements.get(i)]
+        routing = [
+            {"index": i, "contacts": list(buckets[i].values()), "replacements": list(replacements.get(i, {}).values())}
+            for i in sorted(set(buckets) | set(replacements))
+            if buckets[i] or replacements.get(i)
+        ]
         info["contacts"] = sum(len(b["contacts"]) for b in routing)
         info["records"] = sum(1 for r in records.values() if r["seq"] is not None)
-        return {"node": info, "connections": self._connections(name, t_ms), "routing": routing,
-                "records": list(records.values()), "advertisements": [], "stats": {}}
+        return {
+            "node": info,
+            "connections": self._connections(name, t_ms),
+            "routing": routing,
+            "records": list(records.values()),
+            "advertisements": [],
+            "stats": {},
+        }
 
     def _connections(self, name: str, t_ms: float) -> list[dict[str, Any]]:
         analysis = self.analysis_for_snapshot
@@ -511,15 +557,23 @@ class ReplaySource(DataSource):
             streams = [s for s in streams_by_conn.get(c.id, []) if s.first_ms is None or s.first_ms <= t_ms]
             sent = c.bytes_client_to_server if mine is c.client else c.bytes_server_to_client
             received = c.bytes_server_to_client if mine is c.client else c.bytes_client_to_server
-            out.append({
-                "odcid": c.id, "role": mine.vantage, "peer_address": other.node if other else "?",
-                "peer_id": None, "open": not closed, "rtt_ms": self._rtt_at(mine, t_ms, c.rtt_ms),
-                "rtt_series": self._rtt_series(mine, t_ms),
-                "bytes_sent": sent, "bytes_received": received, "streams_opened": len(streams),
-                "streams_open": sum(1 for s in streams if s.last_ms is not None and s.last_ms > t_ms),
-                "close_reason": (c.close_reason or c.close_trigger) if closed else None,
-                "close_trigger": c.close_trigger if closed else None,
-            })
+            out.append(
+                {
+                    "odcid": c.id,
+                    "role": mine.vantage,
+                    "peer_address": other.node if other else "?",
+                    "peer_id": None,
+                    "open": not closed,
+                    "rtt_ms": self._rtt_at(mine, t_ms, c.rtt_ms),
+                    "rtt_series": self._rtt_series(mine, t_ms),
+                    "bytes_sent": sent,
+                    "bytes_received": received,
+                    "streams_opened": len(streams),
+                    "streams_open": sum(1 for s in streams if s.last_ms is not None and s.last_ms > t_ms),
+                    "close_reason": (c.close_reason or c.close_trigger) if closed else None,
+                    "close_trigger": c.close_trigger if closed else None,
+                }
+            )
         return out
 
     def _streams_of(self, analysis: Analysis) -> dict[str, list[StreamView]]:
@@ -547,7 +601,7 @@ class ReplaySource(DataSource):
             return []
         times, values = self._rtt[i]
         stop = bisect.bisect_right(times, t_ms)
-        return list(values[max(0, stop - 120):stop])
+        return list(values[max(0, stop - 120) : stop])
 
     def _rtt_at(self, end: Any, t_ms: float, default: float | None) -> float | None:
         series = self._rtt_series(end, t_ms)
@@ -612,8 +666,10 @@ class ReplaySource(DataSource):
             if collecting:
                 gc.enable()
         assert head is not None
-        served = _ServedAnalysis(**{f.name: getattr(head, f.name) for f in dataclasses.fields(Analysis)
-                                    if f.name != "streams"}, streams=streams)
+        served = _ServedAnalysis(
+            **{f.name: getattr(head, f.name) for f in dataclasses.fields(Analysis) if f.name != "streams"},
+            streams=streams,
+        )
         object.__setattr__(served, "_ask_timeline", self._timeline)
         return served
 

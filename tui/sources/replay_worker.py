@@ -31,24 +31,38 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from dhtscope.tracing.analysis import (
-    ConnectionEnd, ConnectionView, Evidence, Finding, Step, StreamView, TimelineEntry, analyse,
+    ConnectionEnd,
+    ConnectionView,
+    Evidence,
+    Finding,
+    Step,
+    StreamView,
+    TimelineEntry,
+    analyse,
 )
 from dhtscope.tracing.model import Event, NodeEntry, Recording, Trace, TraceInfo
 from dhtscope.tracing.reader import open_recording
 
-NODE_EVENTS = frozenset({
-    "dht:node_started", "dht:routing_updated", "dht:record_stored", "dht:record_expired",
-    "dht:record_refused", "dht:scenario_changed",
-})
+NODE_EVENTS = frozenset(
+    {
+        "dht:node_started",
+        "dht:routing_updated",
+        "dht:record_stored",
+        "dht:record_expired",
+        "dht:record_refused",
+        "dht:scenario_changed",
+    }
+)
 RTT_SAMPLES_PER_TRACE = 2_000
-CHUNK_INTERVAL_S = 0.25        # the index is sent this often, so the views grow with it
-STREAMS_PER_MESSAGE = 1_000    # the receiver unpickles one message at a time, between screen updates
-NICE = 5                       # background work: the screen's process comes first
+CHUNK_INTERVAL_S = 0.25  # the index is sent this often, so the views grow with it
+STREAMS_PER_MESSAGE = 1_000  # the receiver unpickles one message at a time, between screen updates
+NICE = 5  # background work: the screen's process comes first
 
 
 def node_of(trace: Trace) -> str:
@@ -60,16 +74,20 @@ def node_of(trace: Trace) -> str:
 class IndexChunk:
     """Events indexed since the previous chunk, in global time order."""
 
-    order_trace: array       # "I": the trace of each event (index into recording.traces)
-    order_record: array      # "I": its record number in that trace
-    order_time: array        # "d": its time, ms since the epoch
+    order_trace: array  # "I": the trace of each event (index into recording.traces)
+    order_record: array  # "I": its record number in that trace
+    order_time: array  # "d": its time, ms since the epoch
     node_events: dict[str, list[tuple[float, str, dict[str, Any]]]]  # NODE_EVENTS, by node, in time order
     per_node: dict[str, int]  # events per node in this chunk
     rtt: dict[int, tuple[array, array]]  # smoothed-RTT samples (times, values) of traces read to the end
 
 
-def walk(rec: Recording, emit: Callable[[IndexChunk], None], interval_s: float = CHUNK_INTERVAL_S,
-         stop: Callable[[], bool] | None = None) -> None:
+def walk(
+    rec: Recording,
+    emit: Callable[[IndexChunk], None],
+    interval_s: float = CHUNK_INTERVAL_S,
+    stop: Callable[[], bool] | None = None,
+) -> None:
     """One pass over every trace, merged into time order; `emit` gets a chunk every `interval_s`.
 
     Node events travel through the merge with their event, so each node's history comes
@@ -112,16 +130,15 @@ def walk(rec: Recording, emit: Callable[[IndexChunk], None], interval_s: float =
         return IndexChunk(array("I"), array("I"), array("d"), {}, {}, {})
 
     due = time.monotonic() + interval_s
-    n = 0
     add_t, add_r, add_time = chunk.order_trace.append, chunk.order_record.append, chunk.order_time.append
-    for t_ms, i, record, node_event in heapq.merge(*(events_of(i, t) for i, t in enumerate(rec.traces))):
+    merged = heapq.merge(*(events_of(i, t) for i, t in enumerate(rec.traces)))
+    for n, (t_ms, i, record, node_event) in enumerate(merged, start=1):
         add_t(i)
         add_r(record)
         add_time(t_ms)
         counts[i] += 1
         if node_event is not None:
             chunk.node_events.setdefault(names[i], []).append((t_ms, *node_event))
-        n += 1
         if n & 0xFFF == 0 and time.monotonic() >= due:
             chunk = flush()
             add_t, add_r, add_time = chunk.order_trace.append, chunk.order_record.append, chunk.order_time.append
@@ -133,8 +150,18 @@ def walk(rec: Recording, emit: Callable[[IndexChunk], None], interval_s: float =
 
 # -- pickling: the analysis' frozen dataclasses rebuilt by their constructors
 
-_FAST_CLASSES = (Evidence, Step, ConnectionEnd, ConnectionView, StreamView, Finding, TimelineEntry,
-                 Event, NodeEntry, TraceInfo)
+_FAST_CLASSES = (
+    Evidence,
+    Step,
+    ConnectionEnd,
+    ConnectionView,
+    StreamView,
+    Finding,
+    TimelineEntry,
+    Event,
+    NodeEntry,
+    TraceInfo,
+)
 
 
 def _reducer(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
@@ -168,6 +195,7 @@ def _portable(exc: BaseException) -> BaseException:
 
 # -- the child
 
+
 def _index(conn: Connection, rec: Recording) -> None:
     conn.send_bytes(dumps(("recording", rec)))
     walk(rec, lambda chunk: conn.send_bytes(dumps(("chunk", chunk))))
@@ -179,7 +207,7 @@ def _analyse(conn: Connection, rec: Recording) -> None:
     streams = analysis.streams
     conn.send_bytes(dumps(("analysis", dataclasses.replace(analysis, streams=[], _ends={}), len(streams))))
     for k in range(0, len(streams), STREAMS_PER_MESSAGE):
-        conn.send_bytes(dumps(("streams", streams[k:k + STREAMS_PER_MESSAGE])))
+        conn.send_bytes(dumps(("streams", streams[k : k + STREAMS_PER_MESSAGE])))
     conn.send_bytes(dumps(("analysed",)))
     by_key = {(s.connection, s.stream_id): s for s in streams}
     while True:
@@ -204,8 +232,7 @@ def _exit_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 3 or args[0] not in ("index", "analyse"):
-        print(f"usage: python -m {__spec__.name if __spec__ else __name__} index|analyse FD PATH...",
-              file=sys.stderr)
+        print(f"usage: python -m {__spec__.name if __spec__ else __name__} index|analyse FD PATH...", file=sys.stderr)
         return 2
     job, fd, paths = args[0], int(args[1]), args[2:]
     conn = Connection(fd)

@@ -23,11 +23,21 @@ class ConnectionsTable(VirtualTable):
     snapshot: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__([
-            Column("conn", 8), Column("role", 6), Column("peer", 16), Column("state", 6),
-            Column("rtt ms", 7, "right"), Column("sent", 8, "right"), Column("received", 8, "right"),
-            Column("streams", 7, "right"), Column("closed because"),
-        ], empty="no connections", **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [
+                Column("conn", 8),
+                Column("role", 6),
+                Column("peer", 16),
+                Column("state", 6),
+                Column("rtt ms", 7, "right"),
+                Column("sent", 8, "right"),
+                Column("received", 8, "right"),
+                Column("streams", 7, "right"),
+                Column("closed because"),
+            ],
+            empty="no connections",
+            **kwargs,
+        )  # type: ignore[arg-type]
         self.conns: list[dict[str, Any]] = []
         self._history: dict[str, deque[float]] = {}
 
@@ -46,11 +56,21 @@ class ConnectionsTable(VirtualTable):
                 peer = f"{peer} {short(c['peer_id'], 4)}"
             state = ("open", "ok") if c.get("open") else ("closed", "dim")
             reason = c.get("close_reason") or c.get("close_trigger") or ""
-            rows.append(Row([
-                short(odcid), str(c.get("role", "?")), peer, state, ms(rtt, 2), size(c.get("bytes_sent")),
-                size(c.get("bytes_received")), f"{c.get('streams_open', 0)}/{c.get('streams_opened', 0)}",
-                (reason, "warning") if reason and reason not in ("clean", "node shutting down") else reason,
-            ]))
+            rows.append(
+                Row(
+                    [
+                        short(odcid),
+                        str(c.get("role", "?")),
+                        peer,
+                        state,
+                        ms(rtt, 2),
+                        size(c.get("bytes_sent")),
+                        size(c.get("bytes_received")),
+                        f"{c.get('streams_open', 0)}/{c.get('streams_opened', 0)}",
+                        (reason, "warning") if reason and reason not in ("clean", "node shutting down") else reason,
+                    ]
+                )
+            )
         self.set_rows(rows)
 
     def series(self, index: int) -> list[float]:

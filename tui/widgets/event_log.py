@@ -14,10 +14,16 @@ from ..messages import EventChosen
 from ..source import EventRow, EventStore, event_matches, parse_filter
 from .vtable import Column, Row, VirtualTable
 
-FILTER_BUDGET_S = 0.008     # filtering work per refresh, so a huge log never stalls a key press
+FILTER_BUDGET_S = 0.008  # filtering work per refresh, so a huge log never stalls a key press
 
-TONE_BY_PREFIX = (("dht:rpc_timeout", "error"), ("dht:rpc_error", "error"), ("quic:connection_closed", "warning"),
-                  ("quic:stream_state_updated", "warning"), ("dht:", "info"), ("control:", "warning"))
+TONE_BY_PREFIX = (
+    ("dht:rpc_timeout", "error"),
+    ("dht:rpc_error", "error"),
+    ("quic:connection_closed", "warning"),
+    ("quic:stream_state_updated", "warning"),
+    ("dht:", "info"),
+    ("control:", "warning"),
+)
 
 
 def clock(time_ms: float) -> str:
@@ -42,16 +48,24 @@ class EventLog(VirtualTable):
     query: reactive[str] = reactive("")
 
     def __init__(self, store: EventStore, **kwargs: object) -> None:
-        super().__init__([
-            Column("time", 12), Column("node", 10), Column("event", 28), Column("conn", 8), Column("data"),
-        ], empty="no events yet", **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [
+                Column("time", 12),
+                Column("node", 10),
+                Column("event", 28),
+                Column("conn", 8),
+                Column("data"),
+            ],
+            empty="no events yet",
+            **kwargs,
+        )  # type: ignore[arg-type]
         self.store = store
-        self._shown_end = 0           # events up to here are visible (frozen while paused)
-        self._matches = array("q")    # absolute indices that pass the filter
-        self._scanned = 0             # events examined by the filter so far
+        self._shown_end = 0  # events up to here are visible (frozen while paused)
+        self._matches = array("q")  # absolute indices that pass the filter
+        self._scanned = 0  # events examined by the filter so far
         self._words: list[str] = []
         self._streams: set[int] = set()
-        self.filtering = False        # the filter has not caught up with the log yet
+        self.filtering = False  # the filter has not caught up with the log yet
 
     # -- rows
 
@@ -81,8 +95,9 @@ class EventLog(VirtualTable):
         except IndexError:
             return Row(["", "", ("(gone from the buffer)", "dim"), "", ""])
         tone = next((t for prefix, t in TONE_BY_PREFIX if ev.name.startswith(prefix)), None)
-        return Row([clock(ev.time_ms), ev.node, (ev.name, tone) if tone else ev.name, short(ev.conn),
-                    data_text(ev.data)])
+        return Row(
+            [clock(ev.time_ms), ev.node, (ev.name, tone) if tone else ev.name, short(ev.conn), data_text(ev.data)]
+        )
 
     # -- updates
 

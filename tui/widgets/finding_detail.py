@@ -22,7 +22,7 @@ class FindingDetail(Static):
     """
 
     finding: reactive[Finding | None] = reactive(None, always_update=True)
-    root: str | None = None   # the recording's directory: evidence paths are shown relative to it
+    root: str | None = None  # the recording's directory: evidence paths are shown relative to it
 
     def watch_finding(self, f: Finding | None) -> None:
         if f is None:

@@ -22,17 +22,35 @@ class FindingsTable(VirtualTable):
     analysis: reactive[Analysis | None] = reactive(None, always_update=True)
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__([
-            Column("severity", 8), Column("finding", 22), Column("node", 10), Column("streams", 7, "right"),
-            Column("summary"),
-        ], empty="no findings", **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [
+                Column("severity", 8),
+                Column("finding", 22),
+                Column("node", 10),
+                Column("streams", 7, "right"),
+                Column("summary"),
+            ],
+            empty="no findings",
+            **kwargs,
+        )  # type: ignore[arg-type]
         self.findings: list[Finding] = []
 
     def watch_analysis(self, analysis: Analysis | None) -> None:
         self.findings = list(analysis.findings) if analysis else []
-        self.set_rows([Row([(f.severity, TONE.get(f.severity, "info")), (f.kind, TONE.get(f.severity, "info")),
-                            f.node or "-", str(len(f.stream_refs) or len(f.streams) or "-"), f.summary])
-                       for f in self.findings])
+        self.set_rows(
+            [
+                Row(
+                    [
+                        (f.severity, TONE.get(f.severity, "info")),
+                        (f.kind, TONE.get(f.severity, "info")),
+                        f.node or "-",
+                        str(len(f.stream_refs) or len(f.streams) or "-"),
+                        f.summary,
+                    ]
+                )
+                for f in self.findings
+            ]
+        )
 
     def current(self) -> Finding | None:
         return self.findings[self.cursor] if 0 <= self.cursor < len(self.findings) else None

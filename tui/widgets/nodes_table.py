@@ -9,8 +9,16 @@ from ..messages import NodeChosen
 from ..source import NodeInfo
 from .vtable import Column, Row, VirtualTable
 
-STATE_TONE = {"running": "ok", "connected": "ok", "recorded": "ok", "connecting": "warning",
-              "disconnected": "error", "refused": "error", "not started": "dim", "starting": "warning"}
+STATE_TONE = {
+    "running": "ok",
+    "connected": "ok",
+    "recorded": "ok",
+    "connecting": "warning",
+    "disconnected": "error",
+    "refused": "error",
+    "not started": "dim",
+    "starting": "warning",
+}
 
 
 class NodesTable(VirtualTable):
@@ -24,21 +32,45 @@ class NodesTable(VirtualTable):
     selected: reactive[str] = reactive("")
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__([
-            Column("", 1), Column("node", 10), Column("role", 8), Column("id", 8), Column("address", 15),
-            Column("state", 10), Column("conn", 4, "right"), Column("cont", 4, "right"),
-            Column("recs", 4, "right"), Column("events", 7, "right"), Column("faults / detail"),
-        ], empty="no nodes yet", **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [
+                Column("", 1),
+                Column("node", 10),
+                Column("role", 8),
+                Column("id", 8),
+                Column("address", 15),
+                Column("state", 10),
+                Column("conn", 4, "right"),
+                Column("cont", 4, "right"),
+                Column("recs", 4, "right"),
+                Column("events", 7, "right"),
+                Column("faults / detail"),
+            ],
+            empty="no nodes yet",
+            **kwargs,
+        )  # type: ignore[arg-type]
 
     def _rebuild(self) -> None:
         rows = []
         for n in self.nodes:
             detail = ", ".join(n.faults) if n.faults else (n.detail if n.state in ("disconnected", "refused") else "")
-            rows.append(Row([
-                ("▶", "accent") if n.name == self.selected else " ", (n.name, "accent"), n.role,
-                short(n.node_id), n.address, (n.state, STATE_TONE.get(n.state, "dim")), str(n.connections),
-                str(n.contacts), str(n.records), count(n.events), (detail, "warning") if n.faults else detail,
-            ]))
+            rows.append(
+                Row(
+                    [
+                        ("▶", "accent") if n.name == self.selected else " ",
+                        (n.name, "accent"),
+                        n.role,
+                        short(n.node_id),
+                        n.address,
+                        (n.state, STATE_TONE.get(n.state, "dim")),
+                        str(n.connections),
+                        str(n.contacts),
+                        str(n.records),
+                        count(n.events),
+                        (detail, "warning") if n.faults else detail,
+                    ]
+                )
+            )
         self.set_rows(rows)
 
     def watch_nodes(self) -> None:

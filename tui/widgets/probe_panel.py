@@ -16,11 +16,22 @@ from ..messages import ProbeFinished, ProbeRequested
 from ..source import PROBE_ARITY
 from .vtable import Column, Row, VirtualTable
 
-LABELS = {"ping": "PING", "store": "STORE", "find_node": "FIND_NODE", "find_value": "FIND_VALUE",
-          "advertise": "advertise", "discover": "discover"}
-HINTS = {"ping": ("HOST:PORT or node id", ""), "find_node": ("id (64 hex) or name", ""),
-         "find_value": ("key (64 hex) or name, e.g. calculator", ""), "discover": ("service, e.g. calculator", ""),
-         "store": ("key or name", "value"), "advertise": ("service", "endpoint, e.g. 127.0.0.1:9009")}
+LABELS = {
+    "ping": "PING",
+    "store": "STORE",
+    "find_node": "FIND_NODE",
+    "find_value": "FIND_VALUE",
+    "advertise": "advertise",
+    "discover": "discover",
+}
+HINTS = {
+    "ping": ("HOST:PORT or node id", ""),
+    "find_node": ("id (64 hex) or name", ""),
+    "find_value": ("key (64 hex) or name, e.g. calculator", ""),
+    "discover": ("service, e.g. calculator", ""),
+    "store": ("key or name", "value"),
+    "advertise": ("service", "endpoint, e.g. 127.0.0.1:9009"),
+}
 
 
 def round_rows(result: dict[str, Any]) -> list[Row]:
@@ -37,11 +48,20 @@ def round_rows(result: dict[str, Any]) -> list[Row]:
         rows.append(Row([f"round {number}: {summary}"], tone="accent"))
         for h in hops:
             failed = h.get("rtt_ms") is None
-            rows.append(Row(["", short(h.get("node"), 16), str(h.get("address")),
-                             ("failed", "error") if failed else ms(h.get("rtt_ms"), 2),
-                             str(h.get("returned", 0)),
-                             (h.get("error") or "", "error") if h.get("error") else
-                             ((f"{h.get('values')} record(s)", "ok") if h.get("values") else "-")]))
+            rows.append(
+                Row(
+                    [
+                        "",
+                        short(h.get("node"), 16),
+                        str(h.get("address")),
+                        ("failed", "error") if failed else ms(h.get("rtt_ms"), 2),
+                        str(h.get("returned", 0)),
+                        (h.get("error") or "", "error")
+                        if h.get("error")
+                        else ((f"{h.get('values')} record(s)", "ok") if h.get("values") else "-"),
+                    ]
+                )
+            )
     return rows
 
 
@@ -51,12 +71,31 @@ def result_rows(result: dict[str, Any]) -> list[Row]:
     if "records" in result:
         for r in result["records"]:
             sig = str(r.get("signature"))
-            rows.append(Row([("record", "ok"), str(r.get("value")), f"publisher {short(r.get('publisher'))}",
-                             f"seq {r.get('seq')}", f"expires in {countdown(r.get('expires_in_s'))}",
-                             (f"signature {sig}", "ok" if sig == "valid" else "error")]))
+            rows.append(
+                Row(
+                    [
+                        ("record", "ok"),
+                        str(r.get("value")),
+                        f"publisher {short(r.get('publisher'))}",
+                        f"seq {r.get('seq')}",
+                        f"expires in {countdown(r.get('expires_in_s'))}",
+                        (f"signature {sig}", "ok" if sig == "valid" else "error"),
+                    ]
+                )
+            )
     elif "replicas" in result:
-        rows.append(Row([("stored", "ok" if result.get("ok") else "error"),
-                         f"on {result['replicas']} of the {result.get('targets', 0)} closest nodes", "", "", "", ""]))
+        rows.append(
+            Row(
+                [
+                    ("stored", "ok" if result.get("ok") else "error"),
+                    f"on {result['replicas']} of the {result.get('targets', 0)} closest nodes",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
+        )
         for r in result.get("refused", []):
             rows.append(Row([("refused", "error"), short(r.get("node")), str(r.get("reason")), "", "", ""]))
     elif "rtt_ms" in result and "hops" not in result:
@@ -95,15 +134,39 @@ class ProbePanel(Vertical):
             yield Input(placeholder=HINTS["find_value"][0], id="probe-arg1")
             yield Input(placeholder="", id="probe-arg2", disabled=True)
             yield Button("Run", id="probe-run", variant="primary")
-        yield Static(Text("Choose an operation, give its arguments, press enter or Run.", style="dim") if self.live
-                     else Text("Probes run on live nodes: use `dhtscope tui`, `attach` or `demo`. "
-                               "A recording can only be replayed.", style="bold yellow"), id="probe-status")
-        yield VirtualTable([Column("round", 8), Column("node", 16), Column("address", 21), Column("rtt ms", 8, "right"),
-                            Column("closer", 6, "right"), Column("value / error")],
-                           empty="lookup rounds appear here", id="probe-rounds")
-        yield VirtualTable([Column("result", 8), Column("value", 21), Column("from", 18), Column("seq", 18),
-                            Column("expiry", 18), Column("check")],
-                           empty="the result appears here", id="probe-result")
+        yield Static(
+            Text("Choose an operation, give its arguments, press enter or Run.", style="dim")
+            if self.live
+            else Text(
+                "Probes run on live nodes: use `dhtscope tui`, `attach` or `demo`. A recording can only be replayed.",
+                style="bold yellow",
+            ),
+            id="probe-status",
+        )
+        yield VirtualTable(
+            [
+                Column("round", 8),
+                Column("node", 16),
+                Column("address", 21),
+                Column("rtt ms", 8, "right"),
+                Column("closer", 6, "right"),
+                Column("value / error"),
+            ],
+            empty="lookup rounds appear here",
+            id="probe-rounds",
+        )
+        yield VirtualTable(
+            [
+                Column("result", 8),
+                Column("value", 21),
+                Column("from", 18),
+                Column("seq", 18),
+                Column("expiry", 18),
+                Column("check"),
+            ],
+            empty="the result appears here",
+            id="probe-result",
+        )
 
     @property
     def kind(self) -> str:
@@ -147,7 +210,8 @@ class ProbePanel(Vertical):
         self.query_one("#probe-run", Button).disabled = running
         if running:
             self.query_one("#probe-status", Static).update(
-                Text(f"running {LABELS.get(self.kind, self.kind)} on {self.node}…", style="bold"))
+                Text(f"running {LABELS.get(self.kind, self.kind)} on {self.node}…", style="bold")
+            )
 
     def show(self, message: ProbeFinished) -> None:
         """Fill the tables from a finished probe."""
@@ -168,8 +232,10 @@ class ProbePanel(Vertical):
             text.append(f"{result.get('rounds', 0)} rounds, {result.get('messages', 0)} messages")
         if "records" in result:
             n = len(result["records"])
-            text.append(f", {n} record(s) under {result.get('name') or short(result.get('key'), 16)}",
-                        style="bold green" if n else "bold red")
+            text.append(
+                f", {n} record(s) under {result.get('name') or short(result.get('key'), 16)}",
+                style="bold green" if n else "bold red",
+            )
         elif "replicas" in result:
             text.append(f", stored on {result['replicas']} of {result.get('targets', 0)}")
         elif "rtt_ms" in result and "hops" not in result:

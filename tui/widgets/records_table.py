@@ -21,10 +21,19 @@ class RecordsTable(VirtualTable):
     now: reactive[float] = reactive(0.0)
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__([
-            Column("held", 6), Column("service/key", 12), Column("value", 18), Column("publisher", 9),
-            Column("seq", 13, "right"), Column("expires", 7, "right"), Column("signature"),
-        ], empty="no records stored", **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [
+                Column("held", 6),
+                Column("service/key", 12),
+                Column("value", 18),
+                Column("publisher", 9),
+                Column("seq", 13, "right"),
+                Column("expires", 7, "right"),
+                Column("signature"),
+            ],
+            empty="no records stored",
+            **kwargs,
+        )  # type: ignore[arg-type]
 
     def _rows_of(self, records: list[dict[str, Any]], held: str) -> list[Row]:
         rows = []
@@ -32,16 +41,26 @@ class RecordsTable(VirtualTable):
             expires_at = r.get("expires_at")
             left = expires_at - self.now if isinstance(expires_at, (int, float)) else r.get("expires_in_s")
             sig = str(r.get("signature", "?"))
-            rows.append(Row([held, r.get("name") or short(r.get("key"), 16), str(r.get("value", "-")),
-                             short(r.get("publisher")), str(r.get("seq") if r.get("seq") is not None else "-"),
-                             (countdown(left), "error" if left is not None and left <= 30 else "ok"),
-                             (sig, "ok") if sig.startswith("valid") else (sig, "error")]))
+            rows.append(
+                Row(
+                    [
+                        held,
+                        r.get("name") or short(r.get("key"), 16),
+                        str(r.get("value", "-")),
+                        short(r.get("publisher")),
+                        str(r.get("seq") if r.get("seq") is not None else "-"),
+                        (countdown(left), "error" if left is not None and left <= 30 else "ok"),
+                        (sig, "ok") if sig.startswith("valid") else (sig, "error"),
+                    ]
+                )
+            )
         return rows
 
     def _rebuild(self) -> None:
         snap = self.snapshot or {}
-        self.set_rows(self._rows_of(snap.get("records", []), "stored")
-                      + self._rows_of(snap.get("advertisements", []), "own"))
+        self.set_rows(
+            self._rows_of(snap.get("records", []), "stored") + self._rows_of(snap.get("advertisements", []), "own")
+        )
 
     def watch_snapshot(self) -> None:
         self._rebuild()

@@ -21,10 +21,19 @@ class RoutingTable(VirtualTable):
     now: reactive[float] = reactive(0.0)
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__([
-            Column("bucket", 6, "right"), Column("distance", 9), Column("contact", 16), Column("address", 21),
-            Column("last seen", 11), Column("failures", 8, "right"), Column("kind"),
-        ], empty="routing table is empty", **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [
+                Column("bucket", 6, "right"),
+                Column("distance", 9),
+                Column("contact", 16),
+                Column("address", 21),
+                Column("last seen", 11),
+                Column("failures", 8, "right"),
+                Column("kind"),
+            ],
+            empty="routing table is empty",
+            **kwargs,
+        )  # type: ignore[arg-type]
 
     def _rebuild(self) -> None:
         rows = []
@@ -32,14 +41,34 @@ class RoutingTable(VirtualTable):
             index = bucket.get("index", 0)
             distance = f"2^{index}"
             for c in bucket.get("contacts", []):
-                rows.append(Row([str(index), distance, short(c.get("id"), 16), str(c.get("address")),
-                                 ago(self.now - c["last_seen"]) if c.get("last_seen") else "-",
-                                 (str(c.get("failures", 0)), "warning") if c.get("failures") else "0",
-                                 "contact"]))
+                rows.append(
+                    Row(
+                        [
+                            str(index),
+                            distance,
+                            short(c.get("id"), 16),
+                            str(c.get("address")),
+                            ago(self.now - c["last_seen"]) if c.get("last_seen") else "-",
+                            (str(c.get("failures", 0)), "warning") if c.get("failures") else "0",
+                            "contact",
+                        ]
+                    )
+                )
             for c in bucket.get("replacements", []):
-                rows.append(Row([str(index), distance, short(c.get("id"), 16), str(c.get("address")),
-                                 ago(self.now - c["last_seen"]) if c.get("last_seen") else "-", "-",
-                                 "replacement cache"], tone="dim"))
+                rows.append(
+                    Row(
+                        [
+                            str(index),
+                            distance,
+                            short(c.get("id"), 16),
+                            str(c.get("address")),
+                            ago(self.now - c["last_seen"]) if c.get("last_seen") else "-",
+                            "-",
+                            "replacement cache",
+                        ],
+                        tone="dim",
+                    )
+                )
         self.set_rows(rows)
 
     def watch_snapshot(self) -> None:

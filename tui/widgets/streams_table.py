@@ -10,7 +10,7 @@ from ..format import short
 from ..messages import StreamChosen
 from .vtable import Column, Row, VirtualTable
 
-MAX_STREAM_ROWS = 20_000   # the newest streams; older ones are counted, not listed
+MAX_STREAM_ROWS = 20_000  # the newest streams; older ones are counted, not listed
 MARK = {DONE: ("✓", "ok"), MISSING: ("✗", "error"), NOT_VISIBLE: ("·", "dim")}
 
 
@@ -37,10 +37,19 @@ class StreamsTable(VirtualTable):
     show_all: reactive[bool] = reactive(False)
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__([
-            Column("conn", 8), Column("id", 4, "right"), Column("rpc", 10), Column("opener → peer", 20),
-            Column("s a r d A", 9), Column("furthest", 9), Column("missing step"),
-        ], empty="no streams (analysis runs in the background)", **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [
+                Column("conn", 8),
+                Column("id", 4, "right"),
+                Column("rpc", 10),
+                Column("opener → peer", 20),
+                Column("s a r d A", 9),
+                Column("furthest", 9),
+                Column("missing step"),
+            ],
+            empty="no streams (analysis runs in the background)",
+            **kwargs,
+        )  # type: ignore[arg-type]
         self.streams: list[StreamView] = []
         self.hidden = 0
 
@@ -51,12 +60,23 @@ class StreamsTable(VirtualTable):
             streams = [s for s in streams if self.node in (s.opener, s.peer)]
         streams.sort(key=lambda s: (s.first_ms or 0.0, s.connection, s.stream_id))
         self.hidden = max(0, len(streams) - MAX_STREAM_ROWS)
-        self.streams = streams[self.hidden:]
+        self.streams = streams[self.hidden :]
         rows = []
         for s in self.streams:
             who = f"{s.opener or '?'} → {s.peer or '?'}"
-            rows.append(Row([short(s.connection), str(s.stream_id), s.request_type or "-", who, step_strip(s),
-                             s.furthest or "-", (s.missing, "error") if s.missing else ("none", "ok")]))
+            rows.append(
+                Row(
+                    [
+                        short(s.connection),
+                        str(s.stream_id),
+                        s.request_type or "-",
+                        who,
+                        step_strip(s),
+                        s.furthest or "-",
+                        (s.missing, "error") if s.missing else ("none", "ok"),
+                    ]
+                )
+            )
         self.set_rows(rows)
 
     def watch_analysis(self) -> None:

@@ -49,10 +49,18 @@ class TimelineTable(VirtualTable):
     """
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__([
-            Column("t+ms", 9, "right"), Column("node", 10), Column("end", 6), Column("step", 11),
-            Column("event", 26), Column("detail"),
-        ], empty="no events for this stream", **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [
+                Column("t+ms", 9, "right"),
+                Column("node", 10),
+                Column("end", 6),
+                Column("step", 11),
+                Column("event", 26),
+                Column("detail"),
+            ],
+            empty="no events for this stream",
+            **kwargs,
+        )  # type: ignore[arg-type]
         self.items: list[Item] = []
         self.base_ms = 0.0
 
@@ -62,13 +70,16 @@ class TimelineTable(VirtualTable):
         rows = []
         for item in items:
             if isinstance(item, Gap):
-                rows.append(Row(["", item.node or "?", "peer", f"✗ {item.step}", "── MISSING ──",
-                                 item.explanation], tone="gap"))
+                rows.append(
+                    Row(["", item.node or "?", "peer", f"✗ {item.step}", "── MISSING ──", item.explanation], tone="gap")
+                )
             else:
-                step = (f"✓ {item.step}", "ok") if item.step and item.step != "reset" else (
-                    ("reset", "warning") if item.step == "reset" else "")
-                rows.append(Row([f"{item.time_ms - base_ms:,.1f}", item.node, item.end, step, item.name,
-                                 item.detail]))
+                step = (
+                    (f"✓ {item.step}", "ok")
+                    if item.step and item.step != "reset"
+                    else (("reset", "warning") if item.step == "reset" else "")
+                )
+                rows.append(Row([f"{item.time_ms - base_ms:,.1f}", item.node, item.end, step, item.name, item.detail]))
         self.set_rows(rows)
 
     def is_step(self, index: int) -> bool:
@@ -79,7 +90,11 @@ class TimelineTable(VirtualTable):
         if evidence is None:
             return None
         for i, item in enumerate(self.items):
-            if isinstance(item, TimelineEntry) and item.evidence.path == evidence.path \
-                    and item.evidence.record == evidence.record and item.evidence.trace == evidence.trace:
+            if (
+                isinstance(item, TimelineEntry)
+                and item.evidence.path == evidence.path
+                and item.evidence.record == evidence.record
+                and item.evidence.trace == evidence.trace
+            ):
                 return i
         return None

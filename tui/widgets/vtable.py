@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from rich.segment import Segment
 from rich.style import Style
@@ -17,20 +18,20 @@ from textual.strip import Strip
 
 # A cell is plain text, (text, tone) where tone names one of the table's component classes,
 # or a list of (text, tone) pieces (a strip of step marks).
-Cell = Union[str, tuple[str, str], list[tuple[str, str]]]
+Cell = str | tuple[str, str] | list[tuple[str, str]]
 TONES = ("error", "warning", "ok", "dim", "info", "gap", "accent")
 MIN_FLEX_WIDTH = 4
 
 
 class Column(NamedTuple):
     label: str
-    width: int = 0          # 0: shares what is left of the row
+    width: int = 0  # 0: shares what is left of the row
     justify: str = "left"
 
 
 class Row(NamedTuple):
     cells: Sequence[Cell]
-    tone: str | None = None   # the whole row's tone (a missing step, an error finding)
+    tone: str | None = None  # the whole row's tone (a missing step, an error finding)
 
 
 class VirtualTable(ScrollView, can_focus=True):
@@ -88,8 +89,15 @@ class VirtualTable(ScrollView, can_focus=True):
     class Selected(_RowMessage):
         """Row `index` was chosen (enter)."""
 
-    def __init__(self, columns: Sequence[Column], *, empty: str = "nothing to show",
-                 name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        *,
+        empty: str = "nothing to show",
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.columns = list(columns)
         self.empty_text = empty
@@ -186,7 +194,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if len(cells) == 1 and len(widths) > 1:
             widths = [sum(widths) + len(widths) - 1]  # one cell: a heading across the row
         line = Text(style=base, no_wrap=True, end="")
-        for i, (cell, width) in enumerate(zip(cells, widths)):
+        for i, (cell, width) in enumerate(zip(cells, widths, strict=False)):
             if i:
                 line.append(" ")
             if isinstance(cell, list):
