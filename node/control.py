@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from .endpoints import parse_address
 from .ids import Contact, NodeId
-from .node import Node, NodeError, parse_address, record_view
+from .node import Node, NodeError, record_view
 from .rpc import RpcError
 from .transport import SCENARIOS, Conn, Faults, TransportError
 

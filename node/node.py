@@ -87,21 +87,6 @@ class NodeStats:
     identity_mismatches: int = 0
 
 
-def parse_address(text: str, default_host: str = "127.0.0.1") -> Address:
-    """HOST:PORT (or :PORT, or [v6]:PORT) as a tuple; ValueError with a readable message."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise ValueError(f"address {text!r} must be HOST:PORT")
-    host = host.strip("[]") or default_host
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"port in {text!r} is not a number") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"port {number} in {text!r} is out of range")
-    return host, number
-
-
 class Node:
     """A Kademlia node over QUIC. Construct, `await start()`, use, `await stop()`."""
 

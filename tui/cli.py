@@ -12,8 +12,9 @@ from typing import Any
 
 from dhtscope.node import runtime
 from dhtscope.node.constants import MAX_DATAGRAM_BYTES, MAX_UDP_PAYLOAD_BYTES, MIN_DATAGRAM_BYTES
+from dhtscope.node.endpoints import parse_address
 from dhtscope.node.keys import KeyFileError
-from dhtscope.node.node import NodeError, parse_address
+from dhtscope.node.node import NodeError
 from dhtscope.node.transport import SCENARIOS, Faults
 
 
