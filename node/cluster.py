@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .transport import STREAM_LIMIT_SCENARIO_STREAMS
+from .scenarios import STREAM_LIMIT_SCENARIO_STREAMS
 
 SERVICE = "calculator"
 CHECK_TIMEOUT_S = 60.0

@@ -45,7 +45,8 @@ from .endpoints import parse_address
 from .ids import Contact, NodeId
 from .node import Node, NodeError, record_view
 from .rpc import RpcError
-from .transport import SCENARIOS, Conn, Faults, TransportError
+from .scenarios import DEFAULT_LOSS, SCENARIOS
+from .transport import Conn, TransportError
 
 log = logging.getLogger("dhtscope.control")
 
@@ -624,34 +625,10 @@ class _Session:
         name = request.get("name")
         if not isinstance(name, str) or name not in SCENARIOS:
             raise _BadRequest(f"scenario name must be one of {', '.join(SCENARIOS)}, not {name!r}")
-        loss = request.get("loss", 0.3)
+        loss = request.get("loss", DEFAULT_LOSS)
         if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not 0.0 <= loss <= 1.0:
             raise _BadRequest("scenario loss must be a number between 0 and 1")
-        wanted = Faults.for_scenario(name, loss=float(loss))
-        faults = self.node.faults
-        previous = faults.names()
-        # In place: the transport and the RPC layer hold this very object and read it live.
-        faults.loss = wanted.loss
-        faults.no_accept = wanted.no_accept
-        faults.never_fin = wanted.never_fin
-        credit_changed = faults.stream_credit != wanted.stream_credit
-        faults.stream_credit = wanted.stream_credit
-        faults.stall = wanted.stall
-        alpn_changed = faults.alpn != wanted.alpn
-        faults.alpn = wanted.alpn
-        notes = []
-        if alpn_changed:
-            notes.append(
-                "ALPN applies to new connections only: open connections keep the ALPN they "
-                "negotiated; peers already connected are unaffected until they reconnect"
-            )
-        if credit_changed:
-            notes.append(
-                "stream credit applies to new connections only: open connections keep the "
-                "credit granted in their handshake"
-            )
-        self.node.emit("dht:scenario_changed", {"scenario": name, "faults": faults.names(), "previous": previous})
-        return {"scenario": name, "faults": faults.names(), "previous": previous, "notes": notes}
+        return self.node.set_scenario(name, loss=float(loss))
 
     # -- writing and the end -----------------------------------------------------------------------
 

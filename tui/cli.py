@@ -15,7 +15,7 @@ from dhtscope.node.constants import MAX_DATAGRAM_BYTES, MAX_UDP_PAYLOAD_BYTES, M
 from dhtscope.node.endpoints import parse_address
 from dhtscope.node.keys import KeyFileError
 from dhtscope.node.node import NodeError
-from dhtscope.node.transport import SCENARIOS, Faults
+from dhtscope.node.scenarios import SCENARIOS, Faults
 
 
 class UsageError(Exception):

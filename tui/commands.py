@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dhtscope.node.transport import SCENARIOS
+from dhtscope.node.scenarios import SCENARIOS
 
 
 class CommandError(Exception):
@@ -50,8 +50,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
     from dhtscope.node.keys import Identity
     from dhtscope.node.node import Node
     from dhtscope.node.recording import NodeRecorder
+    from dhtscope.node.scenarios import Faults
     from dhtscope.node.service import ServiceOptions, _work
-    from dhtscope.node.transport import Faults
 
     from .source import EventRow
     from .sources.embedded import EmbeddedSource

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dhtscope.node.transport import SCENARIOS
+from dhtscope.node.scenarios import SCENARIOS
 from dhtscope.tracing.analysis import Analysis
 
 INBOX_MAX_EVENTS = 200_000  # events waiting for the next drain; the oldest go first
