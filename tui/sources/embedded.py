@@ -114,10 +114,10 @@ class EmbeddedSource(DataSource):
         return self.node
 
     async def probe(self, node: str, kind: str, args: list[str]) -> dict[str, Any]:
-        check_probe(kind, args)
+        args = check_probe(kind, args)
         target = self._require(node)
         try:
-            return await run_probe(target, kind, [a for a in args if a])
+            return await run_probe(target, kind, args)
         except (NodeError, RpcError, TransportError, ValueError) as exc:
             raise SourceError(f"{kind} failed: {exc}") from None
         except Exception as exc:  # the control server's own guard: a probe never kills the app
