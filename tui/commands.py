@@ -154,12 +154,16 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .sources.replay import ReplaySource
+    from dhtscope.tracing.cli import check_input_paths
 
-    for path in args.paths:
-        if not os.path.exists(path):
-            return _fail("replay", f"{path}: no such file or directory")
-    return _run_app(ReplaySource(*args.paths))
+    from .sources.replay import GcBulkLoad, ReplaySource
+
+    check_input_paths(args.paths)
+    heap = GcBulkLoad()  # the collector is process-wide: the entry point decides
+    try:
+        return _run_app(ReplaySource(*args.paths, heap=heap))
+    finally:
+        heap.close()
 
 
 # -- demo: the cluster as processes, the app attached to all of them -------------------------------
