@@ -169,7 +169,8 @@ class Cluster:
                 text=True,
                 env=env,
             )
-            os.set_blocking(m.process.stdout.fileno(), False)  # type: ignore[union-attr]
+            assert m.process.stdout is not None  # stdout=PIPE above
+            os.set_blocking(m.process.stdout.fileno(), False)
 
     def events(self, timeout_s: float) -> list[dict[str, Any]]:
         """Lines the members printed within `timeout_s`, parsed; non-JSON lines come as {'text': ...}."""
@@ -184,14 +185,17 @@ class Cluster:
             time.sleep(timeout_s)
             return out
         for key, _ in sel.select(timeout_s):
-            m: Member = key.data
+            member: Member = key.data
+            stream = member.process.stdout if member.process else None
+            if stream is None:
+                continue
             try:
-                chunk = key.fileobj.read()  # type: ignore[union-attr]
+                chunk = stream.read()
             except (OSError, ValueError):
                 chunk = ""
             if not chunk:
                 continue
-            out.extend(_take_lines(m, chunk))
+            out.extend(_take_lines(member, chunk))
         sel.close()
         return out
 

@@ -288,9 +288,9 @@ class RpcEndpoint:
         state.outgoing.pop(stream_id, None)
         if response.TYPE not in RESPONSE_FOR[out.request.TYPE] or response.request_id != out.request.request_id:
             conn.log_delivery(stream_id, len(data), fin)
-            exc = WireError(f"{response.TYPE.name} does not answer {out.request.TYPE.name} #{out.request.request_id}")
-            self._protocol_error(conn, stream_id, exc, reply=False)
-            out.future.set_exception(RpcError(f"bad response from {conn.addr_text}: {exc}"))
+            wrong = WireError(f"{response.TYPE.name} does not answer {out.request.TYPE.name} #{out.request.request_id}")
+            self._protocol_error(conn, stream_id, wrong, reply=False)
+            out.future.set_exception(RpcError(f"bad response from {conn.addr_text}: {wrong}"))
             out.future.exception()
             return
         out.rtt_s = self.loop.time() - out.sent_at

@@ -18,6 +18,9 @@ from .rpc import RpcError
 from .scenarios import Faults
 from .transport import Address
 
+# What the node does, one line each: (event, text, **data); Reporter prints it, the TUI logs it.
+Report = Callable[..., None]
+
 BOOTSTRAP_RETRY_S = 0.5
 DISCOVER_INTERVAL_S = 1.0
 
@@ -132,7 +135,7 @@ async def run_service(
         report("stopped", "stopped")
 
 
-async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asyncio.Event) -> None:
+async def _work(node: Node, opts: ServiceOptions, report: Report, stop: asyncio.Event) -> None:
     if opts.bootstrap:
         while not stop.is_set():
             try:
@@ -195,7 +198,7 @@ async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asynci
         await asyncio.sleep(opts.discover_interval_s)
 
 
-async def _ping_bootstrap(node: Node, opts: ServiceOptions, report: Reporter) -> None:
+async def _ping_bootstrap(node: Node, opts: ServiceOptions, report: Report) -> None:
     """PING the bootstrap nodes one request (and one stream) after another."""
     for addr in opts.bootstrap:
         ok = failed = 0

@@ -15,12 +15,13 @@ import ipaddress
 import logging
 import random
 from collections import deque
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aioquic.buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.logger import QuicLogger
 from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation, pull_quic_header
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -405,10 +406,6 @@ class _EndingLogger:
     def start_trace(self, is_client: bool, odcid: bytes) -> Any:
         return self.inner.start_trace(is_client=is_client, odcid=odcid)
 
-    @property
-    def alpn(self) -> str:
-        return self.faults.alpn or ALPN
-
     def end_trace(self, trace: Any) -> None:
         # Deferred: Conn._terminated writes quic:connection_closed, then closes the file.
         for quic, t in list(self.endpoint.pending_traces.items()):
@@ -461,7 +458,7 @@ class Endpoint(asyncio.DatagramProtocol):
 
     async def listen(self, host: str, port: int) -> Address:
         transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
         return self.local_addr
@@ -469,7 +466,8 @@ class Endpoint(asyncio.DatagramProtocol):
     def _configuration(self, is_client: bool) -> QuicConfiguration:
         # Read the ALPN fault on each new connection, so it can be switched live.
         config = QuicConfiguration(is_client=is_client, alpn_protocols=[self.alpn], **self._config_args)
-        config.quic_logger = self._quic_logger
+        # _EndingLogger has every method aioquic calls on a QuicLogger (start_trace, end_trace).
+        config.quic_logger = cast(QuicLogger | None, self._quic_logger)
         return config
 
     # -- asyncio.DatagramProtocol ---------------------------------------------
@@ -491,7 +489,8 @@ class Endpoint(asyncio.DatagramProtocol):
             self.event_sink(conn, name, data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        # A datagram endpoint's transport (uvloop's does not subclass asyncio's class).
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.faults.loss and self._rng.random() < self.faults.loss:

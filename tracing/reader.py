@@ -301,7 +301,7 @@ class DocTrace(ReaderTrace):
     def __len__(self) -> int:
         return len(self._events)
 
-    def __getitem__(self, record: int) -> Event:  # type: ignore[override]
+    def __getitem__(self, record: int) -> Event:
         return self._events[record]
 
     def iter_range(self, start: int = 0, stop: int | None = None) -> Iterator[Event]:
@@ -545,7 +545,7 @@ class SqlogTrace(ReaderTrace):
     def __len__(self) -> int:
         return max(len(self._marks) - self._first, 0)
 
-    def __getitem__(self, record: int) -> Event:  # type: ignore[override]
+    def __getitem__(self, record: int) -> Event:
         n = len(self)
         if record < 0:
             record += n
@@ -710,9 +710,9 @@ def _json_doc_traces(path: str, data: bytes, node: str | None) -> list[ReaderTra
         events: list[Event] = []
         prev: float | None = None
         for record, raw in enumerate(raws):
-            event = _to_event(raw, clock, record, prev)
-            prev = event.time_ms
-            events.append(event)
+            parsed = _to_event(raw, clock, record, prev)
+            prev = parsed.time_ms
+            events.append(parsed)
 
         vantage = _as_dict(trace.get("vantage_point"))
         title = trace.get("title") or doc.get("title")

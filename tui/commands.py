@@ -88,7 +88,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             await control.start()
             report("control", f"control endpoint {control.description}", control=control.description)
         try:
-            await _work(node, opts, report, stop)  # type: ignore[arg-type]
+            await _work(node, opts, report, stop)
             await stop.wait()
         finally:
             if control is not None:

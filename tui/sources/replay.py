@@ -246,7 +246,7 @@ class ReplaySource(DataSource):
         self._stop = threading.Event()
         self._play_wall: float | None = None
         self._play_from_ms: float | None = None
-        self._snap_cache: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._snap_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         self._streams_by_conn: tuple[Analysis | None, dict[str, list[StreamView]]] = (None, {})
         self.opened = threading.Event()
 
@@ -500,7 +500,7 @@ class ReplaySource(DataSource):
         if cached is not None and cached[0] == key:
             return cached[1]
         snap = self._build_snapshot(node)
-        self._snap_cache[node] = (key, snap)  # type: ignore[assignment]
+        self._snap_cache[node] = (key, snap)
         return snap
 
     analysis_for_snapshot: Analysis | None = None
@@ -579,7 +579,7 @@ class ReplaySource(DataSource):
         now_s = self.now() if not self._follow_end else ((self.state.last_ms or 0.0) / 1000.0)
         for r in records.values():
             r["expires_in_s"] = round(r["expires_at"] - now_s, 1) if r["expires_at"] is not None else None
-        routing = [
+        routing: list[dict[str, Any]] = [
             {"index": i, "contacts": list(buckets[i].values()), "replacements": list(replacements.get(i, {}).values())}
             for i in sorted(set(buckets) | set(replacements))
             if buckets[i] or replacements.get(i)
@@ -668,6 +668,7 @@ class ReplaySource(DataSource):
         if self._analysis_error is not None:
             raise self._analysis_error
         worker = self._analyser
+        analysis: Analysis | None
         if worker is None:
             self.opened.wait(30.0)
             if self.recording is None:

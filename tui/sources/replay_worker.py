@@ -172,7 +172,7 @@ def _reducer(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
 # A frozen slots dataclass unpickles through a Python __setstate__ that looks up its fields
 # for every object: about 3x slower than calling the constructor, and the receiving end is
 # the app's process. Instances of subclasses keep the default reduction.
-_DISPATCH = {**copyreg.dispatch_table, **{cls: _reducer(cls) for cls in _FAST_CLASSES}}
+_DISPATCH: dict[type, Any] = {**copyreg.dispatch_table, **{cls: _reducer(cls) for cls in _FAST_CLASSES}}
 
 
 def dumps(obj: Any) -> bytes:
