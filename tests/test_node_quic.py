@@ -10,6 +10,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from helpers.waiting import FakeClock, eventually
 
 from dhtscope.node.constants import (
     ACK_DELAY_S,
@@ -122,18 +123,20 @@ async def test_join_fills_routing_tables_beyond_the_bootstrap_node(make_nodes):
 
 
 async def test_records_expire_and_providers_republish_before_expiry(make_nodes):
+    clock = FakeClock()  # the nodes' record clock: time passes when the test says so
     registry, provider, client = await make_nodes(
-        3, record_ttl_s=2.0, republish_margin_s=1.2, maintenance_interval_s=0.1, request_timeout_s=0.5
+        3, record_ttl_s=2.0, republish_margin_s=1.2, maintenance_interval_s=0.02, request_timeout_s=0.5, clock=clock
     )
     await provider.advertise("calculator", "127.0.0.1:9001")
     key = NodeId.for_name("calculator")
-    first = registry.store_.get(key, registry.clock())[0]
-    await asyncio.sleep(1.6)  # past expires_at - margin: the provider republished with a new seq
-    again = registry.store_.get(key, registry.clock())[0]
-    assert again.seq > first.seq and again.expires_at > first.expires_at
+    first = registry.store_.get(key, clock())[0]
+    clock.advance(1.6)  # past expires_at - margin: the provider republishes with a new seq
+    await eventually(lambda: registry.store_.get(key, clock())[0].seq > first.seq, "a republished record")
+    again = registry.store_.get(key, clock())[0]
+    assert again.expires_at > first.expires_at
     await provider.stop()  # no more republishing: the record must expire everywhere
-    await asyncio.sleep(2.3)
-    assert registry.store_.get(key, registry.clock()) == []
+    clock.advance(2.3)
+    await eventually(lambda: registry.store_.get(key, clock()) == [], "the record to expire")
     found = await client.discover("calculator")
     assert found.records == ()
 

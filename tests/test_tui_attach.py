@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_tui_support import cell, table_text, wait_until
+from helpers.tui import cell, table_text, wait_until
 
 from dhtscope.node.control import ControlServer
 from dhtscope.node.node import Node

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from test_tui_support import table_text, wait_until
+from helpers.tui import table_text, wait_until
 
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node, NodeError
