@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .admission import AdmissionLimits
 from .constants import (
     ALPHA,
     BUCKET_REFRESH_S,
@@ -31,7 +32,7 @@ from .keys import Identity
 from .lookup import Hop, Lookup, LookupResult
 from .records import Advertisements, Record, RecordError, RecordStore, verify
 from .routing import RoutingChange, RoutingTable
-from .rpc import RemoteError, RpcEndpoint, RpcError, contact_of
+from .rpc import MemoryLimits, RemoteError, RpcEndpoint, RpcError, contact_of
 from .scenarios import DEFAULT_LOSS, Faults, apply_scenario
 from .transport import Address, Conn, Endpoint, TransportError
 from .wire import (
@@ -109,6 +110,8 @@ class Node:
         clock: Callable[[], float] = time.time,
         client_mode: bool = False,
         max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
+        admission_limits: AdmissionLimits | None = None,
+        memory_limits: MemoryLimits | None = None,
     ) -> None:
         self.identity = identity or Identity.generate()
         self.id = self.identity.node_id
@@ -127,6 +130,8 @@ class Node:
                 f"max_datagram_bytes must be {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES}, got {max_datagram_bytes}"
             )
         self.max_datagram_bytes = max_datagram_bytes
+        self.admission_limits = admission_limits
+        self.memory_limits = memory_limits
         self.request_timeout_s = request_timeout_s
         self.maintenance_interval_s = maintenance_interval_s
         self.bucket_refresh_s = bucket_refresh_s
@@ -166,9 +171,10 @@ class Node:
                 faults=self.faults,
                 quic_logger=quic_logger,
                 max_datagram_bytes=self.max_datagram_bytes,
+                limits=self.admission_limits,
             )
 
-        self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults)
+        self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults, self.memory_limits)
         self.rpc.endpoint.event_sink = self._connection_event
         self.rpc.endpoint.listeners = self.listeners  # the same list: listeners added later count too
         try:
@@ -684,6 +690,27 @@ class Node:
                 "lookups": self.stats.lookups,
                 "identity_mismatches": self.stats.identity_mismatches,
             },
+            "limits": self.limits_view(),
+        }
+
+    def limits_view(self) -> dict[str, Any]:
+        """Every admission and memory limit, what is in use now, and how often each refused or shed work."""
+        rpc = self.rpc
+        if rpc is None:
+            return {}
+        admission = rpc.endpoint.admission.view()
+        memory = rpc.memory_view()
+        return {
+            "admission": admission["admission"],
+            "memory": memory["limits"],
+            "in_use": {
+                **admission["connections"],
+                "memory_bytes": memory["used_bytes"],
+                "inbound_request_bytes": memory["inbound_request_bytes"],
+                "unread_answer_bytes": memory["unread_answer_bytes"],
+            },
+            "counters": dict(sorted({**admission["counters"], **memory["counters"]}.items())),
+            "log_lines_suppressed": admission["log_lines_suppressed"],
         }
 
 

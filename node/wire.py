@@ -45,6 +45,7 @@ class ErrorCode(IntEnum):
     IDENTITY_MISMATCH = 0x07  # sender id is not SHA-256 of its TLS public key
     NOT_A_REQUEST = 0x08  # a response type arrived as a request
     CANCELLED = 0x09  # the requester gave up (timeout) or shut down
+    REQUEST_TIMEOUT = 0x0A  # a request did not arrive whole in time (stream reset)
 
 
 class WireError(Exception):
