@@ -101,10 +101,11 @@ def node_errors() -> Iterator[None]:
     from .keys import KeyFileError
     from .node import NodeError
     from .probes import ProbeError
+    from .recording import RecordingError
 
     try:
         yield
-    except (NodeError, KeyFileError, ControlError, ProbeError, EndpointError) as exc:
+    except (NodeError, KeyFileError, ControlError, ProbeError, EndpointError, RecordingError) as exc:
         raise UsageError(str(exc)) from None
 
 

@@ -163,6 +163,8 @@ class Node:
 
     async def start(self) -> None:
         quic_logger = self.recorder.quic_logger() if self.recorder is not None else None
+        if self.recorder is not None and hasattr(self.recorder, "on_stopped"):
+            self.recorder.on_stopped = self._recording_stopped
 
         def make_endpoint(owner: RpcEndpoint) -> Endpoint:
             return Endpoint(
@@ -226,6 +228,10 @@ class Node:
             self.recorder.log(name, data)
         for listener in self.listeners:
             listener(name, data, None)
+
+    def _recording_stopped(self, info: dict[str, Any]) -> None:
+        """The recorder gave up (a read-only or removed directory, a full disk): say so; keep serving."""
+        self.emit("dht:recording_stopped", {"reason": info.get("reason"), "errno": info.get("errno")})
 
     def _connection_event(self, conn: Conn, name: str, data: dict[str, Any]) -> None:
         for listener in self.listeners:
@@ -662,6 +668,7 @@ class Node:
                 "started_at": self.started_at,
                 "contacts": len(self.routing),
                 "records": len(self.store_),
+                "recording": self.recorder.view() if hasattr(self.recorder, "view") else None,
             },
             "connections": [connection_view(c) for c in conns],
             "routing": [
