@@ -161,7 +161,12 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help=f"drop fraction for --scenario loss (default {DEFAULT_LOSS})",
     )
     p.add_argument("--record", metavar="DIR", help="record qlog traces of this node into DIR")
-    p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
+    p.add_argument(
+        "--control",
+        metavar="PATH",
+        help="control endpoint: unix socket path, tcp:HOST:PORT (TLS with the node's key; its fingerprint "
+        "is printed at start), or tcp+plain:HOST:PORT (no TLS: loopback only)",
+    )
     p.add_argument("--control-token", metavar="TOKEN", help="token required on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
     p.add_argument(

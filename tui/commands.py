@@ -76,7 +76,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
             control = ControlServer(node, opts.control, token=opts.control_token)
             await control.start()
-            report("control", f"control endpoint {control.description}", control=control.description)
+            fingerprint = f" (TLS key {control.fingerprint})" if control.fingerprint else ""
+            report("control", f"control endpoint {control.description}{fingerprint}", control=control.description)
         try:
             await _work(node, opts, report, stop)
             await stop.wait()
@@ -111,9 +112,22 @@ def read_token(args: argparse.Namespace) -> str | None:
     return token
 
 
-async def check_targets(targets: list[str], token: str | None) -> None:
-    """Refuse to open the app on a target that refuses us: a wrong token is the user's to fix."""
-    from dhtscope.node.control import REFUSED, ControlClient, ControlError, parse_control_target
+async def check_targets(targets: list[str], token: str | None, fingerprints: list[str] | None = None) -> None:
+    """Refuse to open the app on a target that refuses us: a wrong token or key is the user's to fix."""
+    from dhtscope.node.control import (
+        REFUSED,
+        ControlClient,
+        ControlError,
+        FingerprintMismatch,
+        normalize_fingerprint,
+        parse_control_target,
+    )
+
+    try:
+        for fingerprint in fingerprints or []:
+            normalize_fingerprint(fingerprint)
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
 
     for target in targets:
         try:
@@ -121,9 +135,9 @@ async def check_targets(targets: list[str], token: str | None) -> None:
         except ControlError as exc:
             raise CommandError(str(exc)) from None
         try:
-            client = await ControlClient.connect(target, token, timeout_s=3.0)
+            client = await ControlClient.connect(target, token, timeout_s=3.0, fingerprints=fingerprints)
         except ControlError as exc:
-            if REFUSED in str(exc) or "token" in str(exc):
+            if REFUSED in str(exc) or "token" in str(exc) or isinstance(exc, FingerprintMismatch):
                 raise CommandError(f"{target}: {exc}") from None
             continue  # not up yet: shown as disconnected and retried
         await client.close()
@@ -134,10 +148,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
     try:
         token = read_token(args)
-        asyncio.run(check_targets(args.targets, token))
+        asyncio.run(check_targets(args.targets, token, args.fingerprint))
     except CommandError as exc:
         return _fail("attach", str(exc))
-    return _run_app(AttachSource(args.targets, token=token, record_dirs=args.record))
+    return _run_app(AttachSource(args.targets, token=token, record_dirs=args.record, fingerprints=args.fingerprint))
 
 
 # -- replay: a recording ---------------------------------------------------------------------------
@@ -227,6 +241,14 @@ def add_commands(subparsers: Any) -> None:
     token = p.add_mutually_exclusive_group()
     token.add_argument("--token", help="control token (tcp endpoints)")
     token.add_argument("--token-file", metavar="FILE", help="file holding the control token")
+    p.add_argument(
+        "--fingerprint",
+        action="append",
+        default=[],
+        metavar="SHA256:HEX",
+        help="the key fingerprint a tcp endpoint must show (printed by the node at start; repeatable). "
+        "Without it the first one seen is trusted and remembered, with a warning",
+    )
     p.add_argument(
         "--record",
         action="append",
