@@ -482,7 +482,11 @@ class Node:
                         if kind == "find_value"
                         else FindNode(rpc.next_request_id(), target=target)
                     )
-                    pending[asyncio.create_task(self._call(contact, message))] = contact
+                    task = asyncio.create_task(self._call(contact, message))
+                    # A lookup cancelled mid-flight (the node stopping) never reads its tasks' outcomes:
+                    # read them here, or asyncio logs each failed one with a traceback.
+                    task.add_done_callback(_outcome_read)
+                    pending[task] = contact
                 if not pending:
                     break
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -755,6 +759,11 @@ def record_view(record: Record, now: float) -> dict[str, Any]:
         "expires_in_s": round(record.expires_at - now, 1),
         "signature": signature,
     }
+
+
+def _outcome_read(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _latest_per_publisher(records: list[Record]) -> list[Record]:

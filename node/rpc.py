@@ -26,6 +26,7 @@ from .constants import (
     CONNECT_TIMEOUT_S,
     CONNECTION_COST_BYTES,
     MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION,
+    MAX_UNFINISHED_REQUESTS_PER_CONNECTION,
     MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION,
     NODE_MEMORY_BUDGET_BYTES,
     REQUEST_ARRIVAL_DEADLINE_S,
@@ -112,6 +113,7 @@ class MemoryLimits:
     """What requests and answers may hold, per connection and in all; tests shrink them."""
 
     inbound_bytes_per_connection: int = MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION
+    unfinished_requests_per_connection: int = MAX_UNFINISHED_REQUESTS_PER_CONNECTION
     arrival_deadline_s: float = REQUEST_ARRIVAL_DEADLINE_S
     unread_answer_bytes_per_connection: int = MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION
     connection_cost_bytes: int = CONNECTION_COST_BYTES
@@ -121,6 +123,7 @@ class MemoryLimits:
     def view(self) -> dict[str, Any]:
         return {
             "inbound_bytes_per_connection": self.inbound_bytes_per_connection,
+            "unfinished_requests_per_connection": self.unfinished_requests_per_connection,
             "arrival_deadline_s": self.arrival_deadline_s,
             "unread_answer_bytes_per_connection": self.unread_answer_bytes_per_connection,
             "connection_cost_bytes": self.connection_cost_bytes,
@@ -432,7 +435,17 @@ class RpcEndpoint:
             self._slow.add(conn)
             self._arm_sweep()
         limits = self.memory
-        if state.inbound_bytes > limits.inbound_bytes_per_connection:
+        if len(state.partial) > limits.unfinished_requests_per_connection:
+            self._drop_partial(
+                conn,
+                state,
+                stream_id,
+                inc,
+                "unfinished_requests_resets",
+                f"over {limits.unfinished_requests_per_connection} requests on this connection are still arriving",
+                ErrorCode.OVERLOADED,
+            )
+        elif state.inbound_bytes > limits.inbound_bytes_per_connection:
             self._drop_partial(
                 conn,
                 state,
@@ -533,6 +546,20 @@ class RpcEndpoint:
             conn.reset(oldest, ErrorCode.OVERLOADED)
             conn.quic.release_send_buffer(oldest)
 
+    def _still_unread(self, conn: Conn, state: _ConnState) -> bool:
+        self._prune_answers(conn, state)
+        return state.answer_bytes >= self.memory.unread_answer_bytes_per_connection
+
+    def _refuse_unread(self, conn: Conn, stream_id: int) -> None:
+        cap = self.memory.unread_answer_bytes_per_connection
+        self.counters["unread_answer_resets"] += 1
+        self._logs.warning(
+            "unread_answer_resets",
+            self.loop.time(),
+            f"resetting a request of {conn.addr_text}: its unread answers hold {cap} bytes or more",
+        )
+        conn.reset(stream_id, ErrorCode.OVERLOADED)
+
     def _prune_answers(self, conn: Conn, state: _ConnState, oldest_only: bool = False) -> None:
         """Drop answers the peer has acknowledged; refresh what the others hold (the oldest only, on the hot path)."""
         for sid in list(state.answers):
@@ -611,6 +638,11 @@ class RpcEndpoint:
             )
         if self._faults.stall:
             return  # the stall fault: read the request, never answer
+        state = self._state(conn)
+        if state.answer_bytes >= self.memory.unread_answer_bytes_per_connection and self._still_unread(conn, state):
+            # The peer has not taken the answers it has: refuse more work now, before it is done.
+            self._refuse_unread(conn, stream_id)
+            return
         if request.TYPE is not MsgType.PING and self.over_budget():
             # A PING's answer is smaller than this error, so it is answered; anything else waits.
             self.counters["shed_requests"] += 1
