@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck bench recordings clean
+.PHONY: demo test lint typecheck bench attacks recordings clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ $(STAMP_BENCH): pyproject.toml | $(BIN)/python
 # make bench: quick mode (under 10 minutes on 2 cores); make bench FULL=1: everything.
 bench: $(STAMP_BENCH)
 	$(BIN)/python bench/run.py $(if $(FULL),--full,)
+
+# make attacks: issue 13's attacks against a real node (about 7 minutes); rewrites BENCHMARKS.md.
+attacks: $(STAMP_TEST)
+	$(BIN)/python bench/attacks/run.py
 
 SCENARIOS := healthy no-accept stream-limit loss alpn-mismatch stall
 
