@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from rich.console import RenderableType
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
@@ -52,11 +54,14 @@ class DhtscopeApp(App[int]):
         self.started = False
         self.start_error: str | None = None
         self._last_end_push = 0.0
+        self.exit_begins: Callable[[int], None] | None = None  # the entry point's watchdog (exit_guard)
+        self._running_loop: asyncio.AbstractEventLoop | None = None
 
     def get_default_screen(self) -> Screen:
         return self.main
 
     async def on_mount(self) -> None:
+        self._running_loop = asyncio.get_running_loop()
         self.theme = "textual-dark"
         self.set_interval(1.0 / self._drain_hz, self._tick)
         self.set_interval(SLOW_REFRESH_S, self._slow)
@@ -73,7 +78,24 @@ class DhtscopeApp(App[int]):
         self._slow()
 
     async def on_unmount(self) -> None:
+        self._exit_began(self.return_code or 0)  # also after a crash, which never calls exit()
         await self.source.stop()
+
+    # -- ending: whatever starts it, the entry point's watchdog hears of it
+
+    def exit(self, result: int | None = None, return_code: int = 0, message: RenderableType | None = None) -> None:
+        self._exit_began(return_code)
+        super().exit(result, return_code, message)
+
+    def request_exit(self) -> None:
+        """Ask the app to quit; safe from a signal handler or another thread."""
+        loop = self._running_loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.exit)
+
+    def _exit_began(self, status: int) -> None:
+        if self.exit_begins is not None:
+            self.exit_begins(status)
 
     # -- timers
 

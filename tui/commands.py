@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -25,18 +24,26 @@ def _fail(command: str, message: str, status: int = 1) -> int:
     return status
 
 
-def _run_app(source: Any, select: str | None = None) -> int:
+def _run_app(source: Any, select: str | None = None, last_resort: list[Any] | None = None) -> int:
+    """Run the app until it quits; once quitting starts, the process ends within EXIT_GRACE_S.
+
+    SIGTERM, SIGHUP and a terminal that went away quit like `q`; the caller then stops what it
+    started. If anything hangs on the way (Textual's shutdown can, on a dead terminal), the
+    guard's watchdog ends the process and the children leave with it.
+    """
     from .app import DhtscopeApp
+    from .exit_guard import ExitGuard
 
     app = DhtscopeApp(source, select=select)
-    # SIGTERM and SIGHUP (a closed terminal) quit like `q`: the app stops its source and the
-    # caller then stops the processes it started and removes its temporary files.
-    previous = {sig: signal.signal(sig, lambda *_: app.exit()) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    guard = ExitGuard(app.request_exit, last_resort=last_resort)
+    app.exit_begins = guard.begin
+    guard.install()
     try:
         app.run()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        guard.uninstall()
+    if guard.status is not None and guard.status > 128:
+        return guard.status  # ended by a signal or a lost terminal: the caller cleans up and goes
     if app.start_error:
         print(f"dhtscope: {app.start_error}", file=sys.stderr)
         return 1
