@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -23,6 +24,8 @@ from .constants import MAX_DATAGRAM_BYTES, MAX_UDP_PAYLOAD_BYTES, MIN_DATAGRAM_B
 from .endpoints import EndpointError, check_endpoint, parse_address
 from .scenarios import DEFAULT_LOSS, SCENARIO_HELP, SCENARIOS
 
+CONTROL_TOKEN_ENV = "DHTSCOPE_CONTROL_TOKEN"  # where a control token can come from without `ps` showing it
+MAX_TOKEN_FILE_BYTES = 4096  # a token is a line; anything bigger is the wrong file
 MAX_TIMEOUT_S = 24 * 3600.0  # longer than any wait a person means to type
 MAX_CLUSTER_PROVIDERS = 64  # processes on one machine; more is a typo, not a test
 MAX_SIM_NODES = 1_000_000  # the simulator holds every table in memory (about 1 GB at 100,000)
@@ -94,6 +97,48 @@ def datagram_bytes(text: str) -> int:
 positive = whole(1)
 
 
+def control_token(token: str | None, token_file: str | None) -> str | None:
+    """The control token: given as an option, read from a file, or from DHTSCOPE_CONTROL_TOKEN.
+
+    A token on the command line is visible to every user through `ps`; the file and the
+    environment are not. UsageError when the file cannot be read or holds no token.
+    """
+    if token is not None:
+        if not token.strip():
+            raise UsageError("the control token is empty")
+        return token.strip()
+    if token_file is not None:
+        try:
+            with open(token_file, "rb") as fh:
+                raw = fh.read(MAX_TOKEN_FILE_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read token file {token_file}: {exc.strerror or exc}") from None
+        if len(raw) > MAX_TOKEN_FILE_BYTES:
+            raise UsageError(f"token file {token_file} is over {MAX_TOKEN_FILE_BYTES} bytes: not a token")
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            raise UsageError(f"token file {token_file} is empty")
+        return text
+    from_env = os.environ.get(CONTROL_TOKEN_ENV, "").strip()
+    return from_env or None
+
+
+def add_control_token_options(p: argparse.ArgumentParser, for_what: str) -> None:
+    """--control-token and --control-token-file (one or the other); DHTSCOPE_CONTROL_TOKEN otherwise."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--control-token",
+        metavar="TOKEN",
+        help=f"{for_what}; other users can read it with `ps`, so prefer --control-token-file or "
+        f"the {CONTROL_TOKEN_ENV} environment variable",
+    )
+    group.add_argument(
+        "--control-token-file",
+        metavar="FILE",
+        help=f"file whose first line is the control token ({for_what})",
+    )
+
+
 @contextlib.contextmanager
 def node_errors() -> Iterator[None]:
     """The node's own errors, as the one line a user reads."""
@@ -161,7 +206,7 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--record", metavar="DIR", help="record qlog traces of this node into DIR")
     p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
-    p.add_argument("--control-token", metavar="TOKEN", help="token required on a tcp control endpoint")
+    add_control_token_options(p, "token a client must give on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
     p.add_argument(
         "--request-timeout",
@@ -225,7 +270,7 @@ def service_options(args: argparse.Namespace) -> Any:
         faults=Faults.for_scenario(args.scenario, loss=args.loss),
         record_dir=args.record,
         control=args.control,
-        control_token=args.control_token,
+        control_token=control_token(args.control_token, args.control_token_file),
         json_lines=args.json_lines,
         request_timeout_s=args.request_timeout,
         discover_interval_s=args.discover_interval,

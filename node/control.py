@@ -276,8 +276,8 @@ class ControlServer:
         self.target = parse_control_target(target)
         if self.target.kind == "tcp" and not token:
             raise ControlError(
-                f"control endpoint {self.target.description} is TCP and needs a token "
-                "(--control-token); without one anyone who reaches the port controls the node"
+                f"control endpoint {self.target.description} is TCP and needs a token (--control-token-file, "
+                "or DHTSCOPE_CONTROL_TOKEN); without one anyone who reaches the port controls the node"
             )
         if self.target.kind == "unix" and len(os.fsencode(self.target.path or "")) > UNIX_PATH_MAX_BYTES:
             raise ControlError(

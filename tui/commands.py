@@ -7,12 +7,13 @@ import asyncio
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from dhtscope.node.scenarios import SCENARIOS
+from dhtscope.tracing.cli import UsageError
 
 
 class CommandError(Exception):
@@ -114,58 +115,67 @@ def _now_ms() -> float:
 # -- attach: control endpoints of running nodes --------------------------------------------------
 
 
-def read_token(args: argparse.Namespace) -> str | None:
-    if args.token is not None:
-        return str(args.token)
-    if args.token_file is None:
-        return None
-    try:
-        token = Path(args.token_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise CommandError(f"cannot read token file {args.token_file}: {exc.strerror or exc}") from None
-    if not token:
-        raise CommandError(f"token file {args.token_file} is empty")
-    return token
-
-
-async def check_targets(targets: list[str], token: str | None) -> None:
-    """Refuse to open the app on a target that refuses us: a wrong token is the user's to fix."""
+async def check_targets(targets: list[str], token: str | None, wait: bool) -> None:
+    """Refuse to open the app on a target that refuses us (a wrong token is the user's to fix),
+    and, unless told to wait, on one that is not there: no app full of nothing."""
     from dhtscope.node.control import REFUSED, ControlClient, ControlError, parse_control_target
 
     for target in targets:
         try:
-            parse_control_target(target)
+            where = parse_control_target(target)
         except ControlError as exc:
             raise CommandError(str(exc)) from None
+        if where.kind == "unix" and where.path is not None:
+            try:
+                mode = os.stat(where.path).st_mode
+            except FileNotFoundError:
+                if wait:
+                    continue
+                raise CommandError(
+                    f"{where.path}: no such control socket; start the node with --control {where.path}, "
+                    "or pass --wait to wait for it"
+                ) from None
+            except OSError as exc:
+                raise CommandError(f"{where.path}: {exc.strerror or exc}") from None
+            if not stat.S_ISSOCK(mode):
+                raise CommandError(f"{where.path}: not a socket (a node's --control PATH is a unix socket)")
         try:
             client = await ControlClient.connect(target, token, timeout_s=3.0)
         except ControlError as exc:
             if REFUSED in str(exc) or "token" in str(exc):
                 raise CommandError(f"{target}: {exc}") from None
-            continue  # not up yet: shown as disconnected and retried
+            if wait:
+                continue  # shown as waiting, and tried again until it answers
+            raise CommandError(f"{exc}; pass --wait to wait for the node") from None
         await client.close()
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    from dhtscope.node.cli import control_token
+
     from .sources.attach import AttachSource
 
     try:
-        token = read_token(args)
-        asyncio.run(check_targets(args.targets, token))
-    except CommandError as exc:
+        token = control_token(args.control_token, args.control_token_file)
+        asyncio.run(check_targets(args.targets, token, args.wait))
+    except (CommandError, UsageError) as exc:
         return _fail("attach", str(exc))
-    return _run_app(AttachSource(args.targets, token=token, record_dirs=args.record))
+    source = AttachSource(args.targets, token=token, record_dirs=args.record)
+    status = _run_app(source)
+    if status == 0 and not source.ever_connected:
+        return _fail("attach", f"quit before any node answered at {', '.join(args.targets)}")
+    return status
 
 
 # -- replay: a recording ---------------------------------------------------------------------------
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from dhtscope.tracing.cli import check_input_paths
+    from dhtscope.tracing.cli import check_trace_inputs
 
     from .sources.replay import GcBulkLoad, ReplaySource
 
-    check_input_paths(args.paths)
+    check_trace_inputs(args.paths)
     heap = GcBulkLoad()  # the collector is process-wide: the entry point decides
     try:
         return _run_app(ReplaySource(*args.paths, heap=heap))
@@ -225,7 +235,7 @@ def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = Non
 
 def add_commands(subparsers: Any) -> None:
     """Register `tui`, `attach`, `replay` and `demo` on the `dhtscope` subparsers."""
-    from dhtscope.node.cli import add_node_options, whole
+    from dhtscope.node.cli import CONTROL_TOKEN_ENV, add_node_options, whole
 
     p = subparsers.add_parser(
         "tui",
@@ -242,8 +252,26 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("targets", nargs="+", metavar="PATH_OR_TCP", help="a node's control socket path, or tcp:HOST:PORT")
     token = p.add_mutually_exclusive_group()
-    token.add_argument("--token", help="control token (tcp endpoints)")
-    token.add_argument("--token-file", metavar="FILE", help="file holding the control token")
+    token.add_argument(
+        "--control-token",
+        "--token",
+        dest="control_token",
+        metavar="TOKEN",
+        help=f"control token for tcp endpoints; other users can read it with `ps`, so prefer "
+        f"--control-token-file or the {CONTROL_TOKEN_ENV} environment variable",
+    )
+    token.add_argument(
+        "--control-token-file",
+        "--token-file",
+        dest="control_token_file",
+        metavar="FILE",
+        help="file whose first line is the control token",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="open even if a node is not up yet, and wait for it (exit status 1 if quit before any answered)",
+    )
     p.add_argument(
         "--record",
         action="append",

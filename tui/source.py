@@ -46,7 +46,7 @@ class NodeInfo:
     role: str
     node_id: str
     address: str
-    state: str  # running | connected | connecting | disconnected | refused | recorded
+    state: str  # running | connected | connecting | waiting | disconnected | refused | recorded
     connections: int = 0
     contacts: int = 0
     records: int = 0

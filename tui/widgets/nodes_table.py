@@ -14,6 +14,7 @@ STATE_TONE = {
     "connected": "ok",
     "recorded": "ok",
     "connecting": "warning",
+    "waiting": "warning",
     "disconnected": "error",
     "refused": "error",
     "not started": "dim",
@@ -53,7 +54,11 @@ class NodesTable(VirtualTable):
     def _rebuild(self) -> None:
         rows = []
         for n in self.nodes:
-            detail = ", ".join(n.faults) if n.faults else (n.detail if n.state in ("disconnected", "refused") else "")
+            detail = (
+                ", ".join(n.faults)
+                if n.faults
+                else (n.detail if n.state in ("disconnected", "refused", "waiting") else "")
+            )
             rows.append(
                 Row(
                     [
