@@ -405,6 +405,8 @@ async def _probe(args: argparse.Namespace, kind: str, probe_args: list[str]) -> 
 
 def print_probe(result: dict[str, Any]) -> None:
     """A probe's result as text: each lookup hop, then what it found."""
+    from .probes import lookup_summary, store_result_summary
+
     op = result["op"]
     if op == "ping":
         print(f"PING {result['to']}: rtt {result['rtt_ms']:.2f} ms")
@@ -417,9 +419,8 @@ def print_probe(result: dict[str, Any]) -> None:
         if hop["error"]:
             what = hop["error"]
         print(f"round {hop['round']}  {hop['node'][:8]} {hop['address']:<21} rtt {rtt}  {what}")
-    rounds = result.get("rounds", 0)
     print(
-        f"{rounds} round{'s' if rounds != 1 else ''}, {result.get('messages', 0)} messages, "
+        f"{lookup_summary(result.get('rounds', 0), result.get('hops', []), result.get('messages', 0))}, "
         f"{result['elapsed_ms']:.0f} ms"
     )
     if op in ("find-value", "discover"):
@@ -436,7 +437,7 @@ def print_probe(result: dict[str, Any]) -> None:
         for c in result["closest"]:
             print(f"  {c['node'][:16]}  {c['address']}")
     else:
-        print(f"stored on {result['replicas']} of the {result['targets']} closest nodes")
+        print(store_result_summary(result))
         for r in result["refused"]:
             print(f"  refused by {r['node'][:8]}: {r['reason']}")
 

@@ -254,8 +254,10 @@ async def run_probe(node: Node, kind: str, args: list[str]) -> dict[str, Any]:
         "name": name,
         "value": value,
         **(lookup_view(report.lookup) if report.lookup else {}),
-        "replicas": report.replicas,
-        "targets": len(report.targets),
+        "replicas": report.replicas,  # accepted + this node's own copy
+        "targets": len(report.targets),  # the closest nodes found, never this node
+        "accepted": len(report.accepted),
+        "stored_locally": report.stored_locally,
         "refused": [{"node": c.node_id.hex(), "reason": r} for c, r in report.refused],
         "ok": report.replicas > 0,
     }

@@ -6,7 +6,9 @@ Plain data, no QUIC, so the TUI builds its probe form from it without loading th
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,36 @@ def check_probe_args(kind: str, args: list[str]) -> list[str]:
         except EndpointError as exc:
             raise ProbeError(str(exc)) from None
     return given
+
+
+# -- what a probe found, in words every front end prints the same way
+
+
+def store_summary(accepted: int, closest: int, stored_locally: bool) -> str:
+    """Where a STORE landed. The closest nodes found never include this node, so it is
+    counted apart: never "stored on 5 of 4"."""
+    text = f"stored on {accepted} of the {closest} closest node{'s' if closest != 1 else ''} found"
+    if stored_locally:
+        text += ", and on this node itself"
+    return text
+
+
+def store_result_summary(result: Mapping[str, Any]) -> str:
+    """`store_summary` of a store or advertise probe's result (the `probe --json` shape)."""
+    closest = int(result.get("targets") or 0)
+    if "accepted" in result:
+        return store_summary(int(result["accepted"]), closest, bool(result.get("stored_locally")))
+    # A node from before "accepted" was reported: replicas may include the node itself.
+    return f"{int(result.get('replicas') or 0)} copies stored; {closest} closest nodes found"
+
+
+def lookup_summary(rounds: int, hops: Sequence[Mapping[str, Any]], messages: int) -> str:
+    """ "2 rounds, 7 messages", counting every round a query was sent in (the rounds a table of
+    hops shows), and saying which of them got no answer."""
+    sent = sorted({int(h.get("round") or 0) for h in hops}) or ([rounds] if rounds else [])
+    shown = max(sent[-1] if sent else 0, rounds)
+    text = f"{shown} round{'s' if shown != 1 else ''}"
+    silent = [r for r in sent if all(h.get("rtt_ms") is None for h in hops if int(h.get("round") or 0) == r)]
+    if silent:
+        text += f" (no answer in round {', '.join(map(str, silent))})"
+    return f"{text}, {messages} message{'s' if messages != 1 else ''}"

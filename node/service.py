@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from .constants import FIND_VALUE_QUORUM, MAX_DATAGRAM_BYTES
 from .keys import Identity
 from .node import Node, NodeError
+from .probes import store_summary
 from .rpc import RpcError
 from .scenarios import Faults
 from .transport import Address
@@ -153,13 +154,16 @@ async def _work(node: Node, opts: ServiceOptions, report: Report, stop: asyncio.
         while not stop.is_set():
             try:
                 stored = await node.advertise(service, endpoint)
+                summary = store_summary(len(stored.accepted), len(stored.targets), stored.stored_locally)
                 report(
                     "advertised",
-                    f"advertised {service}={endpoint}: stored on {stored.replicas} "
-                    f"node(s) of the {len(stored.targets)} closest found",
+                    f"advertised {service}={endpoint}: {summary}",
                     service=service,
                     endpoint=endpoint,
                     replicas=stored.replicas,
+                    accepted=len(stored.accepted),
+                    closest=len(stored.targets),
+                    stored_locally=stored.stored_locally,
                 )
                 break
             except NodeError as exc:

@@ -389,3 +389,67 @@ async def replay_ready(app: Any, pilot: Any, nodes: int = 3) -> None:
         pilot,
         what="analysis, index and nodes",
     )
+
+
+def fake_live_source(results: dict[str, dict[str, Any]] | None = None) -> Any:
+    """A live source without nodes behind it: fixed nodes and snapshots, probes answered from
+    `results` (kind -> the `probe --json` shape), every probe and scenario switch kept in `asked`."""
+    from dhtscope.tui.source import DataSource, NodeInfo
+
+    class Fake(DataSource):
+        kind = "fake"
+        live = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.title = "attach"
+            self.results = dict(results or {})
+            self.asked: list[tuple[str, str, list[str]]] = []
+            self.faults: dict[str, tuple[str, ...]] = {"registry": (), "provider1": (), "client": ()}
+
+        def nodes(self) -> list[Any]:
+            rows = [("registry", REG_ID, "127.0.0.1:4500"), ("provider1", P1_ID, "127.0.0.1:4501")]
+            rows.append(("client", CLIENT_ID, "127.0.0.1:4502"))
+            return [
+                NodeInfo(
+                    name,
+                    name if name != "provider1" else "provider",
+                    node_id,
+                    address,
+                    "connected",
+                    faults=self.faults[name],
+                )
+                for name, node_id, address in rows
+            ]
+
+        def snapshot(self, node: str) -> dict[str, Any] | None:
+            info = next(n for n in self.nodes() if n.name == node)
+            others = [n for n in self.nodes() if n.name != node]
+            return {
+                "node": {"name": node, "id": info.node_id, "address": info.address, "faults": list(info.faults)},
+                "connections": [],
+                "routing": [
+                    {
+                        "index": 250 + i,
+                        "contacts": [{"id": n.node_id, "address": n.address, "last_seen": 0.0, "failures": 0}],
+                        "replacements": [],
+                    }
+                    for i, n in enumerate(others)
+                ],
+                "records": [],
+                "advertisements": [],
+            }
+
+        def now(self) -> float:
+            return 0.0
+
+        async def probe(self, node: str, kind: str, args: list[str]) -> dict[str, Any]:
+            self.asked.append((node, kind, args))
+            return dict(self.results.get(kind, {"op": kind, "kind": kind, "ok": True}))
+
+        async def set_scenario(self, node: str, name: str) -> dict[str, Any]:
+            self.asked.append((node, "scenario", [name]))
+            self.faults[node] = () if name == "healthy" else (name,)
+            return {"scenario": name, "faults": list(self.faults[node])}
+
+    return Fake()

@@ -11,6 +11,8 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Button, Input, Select, Static
 
+from dhtscope.node.probes import lookup_summary, store_result_summary
+
 from ..format import countdown, ms, short
 from ..messages import ProbeFinished, ProbeRequested
 from ..source import PROBES
@@ -84,18 +86,7 @@ def result_rows(result: dict[str, Any]) -> list[Row]:
                 )
             )
     elif "replicas" in result:
-        rows.append(
-            Row(
-                [
-                    ("stored", "ok" if result.get("ok") else "error"),
-                    f"on {result['replicas']} of the {result.get('targets', 0)} closest nodes",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
-        )
+        rows.append(Row([(store_result_summary(result), "ok" if result.get("ok") else "error")]))
         for r in result.get("refused", []):
             rows.append(Row([("refused", "error"), short(r.get("node")), str(r.get("reason")), "", "", ""]))
     elif "rtt_ms" in result and "hops" not in result:
@@ -229,7 +220,7 @@ class ProbePanel(Vertical):
         text = Text()
         text.append(f"{label} on {message.node}: ", style="bold")
         if "hops" in result:
-            text.append(f"{result.get('rounds', 0)} rounds, {result.get('messages', 0)} messages")
+            text.append(lookup_summary(result.get("rounds", 0), result["hops"], result.get("messages", 0)))
         if "records" in result:
             n = len(result["records"])
             text.append(
@@ -237,7 +228,7 @@ class ProbePanel(Vertical):
                 style="bold green" if n else "bold red",
             )
         elif "replicas" in result:
-            text.append(f", stored on {result['replicas']} of {result.get('targets', 0)}")
+            text.append(f", {store_result_summary(result)}", style="bold green" if result.get("ok") else "bold red")
         elif "rtt_ms" in result and "hops" not in result:
             text.append(f"rtt {ms(result.get('rtt_ms'), 2)} ms", style="bold green")
         text.append(f"  ({message.elapsed_s * 1000:.0f} ms)", style="dim")

@@ -113,9 +113,16 @@ class VirtualTable(ScrollView, can_focus=True):
         return self._rows[index]
 
     def set_rows(self, rows: list[Row]) -> None:
-        """Replace every row, keeping the cursor where it was (clamped)."""
+        """Replace every row, keeping the cursor where it was (clamped).
+
+        The row under the cursor may now be another one: say so, so that whatever shows
+        the highlighted row (a detail pane) never keeps the old row's text.
+        """
+        had_rows = self._count > 0
         self._rows = rows
         self.rows_changed()
+        if had_rows and self._count:
+            self.post_message(self.Highlighted(self, self.cursor))
 
     def rows_changed(self) -> None:
         """The row count or contents changed: resize, clamp the cursor, redraw."""
