@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
+import pytest
 from helpers.tui import (
     CLIENT_ID,
     KEY,
@@ -16,9 +18,12 @@ from helpers.tui import (
     wait_until,
     write_fixed_recording,
 )
+from textual.widgets import Input, TabbedContent
 
 from dhtscope.tui.app import DhtscopeApp
+from dhtscope.tui.screens.choose import QuitScreen
 from dhtscope.tui.screens.event_detail import EventDetailScreen
+from dhtscope.tui.screens.help import SECTIONS, HelpScreen
 
 
 def _app(tmp_path: Path, scenario: str = "no-accept") -> DhtscopeApp:
@@ -112,3 +117,67 @@ async def test_the_probe_summary_says_what_its_tables_show() -> None:
         assert "stored on 2 of the 2 closest nodes found, and on this node itself" in status
         assert "1 rounds" not in status and "3 of 2" not in status
         assert source.asked == [("registry", "store", ["mykey", "myvalue"])]
+
+
+async def test_eight_never_traps_the_keys_in_a_text_field() -> None:
+    app = DhtscopeApp(fake_live_source())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: app.main.node == "registry", pilot, what="nodes")
+        tabs = app.main.query_one(TabbedContent)
+        await pilot.press("8")
+        assert tabs.active == "probe" and not isinstance(app.focused, Input)
+        await pilot.press("1")
+        assert tabs.active == "nodes"
+        await pilot.press("8", "tab")  # into the first argument: now every key is text
+        arg = app.main.query_one("#probe-arg1", Input)
+        assert app.focused is arg
+        await pilot.press("5", "a", "q", "question_mark")
+        assert arg.value == "5aq?" and tabs.active == "probe" and app.screen is app.main
+        await pilot.press("escape")  # out of the field, as the help and the panel say
+        assert not isinstance(app.focused, Input)
+        await pilot.press("2")
+        assert tabs.active == "connections"
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = dict(dict(SECTIONS)["Text fields"])
+        assert "leave the field" in keys["escape / tab"]
+
+
+async def test_a_second_filter_starting_with_q_asks_before_quitting(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await replay_ready(app, pilot)
+        await pilot.press("slash", *"rpc")
+        log = app.main.query_one("#event-log")
+        assert log.filter_text == "rpc"
+        await pilot.press("enter")  # the filter applies; the log has the keys now
+        assert app.focused is log
+        await pilot.press(*"quic")
+        assert isinstance(app.screen, QuitScreen)  # asked, not quit; u, i and c went nowhere
+        assert app.is_running
+        await pilot.press("escape")
+        assert app.screen is app.main and app.is_running
+        await pilot.press("q", "q")
+        await pilot.pause(0.1)
+        assert not app.is_running
+
+
+async def test_event_detail_shows_local_time_with_milliseconds_not_epoch_ms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        app = _app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await replay_ready(app, pilot)
+            await pilot.press("slash", *"record_stored", "enter", "enter")
+            assert isinstance(app.screen, EventDetailScreen)
+            shown = str(app.screen.query_one("#event-head").render()) + app.screen.body
+            # REF_MS + 15 ms is 2023-11-14 22:13:20.015 UTC: 23:13 in Berlin.
+            assert "2023-11-14 23:13:20.015 CET" in shown
+            assert "1700000000015" not in shown and "time_ms" not in shown
+            assert "2023-11-14 23:18:20.000 CET" in shown  # expires_at_ms, as a date too
+    finally:
+        monkeypatch.undo()
+        time.tzset()

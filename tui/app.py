@@ -13,6 +13,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from .messages import AnalysisReady, ProbeFinished, ProbeRequested, ScenarioChosen
+from .screens.choose import QuitScreen
 from .screens.help import HelpScreen
 from .screens.main import TABS, MainScreen
 from .source import PROBE_KINDS, SCENARIOS, DataSource, SourceError
@@ -37,7 +38,7 @@ class DhtscopeApp(App[int]):
     CSS_PATH = "dhtscope.tcss"
     TITLE = "dhtscope"
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
+        Binding("q", "ask_quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("ctrl+p", "command_palette", "Commands", show=False),
     ]
@@ -235,6 +236,17 @@ class DhtscopeApp(App[int]):
             return
         faults = ", ".join(result.get("faults") or []) or "none"
         self.notify(f"{node}: scenario {name} (faults: {faults})", timeout=4)
+
+    def action_ask_quit(self) -> None:
+        """`q` asks first: a word meant for a text field must not end the session (ctrl+q does not ask)."""
+        if isinstance(self.screen, QuitScreen):
+            return
+
+        def answered(quit_: bool | None) -> None:
+            if quit_:
+                self.exit()
+
+        self.push_screen(QuitScreen(self.source.quit_note), answered)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

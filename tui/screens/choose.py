@@ -1,4 +1,4 @@
-"""Small modal questions: a scenario to switch to, a replay time to jump to."""
+"""Small modal questions: a scenario to switch to, a replay time to jump to, whether to quit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList
+from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 
@@ -63,3 +63,31 @@ class AskScreen(ModalScreen[str | None]):
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)
+
+
+class QuitScreen(ModalScreen[bool]):
+    """Quit? `q`, `y` or enter: yes; escape or `n`: no. Every other key is swallowed, so a word
+    typed where a text field was expected (a filter starting with q) never quits the app."""
+
+    DEFAULT_CSS = """
+    QuitScreen { align: center middle; }
+    QuitScreen > Vertical { width: 64; height: auto; border: thick $warning; background: $surface; padding: 0 1; }
+    QuitScreen #quit-keys { color: $text-muted; }
+    """
+
+    BINDINGS = [
+        Binding("q,y,enter", "answer(True)", "Quit"),
+        Binding("escape,n", "answer(False)", "Stay"),
+    ]
+
+    def __init__(self, note: str = "") -> None:
+        super().__init__()
+        self.note = note
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Quit dhtscope?" + (f" {self.note}" if self.note else ""))
+            yield Static("q, y or enter: quit    escape or n: stay", id="quit-keys")
+
+    def action_answer(self, quit_: bool) -> None:
+        self.dismiss(quit_)

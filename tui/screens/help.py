@@ -19,8 +19,15 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
             ("s", "fault scenario of the selected node (live)"),
             ("ctrl+p", "command palette: every action by name"),
             ("?", "this help"),
-            ("escape", "back"),
-            ("q", "quit"),
+            ("escape", "back; out of a text field"),
+            ("q", "quit (asks first; ctrl+q does not)"),
+        ],
+    ),
+    (
+        "Text fields",
+        [
+            ("", "the Probe arguments and the Events filter take every key as text, digits and q too"),
+            ("escape / tab", "leave the field: 1…8, q and ? work again"),
         ],
     ),
     ("Tables", [("↑ ↓ pgup pgdn home end", "move"), ("enter / click", "open the row")]),
@@ -42,7 +49,13 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("Findings", [("enter", "open the stream timeline at the finding's evidence")]),
     ("Stream timeline", [("↑ ↓", "event by event"), ("n / p", "next / previous step"), ("escape", "back")]),
-    ("Probe", [("enter / Run", "run the operation on the selected node")]),
+    (
+        "Probe",
+        [
+            ("enter on the chooser", "pick the operation; tab moves on to its arguments"),
+            ("enter / Run", "run the operation on the selected node"),
+        ],
+    ),
     (
         "Replay",
         [

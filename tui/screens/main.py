@@ -90,6 +90,7 @@ class MainScreen(Screen[None]):
         super().__init__()
         self.source = source
         self.ready = False  # set once composed: the app's timers feed nothing before
+        self._filter_wanted = False  # `/` was pressed: the filter box gets the focus, not the log
 
     # -- layout
 
@@ -110,7 +111,8 @@ class MainScreen(Screen[None]):
                 yield RecordsTable(id="records-table").data_bind(snapshot=MainScreen.snapshot, now=MainScreen.now)
             with TabPane("Events", id="events"), Vertical():
                 yield Input(
-                    placeholder="filter: words match name/node/conn; a number is a stream id", id="event-filter"
+                    placeholder="filter: words match name/node/conn; a number is a stream id; escape leaves",
+                    id="event-filter",
                 )
                 yield EventLog(self.source.events, id="event-log").data_bind(end=MainScreen.events_end)
                 yield Static(id="event-state")
@@ -230,12 +232,21 @@ class MainScreen(Screen[None]):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         pane = event.pane
-        if pane is None:
+        if pane is not None and pane.id:
+            self._focus_tab(pane.id)
+
+    def _focus_tab(self, tab: str) -> None:
+        """Focus what a tab is for; `/` asked for the filter box, which wins once."""
+        if tab == "events" and self._filter_wanted:
+            self._filter_wanted = False
+            self.query_one("#event-filter", Input).focus()
             return
-        target = {"probe": "#probe-arg1" if self.source.live else "#probe-rounds"}.get(pane.id or "")
-        widget = self.query_one(target) if target else next(iter(pane.query(VirtualTable)), None)
-        if widget is not None:
-            widget.focus()
+        if tab == "probe":
+            self.query_one(self._probe_focus()).focus()
+            return
+        table = next(iter(self.query_one(f"#{tab}", TabPane).query(VirtualTable)), None)
+        if table is not None:
+            table.focus()
 
     # -- actions
 
@@ -247,14 +258,15 @@ class MainScreen(Screen[None]):
         return True
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
-        if tab == "probe":
-            self.query_one("#probe-arg1" if self.source.live else "#probe-rounds").focus()
+        tabs = self.query_one(TabbedContent)
+        if tabs.active == tab:
+            self._focus_tab(tab)
         else:
-            pane = self.query_one(f"#{tab}", TabPane)
-            table = next(iter(pane.query(VirtualTable)), None)
-            if table is not None:
-                table.focus()
+            tabs.active = tab  # focus follows when the tab says it is active
+
+    def _probe_focus(self) -> str:
+        # The operation's chooser, not a text field: digits, q and ? must keep working on arrival.
+        return "#probe-kind" if self.source.live else "#probe-rounds"
 
     def action_next_node(self, direction: int) -> None:
         names = [n.name for n in self.nodes]
@@ -268,10 +280,9 @@ class MainScreen(Screen[None]):
         self.node = name
 
     def action_filter(self) -> None:
+        self.query_one("#event-filter", Input).add_class("shown")
+        self._filter_wanted = True
         self.action_show_tab("events")
-        box = self.query_one("#event-filter", Input)
-        box.add_class("shown")
-        box.focus()
 
     def action_back(self) -> None:
         box = self.query_one("#event-filter", Input)
@@ -281,7 +292,7 @@ class MainScreen(Screen[None]):
                 box.remove_class("shown")
         elif isinstance(self.focused, Input):
             # Out of a text field, so single-letter keys (q, n, s) work again.
-            self.query_one("#probe-rounds").focus()
+            self.query_one(self._probe_focus()).focus()
         elif box.value:
             box.value = ""
             box.remove_class("shown")

@@ -126,7 +126,11 @@ class ProbePanel(Vertical):
             yield Input(placeholder="", id="probe-arg2", disabled=True)
             yield Button("Run", id="probe-run", variant="primary")
         yield Static(
-            Text("Choose an operation, give its arguments, press enter or Run.", style="dim")
+            Text(
+                "enter opens the operations; tab moves to its arguments; enter runs. "
+                "In a text field every key is text: escape leaves it.",
+                style="dim",
+            )
             if self.live
             else Text(
                 "Probes run on live nodes: use `dhtscope tui`, `attach` or `demo`. A recording can only be replayed.",
