@@ -408,6 +408,8 @@ def print_probe(result: dict[str, Any]) -> None:
     from .probes import lookup_summary, store_result_summary
 
     op = result["op"]
+    if result.get("target_note"):
+        print(result["target_note"])
     if op == "ping":
         print(f"PING {result['to']}: rtt {result['rtt_ms']:.2f} ms")
         return
@@ -506,8 +508,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "args",
         nargs="*",
-        help="ping: none; find-node ID|NAME; find-value KEY|NAME; discover SERVICE; store KEY VALUE; "
-        "advertise SERVICE ENDPOINT",
+        help="ping: none; find-node ID|ID-PREFIX|NAME (a node's id, a unique prefix of a known node's id, "
+        "or a name, hashed); find-value KEY|NAME; discover SERVICE; store KEY VALUE; advertise SERVICE ENDPOINT",
     )
     p.set_defaults(func=cmd_probe)
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from dhtscope.node.cli import print_probe
 from dhtscope.node.control import run_probe
-from dhtscope.node.probes import lookup_summary, store_summary
+from dhtscope.node.probes import (
+    KnownNode,
+    ProbeError,
+    lookup_summary,
+    name_probe_target,
+    resolve_node,
+    store_summary,
+)
 from dhtscope.node.service import ServiceOptions, _work
 
 
@@ -50,3 +62,63 @@ async def test_advertise_reports_the_closest_found_and_this_node_apart(make_node
     assert lines == [
         "advertised calculator=127.0.0.1:9001: stored on 2 of the 2 closest nodes found, and on this node itself"
     ]
+
+
+KNOWN = [
+    KnownNode("5a130cba" + "0" * 56, "registry", "127.0.0.1:4500"),
+    KnownNode("5a13ffff" + "1" * 56, None, "127.0.0.1:4501"),
+    KnownNode("77aa0000" + "2" * 56, "client", "127.0.0.1:4502"),
+]
+
+
+def test_a_node_is_named_by_name_full_id_or_unique_id_prefix() -> None:
+    assert resolve_node("registry", KNOWN).node == KNOWN[0]
+    assert resolve_node(KNOWN[2].node_id.upper(), KNOWN).node == KNOWN[2]
+    ref = resolve_node("5a130cba", KNOWN)
+    assert (ref.how, ref.node_id) == ("prefix", KNOWN[0].node_id)
+    assert ref.note() == "5a130cba is the id prefix of registry 5a130cba… at 127.0.0.1:4500"
+    with pytest.raises(ProbeError) as exc:
+        resolve_node("5a13", KNOWN)
+    assert "id prefix 5a13 matches 2 nodes" in str(exc.value)
+    assert "registry 5a130cba…" in str(exc.value) and "5a13ffff…" in str(exc.value)
+    hashed = resolve_node("calculator", KNOWN)
+    assert hashed.how == "hashed" and hashed.node_id == hashlib.sha256(b"calculator").hexdigest()
+    assert "hashed as a name" in hashed.note()
+    assert resolve_node("5a1", KNOWN).how == "hashed"  # too short to name one node
+
+
+def test_the_tui_and_the_node_resolve_ping_and_find_node_targets_alike() -> None:
+    assert name_probe_target("ping", ["registry"], KNOWN)[0] == ["127.0.0.1:4500"]
+    assert name_probe_target("ping", ["127.0.0.1:9"], KNOWN) == (["127.0.0.1:9"], None)
+    assert name_probe_target("find_node", ["77aa"], KNOWN)[0] == [KNOWN[2].node_id]
+    with pytest.raises(ProbeError, match="no known node"):
+        name_probe_target("ping", ["nobody"], KNOWN)
+    assert name_probe_target("find_value", ["5a13"], KNOWN) == (["5a13"], None)  # keys stay keys
+
+
+@pytest.fixture
+def running_node() -> Iterator[dict[str, Any]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dhtscope.node", "--listen", "127.0.0.1:0", "--json-lines", "--exit-on-stdin-eof"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    yield json.loads(proc.stdout.readline())
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_probe_find_node_with_an_id_prefix_finds_that_node_not_a_hash(
+    running_node: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dhtscope.tui.cli import main
+
+    prefix = running_node["id"][:8]
+    assert main(["probe", "--to", running_node["address"], "find-node", prefix]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"{prefix} is the id prefix of {prefix}…")
+    assert main(["probe", "--to", running_node["address"], "--json", "find-node", "calculator"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["resolved_as"] == "hashed" and "hashed as a name" in result["target_note"]

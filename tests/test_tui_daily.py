@@ -181,3 +181,23 @@ async def test_event_detail_shows_local_time_with_milliseconds_not_epoch_ms(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+async def test_the_tui_names_nodes_by_name_id_or_id_prefix_everywhere() -> None:
+    source = fake_live_source()
+    app = DhtscopeApp(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: app.main.node == "registry", pilot, what="nodes")
+        panel = app.main.query_one("#probe-panel")
+        await pilot.press("8")
+        for done, (kind, given) in enumerate((("ping", "provider1"), ("find_node", "cccc")), 1):
+            panel.set_kind(kind)
+            app.main.query_one("#probe-arg1", Input).value = given
+            panel.run()
+            await wait_until(lambda n=done: len(source.asked) == n and not panel.running, pilot, what=kind)
+        assert source.asked == [("registry", "ping", ["127.0.0.1:4501"]), ("registry", "find_node", [CLIENT_ID])]
+        assert "cccc is the id prefix of client" in str(app.main.query_one("#probe-status").render())
+        await pilot.press("escape", "g", *"bbbb", "enter")
+        assert app.main.node == "provider1"
+        await pilot.press("g", *"client", "enter")
+        assert app.main.node == "client"

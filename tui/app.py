@@ -12,6 +12,8 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
+from dhtscope.node.probes import ProbeError, name_probe_target
+
 from .messages import AnalysisReady, ProbeFinished, ProbeRequested, ScenarioChosen
 from .screens.choose import QuitScreen
 from .screens.help import HelpScreen
@@ -218,8 +220,11 @@ class DhtscopeApp(App[int]):
     async def _probe(self, node: str, kind: str, args: list[str]) -> None:
         started = time.perf_counter()
         try:
+            args, note = name_probe_target(kind, args, self.main.known_nodes())
             result, error = await self.source.probe(node, kind, args), None
-        except SourceError as exc:
+            if note:
+                result["target_note"] = note  # ours knows the names the node does not
+        except (SourceError, ProbeError) as exc:
             result, error = None, str(exc)
         except Exception as exc:
             result, error = None, f"{type(exc).__name__}: {exc}"
@@ -259,6 +264,7 @@ class DhtscopeApp(App[int]):
         main = self.main
         for tab, label, _ in TABS:
             yield SystemCommand(f"Show {label}", f"switch to the {tab} view", lambda t=tab: main.action_show_tab(t))
+        yield SystemCommand("Go to node…", "select a node by name, id or id prefix", main.action_go_to_node)
         yield SystemCommand("Next node", "select the next node", lambda: main.action_next_node(1))
         yield SystemCommand("Previous node", "select the previous node", lambda: main.action_next_node(-1))
         for n in main.nodes:

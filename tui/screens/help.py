@@ -16,6 +16,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("1…8", "Nodes, Connections, Streams, Routing, Records, Events, Findings, Probe"),
             ("n / N", "next / previous node"),
+            ("g", "go to a node by its name, id or id prefix"),
             ("s", "fault scenario of the selected node (live)"),
             ("ctrl+p", "command palette: every action by name"),
             ("?", "this help"),

@@ -12,6 +12,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Sparkline, Static, TabbedContent, TabPane
 
+from dhtscope.node.probes import KnownNode, ProbeError, resolve_node
 from dhtscope.tracing.analysis import ERROR, WARNING, Analysis
 
 from ..messages import EventChosen, NodeChosen, ProbeFinished, ScenarioChosen, StreamChosen
@@ -62,6 +63,7 @@ class MainScreen(Screen[None]):
     BINDINGS = [
         *(Binding(str(i + 1), f"show_tab('{tab}')", label, show=False) for i, (tab, label, _) in enumerate(TABS)),
         Binding("n", "next_node(1)", "Next node"),
+        Binding("g", "go_to_node", "Go to node", show=False),
         Binding("N", "next_node(-1)", "Prev node", show=False),
         Binding("s", "scenario", "Scenario"),
         Binding("slash", "filter", "Filter"),
@@ -278,6 +280,33 @@ class MainScreen(Screen[None]):
 
     def select_node(self, name: str) -> None:
         self.node = name
+
+    def known_nodes(self) -> list[KnownNode]:
+        """Every node this view can name: the listed nodes, and the selected node's contacts."""
+        known = [KnownNode(n.node_id, n.name, n.address) for n in self.nodes if n.node_id]
+        for bucket in (self.snapshot or {}).get("routing", []):
+            for c in [*bucket.get("contacts", []), *bucket.get("replacements", [])]:
+                if c.get("id"):
+                    known.append(KnownNode(str(c["id"]), None, c.get("address")))
+        return known
+
+    def action_go_to_node(self) -> None:
+        def chosen(text: str | None) -> None:
+            if not text or not text.strip():
+                return
+            listed = [KnownNode(n.node_id, n.name, n.address) for n in self.nodes if n.node_id]
+            try:
+                ref = resolve_node(text, listed)
+            except ProbeError as exc:
+                self.notify(str(exc), severity="error", timeout=8)
+                return
+            if ref.node is None or not ref.node.name:
+                self.notify(f"no listed node is named {text.strip()!r} or has an id starting so", severity="error")
+                return
+            self.node = ref.node.name
+            self.notify(ref.note(), timeout=3)
+
+        self.app.push_screen(AskScreen("Go to node: its name, id or id prefix", "e.g. registry or 5a13"), chosen)
 
     def action_filter(self) -> None:
         self.query_one("#event-filter", Input).add_class("shown")

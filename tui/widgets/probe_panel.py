@@ -27,8 +27,8 @@ LABELS = {
     "discover": "discover",
 }
 HINTS = {
-    "ping": ("HOST:PORT or node id", ""),
-    "find_node": ("id (64 hex) or name", ""),
+    "ping": ("HOST:PORT, or a node's name, id or id prefix", ""),
+    "find_node": ("a node's name, id or id prefix", ""),
     "find_value": ("key (64 hex) or name, e.g. calculator", ""),
     "discover": ("service, e.g. calculator", ""),
     "store": ("key or name", "value"),
@@ -222,6 +222,8 @@ class ProbePanel(Vertical):
             return
         result = message.result
         text = Text()
+        if result.get("target_note"):
+            text.append(f"{result['target_note']}\n", style="dim")
         text.append(f"{label} on {message.node}: ", style="bold")
         if "hops" in result:
             text.append(lookup_summary(result.get("rounds", 0), result["hops"], result.get("messages", 0)))
