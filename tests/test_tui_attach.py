@@ -74,7 +74,7 @@ async def test_attach_every_screen_reconnect_probe_and_scenario(sock_dir: str) -
                 what="stored record",
             )
 
-            await pilot.press("8")
+            await pilot.press("8", "tab")  # the operation chooser has the focus; tab to its argument
             await pilot.press(*"calculator", "enter")
             panel = main.query_one("#probe-panel")
             await wait_until(lambda: main.query_one("#probe-result").row_count() == 1, pilot, what="probe result")

@@ -18,12 +18,15 @@ from helpers.tui import (
     wait_until,
     write_fixed_recording,
 )
-from textual.widgets import Input, TabbedContent
+from textual.widgets import Input, OptionList, TabbedContent
 
+from dhtscope.node.scenarios import SCENARIO_HELP, SCENARIOS
 from dhtscope.tui.app import DhtscopeApp
-from dhtscope.tui.screens.choose import QuitScreen
+from dhtscope.tui.screens.choose import ChooseScreen, QuitScreen
 from dhtscope.tui.screens.event_detail import EventDetailScreen
 from dhtscope.tui.screens.help import SECTIONS, HelpScreen
+from dhtscope.tui.widgets.rtt_chart import RttChart
+from dhtscope.tui.widgets.vtable import VirtualTable
 
 
 def _app(tmp_path: Path, scenario: str = "no-accept") -> DhtscopeApp:
@@ -201,3 +204,74 @@ async def test_the_tui_names_nodes_by_name_id_or_id_prefix_everywhere() -> None:
         assert app.main.node == "provider1"
         await pilot.press("g", *"client", "enter")
         assert app.main.node == "client"
+
+
+TABLES = {"1": "#nodes-table", "2": "#connections-table", "4": "#routing-table"}
+
+
+async def test_columns_fit_their_values_at_160_and_keep_the_key_ones_at_80() -> None:
+    source = fake_live_source()
+    source.states["client"] = ("disconnected", "control connection lost: the node went away")
+    app = DhtscopeApp(source)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(lambda: app.main.snapshot is not None, pilot, what="a snapshot")
+        for key, table_id in TABLES.items():
+            await pilot.press(key)
+            await pilot.pause(0.05)
+            table = app.main.query_one(table_id, VirtualTable)
+            cut = [table.hidden_cells(i) for i in range(table.row_count())]
+            assert cut == [[]] * table.row_count(), f"{table_id} at 160 columns hides or cuts {cut}"
+        await pilot.resize_terminal(80, 24)
+        await pilot.press("1")
+        await pilot.pause(0.1)
+        nodes = app.main.query_one("#nodes-table", VirtualTable)
+        shown = [c.label for c, w in zip(nodes.columns, nodes.current_layout().widths, strict=True) if w]
+        assert {"node", "address", "state", "faults / detail"} <= set(shown)
+        nodes.move_cursor(2)  # the disconnected client: its counts and why, in the detail pane
+        await pilot.pause(0.1)
+        detail = str(app.main.query_one("#nodes-table-detail").render())
+        assert "contacts 2" in detail and "records 1" in detail and "the node went away" in detail
+        await pilot.press("4")
+        await pilot.pause(0.1)
+        routing = app.main.query_one("#routing-table", VirtualTable)
+        assert all(row.endswith("contact") for row in _screen_rows(routing))  # not "kin" / "con"
+
+
+def _screen_rows(table: VirtualTable) -> list[str]:
+    return [table.render_line(y).text.rstrip() for y in range(1, table.row_count() + 1)]
+
+
+async def test_the_rtt_chart_starts_at_zero_and_says_its_scale_and_the_streams_say_their_marks() -> None:
+    app = DhtscopeApp(fake_live_source())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(lambda: app.main.snapshot is not None, pilot, what="a snapshot")
+        await pilot.press("2")
+        await wait_until(lambda: app.main.query_one(RttChart).data, pilot, what="RTT samples")
+        label = str(app.main.query_one("#rtt-label").render())
+        assert "min 2.10 ms, max 2.20 ms" in label and "from 0 to 2.5 ms" in label
+        rows = str(app.main.query_one(RttChart).render()).splitlines()
+        assert rows[0].startswith("2.5 ms ") and rows[-1].startswith("  0 ms ")
+        bars = [r[7:27] for r in rows]
+        assert set(bars[-1]) == {"█"} and set(bars[1]) == {"█"}  # 2.1 and 2.2 ms: nearly level, not a swing
+        assert set(bars[0]) <= set("▄▅")
+        await pilot.press("3")
+        legend = str(app.main.query_one("#streams-legend").render())
+        assert "s a r d A: sent, acked by the peer's transport" in legend and "✗ missing" in legend
+
+
+async def test_the_scenario_picker_marks_the_active_one_and_says_what_each_does() -> None:
+    source = fake_live_source()
+    source.faults["registry"] = ("no-accept",)
+    app = DhtscopeApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(lambda: app.main.node == "registry", pilot, what="nodes")
+        await pilot.press("s")
+        assert isinstance(app.screen, ChooseScreen)
+        options = app.screen.query_one(OptionList)
+        prompts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert prompts[1].startswith("● no-accept (now)") and not any("●" in p for p in prompts[:1] + prompts[2:])
+        for name, prompt in zip(SCENARIOS, prompts, strict=True):
+            assert SCENARIO_HELP[name] in prompt
+        assert options.highlighted == 1
+        await pilot.press("down", "enter")
+        await wait_until(lambda: ("registry", "scenario", ["stream-limit"]) in source.asked, pilot, what="switch")

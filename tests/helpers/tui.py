@@ -406,6 +406,7 @@ def fake_live_source(results: dict[str, dict[str, Any]] | None = None) -> Any:
             self.results = dict(results or {})
             self.asked: list[tuple[str, str, list[str]]] = []
             self.faults: dict[str, tuple[str, ...]] = {"registry": (), "provider1": (), "client": ()}
+            self.states: dict[str, tuple[str, str]] = {}  # name -> (state, detail); default connected
 
         def nodes(self) -> list[Any]:
             rows = [("registry", REG_ID, "127.0.0.1:4500"), ("provider1", P1_ID, "127.0.0.1:4501")]
@@ -416,8 +417,13 @@ def fake_live_source(results: dict[str, dict[str, Any]] | None = None) -> Any:
                     name if name != "provider1" else "provider",
                     node_id,
                     address,
-                    "connected",
+                    self.states.get(name, ("connected", ""))[0],
+                    connections=1,
+                    contacts=2,
+                    records=1,
+                    events=12345,
                     faults=self.faults[name],
+                    detail=self.states.get(name, ("connected", ""))[1],
                 )
                 for name, node_id, address in rows
             ]
@@ -427,7 +433,23 @@ def fake_live_source(results: dict[str, dict[str, Any]] | None = None) -> Any:
             others = [n for n in self.nodes() if n.name != node]
             return {
                 "node": {"name": node, "id": info.node_id, "address": info.address, "faults": list(info.faults)},
-                "connections": [],
+                "connections": [
+                    {
+                        "odcid": "c0ffee00000000" + str(i).zfill(2),
+                        "role": "client",
+                        "peer_address": n.address,
+                        "peer_id": n.node_id,
+                        "open": i == 0,
+                        "rtt_ms": 2.2,
+                        "rtt_series": [2.1, 2.2, 2.15, 2.1, 2.2] * 4,
+                        "bytes_sent": 123_456,
+                        "bytes_received": 7_890,
+                        "streams_open": 0,
+                        "streams_opened": 17,
+                        "close_reason": None if i == 0 else "idle timeout after 60 s",
+                    }
+                    for i, n in enumerate(others)
+                ],
                 "routing": [
                     {
                         "index": 250 + i,

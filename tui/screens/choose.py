@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -15,21 +16,28 @@ class ChooseScreen(ModalScreen[str | None]):
 
     DEFAULT_CSS = """
     ChooseScreen { align: center middle; }
-    ChooseScreen > Vertical { width: 60; height: auto; max-height: 20; border: thick $primary; background: $surface; }
-    ChooseScreen OptionList { height: auto; max-height: 14; }
+    ChooseScreen > Vertical { width: 90%; max-width: 120; height: auto; max-height: 24; border: thick $primary;
+                              background: $surface; }
+    ChooseScreen OptionList { height: auto; max-height: 20; }
     """
 
     BINDINGS = [Binding("escape", "dismiss_none", "Cancel")]
 
-    def __init__(self, title: str, options: list[tuple[str, str]]) -> None:
+    def __init__(self, title: str, options: list[tuple[str, str | Text]], highlighted: str | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.options = options
+        self.highlighted = highlighted
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.title_text)
             yield OptionList(*(Option(label, id=key) for key, label in self.options))
+
+    def on_mount(self) -> None:
+        keys = [key for key, _ in self.options]
+        if self.highlighted in keys:
+            self.query_one(OptionList).highlighted = keys.index(self.highlighted)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)

@@ -10,9 +10,10 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Sparkline, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from dhtscope.node.probes import KnownNode, ProbeError, resolve_node
+from dhtscope.node.scenarios import SCENARIO_HELP, Faults
 from dhtscope.tracing.analysis import ERROR, WARNING, Analysis
 
 from ..messages import EventChosen, NodeChosen, ProbeFinished, ScenarioChosen, StreamChosen
@@ -26,6 +27,8 @@ from ..widgets.probe_panel import ProbePanel
 from ..widgets.records_table import RecordsTable
 from ..widgets.replay_bar import ReplayBar
 from ..widgets.routing_table import RoutingTable
+from ..widgets.row_detail import RowDetail
+from ..widgets.rtt_chart import RttChart, scale_top
 from ..widgets.status_line import StatusLine
 from ..widgets.streams_table import StreamsTable
 from ..widgets.vtable import VirtualTable
@@ -43,6 +46,11 @@ TABS = [
     ("findings", "Findings", FindingsTable),
     ("probe", "Probe", ProbePanel),
 ]
+STREAMS_LEGEND = (
+    "s a r d A: sent, acked by the peer's transport, received by the peer's transport, delivered to "
+    "the peer's application, answered.  ✓ done  ✗ missing  · not visible in this trace"
+)
+ROUTING_LEGEND = "replacement (dimmed): waits in the bucket's replacement cache.  distance 2^i: the bucket's XOR range"
 REPLAY_ACTIONS = {"replay_toggle", "replay_step", "replay_seek", "replay_speed", "replay_edge"}
 LIVE_ACTIONS = {"scenario"}
 
@@ -54,7 +62,8 @@ class MainScreen(Screen[None]):
     MainScreen TabbedContent { height: 1fr; }
     MainScreen TabPane { padding: 0; }
     MainScreen #rtt-spark { height: 3; margin: 0 1; }
-    MainScreen #rtt-label { height: 1; padding: 0 1; color: $text-muted; }
+    MainScreen #rtt-label { height: auto; padding: 0 1; color: $text-muted; }
+    MainScreen .legend { height: auto; padding: 0 1; color: $text-muted; }
     MainScreen #event-filter { display: none; height: 3; }
     MainScreen #event-filter.shown { display: block; }
     MainScreen #event-state { height: 1; padding: 0 1; color: $text-muted; }
@@ -101,22 +110,30 @@ class MainScreen(Screen[None]):
         with TabbedContent(initial="nodes"):
             with TabPane("Nodes", id="nodes"):
                 yield NodesTable(id="nodes-table").data_bind(nodes=MainScreen.nodes, selected=MainScreen.node)
+                yield RowDetail(id="nodes-table-detail")
             with TabPane("Conns", id="connections"):
                 yield ConnectionsTable(id="connections-table").data_bind(snapshot=MainScreen.snapshot)
+                yield RowDetail(id="connections-table-detail")
                 yield Static("RTT of the highlighted connection", id="rtt-label")
-                yield Sparkline([], id="rtt-spark")
+                yield RttChart(id="rtt-spark")
             with TabPane("Streams", id="streams"):
                 yield StreamsTable(id="streams-table").data_bind(analysis=MainScreen.analysis, node=MainScreen.node)
+                yield RowDetail(id="streams-table-detail")
+                yield Static(STREAMS_LEGEND, classes="legend", id="streams-legend")
             with TabPane("Routing", id="routing"):
                 yield RoutingTable(id="routing-table").data_bind(snapshot=MainScreen.snapshot, now=MainScreen.now)
+                yield RowDetail(id="routing-table-detail")
+                yield Static(ROUTING_LEGEND, classes="legend", id="routing-legend")
             with TabPane("Records", id="records"):
                 yield RecordsTable(id="records-table").data_bind(snapshot=MainScreen.snapshot, now=MainScreen.now)
+                yield RowDetail(id="records-table-detail")
             with TabPane("Events", id="events"), Vertical():
                 yield Input(
                     placeholder="filter: words match name/node/conn; a number is a stream id; escape leaves",
                     id="event-filter",
                 )
                 yield EventLog(self.source.events, id="event-log").data_bind(end=MainScreen.events_end)
+                yield RowDetail(id="event-log-detail")
                 yield Static(id="event-state")
             with TabPane("Findings", id="findings"):
                 yield FindingsTable(id="findings-table").data_bind(analysis=MainScreen.analysis)
@@ -190,15 +207,22 @@ class MainScreen(Screen[None]):
     def _update_spark(self) -> None:
         table = self.query_one(ConnectionsTable)
         series = table.series(table.cursor)
-        self.query_one("#rtt-spark", Sparkline).data = series or [0.0]
+        self.query_one("#rtt-spark", RttChart).data = series
         label = "RTT of the highlighted connection"
         if series:
-            label += f": {min(series):.1f}–{max(series):.1f} ms over {len(series)} samples"
+            label += (
+                f": min {min(series):.2f} ms, max {max(series):.2f} ms, last {series[-1]:.2f} ms; "
+                f"{len(series)} samples, bars from 0 to {scale_top(series):g} ms"
+            )
+        else:
+            label += ": no samples yet"
         self.query_one("#rtt-label", Static).update(label)
 
     # -- messages going up
 
     def on_virtual_table_highlighted(self, event: VirtualTable.Highlighted) -> None:
+        for detail in self.query(f"#{event.table.id}-detail").results(RowDetail):
+            detail.show(event.table.hidden_cells(event.index))
         if isinstance(event.table, ConnectionsTable):
             self._update_spark()
         elif isinstance(event.table, FindingsTable):
@@ -351,7 +375,23 @@ class MainScreen(Screen[None]):
             if choice:
                 self.post_message(ScenarioChosen(node, choice))
 
-        self.app.push_screen(ChooseScreen(f"Fault scenario for {node}", [(s, s) for s in SCENARIOS]), chosen)
+        info = next((n for n in self.nodes if n.name == node), None)
+        active = Faults.from_names(list(info.faults)).active_scenario() if info is not None else None
+        options: list[tuple[str, str | Text]] = [
+            (
+                name,
+                Text.assemble(
+                    ("● " if name == active else "  ", "bold green"),
+                    (name, "bold"),
+                    (" (now)" if name == active else "", "bold green"),
+                    "\n    ",
+                    (SCENARIO_HELP[name], "dim"),
+                ),
+            )
+            for name in SCENARIOS
+        ]
+        now = f" (now {active})" if active else ""
+        self.app.push_screen(ChooseScreen(f"Fault scenario for {node}{now}", options, active), chosen)
 
     def action_probe(self, kind: str) -> None:
         self.action_show_tab("probe")
