@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.tui import (
@@ -24,7 +26,9 @@ from dhtscope.node.scenarios import SCENARIO_HELP, SCENARIOS
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.screens.choose import ChooseScreen, QuitScreen
 from dhtscope.tui.screens.event_detail import EventDetailScreen
+from dhtscope.tui.screens.export import ExportScreen
 from dhtscope.tui.screens.help import SECTIONS, HelpScreen
+from dhtscope.tui.screens.timeline import StreamTimelineScreen
 from dhtscope.tui.widgets.rtt_chart import RttChart
 from dhtscope.tui.widgets.vtable import VirtualTable
 
@@ -275,3 +279,68 @@ async def test_the_scenario_picker_marks_the_active_one_and_says_what_each_does(
         assert options.highlighted == 1
         await pilot.press("down", "enter")
         await wait_until(lambda: ("registry", "scenario", ["stream-limit"]) in source.asked, pilot, what="switch")
+
+
+async def _export(app: DhtscopeApp, pilot: Any, key: str = "e") -> Path:
+    app.last_export = None
+    await pilot.press(key)
+    assert isinstance(app.screen, ExportScreen)
+    await pilot.press("enter")
+    await wait_until(lambda: app.last_export is not None, pilot, what="the export")
+    assert app.last_export is not None
+    return app.last_export
+
+
+async def test_every_view_exports_what_it_shows_to_a_file_named_on_screen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = _app(tmp_path)
+    said: list[str] = []
+    notify = app.notify
+    monkeypatch.setattr(app, "notify", lambda message, **kw: (said.append(str(message)), notify(message, **kw)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await replay_ready(app, pilot)
+        expected = {
+            "1": ("nodes", "provider1"),
+            "2": ("connections", "node shutting down"),
+            "3": ("streams", "delivered"),
+            "4": ("routing", "127.0.0.1:4501"),
+            "5": ("records", "calculator"),
+            "7": ("findings", "Cause: The application never took the streams"),
+        }
+        for key, (view, text) in expected.items():
+            await pilot.press(key)
+            path = await _export(app, pilot)
+            assert path.parent == tmp_path and path.name.startswith(f"dhtscope-{view}-") and path.suffix == ".md"
+            assert text in path.read_text() and path.read_text().startswith("# dhtscope")
+            assert any(str(path) in line for line in said), said  # the file is named on screen
+        await pilot.press("slash", *"rpc_", "enter")
+        events = json.loads((await _export(app, pilot, "E")).read_text())
+        assert events["context"]["filter"] == "rpc_"
+        assert {row["name"] for row in events["rows"]} == {
+            "dht:rpc_sent",
+            "dht:rpc_received",
+            "dht:rpc_response",
+            "dht:rpc_timeout",
+        }
+        assert events["rows"][0]["time"].startswith("2023-11-")
+        await pilot.press("7", "enter")
+        assert isinstance(app.screen, StreamTimelineScreen)
+        timeline = (await _export(app, pilot)).read_text()
+        assert "MISSING delivered" in timeline and "quic:stream_data_moved" in timeline
+
+
+async def test_y_copies_the_highlighted_finding_and_says_how(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(tmp_path)
+    said: list[str] = []
+    notify = app.notify
+    monkeypatch.setattr(app, "notify", lambda message, **kw: (said.append(str(message)), notify(message, **kw)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await replay_ready(app, pilot)
+        await pilot.press("7", "y")
+        assert app.clipboard.startswith("**stream_not_delivered** (error) on registry")
+        assert "registry/c0ffee0000000001-server-0.sqlog#" in app.clipboard
+        assert any("OSC 52" in line for line in said)
+        await pilot.press("6", "y")
+        assert json.loads(app.clipboard)["node"] in ("registry", "provider1", "client")

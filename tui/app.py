@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from rich.console import RenderableType
 from textual.app import App, SystemCommand
@@ -14,10 +15,13 @@ from textual.screen import Screen
 
 from dhtscope.node.probes import ProbeError, name_probe_target
 
+from .export import ViewExport, write_export
 from .messages import AnalysisReady, ProbeFinished, ProbeRequested, ScenarioChosen
 from .screens.choose import QuitScreen
+from .screens.export import ExportScreen
 from .screens.help import HelpScreen
 from .screens.main import TABS, MainScreen
+from .screens.timeline import StreamTimelineScreen
 from .source import PROBE_KINDS, SCENARIOS, DataSource, SourceError
 from .widgets.event_log import EventLog
 from .widgets.probe_panel import ProbePanel
@@ -58,6 +62,7 @@ class DhtscopeApp(App[int]):
         self.start_error: str | None = None
         self._last_end_push = 0.0
         self.exit_begins: Callable[[int], None] | None = None  # the entry point's watchdog (exit_guard)
+        self.last_export: Path | None = None
         self._running_loop: asyncio.AbstractEventLoop | None = None
 
     def get_default_screen(self) -> Screen:
@@ -242,6 +247,43 @@ class DhtscopeApp(App[int]):
         faults = ", ".join(result.get("faults") or []) or "none"
         self.notify(f"{node}: scenario {name} (faults: {faults})", timeout=4)
 
+    # -- taking results away: a file named on screen, or the clipboard
+
+    def save_export(self, what: str, view: str, fmt: str, build: Callable[[], ViewExport]) -> None:
+        """Ask where (and Markdown or JSON), then build and write the export in a thread."""
+
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                path, chosen_fmt = answer
+                self.run_worker(
+                    lambda: self._write_export(build, path, chosen_fmt, what),
+                    thread=True,
+                    group="export",
+                    exit_on_error=False,
+                )
+
+        self.push_screen(ExportScreen(what, view, fmt), chosen)
+
+    def _write_export(self, build: Callable[[], ViewExport], path: str, fmt: str, what: str) -> None:
+        try:
+            export = build()
+            written = write_export(export, path, fmt)
+        except (OSError, ValueError) as exc:
+            self.call_from_thread(self.notify, f"could not save {what}: {exc}", severity="error", timeout=12)
+            return
+        self.last_export = written
+        rows = f"{len(export.rows):,} row{'s' if len(export.rows) != 1 else ''}"
+        self.call_from_thread(self.notify, f"saved {what} ({rows}) to {written}", title="Exported", timeout=15)
+
+    def copy_text(self, what: str, text: str) -> None:
+        """Copy with OSC 52 (the terminal decides whether to allow it) and say so."""
+        self.copy_to_clipboard(text)
+        self.notify(
+            f"copied {what} ({len(text):,} characters) with OSC 52: in the clipboard where the terminal "
+            "allows it (tmux: set-clipboard on). e saves to a file instead.",
+            timeout=8,
+        )
+
     def action_ask_quit(self) -> None:
         """`q` asks first: a word meant for a text field must not end the session (ctrl+q does not ask)."""
         if isinstance(self.screen, QuitScreen):
@@ -271,6 +313,14 @@ class DhtscopeApp(App[int]):
             yield SystemCommand(
                 f"Select node {n.name}", f"{n.role} at {n.address}", lambda name=n.name: main.select_node(name)
             )
+        if isinstance(screen, MainScreen | StreamTimelineScreen):
+            yield SystemCommand(
+                "Export this view as Markdown", "save what the view shows to a file", screen.action_export
+            )
+            yield SystemCommand(
+                "Export this view as JSON", "save what the view shows to a file", lambda: screen.action_export("json")
+            )
+            yield SystemCommand("Copy the highlighted row", "to the clipboard (OSC 52)", screen.action_copy)
         yield SystemCommand("Events: filter", "filter events by name, node or stream", main.action_filter)
         yield SystemCommand("Events: pause / resume", "freeze the event log", main.action_pause_events)
         yield SystemCommand("Events: follow", "keep the newest event in view", main.action_follow_events)

@@ -33,6 +33,14 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("Tables", [("↑ ↓ pgup pgdn home end", "move"), ("enter / click", "open the row")]),
     (
+        "Taking results away",
+        [
+            ("e", "save what the view shows as Markdown (the file is named on screen; ./dhtscope-<view>-<time>.md)"),
+            ("E", "the same as JSON, with the data behind each row"),
+            ("y", "copy the highlighted row, finding or event (OSC 52: where the terminal allows it)"),
+        ],
+    ),
+    (
         "Streams",
         [
             ("a", "all nodes' streams / the selected node's"),

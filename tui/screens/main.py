@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import json
+from collections.abc import Callable
+from functools import partial
+from typing import Any, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,6 +20,16 @@ from dhtscope.node.probes import KnownNode, ProbeError, resolve_node
 from dhtscope.node.scenarios import SCENARIO_HELP, Faults
 from dhtscope.tracing.analysis import ERROR, WARNING, Analysis
 
+from ..export import (
+    EXPORT_MAX_ROWS,
+    ViewExport,
+    event_record,
+    events_export,
+    exported_at,
+    finding_text,
+    findings_export,
+    table_export,
+)
 from ..messages import EventChosen, NodeChosen, ProbeFinished, ScenarioChosen, StreamChosen
 from ..source import SCENARIOS, DataSource, NodeInfo, ReplayState
 from ..widgets.connections_table import ConnectionsTable
@@ -31,7 +45,7 @@ from ..widgets.row_detail import RowDetail
 from ..widgets.rtt_chart import RttChart, scale_top
 from ..widgets.status_line import StatusLine
 from ..widgets.streams_table import StreamsTable
-from ..widgets.vtable import VirtualTable
+from ..widgets.vtable import VirtualTable, cell_text
 from .choose import AskScreen, ChooseScreen
 from .event_detail import EventDetailScreen
 from .timeline import StreamTimelineScreen
@@ -46,6 +60,24 @@ TABS = [
     ("findings", "Findings", FindingsTable),
     ("probe", "Probe", ProbePanel),
 ]
+
+
+def _built(export: ViewExport) -> ViewExport:
+    return export
+
+
+def _events_export(
+    store: Any, indices: list[int], total: int, context: dict[str, str]
+) -> ViewExport:  # in a worker thread: reading a replay's events parses them
+    events = []
+    for index in indices:
+        try:
+            events.append(store.get(index))
+        except IndexError:
+            continue  # fell off the front of a live ring buffer meanwhile
+    return events_export(events, total, context)
+
+
 STREAMS_LEGEND = (
     "s a r d A: sent, acked by the peer's transport, received by the peer's transport, delivered to "
     "the peer's application, answered.  ✓ done  ✗ missing  · not visible in this trace"
@@ -76,6 +108,9 @@ class MainScreen(Screen[None]):
         Binding("N", "next_node(-1)", "Prev node", show=False),
         Binding("s", "scenario", "Scenario"),
         Binding("slash", "filter", "Filter"),
+        Binding("e", "export('markdown')", "Export"),
+        Binding("E", "export('json')", "Export JSON", show=False),
+        Binding("y", "copy", "Copy", show=False),
         Binding("a", "toggle_all_streams", "All streams", show=False),
         Binding("escape", "back", "Back", show=False),
         Binding("p", "replay_toggle", "Play/pause"),
@@ -396,6 +431,106 @@ class MainScreen(Screen[None]):
     def action_probe(self, kind: str) -> None:
         self.action_show_tab("probe")
         self.query_one(ProbePanel).set_kind(kind)
+
+    # taking results away
+
+    def _export_context(self) -> dict[str, str]:
+        context = {"source": self.source.title, "exported at": exported_at()}
+        if self.node:
+            context["selected node"] = self.node
+        return context
+
+    def action_export(self, fmt: str = "markdown") -> None:
+        """Save what the active tab shows: its rows as Markdown, or the data behind them as JSON."""
+        tab = self.query_one(TabbedContent).active
+        context = self._export_context()
+        build: Callable[[], ViewExport]
+        if tab == "findings":
+            table = self.query_one(FindingsTable)
+            findings, root = list(table.findings), table.analysis.recording_path if table.analysis else None
+            what = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}"
+            build = partial(findings_export, findings, context, root)
+        elif tab == "events":
+            log = self.query_one(EventLog)
+            if log.filter_text:
+                context["filter"] = log.filter_text
+            total = log.row_count()
+            indices = [log.index_of(i) for i in range(min(total, EXPORT_MAX_ROWS))]
+            store = log.store
+            what = f"{total:,} event{'s' if total != 1 else ''}" + (" under the filter" if log.filter_text else "")
+            build = partial(_events_export, store, indices, total, context)
+        elif tab == "probe":
+            build = self.query_one(ProbePanel).export(context)
+            what = "the probe's result"
+        else:
+            shown = next(iter(self.query_one(f"#{tab}", TabPane).query(VirtualTable)))
+            columns = [c.label for c in shown.columns]
+            rows = [[cell_text(c) for c in shown.get_row(i).cells] for i in range(shown.row_count())]
+            label = dict((t, lbl) for t, lbl, _ in TABS)[tab].lower()
+            what = f"the {label} table"
+            title = f"dhtscope {label}" + (f" of {self.node}" if tab not in ("nodes",) and self.node else "")
+            export = table_export(tab, title, context, columns, rows, self._records(tab))
+            if tab == "streams":
+                export = dataclasses.replace(export, sections=[("steps", STREAMS_LEGEND)])
+            build = partial(_built, export)
+        cast("Any", self.app).save_export(what, "probe" if tab == "probe" else tab, fmt, build)
+
+    def _records(self, tab: str) -> list[Any] | None:
+        """The data behind a table's rows, for JSON; None: the rows by column."""
+        snap = self.snapshot or {}
+        if tab == "nodes":
+            return [dataclasses.asdict(n) for n in self.nodes]
+        if tab == "connections":
+            return list(self.query_one(ConnectionsTable).conns)
+        if tab == "streams":
+            return [s.to_json() for s in self.query_one(StreamsTable).streams]
+        if tab == "routing":
+            return [
+                {"bucket": b.get("index"), "kind": kind, **c}
+                for b in snap.get("routing", [])
+                for kind, key in (("contact", "contacts"), ("replacement", "replacements"))
+                for c in b.get(key, [])
+            ]
+        if tab == "records":
+            return [{"held": "stored", **r} for r in snap.get("records", [])] + [
+                {"held": "own", **r} for r in snap.get("advertisements", [])
+            ]
+        return None
+
+    def action_copy(self) -> None:
+        """Copy the highlighted row (a finding in full, an event as JSON) to the clipboard."""
+        tab = self.query_one(TabbedContent).active
+        if tab == "findings":
+            table = self.query_one(FindingsTable)
+            finding = table.current()
+            if finding is None:
+                self.notify("no finding to copy", severity="warning")
+                return
+            root = table.analysis.recording_path if table.analysis else None
+            cast("Any", self.app).copy_text(f"finding {finding.kind}", finding_text(finding, root))
+            return
+        if tab == "events":
+            log = self.query_one(EventLog)
+            try:
+                event = log.event(log.cursor)
+            except IndexError:
+                self.notify("no event to copy", severity="warning")
+                return
+            text = json.dumps(event_record(event), indent=2, ensure_ascii=False, default=str)
+            cast("Any", self.app).copy_text(f"event {event.name}", text)
+            return
+        pane = self.query_one(f"#{tab}", TabPane)
+        rows = self.query_one("#probe-rounds", VirtualTable) if tab == "probe" else next(iter(pane.query(VirtualTable)))
+        if not rows.row_count():
+            self.notify("no row to copy", severity="warning")
+            return
+        cells = rows.get_row(rows.cursor).cells
+        labels = [c.label for c in rows.columns]
+        if len(cells) == 1:
+            text = cell_text(cells[0])
+        else:
+            text = "\n".join(f"{label or 'mark'}: {cell_text(c)}" for label, c in zip(labels, cells, strict=False))
+        cast("Any", self.app).copy_text("the highlighted row", text)
 
     # replay
 

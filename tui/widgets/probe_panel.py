@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -13,10 +14,11 @@ from textual.widgets import Button, Input, Select, Static
 
 from dhtscope.node.probes import lookup_summary, store_result_summary
 
+from ..export import ViewExport
 from ..format import countdown, ms, short
 from ..messages import ProbeFinished, ProbeRequested
 from ..source import PROBES
-from .vtable import Column, Row, VirtualTable
+from .vtable import Column, Row, VirtualTable, cell_text
 
 LABELS = {
     "ping": "PING",
@@ -118,6 +120,26 @@ class ProbePanel(Vertical):
     def __init__(self, live: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.live = live
+        self.last: ProbeFinished | None = None
+
+    def export(self, context: dict[str, str]) -> Callable[[], ViewExport]:
+        """The last probe: its summary, each lookup round, and what it found (JSON: the result)."""
+        last = self.last
+        rounds = self.query_one("#probe-rounds", VirtualTable)
+        results = self.query_one("#probe-result", VirtualTable)
+        status = str(self.query_one("#probe-status", Static).render())
+        columns = [c.label for c in rounds.columns]
+        rows = [[cell_text(c) for c in rounds.get_row(i).cells] for i in range(rounds.row_count())]
+        found = "\n".join(
+            "- " + " · ".join(t for t in (cell_text(c) for c in results.get_row(i).cells) if t)
+            for i in range(results.row_count())
+        )
+        title = f"dhtscope probe {LABELS.get(last.kind, last.kind)} on {last.node}" if last else "dhtscope probe"
+        record: dict[str, Any] = (
+            {"node": last.node, "kind": last.kind, "error": last.error, "result": last.result} if last else {}
+        )
+        sections = [("summary", status)] + ([("result", found)] if found else [])
+        return lambda: ViewExport("probe", title, context, columns, rows, [record], sections)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="probe-form"):
@@ -211,6 +233,7 @@ class ProbePanel(Vertical):
     def show(self, message: ProbeFinished) -> None:
         """Fill the tables from a finished probe."""
         self.running = False
+        self.last = message
         status = self.query_one("#probe-status", Static)
         rounds = self.query_one("#probe-rounds", VirtualTable)
         result_table = self.query_one("#probe-result", VirtualTable)
