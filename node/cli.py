@@ -295,8 +295,12 @@ def cmd_node(args: argparse.Namespace) -> int:
 # -- cluster ---------------------------------------------------------------------------------------------
 
 
-def add_cluster_options(p: argparse.ArgumentParser) -> None:
-    """The options `cluster` and `demo` share."""
+def add_cluster_options(
+    p: argparse.ArgumentParser,
+    scenario_help: str = "fault mode on the registry; the run ends once discovery succeeds or gives up",
+    record_help: str = "record every node's qlog traces into DIR",
+) -> None:
+    """The options `cluster` and `demo` share (each says what its scenario and recording do)."""
     p.add_argument(
         "--providers",
         type=whole(1, MAX_CLUSTER_PROVIDERS),
@@ -313,9 +317,9 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
         "--scenario",
         choices=SCENARIOS,
         default=None,
-        help="fault mode on the registry; the run ends once discovery succeeds or gives up",
+        help=scenario_help,
     )
-    p.add_argument("--record", metavar="DIR", help="record every node's qlog traces into DIR")
+    p.add_argument("--record", metavar="DIR", help=record_help)
 
 
 def cluster_plan(args: argparse.Namespace) -> Any:

@@ -78,7 +78,7 @@ class Reporter:
 async def run_service(
     opts: ServiceOptions, stop: asyncio.Event | None = None, on_started: Callable[[Node], None] | None = None
 ) -> None:
-    """Run one node until `stop` is set or SIGINT/SIGTERM arrives."""
+    """Run one node until `stop` is set or SIGINT, SIGTERM or SIGHUP (its terminal closed) arrives."""
     identity = Identity.load_or_create(opts.key_file) if opts.key_file else Identity.generate()
     name = opts.name or identity.node_id.short()
     report = Reporter(name, opts.json_lines)
@@ -99,7 +99,9 @@ async def run_service(
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a node whose terminal closes stops as cleanly as on Ctrl-C (files flushed,
+    # control socket removed) instead of dying where it stands.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):

@@ -163,6 +163,8 @@ def _end(term: Terminal, how: str) -> None:
         os.kill(term.proc.pid, signal.SIGTERM)
     elif how == "q":
         term.type(b"q")
+        term.wait_for(b"Quit dhtscope?", timeout_s=10)  # it asks first
+        term.type(b"q")
     else:
         raise ValueError(how)
 
@@ -197,7 +199,7 @@ def test_demo_and_its_five_nodes_are_gone_within_3_s_of_the_terminal_closing(tmp
     base = next(
         p for p in (random.randrange(30000, 40000) for _ in range(50)) if _ports_free("127.0.0.1", p, 5) is None
     )
-    term = Terminal("demo", "--base-port", str(base))
+    term = Terminal("demo", "--base-port", str(base), "--no-keep")
     pids = [term.proc.pid]
     try:
         term.wait_for(b"Findings")

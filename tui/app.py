@@ -74,6 +74,8 @@ class DhtscopeApp(App[int]):
         self.set_interval(1.0 / self._drain_hz, self._tick)
         self.set_interval(SLOW_REFRESH_S, self._slow)
         self.run_worker(self._start(), group="source", exit_on_error=False)
+        for notice in self.source.notices:
+            self.notify(notice, severity="warning", timeout=20)
 
     async def _start(self) -> None:
         try:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import shutil
+import signal
 import socket
 import stat
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from dhtscope.node.scenarios import SCENARIOS
 from dhtscope.tracing.cli import UsageError
 
 
@@ -25,7 +29,12 @@ def _fail(command: str, message: str, status: int = 1) -> int:
     return status
 
 
-def _run_app(source: Any, select: str | None = None, last_resort: list[Any] | None = None) -> int:
+def _run_app(
+    source: Any,
+    select: str | None = None,
+    last_resort: list[Callable[[], None]] | None = None,
+    on_exit: list[Callable[[], None]] | None = None,
+) -> int:
     """Run the app until it quits; once quitting starts, the process ends within EXIT_GRACE_S.
 
     SIGTERM, SIGHUP and a terminal that went away quit like `q`; the caller then stops what it
@@ -36,7 +45,7 @@ def _run_app(source: Any, select: str | None = None, last_resort: list[Any] | No
     from .exit_guard import ExitGuard
 
     app = DhtscopeApp(source, select=select)
-    guard = ExitGuard(app.request_exit, last_resort=last_resort)
+    guard = ExitGuard(app.request_exit, last_resort=last_resort, on_begin=on_exit)
     app.exit_begins = guard.begin
     guard.install()
     try:
@@ -107,8 +116,6 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def _now_ms() -> float:
-    import time
-
     return time.time() * 1000.0
 
 
@@ -186,48 +193,126 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # -- demo: the cluster as processes, the app attached to all of them -------------------------------
 
 
+DEMO_HOST = "127.0.0.1"
+PORT_SEARCH_RUNS = 200  # runs of consecutive ports tried after the asked-for one is busy
+
+
 def _ports_free(host: str, first: int, count: int) -> str | None:
+    """None if UDP ports first..first+count-1 are all free on host, else why not."""
     for port in range(first, first + count):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((host, port))
         except OSError:
-            return f"UDP port {port} on {host} is in use (another demo or cluster?); try --base-port"
+            return f"UDP port {port} on {host} is in use"
         finally:
             sock.close()
     return None
 
 
+def free_port_run(host: str, first: int, count: int) -> tuple[int, str | None]:
+    """The first run of `count` free UDP ports at or after `first`, and what was busy if it moved.
+
+    CommandError when none is found: every run up to PORT_SEARCH_RUNS away is taken."""
+    busy = _ports_free(host, first, count)
+    if busy is None:
+        return first, None
+    for step in range(1, PORT_SEARCH_RUNS + 1):
+        base = first + step * count
+        if base + count - 1 > 65535:
+            break
+        if _ports_free(host, base, count) is None:
+            return base, (
+                f"UDP ports {first}-{first + count - 1} are taken ({busy}: another demo or cluster?); "
+                f"using {base}-{base + count - 1}"
+            )
+    raise CommandError(f"{busy}, and no {count} free ports follow it; try --base-port")
+
+
+def _say(text: str) -> None:
+    """A line for the terminal the demo ran in, which may be gone or no longer reading."""
+    try:
+        print(text, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(args)
+    try:
+        return run_demo(args)
+    except CommandError as exc:
+        return _fail("demo", str(exc))
 
 
 def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = None) -> int:
-    """Start the cluster, run the app on it (`runner(source, select)`), stop every process."""
+    """Start the cluster, run the app on it (`runner(source, select)`), stop every process.
+
+    The recording stays, in `--record DIR` or ./dhtscope-demo-<time>/, unless --no-keep; the
+    path and the command to replay it are printed once the app is gone.
+    """
     from dhtscope.node.cluster import Cluster, ClusterPlan
 
     from .sources.attach import AttachSource
 
-    if not 1024 <= args.base_port <= 65535 - args.providers - 2:
-        return _fail("demo", f"--base-port {args.base_port} leaves no room for {args.providers + 2} nodes")
-    busy = _ports_free("127.0.0.1", args.base_port, args.providers + 2)
-    if busy:
-        return _fail("demo", busy)
-    work = tempfile.mkdtemp(prefix="dhtscope-demo-")
-    record = args.record or os.path.join(work, "recording")
+    count = args.providers + 2
+    if not 1024 <= args.base_port <= 65535 - count + 1:
+        return _fail("demo", f"--base-port {args.base_port} leaves no room for {count} nodes")
+    keep = not getattr(args, "no_keep", False)
+    if args.record and not keep:
+        return _fail("demo", "--no-keep deletes the recording: it does not go with --record DIR")
+    base, moved = free_port_run(DEMO_HOST, args.base_port, count)
+    work = tempfile.mkdtemp(prefix="dhtscope-demo-")  # control sockets and logs: never kept
+    if args.record:
+        record = os.path.abspath(args.record)
+    elif keep:
+        record = _new_directory_name(os.path.join(os.getcwd(), time.strftime("dhtscope-demo-%Y%m%d-%H%M%S")))
+    else:
+        record = os.path.join(work, "recording")
     plan = ClusterPlan(
-        providers=args.providers, base_port=args.base_port, scenario=args.scenario, record_dir=record, control_dir=work
+        providers=args.providers,
+        base_port=base,
+        scenario=args.scenario or "healthy",
+        record_dir=record,
+        control_dir=work,
     )
     cluster = Cluster(plan, log_dir=os.path.join(work, "logs"))
+    status = 1
     try:
         cluster.start()
         if on_started is not None:
             on_started(cluster)
-        sockets = [m.control for m in cluster.members if m.control]
-        return (runner or _run_app)(AttachSource(sockets, record_dirs=[record]), select="registry")
+        source = AttachSource([m.control for m in cluster.members if m.control], record_dirs=[record])
+        kept = f"; the recording stays in {record}" if keep else "; the recording is deleted (--no-keep)"
+        source.quit_note = f"This stops the {count} node processes the demo started{kept}."
+        if moved:
+            source.notices.append(moved)
+        if runner is not None:
+            status = runner(source, "registry")
+        else:
+            # The nodes stop while the app does; if anything hangs, the watchdog still tidies up.
+            status = _run_app(
+                source,
+                select="registry",
+                on_exit=[partial(cluster.signal, signal.SIGTERM)],
+                last_resort=[partial(shutil.rmtree, work, ignore_errors=True)],
+            )
     finally:
+        if moved:
+            _say(f"dhtscope demo: {moved}")
+        if keep:
+            _say(f"recording kept in {record}\nreplay it with: dhtscope replay {shlex.quote(record)}")
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
+    return status
+
+
+def _new_directory_name(path: str) -> str:
+    """`path`, or `path-2`, `path-3`... whichever does not exist yet."""
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate
 
 
 # -- registration ----------------------------------------------------------------------------------------
@@ -235,7 +320,7 @@ def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = Non
 
 def add_commands(subparsers: Any) -> None:
     """Register `tui`, `attach`, `replay` and `demo` on the `dhtscope` subparsers."""
-    from dhtscope.node.cli import CONTROL_TOKEN_ENV, add_node_options, whole
+    from dhtscope.node.cli import CONTROL_TOKEN_ENV, add_cluster_options, add_node_options
 
     p = subparsers.add_parser(
         "tui",
@@ -294,17 +379,16 @@ def add_commands(subparsers: Any) -> None:
         "demo",
         help="the local cluster with the TUI attached to every node",
         description="Start 1 registry + N providers + 1 client as processes with control "
-        "sockets and attach the TUI to all of them; quitting stops them all.",
+        "sockets and attach the TUI to all of them; quitting stops them all and keeps the recording.",
     )
-    p.add_argument("--providers", type=whole(1, 64), default=3, help="number of providers, 1..64 (default 3)")
+    add_cluster_options(
+        p,
+        scenario_help="the registry's fault scenario at start (switch any node's live with `s`)",
+        record_help="record into DIR (default: ./dhtscope-demo-<time>/); kept after quitting",
+    )
     p.add_argument(
-        "--base-port", type=whole(1024, 65535), default=4500, help="registry port; others follow (default 4500)"
+        "--no-keep",
+        action="store_true",
+        help="record into a temporary directory and delete it on quit (not with --record)",
     )
-    p.add_argument(
-        "--scenario",
-        choices=SCENARIOS,
-        default="healthy",
-        help="the registry's fault scenario at start (switch it live with `s`)",
-    )
-    p.add_argument("--record", metavar="DIR", help="keep the recording in DIR (default: a temporary directory)")
     p.set_defaults(func=cmd_demo)

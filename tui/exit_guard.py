@@ -6,8 +6,9 @@ output thread blocks (or dies) writing to the terminal, the queue in front of it
 handler cannot help by asking the app to exit: the app's loop is what is blocked. So once an
 exit begins, a watchdog thread gives the orderly shutdown `grace_s` and then ends the
 process with `os._exit`. The children the app started hold a pipe on their stdin that
-closes with this process, and leave on their own (`dhtscope.node.runtime.exit_when_stdin_closes`);
-`last_resort` callbacks (signalling children directly) run just before the end.
+closes with this process, and leave on their own (`dhtscope.node.runtime.exit_when_stdin_closes`).
+`on_begin` callbacks run as soon as an exit begins (telling children to stop, so they stop
+while the app does); `last_resort` callbacks run just before the process ends itself.
 
 The entry point installs the guard (signal handlers are process-wide); tests driving the
 app with Pilot never do.
@@ -38,11 +39,13 @@ class ExitGuard:
         request_exit: Callable[[], None],
         grace_s: float = EXIT_GRACE_S,
         last_resort: list[Callable[[], None]] | None = None,
+        on_begin: list[Callable[[], None]] | None = None,
     ) -> None:
-        """`request_exit` asks the app to quit; it must be safe from a signal handler and any thread."""
+        """`request_exit` asks the app to quit; it and `on_begin` must be safe from a signal handler."""
         self.request_exit = request_exit
         self.grace_s = grace_s
         self.last_resort = list(last_resort or [])
+        self.on_begin = list(on_begin or [])
         self.status: int | None = None
         self._lock = threading.Lock()
         self._previous: dict[int, Any] = {}
@@ -71,6 +74,9 @@ class ExitGuard:
                 return
             self.status = status
         threading.Thread(target=self._watchdog, name="dhtscope-exit-watchdog", daemon=True).start()
+        for callback in self.on_begin:
+            with contextlib.suppress(Exception):
+                callback()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.status is not None and signum != signal.SIGHUP:

@@ -157,6 +157,7 @@ class DataSource:
     def __init__(self) -> None:
         self.title = "dhtscope"
         self.quit_note = ""  # what quitting also ends, said when `q` asks
+        self.notices: list[str] = []  # said on screen once the app is up (a demo that moved its ports)
         self.inbox: deque[EventRow] = deque(maxlen=INBOX_MAX_EVENTS)
         self.ring = EventRing(EVENT_RING_EVENTS)
         self.ingested = 0
