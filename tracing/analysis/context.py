@@ -41,10 +41,14 @@ class Context:
         self.conn_by_id = {c.id: c for c in conns}
         self.findings: list[Finding] = []
         self.blind: list[str] = []
+        self.silenced: set[str] = set()  # connections a stall finding already explains the end of
         self.names: dict[str, str] = {}  # node id hex -> node name
+        self.addresses: dict[str, str] = {}  # "ip:port" -> node name, from the manifest
         for n in rec.nodes:
             if n.node_id:
                 self.names[n.node_id.lower()] = n.name
+            if n.address:
+                self.addresses[n.address] = n.name
         for conn in conns:
             # The peer a trace identified is whoever wrote the other end's trace.
             for f in (conn.client, conn.server):
@@ -67,6 +71,18 @@ class Context:
         if isinstance(peer_id, str):
             return self.names.get(peer_id.lower(), short_id(peer_id))
         return "?"
+
+    def peer_of(self, conn: Joined, f: TraceFacts) -> str:
+        """The node at the other end of `f`'s connection: its trace's, else the id `f` identified."""
+        other = conn.other(f)
+        if other is not None:
+            return other.node
+        for pid in f.peer_ids:
+            if pid in self.names:
+                return self.names[pid]
+        if f.remote_addr is not None and f.remote_addr in self.addresses:
+            return self.addresses[f.remote_addr]
+        return f"{f.node}'s peer"
 
     def add(self, **kw: Any) -> None:
         ev = tuple(sorted(kw.pop("evidence"), key=lambda e: e.time_ms if e.time_ms is not None else 0.0))

@@ -57,6 +57,7 @@ def find_not_delivered(ctx: Context) -> None:
                 "path drops peer-opened streams (e.g. no stream handler / events not handled); "
                 "handle every StreamDataReceived."
             ),
+            fix=f"make {node}'s application take every stream its transport accepts (handle every StreamDataReceived)",
             evidence=evidence,
         )
 
@@ -114,6 +115,7 @@ def find_no_response(ctx: Context) -> None:
                 "handler, or an exception swallowed): answer every request, or reset the stream with an "
                 "error code, and never block the event loop."
             ),
+            fix=f"make {node} answer every request (or reset the stream with an error code) without blocking",
             evidence=evidence,
         )
 
@@ -135,7 +137,7 @@ def find_rpc_timeouts(ctx: Context) -> None:
                 views.append(ctx.streams[(conn.id, sid)])
         sids, conns, refs = group_streams(views)
         kinds = counts_text(str(d.get("type") or "") for _, _, d, _ in items)
-        waits = sorted({as_float(d.get("timeout_ms")) for _, _, d, _ in items} - {None})
+        waits = sorted({w for _, _, d, _ in items if (w := as_float(d.get("timeout_ms"))) is not None})
         wait = f" after {waits[0]:.0f} ms" if len(waits) == 1 else ""
         stuck = Counter(v.missing for v in views if v.missing)
         where = stuck.most_common(1)[0][0] if stuck else None
@@ -167,5 +169,6 @@ def find_rpc_timeouts(ctx: Context) -> None:
             summary=f"{node}: {plural(len(items), 'request')} to {peer} timed out{wait}"
             f"{f' ({kinds})' if kinds else ''}.",
             cause=cause + ".",  # may start with a node name: never re-case identifiers
+            fix=f"follow the timed-out requests' steps to where they stopped on the way to {peer}",
             evidence=[f.evidence(ref) for f, ref, _, _ in items],
         )

@@ -55,13 +55,13 @@ def _dht_nodes(ctx: Context) -> dict[str, _NodeDht]:
                 nd.node_id = d.get("node_id") if isinstance(d.get("node_id"), str) else None
                 nd.role = d.get("role") if isinstance(d.get("role"), str) else None
             elif name == "dht:lookup_round":
-                pid = d.get("peer_id")
-                if not isinstance(pid, str):
+                peer = d.get("peer_id")
+                if not isinstance(peer, str):
                     continue
                 if d.get("rtt_ms") is None and d.get("error"):
-                    nd.failures.append((t, pid.lower(), ev))
+                    nd.failures.append((t, peer.lower(), ev))
                 elif d.get("rtt_ms") is not None:
-                    nd.successes.append((t, pid.lower()))
+                    nd.successes.append((t, peer.lower()))
     return nodes
 
 
@@ -114,6 +114,8 @@ def find_dht(ctx: Context) -> None:
                 node=name,
                 connection=None,
                 streams=(),
+                first_ms=nd.started_ms,
+                last_ms=ctx.last_ms,  # a state over the node's whole run, not a moment
                 summary=(
                     f"{name}'s routing table stayed empty over {span / 1000:.1f} s while the recording "
                     f"has {n_nodes} nodes: it never joined."
@@ -122,6 +124,7 @@ def find_dht(ctx: Context) -> None:
                     "No peer ever answered it (or it never answered a peer): every STORE and FIND_VALUE "
                     "from it goes nowhere; look at its bootstrap node's findings."
                 ),
+                fix=f"look at the findings of {name}'s bootstrap node and at why no peer answered it",
                 evidence=[start_ev],
             )
         elif nd.started_ms is not None and n_nodes > 2 and span >= BOOTSTRAP_ONLY_MIN_MS and max_size == 1:
@@ -133,6 +136,8 @@ def find_dht(ctx: Context) -> None:
                 node=name,
                 connection=None,
                 streams=(),
+                first_ms=nd.started_ms,
+                last_ms=ctx.last_ms,
                 summary=(
                     f"{name}'s routing table never held more than {max_size} "
                     f"{'contact' if max_size == 1 else 'contacts'} (now: {known}) over {span / 1000:.1f} s "
@@ -142,6 +147,7 @@ def find_dht(ctx: Context) -> None:
                     "The node only knows its bootstrap contact: after joining it must look up its own id "
                     "(and refresh its buckets) so the closest nodes learn of it and it learns of them."
                 ),
+                fix=f"make {name} look up its own id after joining and refresh its buckets",
                 evidence=[start_ev, *add_evidence[:5]],
             )
 
@@ -178,6 +184,7 @@ def find_dht(ctx: Context) -> None:
                         "Contacts that fail to answer must be evicted (or replaced from the replacement cache); "
                         "otherwise lookups keep asking dead peers and time out."
                     ),
+                    fix=f"make {name} evict contacts that fail to answer",
                     evidence=[e for _, _, e in stale],
                 )
 
@@ -229,6 +236,7 @@ def find_dht(ctx: Context) -> None:
                 + (f"; {len(bad) - 1} more STOREs were short too." if len(bad) > 1 else ".")
             ),
             cause=cause,
+            fix=f"check why {name}'s STORE reached so few of the closest nodes (lookups, refusals)",
             evidence=[e for _, e, _ in bad],
         )
 
@@ -265,7 +273,7 @@ def find_dht(ctx: Context) -> None:
                 if holders:
                     misses[target].append((e, holders, svc, d.get("error")))
         for target, items in misses.items():
-            holders = sorted({h for _, hs, _, _ in items for h, _ in hs})
+            holder_names = sorted({h for _, hs, _, _ in items for h, _ in hs})
             svc = next((s for _, _, s, _ in items if s), None)
             label = f"{svc!r} ({short_id(target)})" if svc else short_id(target)
             error = next((x for _, _, _, x in items if x), None)
@@ -283,12 +291,13 @@ def find_dht(ctx: Context) -> None:
                 node=name,
                 connection=None,
                 streams=(),
-                peer=", ".join(holders),
+                peer=", ".join(holder_names),
                 summary=(
                     f"{name}'s FIND_VALUE for {label} found no value ({plural(len(items), 'lookup')}) while "
-                    f"{', '.join(holders)} held an unexpired record for that key"
+                    f"{', '.join(holder_names)} held an unexpired record for that key"
                     f"{f' ({error})' if error else ''}."
                 ),
                 cause=cause,
+                fix=f"check the rounds of {name}'s lookups and the routing tables of the record holders",
                 evidence=evidence,
             )

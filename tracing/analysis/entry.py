@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from ..model import Recording
 from .blind import blind_spots
+from .causes import assign_ids, link, root_first
 from .context import Context
+from .credit import find_flow_control, find_stream_credit_low, find_stream_limit
 from .delivery import find_no_response, find_not_delivered, find_rpc_timeouts
 from .dht import find_dht
 from .facts import TraceFacts
 from .join import connection_view, join_ends
+from .lifecycle import find_alpn, find_connection_failures, find_zero_rtt_rejected
+from .stalls import find_stalls
 from .streams import stream_view
-from .transport import find_alpn, find_loss, find_not_visible, find_stream_limit
+from .transport import find_loss, find_not_visible
 from .values import SEVERITY_RANK, Analysis, ConnectionView, StreamView
 
 
@@ -34,9 +38,9 @@ def analyse(recording: Recording) -> Analysis:
     views: list[ConnectionView] = []
     for conn in conns:
         sids: set[int] = set()
-        for f in (conn.client, conn.server):
-            if f is not None:
-                sids.update(sid for sid, side in f.streams.items() if sid & 2 == 0 and side.has_data)
+        for end in (conn.client, conn.server):
+            if end is not None:
+                sids.update(sid for sid, side in end.streams.items() if sid & 2 == 0 and side.has_data)
         for sid in sorted(sids):
             v = stream_view(conn, sid)
             streams[(conn.id, sid)] = v
@@ -54,14 +58,25 @@ def analyse(recording: Recording) -> Analysis:
     find_not_delivered(ctx)
     find_no_response(ctx)
     find_stream_limit(ctx)
+    find_stream_credit_low(ctx)
+    find_flow_control(ctx)
     find_alpn(ctx)
-    find_loss(ctx)
+    find_loss(ctx)  # before the stalls: loss elsewhere on a node explains a one-ended silence
+    find_stalls(ctx)  # before the closes: a connection a silence ended is named by the silence
+    find_connection_failures(ctx)
+    find_zero_rtt_rejected(ctx)
     find_rpc_timeouts(ctx)
     find_dht(ctx)
     find_not_visible(ctx)
     ctx.findings.sort(
-        key=lambda f: (SEVERITY_RANK.get(f.severity, 9), f.first_ms if f.first_ms is not None else float("inf"))
+        key=lambda f: (
+            SEVERITY_RANK.get(f.severity, 9),
+            f.first_ms if f.first_ms is not None else float("inf"),
+            f.kind,
+            f.node or "",
+        )
     )
+    findings = root_first(link(assign_ids(ctx.findings)))
     blind = blind_spots(ctx, conns)
 
     for f in facts:
@@ -71,7 +86,7 @@ def analyse(recording: Recording) -> Analysis:
         recording_path=recording.path,
         connections=views,
         streams=list(streams.values()),
-        findings=ctx.findings,
+        findings=findings,
         blind_spots=blind,
         nodes=names,
         trace_count=len(recording.traces),

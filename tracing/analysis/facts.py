@@ -6,6 +6,7 @@ import bisect
 from pathlib import Path
 from typing import Any
 
+from ..codes import stream_code_label
 from ..model import Trace
 from .values import Evidence
 
@@ -102,6 +103,55 @@ def alpn_values(raw: Any) -> list[str]:
     return out
 
 
+MAX_RTT_SAMPLES = 512  # enough to find the least; a long trace need not keep them all
+# Frames that do not make a packet ack-eliciting (RFC 9002 §2).
+_NOT_ELICITING = frozenset({"ack", "padding", "connection_close", "ack_ecn"})
+# Drop triggers that are not a packet at all (aioquic logs a datagram's padding this way).
+_NOT_A_PACKET_DROP = frozenset({"header_parse_error", "initial_packet_datagram_too_small"})
+
+
+class IntervalSet:
+    """Disjoint closed integer ranges, kept sorted: the packet numbers a peer acknowledged."""
+
+    __slots__ = ("lo", "hi")
+
+    def __init__(self) -> None:
+        self.lo: list[int] = []
+        self.hi: list[int] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        i = bisect.bisect_left(self.hi, lo - 1)
+        j = i
+        while j < len(self.lo) and self.lo[j] <= hi + 1:
+            lo = min(lo, self.lo[j])
+            hi = max(hi, self.hi[j])
+            j += 1
+        self.lo[i:j] = [lo]
+        self.hi[i:j] = [hi]
+
+    def __contains__(self, n: object) -> bool:
+        if not isinstance(n, int):
+            return False
+        i = bisect.bisect_left(self.hi, n)
+        return i < len(self.lo) and self.lo[i] <= n
+
+
+class CreditWait:
+    """A sender at the peer's flow-control limit: from reaching it until the peer raised it."""
+
+    __slots__ = ("scope", "limit", "start", "end", "start_ref", "end_ref", "blocked_frames", "more_after")
+
+    def __init__(self, scope: int | None, limit: int, start_ref: Ref) -> None:
+        self.scope = scope  # None for the connection (MAX_DATA), else the stream id (MAX_STREAM_DATA)
+        self.limit = limit
+        self.start: float = start_ref[1]
+        self.end: float | None = None
+        self.start_ref = start_ref
+        self.end_ref: Ref | None = None
+        self.blocked_frames = 0  # DATA_BLOCKED / STREAM_DATA_BLOCKED the sender sent meanwhile
+        self.more_after = False  # the sender sent more once the limit was raised: it had been waiting
+
+
 # A reference to one event of one trace: (record, time_ms, name, detail). Tuples: the
 # collecting pass creates many of these.
 Ref = tuple  # (int, float, str, str)
@@ -190,9 +240,17 @@ class TraceFacts:
         self.dropped = 0
         self.malformed = 0
         self.first_packet_dir: str | None = None  # "sent" or "received": guesses a missing vantage
-        self.sent_pkts: dict[tuple[str, int], tuple[float, int]] = {}
-        self.recv_pkts: set[tuple[str, int]] = set()
+        # (space, pn) -> (time, record, bytes, stream ids, ack-eliciting, carries CONNECTION_CLOSE)
+        self.sent_pkts: dict[tuple[str, int], tuple[float, int, int, tuple[int, ...], bool, bool]] = {}
+        self.recv_pkts: dict[tuple[str, int], tuple[float, int]] = {}  # (space, pn) -> (time, record)
+        self.recv_times: list[float] = []
+        self.sent_times: list[float] = []
+        self.eliciting_sent: list[tuple[float, int]] = []  # (time, record) of ack-eliciting packets sent
+        self.peer_acked: dict[str, IntervalSet] = {}
         self.lost: list[Ref] = []
+        self.lost_keys: list[tuple[str, int] | None] = []  # parallel to `lost`
+        self.dropped_packets = 0  # drops of what were packets (not padding), whose number is unknown
+        self.dropped_keys: set[tuple[str, int]] = set()
         self.streams: dict[int, StreamSide] = {}
         self._unacked_sent: dict[str, list[int]] = {}
         self._sent_sids: dict[tuple[str, int], list[int]] = {}
@@ -203,10 +261,32 @@ class TraceFacts:
         self.alpns: list[str] = []
         self.role_hint: str | None = None
         self.local_node_id: str | None = None
+        self.remote_addr: str | None = None  # "ip:port" of the other end, as connection_started gives it
         self.closed: tuple[Ref, dict[str, Any]] | None = None
+        self.close_ms: float | None = None
+        self.handshake_ms: float | None = None
+        self.params_local: dict[str, Any] = {}
+        self.params_remote: dict[str, Any] = {}
+        self.version_negotiation: Ref | None = None
+        self.version_failed: Ref | None = None
+        self.stateless_reset: Ref | None = None
+        self.zero_rtt_sent: list[tuple[int, float, int]] = []  # (pn, time, record)
+        self.zero_rtt_dropped = 0
+        self.zero_rtt_received = 0
+        self.own_streams: list[tuple[float, int, Ref]] = []  # (time, streams opened so far, first frame)
+        self.credit_waits: list[CreditWait] = []
+        self.blocked_recv: list[tuple[Ref, int | None, int | None]] = []  # peer's *_BLOCKED: (ref, stream, limit)
+        self._conn_sent = 0
+        self._max_data: int | None = None
+        self._max_stream_data: dict[int, int] = {}
+        self._open_waits: dict[int | None, CreditWait] = {}
+        self._last_wait: dict[int | None, CreditWait] = {}
+        self._coded_refs: list[tuple[StreamSide, int, Any]] = []  # refs whose code gets its name after the pass
         self.close_sent: tuple[Ref, dict[str, Any]] | None = None
         self.close_recv: tuple[Ref, dict[str, Any]] | None = None
-        self.smoothed_rtt: float | None = None
+        self.smoothed_rtt: float | None = None  # as the trace logs it: some stacks log microseconds
+        self._rtt_samples: list[float] = []  # ms, from ACKs of this end's packets
+        self._rtt_largest: dict[str, int] = {}
         self.latest_rtt: float | None = None
         self.blocked: list[tuple[Ref, int]] = []
         self.max_streams_recv: list[tuple[float, int]] = []
@@ -242,6 +322,15 @@ class TraceFacts:
             return "server"
         return None
 
+    @property
+    def rtt_ms(self) -> float | None:
+        """The path's round trip: the least time from sending a packet to an ACK for it.
+
+        Measured from the trace's own event times, so it is right whatever unit the stack logs
+        its RTT in; the least sample, as QUIC's min_rtt, ignores ACKs that came late.
+        """
+        return min(self._rtt_samples) if self._rtt_samples else None
+
     def evidence(self, ref: Ref) -> Evidence:
         return Evidence(self.path, ref[0], ref[2], ref[1], self.index)
 
@@ -254,7 +343,12 @@ class TraceFacts:
     def drop_working_state(self) -> None:
         """After analysis only the per-stream facts are needed (for timelines)."""
         self.sent_pkts = {}
-        self.recv_pkts = set()
+        self.recv_pkts = {}
+        self.recv_times = []
+        self.sent_times = []
+        self.eliciting_sent = []
+        self.peer_acked = {}
+        self.dropped_keys = set()
         self._unacked_sent = {}
         self._sent_sids = {}
         self._unacked_recv = {}
@@ -288,12 +382,21 @@ class TraceFacts:
                 elif name == "quic:packet_lost":
                     self._lost(ev)
                 elif name == "quic:packet_dropped":
-                    self.dropped += 1
+                    self._dropped(ev.data)
                 elif name == "quic:stream_state_updated":
                     self._stream_state(ev)
                 elif name == "quic:connection_closed":
                     if self.closed is None:
                         self.closed = ((ev.record, t, name, ""), ev.data)
+                        self._closing(t)
+                        if ev.data.get("trigger") == "stateless_reset" and self.stateless_reset is None:
+                            self.stateless_reset = (ev.record, t, name, "closed by a stateless reset")
+                elif name == "quic:parameters_set":
+                    self._parameters(ev.data)
+                elif name == "quic:version_information":
+                    d = ev.data
+                    if d.get("server_versions") and d.get("chosen_version") is None and self.version_failed is None:
+                        self.version_failed = (ev.record, t, name, "no common QUIC version")
                 elif name == "quic:connection_started":
                     self._started(ev.data)
                 elif name == "quic:alpn_information":
@@ -313,6 +416,101 @@ class TraceFacts:
         self.events = n
         self.first_ms = first
         self.last_ms = last
+        self.recv_times.sort()
+        self.sent_times.sort()
+        self.eliciting_sent.sort()
+        self._name_codes()
+
+    def _name_codes(self) -> None:
+        """Reset and STOP_SENDING codes take their names once the trace's ALPN is known."""
+        for side, i, code in self._coded_refs:
+            c = as_int(code)
+            if c is None:
+                continue
+            rec, t, name, detail = side.refs[i]
+            named = (rec, t, name, f"{detail} ({stream_code_label(c, self.alpns)})")
+            side.refs[i] = named
+            for lst in (side.resets_sent, side.resets_recv):
+                for k, r in enumerate(lst):
+                    if r is not None and r[0] == rec and r[3] == detail:
+                        lst[k] = named
+        self._coded_refs = []
+
+    def _rtt_sample(self, space: str, largest: int, t: float) -> None:
+        if largest <= self._rtt_largest.get(space, -1) or len(self._rtt_samples) >= MAX_RTT_SAMPLES:
+            return
+        self._rtt_largest[space] = largest
+        sent = self.sent_pkts.get((space, largest))
+        if sent is not None and t >= sent[0]:
+            self._rtt_samples.append(t - sent[0])
+
+    def _closing(self, t: float) -> None:
+        if self.close_ms is None or t < self.close_ms:
+            self.close_ms = t
+
+    def _handshake(self, t: float) -> None:
+        if self.handshake_ms is None or t < self.handshake_ms:
+            self.handshake_ms = t
+
+    def _dropped(self, d: dict[str, Any]) -> None:
+        self.dropped += 1
+        header = d.get("header") or {}
+        ptype = header.get("packet_type") or d.get("packet_type")
+        pn = as_int(header.get("packet_number", d.get("packet_number")))
+        if ptype and str(ptype).lower() in ("0rtt", "zero_rtt", "0-rtt"):
+            self.zero_rtt_dropped += 1
+        if pn is not None:
+            self.dropped_keys.add((pn_space(ptype), pn))
+        elif str(d.get("trigger") or "") not in _NOT_A_PACKET_DROP:
+            self.dropped_packets += 1
+
+    def _parameters(self, d: dict[str, Any]) -> None:
+        target = self.params_remote if d.get("owner") == "remote" else self.params_local
+        for k, v in d.items():
+            if k != "owner":
+                target.setdefault(k, v)
+        if d.get("owner") == "remote":
+            m = as_int(d.get("initial_max_data"))
+            if m is not None and self._max_data is None:
+                self._max_data = m
+
+    def stream_credit(self, sid: int) -> int | None:
+        """The flow-control limit the peer set for our sending side of stream `sid`."""
+        raised = self._max_stream_data.get(sid)
+        if raised is not None:
+            return raised
+        p = self.params_remote
+        mine = (sid & 1) == (0 if self.role != "server" else 1)
+        if sid & 2:
+            key = "initial_max_stream_data_uni"
+        else:
+            # The peer's "bidi_remote" limit covers streams we opened, "bidi_local" those it opened.
+            key = "initial_max_stream_data_bidi_remote" if mine else "initial_max_stream_data_bidi_local"
+        return as_int(p.get(key))
+
+    def _credit_reached(self, scope: int | None, limit: int | None, used: int, ref: Ref, blocked: bool) -> None:
+        if limit is None or (used < limit and not blocked):
+            return
+        w = self._open_waits.get(scope)
+        if w is None:
+            w = CreditWait(scope, limit, ref)
+            self._open_waits[scope] = w
+            self.credit_waits.append(w)
+        if blocked:
+            w.blocked_frames += 1
+
+    def _credit_raised(self, scope: int | None, maximum: int, ref: Ref) -> None:
+        w = self._open_waits.get(scope)
+        if w is not None and maximum > w.limit:
+            w.end = ref[1]
+            w.end_ref = ref
+            del self._open_waits[scope]
+            self._last_wait[scope] = w
+
+    def _sent_more(self, scope: int | None) -> None:
+        w = self._last_wait.pop(scope, None)
+        if w is not None:
+            w.more_after = True
 
     def _packet(self, ev: Any, received: bool) -> None:
         data = ev.data
@@ -324,19 +522,39 @@ class TraceFacts:
         name = ev.name
         if self.first_packet_dir is None:
             self.first_packet_dir = "received" if received else "sent"
+        ptype = str(header.get("packet_type") or data.get("packet_type") or "").lower()
         if received:
             self.packets_received += 1
+            self.recv_times.append(t)
             if pn is not None:
-                self.recv_pkts.add((space, pn))
+                self.recv_pkts[(space, pn)] = (t, rec)
+            if ptype in ("1rtt", "one_rtt", "1-rtt"):
+                self._handshake(t)
+            elif ptype in ("0rtt", "zero_rtt", "0-rtt"):
+                self.zero_rtt_received += 1
+            elif ptype == "version_negotiation" and self.version_negotiation is None:
+                self.version_negotiation = (rec, t, name, "Version Negotiation packet received")
+            elif ptype == "stateless_reset" and self.stateless_reset is None:
+                self.stateless_reset = (rec, t, name, "stateless reset received")
         else:
             self.packets_sent += 1
-            if pn is not None:
-                self.sent_pkts[(space, pn)] = (t, rec)
+            self.sent_times.append(t)
+            if ptype in ("0rtt", "zero_rtt", "0-rtt") and pn is not None:
+                self.zero_rtt_sent.append((pn, t, rec))
+            elif ptype in ("1rtt", "one_rtt", "1-rtt") and self.role == "client":
+                self._handshake(t)
         frames = data.get("frames") or ()
+        sids: list[int] = []
+        eliciting = False
+        closes = False
         for fr in frames:
             if fr.__class__ is not dict:
                 continue
             ft = fr.get("frame_type")
+            if ft not in _NOT_ELICITING:
+                eliciting = True
+            if ft == "handshake_done":
+                self._handshake(t)
             if ft == "stream":
                 sid = as_int(fr.get("stream_id", fr.get("id")))
                 if sid is None:
@@ -358,16 +576,32 @@ class TraceFacts:
                     if pn is not None:
                         self._pend(self._unacked_recv, self._recv_sids, space, pn, sid)
                 else:
+                    sids.append(sid)
                     if s.first_sent is None:
                         s.first_sent = ref
+                        if sid & 2 == 0 and (sid & 1) == (1 if self.role == "server" else 0):
+                            self.own_streams.append((t, sid // 4 + 1, ref))
                     if end > s.sent_end:
+                        self._sent_more(sid)
+                        self._sent_more(None)
+                        self._conn_sent += end - s.sent_end
                         s.sent_end = end
+                        self._credit_reached(sid, self.stream_credit(sid), end, ref, False)
+                        self._credit_reached(None, self._max_data, self._conn_sent, ref, False)
                     if fin and s.fin_sent is None:
                         s.fin_sent = ref
                     if pn is not None:
                         self._pend(self._unacked_sent, self._sent_sids, space, pn, sid)
             elif ft == "ack":
                 if received:
+                    acked = self.peer_acked.get(space)
+                    if acked is None:
+                        acked = self.peer_acked[space] = IntervalSet()
+                    ranges = ack_ranges(fr.get("acked_ranges"))
+                    for lo, hi in ranges:
+                        acked.add(lo, hi)
+                    if ranges:
+                        self._rtt_sample(space, max(hi for _, hi in ranges), t)
                     self._ack(self._unacked_sent, self._sent_sids, space, fr, rec, t, name, "received")
                 else:
                     self._ack(self._unacked_recv, self._recv_sids, space, fr, rec, t, name, "sent")
@@ -378,6 +612,7 @@ class TraceFacts:
                 s = self.stream(sid)
                 code = fr.get("error_code")
                 ref = (rec, t, name, f"pn {pn} {ft.upper()} {sid} code {code}")
+                self._coded_refs.append((s, len(s.refs), code))
                 s.refs.append(ref)
                 if ft != "stop_sending":
                     (s.resets_recv if received else s.resets_sent).append(ref)
@@ -392,13 +627,49 @@ class TraceFacts:
                     maximum = as_int(fr.get("maximum"))
                     if maximum is not None:
                         self.max_streams_recv.append((t, maximum))
+            elif ft == "max_data":
+                maximum = as_int(fr.get("maximum"))
+                if received and maximum is not None:
+                    if self._max_data is None or maximum > self._max_data:
+                        self._max_data = maximum
+                    self._credit_raised(None, maximum, (rec, t, name, f"pn {pn} MAX_DATA {maximum}"))
+            elif ft == "max_stream_data":
+                sid = as_int(fr.get("stream_id", fr.get("id")))
+                maximum = as_int(fr.get("maximum"))
+                if received and sid is not None and maximum is not None:
+                    if maximum > self._max_stream_data.get(sid, -1):
+                        self._max_stream_data[sid] = maximum
+                    ref = (rec, t, name, f"pn {pn} MAX_STREAM_DATA {sid} {maximum}")
+                    self.stream(sid).refs.append(ref)
+                    self._credit_raised(sid, maximum, ref)
+            elif ft == "data_blocked" or ft == "stream_data_blocked":
+                sid = as_int(fr.get("stream_id", fr.get("id"))) if ft == "stream_data_blocked" else None
+                limit = as_int(fr.get("limit"))
+                ref = (rec, t, name, f"pn {pn} {ft.upper()}{f' {sid}' if sid is not None else ''} limit {limit}")
+                if sid is not None:
+                    self.stream(sid).refs.append(ref)
+                if received:
+                    self.blocked_recv.append((ref, sid, limit))
+                else:
+                    self._credit_reached(sid, limit if limit is not None else 0, 0, ref, True)
             elif ft == "connection_close":
+                closes = True
                 ref = (rec, t, name, f"pn {pn} CONNECTION_CLOSE")
+                self._closing(t)
                 if received:
                     if self.close_recv is None:
                         self.close_recv = (ref, fr)
                 elif self.close_sent is None:
                     self.close_sent = (ref, fr)
+        if not received:
+            if pn is not None:
+                raw = data.get("raw") or {}
+                size = as_int(raw.get("length") if raw.__class__ is dict else None)
+                if size is None:
+                    size = as_int(header.get("packet_size", data.get("packet_size"))) or 0
+                self.sent_pkts[(space, pn)] = (t, rec, size, tuple(sids), eliciting, closes)
+            if eliciting:
+                self.eliciting_sent.append((t, rec))
 
     @staticmethod
     def _pend(
@@ -480,6 +751,8 @@ class TraceFacts:
         s = self.stream(sid)
         new = str(d.get("new") or d.get("state") or "")
         ref = (ev.record, ev.time_ms, ev.name, f"{new} code {d.get('error_code')}")
+        if d.get("error_code") is not None:
+            self._coded_refs.append((s, len(s.refs), d.get("error_code")))
         s.refs.append(ref)
         if new == "reset_sent":
             s.resets_sent.append(ref)
@@ -500,6 +773,7 @@ class TraceFacts:
         pn = as_int(header.get("packet_number", d.get("packet_number")))
         ptype = header.get("packet_type") or d.get("packet_type") or d.get("type")
         self.lost.append((ev.record, ev.time_ms, ev.name, f"{ptype} pn {pn} declared lost"))
+        self.lost_keys.append((pn_space(ptype), pn) if pn is not None else None)
 
     def _started(self, d: dict[str, Any]) -> None:
         role = d.get("role")
@@ -507,6 +781,8 @@ class TraceFacts:
             self.role_hint = role
         if isinstance(d.get("local_node"), str):
             self.local_node_id = d["local_node"].lower()
+        if d.get("dst_ip") is not None and d.get("dst_port") is not None:
+            self.remote_addr = f"{d['dst_ip']}:{d['dst_port']}"
         for a in alpn_values(d.get("alpn_offered")):
             if a not in self.alpns:
                 self.alpns.append(a)

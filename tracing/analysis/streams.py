@@ -8,6 +8,10 @@ from .facts import EMPTY_SIDE, Ref, StreamSide, TraceFacts, as_int
 from .join import Joined
 from .values import DONE, MISSING, NOT_VISIBLE, UNKNOWN, Evidence, Step, StreamView, TimelineEntry
 
+# A FIN follows its answer within a round trip; this long after, with the connection still up,
+# it is not coming.
+FIN_GRACE_MS = 1000.0
+
 
 def _earliest(*cands: tuple[Ref | None, TraceFacts | None, str]) -> tuple[Ref, TraceFacts, str] | None:
     best = None
@@ -30,6 +34,14 @@ def _step(
     if ref is not None and facts is not None:
         return Step(name, status, ref[1], facts.evidence(ref), facts.node, note)
     return Step(name, status, None, None, node if node is not None else (facts.node if facts else None), note)
+
+
+def _fin_withheld(conn: Joined, answered: Step, fin_opener: Step, fin_peer: Step) -> bool:
+    if answered.status != DONE or fin_opener.status != DONE or fin_peer.status != MISSING:
+        return False
+    ends = [f for f in (conn.client, conn.server) if f is not None]
+    lived_on = max((f.close_ms or f.last_ms or 0.0) for f in ends) if ends else 0.0
+    return answered.time_ms is not None and lived_on - answered.time_ms >= FIN_GRACE_MS
 
 
 def stream_view(conn: Joined, sid: int) -> StreamView:
@@ -150,6 +162,18 @@ def stream_view(conn: Joined, sid: int) -> StreamView:
         if st.status == DONE:
             furthest = st.name
     missing = next((st.name for st in steps if st.status == MISSING), None)
+    if missing is None and not resets and _fin_withheld(conn, answered, fin_opener, fin_peer):
+        # Answered, but the peer never finished its side while the connection lived on: the
+        # stream never closes, and its credit never comes back.
+        fin_peer = Step(
+            fin_peer.name,
+            MISSING,
+            fin_peer.time_ms,
+            fin_peer.evidence,
+            fin_peer.node,
+            "the peer answered but never sent FIN on its side while the connection lived on",
+        )
+        missing = "fin_peer"
 
     if OF is None:
         note = f"only {PF.node if PF else '?'}'s trace exists: the opener's steps are unknown"
@@ -201,8 +225,8 @@ def stream_timeline(ends: tuple[TraceFacts | None, TraceFacts | None], stream: S
     rows.sort(key=lambda x: (x[0], x[1], x[2]))
     by_address: dict[tuple[str, int, int], list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
-        ev = row[3]
-        by_address[(ev.path, ev.trace, ev.record)].append(i)
+        at = row[3]
+        by_address[(at.path, at.trace, at.record)].append(i)
     # One packet can carry an ACK, stream data and a FIN: each label goes to the row
     # whose detail shows that step, and each step labels one row only.
     keyword = {"acked": "ACK", "fin_opener": "FIN", "fin_peer": "FIN", "reset": "RESET"}

@@ -1,228 +1,312 @@
-"""Transport findings: stream credit, packet loss, ALPN, and traces that cannot show delivery."""
+"""Packet loss told apart from spurious retransmission, and traces that cannot show delivery.
+
+A packet its sender declared lost is only lost if the receiver never got it. With both ends,
+the receiver's trace decides; with one end, an ACK from the peer proves receipt, and a loss
+nothing contradicts cannot be confirmed. Real loss is a warning when it is more than noise or
+delayed a request, an error when requests failed because of it.
+"""
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .context import Context, plural
-from .facts import EMPTY_SIDE, TraceFacts
-from .join import Joined, close_of
-from .values import ALPN_MISMATCH_CODE, ERROR, INFO, WARNING, Evidence
+from .facts import TraceFacts
+from .join import Joined
+from .values import ERROR, INFO, WARNING, Evidence, StreamView
 
-# Packets sent this close to the receiver's last event may be in flight, not lost.
+# Packets sent this close to the receiver's last event (or its close) may be in flight, not lost.
 LOSS_TAIL_MARGIN_MS = 50.0
-# A loss rate above this is an error, but only over enough packets to mean something.
-LOSS_ERROR_RATE = 0.10
-LOSS_ERROR_MIN_PACKETS = 20
+# Loss below both of these is the noise of any real path: reported, never a warning by itself.
+LOSS_NOISE_RATE = 0.02
+LOSS_NOISE_MIN_PACKETS = 3
+MAX_LOSS_EVIDENCE = 8
+
+Key = tuple[str, int]
 
 
-def find_stream_limit(ctx: Context) -> None:
-    for conn in ctx.conns:
-        for f in (conn.client, conn.server):
-            if f is None or not f.blocked:
-                continue
-            last_ref, limit = f.blocked[-1]
-            if any(t >= last_ref[1] and m > limit for t, m in f.max_streams_recv):
-                continue  # credit came back after the last block: a transient stall, not exhaustion
-            role = f.role or "client"
-            other = conn.other(f)
-            peer = other.node if other is not None else "the peer"
-            my_parity = 0 if role == "client" else 1
-            unfinished: list[int] = []
-            example: Evidence | None = None
-            for sid, side in f.streams.items():
-                if sid & 3 != my_parity or not side.has_data:
-                    continue
-                theirs = other.streams.get(sid, EMPTY_SIDE) if other is not None else EMPTY_SIDE
-                if side.first_sent is None and theirs.first_recv is None:
-                    continue  # never left this node (blocked itself): the peer cannot have finished it
-                finned = side.fin_recv is not None or theirs.fin_sent is not None
-                reset = bool(side.resets_recv or side.resets_sent or theirs.resets_sent)
-                if not finned and not reset:
-                    unfinished.append(sid)
-                    if example is None and other is not None and theirs.first_sent is not None:
-                        example = other.evidence(theirs.first_sent)
-            unfinished.sort()
-            evidence = [f.evidence(r) for r, _ in f.blocked[:5]]
-            if len(f.blocked) > 5:
-                evidence.append(f.evidence(f.blocked[-1][0]))
-            if example is not None:
-                evidence.append(example)
-            head = (
-                f"{f.node} used all {limit} bidirectional streams {peer} allowed and sent STREAMS_BLOCKED "
-                f"({plural(len(f.blocked), 'time')}); {peer} never raised the limit"
-            )
-            if unfinished:
-                severity = ERROR
-                summary = (
-                    f"{head} and never finished (FIN) its side of {plural(len(unfinished), 'stream')} {f.node} opened."
-                )
-                cause = (
-                    f"Stream credit (MAX_STREAMS) only returns when a stream is finished both ways: {peer} "
-                    "keeps its side of each stream open (no FIN after the response); end every stream with "
-                    "FIN or reset it, and queue requests that find no credit."
-                )
-            else:
-                # Blocked, but the trace shows no stream the peer left open: say so, don't blame.
-                severity = WARNING
-                summary = f"{head}; the trace shows no stream {peer} left unfinished."
-                cause = (
-                    f"{peer} returns no stream credit: either it holds streams open that this trace does not "
-                    "show, or its stream limit is too low for this load; queue requests that find no credit."
-                )
-            ctx.add(
-                kind="stream_limit_exhausted",
-                severity=severity,
-                node=f.node,
-                peer=peer,
-                connection=conn.id,
-                connections=(conn.id,),
-                streams=tuple(unfinished),
-                stream_refs=tuple((conn.id, s) for s in unfinished if (conn.id, s) in ctx.streams),
-                summary=summary,
-                cause=cause,
-                evidence=evidence,
-            )
+@dataclass
+class _Direction:
+    """What happened to the packets one end sent on one connection."""
+
+    sender: TraceFacts
+    receiver: str  # node name, or "<node>'s peer" when only the sender's trace exists
+    conn: Joined
+    both_ends: bool
+    sent: int = 0  # packets whose fate the traces can tell
+    lost: list[Key] = field(default_factory=list)  # the receiver never got them
+    spurious: list[Key] = field(default_factory=list)  # declared lost, yet received
+    unconfirmed: list[Key] = field(default_factory=list)  # declared lost; receipt unknowable
 
 
-def find_loss(ctx: Context) -> None:
-    # Per direction: (sender facts, receiver node, sent, lost, evidence refs).
-    directions: list[tuple[TraceFacts, str | None, int, int, int, int, list[Evidence], str]] = []
+def _received(f: TraceFacts, other: TraceFacts | None, key: Key) -> bool:
+    if other is not None and (key in other.recv_pkts or key in other.dropped_keys):
+        return True
+    acked = f.peer_acked.get(key[0])
+    return acked is not None and key[1] in acked
+
+
+def _directions(ctx: Context) -> list[_Direction]:
+    out: list[_Direction] = []
     for conn in ctx.conns:
         for f in (conn.client, conn.server):
             if f is None or f.packets_sent == 0:
                 continue
             other = conn.other(f)
-            declared = len(f.lost)
-            unseen_refs: list[tuple[float, int]] = []
-            if other is not None and other.has_packets and other.last_ms is not None:
-                margin = max(LOSS_TAIL_MARGIN_MS, 2 * (f.smoothed_rtt or other.smoothed_rtt or 0.0))
-                horizon = other.last_ms - margin
+            both = other is not None and other.has_packets
+            d = _Direction(f, ctx.peer_of(conn, f), conn, both)
+            declared = {k for k in f.lost_keys if k is not None}
+            if both:
+                assert other is not None
                 start = other.first_ms if other.first_ms is not None else float("-inf")
-                recv = other.recv_pkts
-                for key, (t, rec) in f.sent_pkts.items():
-                    if start <= t <= horizon and key not in recv:
-                        unseen_refs.append((t, rec))
-            # Packets the receiver dropped (undecryptable yet, duplicates) did arrive.
-            unseen = max(0, len(unseen_refs) - (other.dropped if other is not None else 0))
-            lost = max(declared, unseen)
-            if lost == 0:
-                continue
-            ev = [f.evidence(r) for r in f.lost[:8]]
-            if not ev:
-                unseen_refs.sort()
-                ev = [Evidence(f.path, rec, "quic:packet_sent", t, f.index) for t, rec in unseen_refs[:8]]
-            directions.append((f, other.node if other else None, f.packets_sent, lost, declared, unseen, ev, conn.id))
-    # Attribute to the node common to most lost packets: in a lossy node's recording every
-    # direction touching it loses packets, and its peers are not to blame.
-    remaining = list(range(len(directions)))
+                end = min(x for x in (other.last_ms, other.close_ms) if x is not None)
+                horizon = end - max(LOSS_TAIL_MARGIN_MS, 2 * (f.rtt_ms or other.rtt_ms or 0.0))
+                for key, (t, _rec, _size, _sids, _elicit, closes) in f.sent_pkts.items():
+                    if _received(f, other, key):
+                        d.sent += 1
+                        if key in declared:
+                            d.spurious.append(key)
+                    elif closes or not start <= t <= horizon:
+                        # Before the receiver's trace began, after it closed, or a CONNECTION_CLOSE
+                        # meeting a peer that stopped logging: its fate is unknowable.
+                        if key in declared:
+                            d.unconfirmed.append(key)
+                    else:
+                        d.sent += 1
+                        d.lost.append(key)
+                # Packets the receiver dropped without logging their number did arrive.
+                arrived = min(len(d.lost), other.dropped_packets)
+                if arrived:
+                    d.lost = d.lost[: len(d.lost) - arrived]
+            else:
+                d.sent = f.packets_sent
+                for key in declared:
+                    (d.spurious if _received(f, None, key) else d.unconfirmed).append(key)
+            d.unconfirmed.extend(k for k in declared - set(f.sent_pkts) if k not in d.unconfirmed)
+            out.append(d)
+    return out
+
+
+def _attribute(directions: list[_Direction], weight_of: str) -> list[tuple[str, list[_Direction]]]:
+    """Group directions under the node common to most of their packets: a lossy node's peers are not to blame."""
+    remaining = [d for d in directions if getattr(d, weight_of)]
+    groups: list[tuple[str, list[_Direction]]] = []
     while remaining:
         weight: Counter[str] = Counter()
-        for i in remaining:
-            f, recv, _, lost, *_ = directions[i]
-            weight[f.node] += lost
-            if recv is not None:
-                weight[recv] += lost
+        for d in remaining:
+            n = len(getattr(d, weight_of))
+            weight[d.sender.node] += n
+            weight[d.receiver] += n
         node = weight.most_common(1)[0][0]
-        mine = [i for i in remaining if directions[i][0].node == node or directions[i][1] == node]
-        taken = set(mine)
-        remaining = [i for i in remaining if i not in taken]
-        sent = sum(directions[i][2] for i in mine)
-        lost = sum(directions[i][3] for i in mine)
-        declared = sum(directions[i][4] for i in mine)
-        unseen = sum(directions[i][5] for i in mine)
-        rate = lost / sent if sent else 0.0
-        out_sent = sum(directions[i][2] for i in mine if directions[i][0].node == node)
-        out_lost = sum(directions[i][3] for i in mine if directions[i][0].node == node)
-        in_sent, in_lost = sent - out_sent, lost - out_lost
-        conns = tuple(dict.fromkeys(directions[i][7] for i in mine))
-        peers = sorted(
-            {(directions[i][1] if directions[i][0].node == node else directions[i][0].node) or "?" for i in mine}
-        )
-        parts = []
-        if out_sent:
-            parts.append(f"sent by {node}: {out_lost}/{out_sent}")
-        if in_sent:
-            parts.append(f"sent to {node}: {in_lost}/{in_sent}")
-        severity = ERROR if rate > LOSS_ERROR_RATE and sent >= LOSS_ERROR_MIN_PACKETS else WARNING
-        evidence = [e for i in mine for e in directions[i][6]]
-        ctx.add(
-            kind="packet_loss",
-            severity=severity,
-            node=node,
-            peer=", ".join(peers) or None,
-            connection=conns[0] if len(conns) == 1 else None,
-            connections=conns,
-            streams=(),
-            summary=(
-                f"{lost} of {sent} packets lost ({rate:.1%}) on {plural(len(conns), 'connection')} of {node} "
-                f"({'; '.join(parts)}); {declared} declared lost by the sender, {unseen} never seen by the "
-                "receiver."
-            ),
-            cause=(
-                f"Packets are lost on the path to or from {node} (network loss, congestion, or a loss fault); "
-                "QUIC retransmits, but requests slow down and may time out: check the link or the node's "
-                "loss setting."
-            ),
-            evidence=evidence,
-        )
+        mine = [d for d in remaining if node in (d.sender.node, d.receiver)]
+        remaining = [d for d in remaining if d not in mine]
+        groups.append((node, mine))
+    return groups
 
 
-def find_alpn(ctx: Context) -> None:
-    votes: Counter[str] = Counter()
-    per_node: dict[str, str] = {}
-    for f in ctx.facts:
-        if f.alpns and f.node not in per_node:
-            per_node[f.node] = f.alpns[0]
-    votes.update(per_node.values())
-    top = votes.most_common(2)
-    # The ALPN most nodes offer is the expected one; a tie names no culprit.
-    majority = top[0][0] if top and (len(top) == 1 or top[0][1] > top[1][1]) else None
-    groups: dict[str, list[tuple[Joined, Evidence, str, str]]] = defaultdict(list)
-    for conn in ctx.conns:
-        trigger, reason, code, _, ref, f = close_of(conn)
-        if ref is None or f is None:
-            continue
-        if not (trigger == "alpn_mismatch" or code == ALPN_MISMATCH_CODE or "alpn" in (reason or "").lower()):
-            continue
-        ends = [e for e in (conn.client, conn.server) if e is not None]
-        alpn = {e.node: (e.alpns[0] if e.alpns else None) for e in ends}
-        culprits: list[str] = []
-        if majority is not None:
-            culprits = [e.node for e in ends if alpn[e.node] is not None and alpn[e.node] != majority]
-        if not culprits:
-            culprits = [e.node for e in ends]
-            if len(ends) == 1:
-                culprits.append("its peer")
-        key = ", ".join(culprits)
-        offered = "; ".join(f"{n} offers {a!r}" for n, a in alpn.items() if a) or "ALPNs not logged"
-        groups[key].append((conn, f.evidence(ref), offered, f"0x{code:x}" if code is not None else "?"))
-    for key, items in groups.items():
-        conns = tuple(c.id for c, _, _, _ in items)
-        codes = ", ".join(sorted({c for _, _, _, c in items}))
-        offered = items[0][2]
-        peers = sorted({e.node for c, _, _, _ in items for e in (c.client, c.server) if e is not None} - {key})
-        blame = (
-            f"{key} offers a different ALPN from the rest of the recording ({majority!r})"
-            if majority is not None and "," not in key
-            else "The two ends offer different ALPNs"
-        )
-        ctx.add(
-            kind="alpn_mismatch",
-            severity=ERROR,
-            node=key,
-            peer=", ".join(peers) or None,
-            connection=conns[0] if len(conns) == 1 else None,
-            connections=conns,
-            streams=(),
-            summary=(
-                f"{plural(len(items), 'connection')} closed during the handshake for lack of a common ALPN "
-                f"(code {codes}): {offered}."
-            ),
-            cause=(f"{blame}, so TLS refuses the handshake; configure the same ALPN (protocol version) on every node."),
-            evidence=[e for _, e, _, _ in items],
-        )
+def _streams_of(ctx: Context, dirs: list[_Direction]) -> list[StreamView]:
+    """The request streams whose data rode in the lost packets."""
+    refs: dict[tuple[str, int], StreamView] = {}
+    for d in dirs:
+        for key in d.lost:
+            for sid in d.sender.sent_pkts[key][3]:
+                view = ctx.streams.get((d.conn.id, sid))
+                if view is not None:
+                    refs.setdefault((d.conn.id, sid), view)
+    return sorted(refs.values(), key=lambda v: (v.first_ms or 0.0, v.connection, v.stream_id))
+
+
+def _failed(ctx: Context, view: StreamView) -> bool:
+    """The requester gave up on the stream: it timed out or reset its side."""
+    if view.timed_out is not None:
+        return True
+    conn = ctx.conn_by_id[view.connection]
+    opener = conn.end(view.opener_role)
+    side = opener.streams.get(view.stream_id) if opener is not None else None
+    return bool(side and side.resets_sent)
+
+
+def _sent_evidence(d: _Direction, keys: list[Key]) -> list[Evidence]:
+    f = d.sender
+    return [Evidence(f.path, f.sent_pkts[k][1], "quic:packet_sent", f.sent_pkts[k][0], f.index) for k in keys]
+
+
+def find_loss(ctx: Context) -> None:
+    directions = _directions(ctx)
+    for node, dirs in _attribute(directions, "lost"):
+        conns = {d.conn.id for d in dirs}
+        # The clean directions of the same connections count too: they show loss that is one-way.
+        clean = [d for d in directions if d.conn.id in conns and not d.lost and d.both_ends]
+        _real_loss(ctx, node, dirs + [d for d in clean if node in (d.sender.node, d.receiver)])
+    for node, dirs in _attribute(directions, "unconfirmed"):
+        _unconfirmed_loss(ctx, node, dirs)
+    by_sender: dict[str, list[_Direction]] = defaultdict(list)
+    for d in directions:
+        if d.spurious:
+            by_sender[d.sender.node].append(d)
+    for node, dirs in by_sender.items():
+        _spurious(ctx, node, dirs)
+
+
+def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
+    sent = sum(d.sent for d in dirs)
+    lost = sum(len(d.lost) for d in dirs)
+    rate = lost / sent if sent else 1.0
+    out_sent = sum(d.sent for d in dirs if d.sender.node == node)
+    out_lost = sum(len(d.lost) for d in dirs if d.sender.node == node)
+    in_sent, in_lost = sent - out_sent, lost - out_lost
+    conns = tuple(dict.fromkeys(d.conn.id for d in dirs))
+    peers = sorted({d.receiver if d.sender.node == node else d.sender.node for d in dirs})
+    parts = []
+    if out_sent:
+        parts.append(f"sent by {node}: {out_lost}/{out_sent}")
+    if in_sent:
+        parts.append(f"sent to {node}: {in_lost}/{in_sent}")
+    one_way = ""
+    if out_lost and not in_lost and in_sent >= LOSS_NOISE_MIN_PACKETS:
+        one_way = f"; only packets sent by {node} were lost (one direction)"
+    elif in_lost and not out_lost and out_sent >= LOSS_NOISE_MIN_PACKETS:
+        one_way = f"; only packets sent to {node} were lost (one direction)"
+
+    views = _streams_of(ctx, dirs)
+    failed = [v for v in views if _failed(ctx, v)]
+    noise = lost < LOSS_NOISE_MIN_PACKETS or rate < LOSS_NOISE_RATE
+    if failed:
+        severity = ERROR
+        effect = f"; {plural(len(failed), 'request')} whose packets were lost failed (timed out or abandoned)"
+    elif views:
+        severity = WARNING
+        effect = f"; {plural(len(views), 'request stream')} waited for retransmissions"
+    elif not noise:
+        severity = WARNING
+        effect = ""
+    else:
+        severity = INFO
+        effect = "; within the noise of any path, and no request was held up"
+    evidence: list[Evidence] = []
+    for d in dirs:
+        evidence.extend(_sent_evidence(d, d.lost[:MAX_LOSS_EVIDENCE]))
+    evidence = sorted(evidence, key=lambda e: e.time_ms or 0.0)[:MAX_LOSS_EVIDENCE]
+    evidence += [v.timed_out for v in failed[:3] if v.timed_out is not None]
+    shown = failed or views
+    ctx.add(
+        kind="packet_loss",
+        severity=severity,
+        node=node,
+        peer=", ".join(peers) or None,
+        connection=conns[0] if len(conns) == 1 else None,
+        connections=conns,
+        streams=tuple(sorted({v.stream_id for v in shown})),
+        stream_refs=tuple((v.connection, v.stream_id) for v in shown),
+        summary=(
+            f"{lost} of {sent} packets lost ({rate:.1%}) on {plural(len(conns), 'connection')} of {node} "
+            f"({'; '.join(parts)}): the receiver's trace never shows them{one_way}{effect}."
+        ),
+        cause=(
+            f"Packets are lost on the path to or from {node} (network loss, congestion, a full socket buffer or "
+            "a loss fault); QUIC retransmits them, so requests slow down and may time out."
+        ),
+        fix=f"check the link and socket buffers of {node} (or its loss setting)",
+        evidence=evidence,
+    )
+
+
+def _unconfirmed_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
+    n = sum(len(d.unconfirmed) for d in dirs)
+    sent = sum(d.sent for d in dirs)
+    conns = tuple(dict.fromkeys(d.conn.id for d in dirs))
+    one_ended = [d for d in dirs if not d.both_ends]
+    why = (
+        "only the sender's trace exists and no ACK shows them received"
+        if one_ended and len(one_ended) == len(dirs)
+        else "they were sent before the receiver's trace began or after it closed"
+        if not one_ended
+        else "the receiver's trace is missing or did not cover them"
+    )
+    evidence: list[Evidence] = []
+    for d in dirs:
+        refs = [r for r, k in zip(d.sender.lost, d.sender.lost_keys, strict=False) if k in d.unconfirmed]
+        evidence.extend(d.sender.evidence(r) for r in refs[:MAX_LOSS_EVIDENCE])
+    ctx.add(
+        kind="packet_loss",
+        severity=INFO,
+        node=node,
+        peer=", ".join(sorted({d.receiver if d.sender.node == node else d.sender.node for d in dirs})) or None,
+        connection=conns[0] if len(conns) == 1 else None,
+        connections=conns,
+        streams=(),
+        summary=(
+            f"{plural(n, 'packet')} declared lost on {plural(len(conns), 'connection')} of {node}"
+            f"{f' (of {sent} sent)' if sent else ''}; the loss could not be confirmed: {why}."
+        ),
+        cause=(
+            "A sender declares a packet lost when its ACK is late; whether the packet really went missing only "
+            "the receiver's trace can tell."
+        ),
+        fix=(
+            "record both ends of the connection to tell real loss from late ACKs"
+            if one_ended
+            else "nothing to fix: the receiver was not there yet (or had closed) when they were sent"
+        ),
+        evidence=evidence,
+    )
+
+
+def _spurious(ctx: Context, node: str, dirs: list[_Direction]) -> None:
+    n = sum(len(d.spurious) for d in dirs)
+    resent = sum(d.sender.sent_pkts[k][2] for d in dirs for k in d.spurious if k in d.sender.sent_pkts)
+    declared_after: list[float] = []
+    arrived_after: list[float] = []
+    evidence: list[Evidence] = []
+    for d in dirs:
+        f = d.sender
+        when_lost = {k: r for r, k in zip(f.lost, f.lost_keys, strict=False) if k is not None}
+        other = d.conn.other(f)
+        for k in d.spurious:
+            sent = f.sent_pkts.get(k)
+            lost_ref = when_lost.get(k)
+            if sent is None or lost_ref is None:
+                continue
+            declared_after.append(lost_ref[1] - sent[0])
+            got = other.recv_pkts.get(k) if other is not None else None
+            if got is not None:
+                arrived_after.append(got[0] - sent[0])
+            if len(evidence) < MAX_LOSS_EVIDENCE:
+                evidence.append(f.evidence(lost_ref))
+                if other is not None and got is not None:
+                    evidence.append(Evidence(other.path, got[1], "quic:packet_received", got[0], other.index))
+    conns = tuple(dict.fromkeys(d.conn.id for d in dirs))
+    peers = sorted({d.receiver for d in dirs})
+    proof = "received" if any(d.both_ends for d in dirs) else "acknowledged"
+    timing = ""
+    if declared_after:
+        timing = f"; declared lost {statistics.median(declared_after):.0f} ms after sending (median)"
+        if arrived_after:
+            timing += f", while they had arrived within {max(arrived_after):.0f} ms"
+    ctx.add(
+        kind="spurious_retransmission",
+        severity=INFO,
+        node=node,
+        peer=", ".join(peers) or None,
+        connection=conns[0] if len(conns) == 1 else None,
+        connections=conns,
+        streams=(),
+        summary=(
+            f"{node} declared {plural(n, 'packet')} lost that {', '.join(peers)} {proof} (spurious "
+            f"retransmissions on {plural(len(conns), 'connection')}): nothing was lost; {resent:,} bytes were "
+            f"resent{timing}."
+        ),
+        cause=(
+            "Loss detection fired before the ACK came back (a busy host delays packets and ACKs, or the RTT "
+            "estimate was still low, e.g. while processes start); the cost is the bytes resent and a smaller "
+            "congestion window, not lost data."
+        ),
+        fix="nothing to fix unless it is frequent: then look for a host too busy to answer in time",
+        evidence=evidence,
+    )
 
 
 def find_not_visible(ctx: Context) -> None:

@@ -126,6 +126,7 @@ class ConnectionView:
     streams: int
     first_ms: float | None
     last_ms: float | None
+    close_name: str | None = None  # the close code named: "TLS alert 42 (bad certificate)", "H3_NO_ERROR (0x100)"
 
     @property
     def ends(self) -> tuple[ConnectionEnd, ...]:
@@ -152,6 +153,7 @@ class ConnectionView:
             "close_trigger": self.close_trigger,
             "close_reason": self.close_reason,
             "close_code": self.close_code,
+            "close_name": self.close_name,
             "closed_by": self.closed_by,
             "rtt_ms": self.rtt_ms,
             "latest_rtt_ms": self.latest_rtt_ms,
@@ -191,7 +193,8 @@ class StreamView:
     bytes_peer: int
 
     def step(self, name: str) -> Step:
-        for s in self.steps:
+        """A step of the chain, or `fin_opener` / `fin_peer`."""
+        for s in (*self.steps, self.fin_opener, self.fin_peer):
             if s.name == name:
                 return s
         raise KeyError(name)
@@ -228,7 +231,8 @@ class Finding:
 
     `connection` is a ConnectionView.id when the finding concerns one connection; findings
     that group several list them in `connections`, and `stream_refs` pairs each stream id
-    with its connection (stream ids repeat across connections).
+    with its connection (stream ids repeat across connections). `id` is stable for the same
+    traces; `caused_by` is the id of the root finding this one is a consequence of.
     """
 
     kind: str
@@ -244,9 +248,19 @@ class Finding:
     peer: str | None = None
     connections: tuple[str, ...] = ()
     stream_refs: tuple[tuple[str, int], ...] = ()
+    fix: str = ""  # the one thing to do, in a line
+    id: str = ""
+    caused_by: str | None = None
+
+    @property
+    def stream_count(self) -> int:
+        """Streams as (connection, stream id): ids repeat across connections."""
+        return len(self.stream_refs) or len(self.streams)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "id": self.id,
+            "caused_by": self.caused_by,
             "kind": self.kind,
             "severity": self.severity,
             "node": self.node,
@@ -254,12 +268,14 @@ class Finding:
             "connection": self.connection,
             "connections": list(self.connections),
             "streams": list(self.streams),
+            "stream_count": self.stream_count,
             "stream_refs": [{"connection": c, "stream_id": s} for c, s in self.stream_refs],
             "first_ms": self.first_ms,
             "last_ms": self.last_ms,
             "evidence": [e.to_json() for e in self.evidence],
             "summary": self.summary,
             "cause": self.cause,
+            "fix": self.fix,
         }
 
 
@@ -304,6 +320,17 @@ class Analysis:
                 return s
         return None
 
+    def finding(self, fid: str | None) -> Finding | None:
+        return next((f for f in self.findings if f.id == fid), None) if fid else None
+
+    def roots(self) -> list[Finding]:
+        """Findings that are no other finding's consequence, most severe first."""
+        return [f for f in self.findings if f.caused_by is None]
+
+    def consequences(self, root: Finding) -> list[Finding]:
+        """The findings caused by `root`, in report order."""
+        return [f for f in self.findings if f.caused_by is not None and f.caused_by == root.id]
+
     def affected_streams(self, severity: str = ERROR) -> list[StreamView]:
         """Streams named by findings of `severity`, in finding order, each once."""
         index = {(s.connection, s.stream_id): s for s in self.streams}
@@ -331,6 +358,7 @@ class Analysis:
             "streams_with_missing_step": sum(1 for s in self.streams if s.missing),
             "events": self.event_count,
             "findings": {ERROR: sev.get(ERROR, 0), WARNING: sev.get(WARNING, 0), INFO: sev.get(INFO, 0)},
+            "root_causes": [f.id for f in self.findings if f.caused_by is None and f.severity != INFO],
             "first_ms": self.first_ms,
             "last_ms": self.last_ms,
             "duration_ms": (self.last_ms - self.first_ms)
