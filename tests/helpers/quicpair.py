@@ -75,6 +75,7 @@ class Plan:
     datagram: bool = False
     ping: bool = False
     close: bool = True
+    linger_s: float = 0.2  # the client closes this long after its requests, once answered
     drop: Callable[[int, bool], bool] | None = None  # (datagram number, client sent) -> lose it
 
 
@@ -125,6 +126,7 @@ def converse(
     sent_requests = False
     answered: set[int] = set()
     number = 0
+    requests_at = 0.0
 
     def deliver(data: bytes, from_client: bool) -> None:
         nonlocal server, retried, number
@@ -176,6 +178,7 @@ def converse(
         while ev is not None:
             if isinstance(ev, events.HandshakeCompleted) and not sent_requests:
                 sent_requests = True
+                requests_at = now
                 for i in range(plan.streams):
                     sid = client.get_next_available_stream_id()
                     fin = not (plan.reset_stream and i == 0)
@@ -219,11 +222,14 @@ def converse(
             conv.streams.append(sid)
             continue
         done_streams = not plan.answer or len(answered) >= len(conv.streams) - (1 if plan.reset_stream else 0)
-        if sent_requests and done_streams and plan.close and not getattr(client, "_closing", False):
+        close_due = sent_requests and done_streams and plan.close and not getattr(client, "_closing", False)
+        if close_due and now >= requests_at + plan.linger_s:
             client._closing = True  # type: ignore[attr-defined]
             client.close(error_code=0, reason_phrase="done")
             continue
         timers = [t for t in (client.get_timer(), server.get_timer() if server else None) if t is not None]
+        if close_due:
+            timers.append(requests_at + plan.linger_s)
         if not timers:
             break
         t = min(timers)
@@ -240,6 +246,35 @@ def converse(
     return conv
 
 
+Datagram = tuple[float, tuple[str, int], tuple[str, int], bytes]
+
+
+class Held:
+    """Stands in for a CaptureWriter: keeps the datagrams to write later, in any order or file."""
+
+    def __init__(self) -> None:
+        self.datagrams: list[Datagram] = []
+
+    def write(self, t: float, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> None:
+        self.datagrams.append((t, src, dst, data))
+
+
+def record(**kwargs: object) -> tuple[Conversation, list[Datagram]]:
+    """One conversation and its datagrams, not yet written anywhere."""
+    held = Held()
+    conv = converse(held, **kwargs)  # type: ignore[arg-type]
+    return conv, held.datagrams
+
+
+def write_datagrams(
+    path: Path, datagrams: list[Datagram], *, fmt: str = "pcapng", link: str = "ethernet", keylog: str | None = None
+) -> None:
+    """Datagrams as a capture; `keylog` goes in a DSB before them (pcapng only)."""
+    with CaptureWriter(path, fmt=fmt, link=link, keylog=keylog) as writer:
+        for t, src, dst, data in datagrams:
+            writer.write(t, src, dst, data)
+
+
 def write_capture(
     path: Path,
     *,
@@ -250,20 +285,9 @@ def write_capture(
     **kwargs: object,
 ) -> Conversation:
     """One conversation as a capture file; its key log in a DSB and/or beside it."""
-    writer = CaptureWriter(path, fmt=fmt, link=link)
-    held: list[tuple[float, tuple[str, int], tuple[str, int], bytes]] = []
-
-    class Hold:
-        def write(self, t: float, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> None:
-            held.append((t, src, dst, data))
-
-    conv = converse(Hold(), **kwargs)  # type: ignore[arg-type]
+    conv, datagrams = record(**kwargs)
     # The key log is known once the handshake ran; a DSB goes before the packets it opens.
-    if dsb and fmt == "pcapng":
-        writer.add_keylog(conv.keylog)
-    for t, src, dst, data in held:
-        writer.write(t, src, dst, data)
-    writer.close()
+    write_datagrams(path, datagrams, fmt=fmt, link=link, keylog=conv.keylog if dsb and fmt == "pcapng" else None)
     if keylog_path is not None:
         keylog_path.write_text(conv.keylog)
     return conv

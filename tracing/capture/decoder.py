@@ -355,6 +355,8 @@ class CaptureDecoder:
             self._register(conn, scid, True)
             # RFC 9001 5.2: Initial keys after a Retry come from the Retry's Source Connection ID.
             conn.setup_initial(scid, version)
+            # The client answers a Retry with a new ClientHello (aioquic's has a new random): read it.
+            conn.c2s.crypto["initial"] = _Crypto()
             token_len = max(n - p - RESET_TOKEN_BYTES, 0)
             self._packet_event(
                 conn,
