@@ -587,3 +587,20 @@ def test_pcap_cannot_carry_a_key_log(tmp_path):
 
     with pytest.raises(CaptureError, match="only pcapng carries a key log"):
         CaptureWriter(tmp_path / "x.pcap", fmt="pcap", keylog="CLIENT_TRAFFIC_SECRET_0 00 00")
+
+
+def test_version_negotiation_is_read_and_the_offered_version_named(tmp_path):
+    from aioquic.quic.packet import encode_quic_version_negotiation
+
+    client, server = ("10.0.0.1", 5000), ("10.1.0.1", 443)
+    dcid, scid = os.urandom(8), os.urandom(8)
+    initial = bytes([0xC0]) + (0x1A2A3A4A).to_bytes(4, "big") + b"\x08" + dcid + b"\x08" + scid + os.urandom(1200)
+    vn = encode_quic_version_negotiation(source_cid=dcid, destination_cid=scid, supported_versions=[V1, V2])
+    cap = tmp_path / "vn.pcapng"
+    write_datagrams(cap, [(1_780_000_000.0, client, server, initial), (1_780_000_000.001, server, client, vn)])
+    rec = read_capture(cap)
+    [trace] = rec.traces
+    info = [e.data for e in trace if e.name == "quic:version_information"]
+    assert info[-1]["server_versions"] == ["00000001", "6b3343cf"]
+    assert packets(trace)[-1].data["header"]["packet_type"] == "version_negotiation"
+    assert any("0x1a2a3a4a (reserved for negotiation) is not supported" in w for w in rec.warnings)

@@ -107,3 +107,14 @@ def test_a_foreign_network_trace_with_server_flow_is_split_the_other_way():
 def test_a_recording_without_network_traces_is_returned_as_is(tmp_path):
     rec = open_recording(SAMPLES / "aioquic_client_success.qlog")
     assert split_network_traces(rec) is rec
+
+
+def test_names_given_for_addresses_label_the_ends(tmp_path):
+    cap = tmp_path / "c.pcapng"
+    write_capture(cap, plan=Plan(streams=1))
+    network = read_capture(cap, names={"10.1.0.1": "registry", "10.0.0.1:50000": "provider1"})
+    assert network.traces[0].info.node == "provider1 → registry"
+    client, server = split_network_traces(network).traces
+    assert (client.info.node, server.info.node) == ("provider1", "registry")
+    [conn] = analyse(split_network_traces(network)).connections
+    assert conn.label == "provider1 → registry"
