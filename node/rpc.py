@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from .constants import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, STREAM_CREDIT_WAIT_S
 from .ids import Contact, NodeId
-from .transport import Address, Conn, Endpoint, Faults, TransportError, close_text
+from .scenarios import Faults
+from .transport import Address, Conn, Endpoint, TransportError, close_text
 from .wire import (
     RESPONSE_FOR,
     Error,

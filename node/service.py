@@ -15,7 +15,8 @@ from .constants import FIND_VALUE_QUORUM, MAX_DATAGRAM_BYTES
 from .keys import Identity
 from .node import Node, NodeError
 from .rpc import RpcError
-from .transport import Address, Faults
+from .scenarios import Faults
+from .transport import Address
 
 BOOTSTRAP_RETRY_S = 0.5
 DISCOVER_INTERVAL_S = 1.0

@@ -11,7 +11,6 @@ from typing import Any
 import msgpack
 import pytest
 
-from dhtscope.node import transport
 from dhtscope.node.constants import (
     ACK_DELAY_S,
     MAX_DATAGRAM_BYTES,
@@ -23,6 +22,7 @@ from dhtscope.node.constants import (
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import NodeError
+from dhtscope.node.quic_internals import NodeQuicConnection
 from dhtscope.node.records import Record
 from dhtscope.node.rpc import RemoteError
 from dhtscope.node.wire import (
@@ -265,12 +265,12 @@ async def test_more_requests_than_stream_credit_all_succeed(make_nodes):
 
 
 async def test_a_peer_may_open_max_streams_per_connection_at_once(make_nodes):
-    # aioquic grants 128 streams; the node raises it through aioquic's private state.
+    # aioquic grants 128 streams; the node raises it (node/quic_internals.py).
     a, b = await make_nodes(2, bootstrap=False)
     await b.ping(("127.0.0.1", a.port))
     conn = b.rpc.pooled(a.id)
     assert conn is not None
-    assert conn.quic._remote_max_streams_bidi == MAX_STREAMS_PER_CONNECTION
+    assert conn.quic.peer_stream_credit() == MAX_STREAMS_PER_CONNECTION
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(MAX_STREAMS_PER_CONNECTION - 1)))
     assert len(results) == MAX_STREAMS_PER_CONNECTION - 1
     assert not conn._blocked_probe_sent  # no request had to wait for credit
@@ -308,14 +308,14 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
         asked[0] += 1
         return original(self, *args, **kwargs)
 
-    node_version = transport._NodeQuicConnection._write_stream_frame
+    node_version = NodeQuicConnection._write_stream_frame
 
     def offering(self, *args, **kwargs):
         offered[0] += 1
         return node_version(self, *args, **kwargs)
 
     monkeypatch.setattr(QuicConnection, "_write_stream_frame", counting)
-    monkeypatch.setattr(transport._NodeQuicConnection, "_write_stream_frame", offering)
+    monkeypatch.setattr(NodeQuicConnection, "_write_stream_frame", offering)
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(200)))
     assert len(results) == 200
     assert asked[0] > 0 and offered[0] > asked[0]

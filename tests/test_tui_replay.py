@@ -163,15 +163,11 @@ async def test_replay_controls_step_seek_and_play(recording: Path) -> None:
         assert state.position == total
 
 
-async def test_replay_of_a_missing_path_says_so(tmp_path: Path) -> None:
-    import argparse
+async def test_replay_of_a_missing_path_says_so(tmp_path: Path, capsys) -> None:
+    from dhtscope.tui.cli import main
 
-    from dhtscope.tui.commands import add_commands
-
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command"), node_options=lambda p: None)
-    args = parser.parse_args(["replay", str(tmp_path / "nope")])
-    assert args.func(args) == 1
+    assert main(["replay", str(tmp_path / "nope")]) == 1
+    assert "no such file or directory" in capsys.readouterr().err
 
 
 def _exited(pid: int) -> bool:

@@ -19,6 +19,7 @@ import mmap
 import os
 import re
 import stat
+import threading
 import weakref
 from array import array
 from collections import OrderedDict
@@ -324,8 +325,14 @@ class _MapPool:
     def __init__(self, capacity: int = 128) -> None:
         self.capacity = capacity
         self._open: OrderedDict[int, weakref.ref[SqlogTrace]] = OrderedDict()
+        # Readers in several threads (the TUI's workers) share the pool.
+        self._lock = threading.Lock()
 
     def touch(self, trace: SqlogTrace) -> None:
+        with self._lock:
+            self._touch(trace)
+
+    def _touch(self, trace: SqlogTrace) -> None:
         key = id(trace)
         ref = self._open.get(key)
         if ref is not None and ref() is trace:
@@ -340,9 +347,10 @@ class _MapPool:
                 old._mm = None  # not closed here: an iterator may still be reading through it
 
     def forget(self, trace: SqlogTrace) -> None:
-        ref = self._open.get(id(trace))
-        if ref is not None and ref() is trace:
-            del self._open[id(trace)]
+        with self._lock:
+            ref = self._open.get(id(trace))
+            if ref is not None and ref() is trace:
+                del self._open[id(trace)]
 
 
 _POOL = _MapPool()
