@@ -785,7 +785,7 @@ class LazyDocTrace(ReaderTrace):
         assert raw is not None  # checked when the spans were indexed
         return _to_event(raw, self._clock, record, None)
 
-    def __getitem__(self, record: int) -> Event:  # type: ignore[override]
+    def __getitem__(self, record: int) -> Event:
         n = len(self)
         if record < 0:
             record += n
@@ -819,7 +819,8 @@ class _Walk:
         import json
 
         self.text = text
-        self.scan = json.JSONDecoder().scan_once
+        # scan_once is set by JSONDecoder.__init__; the stubs do not list it.
+        self.scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
     def ws(self, i: int) -> int:
         return _WS.match(self.text, i).end()  # type: ignore[union-attr]

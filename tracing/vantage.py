@@ -39,7 +39,7 @@ class EndTrace(ReaderTrace):
     def __len__(self) -> int:
         return len(self._records)
 
-    def __getitem__(self, record: int) -> Event:  # type: ignore[override]
+    def __getitem__(self, record: int) -> Event:
         if record < 0:
             record += len(self._records)
         return self._event(record, self._source[self._records[record]])

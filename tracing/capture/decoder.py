@@ -404,7 +404,12 @@ class CaptureDecoder:
                 {"client_versions": [f"{version:08x}"], "chosen_version": f"{version:08x}"},
                 frame,
             )
-        header = {"packet_type": ptype, "version": f"{version:08x}", "dcid": dcid.hex(), "scid": scid.hex()}
+        header: dict[str, Any] = {
+            "packet_type": ptype,
+            "version": f"{version:08x}",
+            "dcid": dcid.hex(),
+            "scid": scid.hex(),
+        }
         if ptype == "initial":
             header["token"] = {"length": token_len}
         self._protected(time_ms, frame, conn, c2s, data[pos:end], p - pos, ptype, header, version)
@@ -445,6 +450,7 @@ class CaptureDecoder:
             self._dropped(conn, c2s, time_ms, frame, header, len(packet), reason or "key_unavailable")
             return
         try:
+            assert ctx.hp is not None and ctx.aead is not None  # a context from _context has keys
             plain_header, truncated = ctx.hp.remove(packet, pn_offset)
             pn = decode_packet_number(truncated, ((plain_header[0] & 0x03) + 1) * 8, keys.largest[space] + 1)
             body = packet[len(plain_header) :]
@@ -563,11 +569,12 @@ class CaptureDecoder:
         assert keys.one_rtt is not None
         nxt = next_key_phase(keys.one_rtt)
         nxt.hp = keys.one_rtt.hp  # RFC 9001 6.1: a key update changes the packet keys, never the header key
+        assert nxt.aead is not None  # derived from a context that had keys
         try:
             payload = nxt.aead.decrypt(body, plain_header, pn)
         except Exception:
             prev = keys.one_rtt_prev
-            if prev is None:
+            if prev is None or prev.aead is None:
                 return None
             return prev.aead.decrypt(body, plain_header, pn)  # a late packet of the previous phase
         keys.one_rtt_prev, keys.one_rtt = keys.one_rtt, nxt
