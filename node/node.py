@@ -32,7 +32,8 @@ from .lookup import Hop, Lookup, LookupResult
 from .records import Advertisements, Record, RecordError, RecordStore, verify
 from .routing import RoutingChange, RoutingTable
 from .rpc import RemoteError, RpcEndpoint, RpcError, contact_of
-from .transport import Address, Conn, Endpoint, Faults, TransportError
+from .scenarios import DEFAULT_LOSS, Faults, apply_scenario
+from .transport import Address, Conn, Endpoint, TransportError
 from .wire import (
     Error,
     ErrorCode,
@@ -627,6 +628,16 @@ class Node:
             await self.store_record(record)
         except NodeError as exc:
             log.info("republish of %s failed: %s", record.name or record.key.short(), exc)
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def set_scenario(self, name: str, loss: float = DEFAULT_LOSS) -> dict[str, Any]:
+        """Switch this node's fault scenario live (ValueError for an unknown name); every mode calls this."""
+        previous = self.faults.names()
+        # In place: the transport and the RPC layer hold this very object and read it live.
+        notes = apply_scenario(self.faults, name, loss)
+        self.emit("dht:scenario_changed", {"scenario": name, "faults": self.faults.names(), "previous": previous})
+        return {"scenario": name, "faults": self.faults.names(), "previous": previous, "notes": notes}
 
     # -- views ---------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from helpers.waiting import FakeClock, eventually
 
-from dhtscope.node import transport
 from dhtscope.node.constants import (
     ACK_DELAY_S,
     MAX_DATAGRAM_BYTES,
@@ -23,6 +23,7 @@ from dhtscope.node.constants import (
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import NodeError
+from dhtscope.node.quic_internals import NodeQuicConnection
 from dhtscope.node.records import Record
 from dhtscope.node.rpc import RemoteError
 from dhtscope.node.wire import (
@@ -122,18 +123,20 @@ async def test_join_fills_routing_tables_beyond_the_bootstrap_node(make_nodes):
 
 
 async def test_records_expire_and_providers_republish_before_expiry(make_nodes):
+    clock = FakeClock()  # the nodes' record clock: time passes when the test says so
     registry, provider, client = await make_nodes(
-        3, record_ttl_s=2.0, republish_margin_s=1.2, maintenance_interval_s=0.1, request_timeout_s=0.5
+        3, record_ttl_s=2.0, republish_margin_s=1.2, maintenance_interval_s=0.02, request_timeout_s=0.5, clock=clock
     )
     await provider.advertise("calculator", "127.0.0.1:9001")
     key = NodeId.for_name("calculator")
-    first = registry.store_.get(key, registry.clock())[0]
-    await asyncio.sleep(1.6)  # past expires_at - margin: the provider republished with a new seq
-    again = registry.store_.get(key, registry.clock())[0]
-    assert again.seq > first.seq and again.expires_at > first.expires_at
+    first = registry.store_.get(key, clock())[0]
+    clock.advance(1.6)  # past expires_at - margin: the provider republishes with a new seq
+    await eventually(lambda: registry.store_.get(key, clock())[0].seq > first.seq, "a republished record")
+    again = registry.store_.get(key, clock())[0]
+    assert again.expires_at > first.expires_at
     await provider.stop()  # no more republishing: the record must expire everywhere
-    await asyncio.sleep(2.3)
-    assert registry.store_.get(key, registry.clock()) == []
+    clock.advance(2.3)
+    await eventually(lambda: registry.store_.get(key, clock()) == [], "the record to expire")
     found = await client.discover("calculator")
     assert found.records == ()
 
@@ -265,12 +268,12 @@ async def test_more_requests_than_stream_credit_all_succeed(make_nodes):
 
 
 async def test_a_peer_may_open_max_streams_per_connection_at_once(make_nodes):
-    # aioquic grants 128 streams; the node raises it through aioquic's private state.
+    # aioquic grants 128 streams; the node raises it (node/quic_internals.py).
     a, b = await make_nodes(2, bootstrap=False)
     await b.ping(("127.0.0.1", a.port))
     conn = b.rpc.pooled(a.id)
     assert conn is not None
-    assert conn.quic._remote_max_streams_bidi == MAX_STREAMS_PER_CONNECTION
+    assert conn.quic.peer_stream_credit() == MAX_STREAMS_PER_CONNECTION
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(MAX_STREAMS_PER_CONNECTION - 1)))
     assert len(results) == MAX_STREAMS_PER_CONNECTION - 1
     assert not conn._blocked_probe_sent  # no request had to wait for credit
@@ -308,14 +311,14 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
         asked[0] += 1
         return original(self, *args, **kwargs)
 
-    node_version = transport._NodeQuicConnection._write_stream_frame
+    node_version = NodeQuicConnection._write_stream_frame
 
     def offering(self, *args, **kwargs):
         offered[0] += 1
         return node_version(self, *args, **kwargs)
 
     monkeypatch.setattr(QuicConnection, "_write_stream_frame", counting)
-    monkeypatch.setattr(transport._NodeQuicConnection, "_write_stream_frame", offering)
+    monkeypatch.setattr(NodeQuicConnection, "_write_stream_frame", offering)
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(200)))
     assert len(results) == 200
     assert asked[0] > 0 and offered[0] > asked[0]
