@@ -144,3 +144,18 @@ def test_a_healthy_cluster_with_spurious_pto_retransmissions_has_nothing_above_i
     a = analyse(recording(*ends))
     assert [f for f in a.findings if f.severity != INFO] == []
     assert only(a, "spurious_retransmission").node == "registry"
+
+
+def test_ends_seen_on_the_wire_cannot_confirm_loss_by_themselves() -> None:
+    import dataclasses
+
+    c, s = End("client", "client", "wr01", dhtscope=False), End("server", "server", "wr01", dhtscope=False)
+    pings(c, s, 10, 20)
+    for i in range(5):  # the observer saw them leave; it cannot see whether they arrived
+        c.send(40 + i, {"frame_type": "ping"})
+    s.log(100, "quic:recovery_metrics_updated", {"smoothed_rtt": 1.0})
+    rec = recording(c, s)
+    for t in rec.traces:
+        t.info = dataclasses.replace(t.info, extra={**t.info.extra, "seen_on_wire": True})
+    a = analyse(rec)
+    assert [f for f in a.findings if f.kind == "packet_loss" and f.severity != INFO] == []

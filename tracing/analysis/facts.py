@@ -229,6 +229,9 @@ class TraceFacts:
         self.node = info.node or Path(info.path).stem
         self.vantage = info.vantage if info.vantage in ("client", "server") else None
         self.odcid = info.odcid
+        # An end split from a network observer's trace: what it "received" is what the wire
+        # carried towards it, not what reached it.
+        self.on_wire = bool(info.extra.get("seen_on_wire"))
         title = info.title or ""
         protocols = info.extra.get("protocol_type") or ()
         self.dhtscope = title.startswith("dhtscope") or (isinstance(protocols, list) and "DHT" in protocols)

@@ -97,8 +97,13 @@ def _silences_of(ctx: Context, conn: Joined, f: TraceFacts) -> list[_Silence]:
             continue
         if died is not None and "handshake" in died:
             continue  # a handshake that never completed is named by its timeout
-        if other is None or not other.has_packets or (other.first_ms is not None and other.first_ms > start):
-            verdict = "one end"  # no trace of the peer for the silence
+        if (
+            other is None
+            or not other.has_packets
+            or other.on_wire
+            or (other.first_ms is not None and other.first_ms > start)
+        ):
+            verdict = "one end"  # no trace of the peer itself for the silence
         elif other.last_ms is not None and other.last_ms <= start:
             verdict = "stopped"  # its trace ends where the silence begins
         else:

@@ -56,7 +56,7 @@ def _directions(ctx: Context) -> list[_Direction]:
             if f is None or f.packets_sent == 0:
                 continue
             other = conn.other(f)
-            both = other is not None and other.has_packets
+            both = other is not None and other.has_packets and not (f.on_wire or other.on_wire)
             d = _Direction(f, ctx.peer_of(conn, f), conn, both)
             declared = {k for k in f.lost_keys if k is not None}
             if both:
