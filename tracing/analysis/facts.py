@@ -6,7 +6,7 @@ import bisect
 from pathlib import Path
 from typing import Any
 
-from ..codes import stream_code_label
+from ..codes import DHTSCOPE_ALPN_PREFIX, stream_code_label
 from ..model import Trace
 from .values import Evidence
 
@@ -426,12 +426,15 @@ class TraceFacts:
 
     def _name_codes(self) -> None:
         """Reset and STOP_SENDING codes take their names once the trace's ALPN is known."""
+        # A dhtscope trace that logs no ALPN still speaks dhtscope's protocol.
+        alpns = self.alpns or ([DHTSCOPE_ALPN_PREFIX] if self.dhtscope else [])
         for side, i, code in self._coded_refs:
             c = as_int(code)
-            if c is None:
-                continue
+            label = stream_code_label(c, alpns) if c is not None else None
+            if label is None or label.startswith("0x"):
+                continue  # no registry names it: the number stands alone
             rec, t, name, detail = side.refs[i]
-            named = (rec, t, name, f"{detail} ({stream_code_label(c, self.alpns)})")
+            named = (rec, t, name, f"{detail} ({label})")
             side.refs[i] = named
             for lst in (side.resets_sent, side.resets_recv):
                 for k, r in enumerate(lst):
