@@ -248,7 +248,8 @@ class TraceFacts:
         self.recv_pkts: dict[tuple[str, int], tuple[float, int]] = {}  # (space, pn) -> (time, record)
         self.recv_times: list[float] = []
         self.sent_times: list[float] = []
-        self.eliciting_sent: list[tuple[float, int]] = []  # (time, record) of ack-eliciting packets sent
+        # (time, record, (space, pn) or None) of each ack-eliciting packet sent
+        self.eliciting_sent: list[tuple[float, int, tuple[str, int] | None]] = []
         self.peer_acked: dict[str, IntervalSet] = {}
         self.lost: list[Ref] = []
         self.lost_keys: list[tuple[str, int] | None] = []  # parallel to `lost`
@@ -421,7 +422,7 @@ class TraceFacts:
         self.last_ms = last
         self.recv_times.sort()
         self.sent_times.sort()
-        self.eliciting_sent.sort()
+        self.eliciting_sent.sort(key=lambda s: (s[0], s[1]))
         self._name_codes()
 
     def _name_codes(self) -> None:
@@ -675,7 +676,7 @@ class TraceFacts:
                     size = as_int(header.get("packet_size", data.get("packet_size"))) or 0
                 self.sent_pkts[(space, pn)] = (t, rec, size, tuple(sids), eliciting, closes)
             if eliciting:
-                self.eliciting_sent.append((t, rec))
+                self.eliciting_sent.append((t, rec, (space, pn) if pn is not None else None))
 
     @staticmethod
     def _pend(

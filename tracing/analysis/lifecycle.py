@@ -208,7 +208,7 @@ def find_connection_failures(ctx: Context) -> None:
         if trigger == "handshake_timeout" or (trigger in ("clean", "error") and not hs_done and _timed_out(info)):
             client = conn.client or info.facts
             server = conn.server.node if conn.server is not None else ctx.peer_of(conn, client)
-            sends = [client.evidence((r, t, "quic:packet_sent", "")) for t, r in client.eliciting_sent[:4]]
+            sends = [client.evidence((r, t, "quic:packet_sent", "")) for t, r, _ in client.eliciting_sent[:4]]
             it = _Item(conn, client.node, server, RECEIVER, ev + sends)
             it.reason = "nothing came back" if client.packets_received == 0 else "the handshake never completed"
             groups[("handshake_timeout", "", ERROR)].append(it)

@@ -39,8 +39,8 @@ class _Silence:
     start: float
     end: float
     resumed: bool
-    sends: list[tuple[float, int]]
-    verdict: str  # "stopped": the peer sent and got nothing; "lost": it sent, nothing arrived; "one end"
+    sends: list[tuple[float, int, tuple[str, int] | None]]
+    verdict: str  # "frozen", "unreachable", "mute" (the peer stopped), "lost" (its packets were), "one end"
     died: str | None = None  # the close trigger, when the connection ended of it
     failed: list[StreamView] = field(default_factory=list)
 
@@ -51,6 +51,19 @@ class _Silence:
 
 def _count(times: list[float], a: float, b: float) -> int:
     return bisect.bisect_left(times, b) - bisect.bisect_right(times, a)
+
+
+def _verdict(ctx: Context, peer: TraceFacts, sends: list[tuple[float, int, tuple[str, int] | None]], end: float) -> str:
+    """Did the silent peer stop, or were packets lost? Judged by what became of the packets sent into the silence."""
+    got = [peer.recv_pkts[k][0] for _, _, k in sends if k is not None and k in peer.recv_pkts]
+    if got:
+        # The path to it works: did it answer after the first probe reached it?
+        return "lost" if _count(peer.sent_times, min(got), end) else "mute"
+    if _count(peer.sent_times, sends[0][0], end):
+        return "unreachable"  # nothing got through either way
+    if _alive(ctx, peer.node, sends[0][0], end):
+        return "lost"  # at work elsewhere, and never saw these packets: lost on the way to it
+    return "frozen"
 
 
 def _alive(ctx: Context, node: str, start: float, end: float) -> bool:
@@ -74,11 +87,11 @@ def _silences_of(ctx: Context, conn: Joined, f: TraceFacts) -> list[_Silence]:
     assert end_of_trace is not None
     floor = max(STALL_MIN_MS, STALL_MIN_RTTS * (f.rtt_ms or 0.0))
     recv = f.recv_times
-    groups: dict[int, list[tuple[float, int]]] = {}
-    for t, rec in f.eliciting_sent:
-        if t >= end_of_trace:
+    groups: dict[int, list[tuple[float, int, tuple[str, int] | None]]] = {}
+    for sent in f.eliciting_sent:
+        if sent[0] >= end_of_trace:
             break
-        groups.setdefault(bisect.bisect_right(recv, t), []).append((t, rec))
+        groups.setdefault(bisect.bisect_right(recv, sent[0]), []).append(sent)
     out: list[_Silence] = []
     for i, sends in groups.items():
         if len(sends) < STALL_MIN_SENDS:
@@ -105,17 +118,9 @@ def _silences_of(ctx: Context, conn: Joined, f: TraceFacts) -> list[_Silence]:
         ):
             verdict = "one end"  # no trace of the peer itself for the silence
         elif other.last_ms is not None and other.last_ms <= start:
-            verdict = "stopped"  # its trace ends where the silence begins
+            verdict = "frozen"  # its trace ends where the silence begins
         else:
-            got, sent = _count(other.recv_times, start, end), _count(other.sent_times, start, end)
-            if got and sent:
-                verdict = "lost"  # it answered; the answers never arrived
-            elif got or sent:
-                verdict = "stopped"  # it got packets and stayed mute, or nothing got through either way
-            elif _alive(ctx, other.node, start, end):
-                verdict = "lost"  # busy elsewhere, and never saw these packets: lost on the way to it
-            else:
-                verdict = "stopped"
+            verdict = _verdict(ctx, other, sends, end)
         silent = other.node if other is not None else ctx.peer_of(conn, f)
         s = _Silence(f, conn, silent, start, end, resumed, sends, verdict, died)
         for (cid, _sid), v in ctx.streams.items():
@@ -125,7 +130,7 @@ def _silences_of(ctx: Context, conn: Joined, f: TraceFacts) -> list[_Silence]:
     return out
 
 
-def _backoff(sends: list[tuple[float, int]]) -> str:
+def _backoff(sends: list[tuple[float, int, tuple[str, int] | None]]) -> str:
     """'0.2 → 0.4 → 0.8 s' when the gaps between sends grow like PTO backoff, else ''."""
     gaps = [b[0] - a[0] for a, b in zip(sends, sends[1:], strict=False)]
     best: list[float] = []
@@ -160,10 +165,14 @@ def find_stalls(ctx: Context) -> None:
         node = count.most_common(1)[0][0]
         mine = [s for s in remaining if node in (s.silent, s.waiter.node)]
         remaining = [s for s in remaining if s not in mine]
+        # Its peers waiting on it come first; its own wait on them is the same silence, seen from it.
+        waited_on = [s for s in mine if s.silent == node] or mine
+        own = [s for s in mine if s not in waited_on]
         for kind in ("peer_unresponsive", "connection_stalled"):
-            group = [s for s in mine if _kind(s, lossy) == kind]
+            group = [s for s in waited_on if _kind(s, lossy) == kind]
             if group:
-                _emit(ctx, node, kind, group, lossy)
+                _emit(ctx, node, kind, group, lossy, own)
+                own = []
 
 
 def _kind(s: _Silence, lossy: set[str]) -> str:
@@ -174,35 +183,37 @@ def _kind(s: _Silence, lossy: set[str]) -> str:
     return "peer_unresponsive"
 
 
-def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[str]) -> None:
+def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[str], own: list[_Silence]) -> None:
     group.sort(key=lambda s: s.start)
     base = ctx.first_ms or 0.0
-    conns = tuple(dict.fromkeys(s.conn.id for s in group))
+    conns = tuple(dict.fromkeys(s.conn.id for s in group + own))
     waiters = sorted({s.waiter.node for s in group} - {node}) or sorted({s.waiter.node for s in group})
     sends = sum(len(s.sends) for s in group)
     longest = max(group, key=lambda s: s.duration)
     backoff = next((b for b in (_backoff(s.sends) for s in group) if b), "")
     died = [s for s in group if s.died]
+    died_own = [s for s in own if s.died and s.conn not in {d.conn for d in died}]
     failed = [v for s in group for v in s.failed]
     verdicts = {s.verdict for s in group}
     if verdicts == {"lost"}:
         why = f"; {node} kept sending too, but none of its packets arrived"
-    elif verdicts == {"stopped"}:
-        waited_on = [s for s in group if s.silent == node]
-        why = (
-            f"; {node}'s own trace shows it neither received nor sent meanwhile"
-            if waited_on and all(s.waiter.node != node for s in group)
-            else "; nothing arrived either way"
-        )
+    elif verdicts == {"frozen"}:
+        why = f"; {node}'s own trace shows it neither received nor sent meanwhile"
+    elif verdicts == {"unreachable"}:
+        why = f"; nothing arrived either way: what {node} sent was lost too"
+    elif verdicts == {"mute"}:
+        why = f"; {node} received those packets and sent nothing back"
     elif "one end" in verdicts and node in lossy:
         why = f"; packets to and from {node} are lost on its other connections too"
     elif "one end" in verdicts:
         why = f"; with one end recorded it cannot be told whether {node} froze or the path dropped its packets"
     else:
         why = ""
+    if own:
+        why += f"; in {node}'s own trace nothing came from {', '.join(sorted({s.silent for s in own}))} either"
     effects = []
-    if died:
-        effects.append(f"{plural(len(died), 'connection')} ended by {died[0].died}")
+    if died or died_own:
+        effects.append(f"{plural(len(died) + len(died_own), 'connection')} ended by {(died or died_own)[0].died}")
     if failed:
         effects.append(f"{plural(len(failed), 'request')} timed out")
     effect = f"; {', '.join(effects)}" if effects else ""
@@ -237,13 +248,13 @@ def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[
     severity = ERROR if died or failed else WARNING
     evidence: list[Evidence] = []
     for s in group[:3]:
-        for t, rec in s.sends[:3] + s.sends[-1:]:
+        for t, rec, _ in s.sends[:3] + s.sends[-1:]:
             evidence.append(Evidence(s.waiter.path, rec, "quic:packet_sent", t, s.waiter.index))
         info = close_of(s.conn) if s.died else None
         if info is not None:
             evidence.append(info.facts.evidence(info.ref))
     evidence += [v.timed_out for v in failed[:2] if v.timed_out is not None]
-    for s in group:
+    for s in group + own:
         if s.died:
             ctx.silenced.add(s.conn.id)
     ctx.add(
