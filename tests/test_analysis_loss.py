@@ -159,3 +159,23 @@ def test_ends_seen_on_the_wire_cannot_confirm_loss_by_themselves() -> None:
         t.info = dataclasses.replace(t.info, extra={**t.info.extra, "seen_on_wire": True})
     a = analyse(rec)
     assert [f for f in a.findings if f.kind == "packet_loss" and f.severity != INFO] == []
+
+
+def test_with_one_end_packets_left_out_of_the_peers_acks_are_a_loss_that_cannot_be_confirmed() -> None:
+    c, s = End("provider1", "client", "sk01"), End("registry", "server", "sk01")
+    pns = pings(c, s, 10, 10)
+    deliver(s, c, 30, ack([0, 3], [5, 9]))  # pn 4 never acknowledged, later ones were
+    f = only(analyse(recording(c)), "packet_loss")
+    assert f.severity == INFO
+    assert "1 packet left out of the peer's ACKs" in f.summary and "could not be confirmed" in f.summary
+    assert pns[4] == 4
+
+
+def test_the_quinn_sample_under_loss_says_what_one_end_can() -> None:
+    from test_analysis import SAMPLES, reader
+
+    sample = SAMPLES / "quinn_moq_clock_pub_loss.sqlog"
+    if not sample.exists():
+        return
+    f = only(analyse(reader.open_recording(sample)), "packet_loss")
+    assert f.severity == INFO and "left out of the peer's ACKs" in f.summary

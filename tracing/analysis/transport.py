@@ -40,6 +40,7 @@ class _Direction:
     lost: list[Key] = field(default_factory=list)  # the receiver never got them
     spurious: list[Key] = field(default_factory=list)  # declared lost, yet received
     unconfirmed: list[Key] = field(default_factory=list)  # declared lost; receipt unknowable
+    skipped: int = 0  # of the unconfirmed: not declared lost, but left out of the peer's later ACKs
 
 
 def _received(f: TraceFacts, other: TraceFacts | None, key: Key) -> bool:
@@ -85,6 +86,14 @@ def _directions(ctx: Context) -> list[_Direction]:
                 d.sent = f.packets_sent
                 for key in declared:
                     (d.spurious if _received(f, None, key) else d.unconfirmed).append(key)
+                # The peer acknowledged later packets and never these: a hint of loss, seen from one end.
+                for key, (_t, _rec, _size, _sids, elicit, closes) in f.sent_pkts.items():
+                    acked = f.peer_acked.get(key[0])
+                    if not elicit or closes or key in declared or acked is None or not acked.hi:
+                        continue
+                    if key[1] < acked.hi[-1] and key[1] not in acked:
+                        d.unconfirmed.append(key)
+                        d.skipped += 1
             d.unconfirmed.extend(k for k in declared - set(f.sent_pkts) if k not in d.unconfirmed)
             out.append(d)
     return out
@@ -216,6 +225,7 @@ def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
 
 def _unconfirmed_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
     n = sum(len(d.unconfirmed) for d in dirs)
+    skipped = sum(d.skipped for d in dirs)
     sent = sum(d.sent for d in dirs)
     conns = tuple(dict.fromkeys(d.conn.id for d in dirs))
     one_ended = [d for d in dirs if not d.both_ends]
@@ -239,7 +249,7 @@ def _unconfirmed_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
         connections=conns,
         streams=(),
         summary=(
-            f"{plural(n, 'packet')} declared lost on {plural(len(conns), 'connection')} of {node}"
+            f"{plural(n, 'packet')} {_how_lost(n, skipped)} on {plural(len(conns), 'connection')} of {node}"
             f"{f' (of {sent} sent)' if sent else ''}; the loss could not be confirmed: {why}."
         ),
         cause=(
@@ -253,6 +263,14 @@ def _unconfirmed_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
         ),
         evidence=evidence,
     )
+
+
+def _how_lost(n: int, skipped: int) -> str:
+    if not skipped:
+        return "declared lost"
+    if skipped == n:
+        return "left out of the peer's ACKs"
+    return f"declared lost or left out of the peer's ACKs ({skipped})"
 
 
 def _spurious(ctx: Context, node: str, dirs: list[_Direction]) -> None:
