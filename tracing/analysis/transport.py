@@ -152,12 +152,9 @@ def find_loss(ctx: Context) -> None:
         _real_loss(ctx, node, dirs + [d for d in clean if node in (d.sender.node, d.receiver)])
     for node, dirs in _attribute(directions, "unconfirmed"):
         _unconfirmed_loss(ctx, node, dirs)
-    by_sender: dict[str, list[_Direction]] = defaultdict(list)
-    for d in directions:
-        if d.spurious:
-            by_sender[d.sender.node].append(d)
-    for node, dirs in by_sender.items():
-        _spurious(ctx, node, dirs)
+    spurious = [d for d in directions if d.spurious]
+    if spurious:
+        _spurious(ctx, spurious)  # one finding: a cost, the same story wherever it happened
 
 
 def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
@@ -273,8 +270,12 @@ def _how_lost(n: int, skipped: int) -> str:
     return f"declared lost or left out of the peer's ACKs ({skipped})"
 
 
-def _spurious(ctx: Context, node: str, dirs: list[_Direction]) -> None:
+def _spurious(ctx: Context, dirs: list[_Direction]) -> None:
     n = sum(len(d.spurious) for d in dirs)
+    by_sender: Counter[str] = Counter()
+    for d in dirs:
+        by_sender[d.sender.node] += len(d.spurious)
+    node = by_sender.most_common(1)[0][0]
     resent = sum(d.sender.sent_pkts[k][2] for d in dirs for k in d.spurious if k in d.sender.sent_pkts)
     declared_after: list[float] = []
     arrived_after: list[float] = []
@@ -297,8 +298,15 @@ def _spurious(ctx: Context, node: str, dirs: list[_Direction]) -> None:
                 if other is not None and got is not None:
                     evidence.append(Evidence(other.path, got[1], "quic:packet_received", got[0], other.index))
     conns = tuple(dict.fromkeys(d.conn.id for d in dirs))
-    peers = sorted({d.receiver for d in dirs})
+    peers = sorted({d.receiver for d in dirs} - {node})
     proof = "received" if any(d.both_ends for d in dirs) else "acknowledged"
+    if len(by_sender) == 1:
+        who = f"{node} declared {plural(n, 'packet')} lost that {', '.join(peers)} {proof}"
+    else:
+        most = ", ".join(f"{s} {k}" for s, k in by_sender.most_common(4))
+        more = f", and {len(by_sender) - 4} more" if len(by_sender) > 4 else ""
+        senders = plural(len(by_sender), "node")
+        who = f"{senders} declared {plural(n, 'packet')} lost that their peers {proof} ({most}{more})"
     timing = ""
     if declared_after:
         timing = f"; declared lost {statistics.median(declared_after):.0f} ms after sending (median)"
@@ -313,9 +321,8 @@ def _spurious(ctx: Context, node: str, dirs: list[_Direction]) -> None:
         connections=conns,
         streams=(),
         summary=(
-            f"{node} declared {plural(n, 'packet')} lost that {', '.join(peers)} {proof} (spurious "
-            f"retransmissions on {plural(len(conns), 'connection')}): nothing was lost; {resent:,} bytes were "
-            f"resent{timing}."
+            f"{who} (spurious retransmissions on {plural(len(conns), 'connection')}): nothing was lost; "
+            f"{resent:,} bytes were resent{timing}."
         ),
         cause=(
             "Loss detection fired before the ACK came back (a busy host delays packets and ACKs, or the RTT "
