@@ -104,6 +104,11 @@ def alpn_values(raw: Any) -> list[str]:
 
 
 MAX_RTT_SAMPLES = 512  # enough to find the least; a long trace need not keep them all
+_ONE_RTT = frozenset({"1rtt", "one_rtt", "1-rtt"})
+_ZERO_RTT = frozenset({"0rtt", "zero_rtt", "0-rtt"})
+# Packet type as written -> (lowercase, number space): a handful of spellings, met per packet.
+_PACKET_TYPES: dict[str, tuple[str, str]] = {}
+MAX_PACKET_TYPES = 64  # a malformed trace with a new spelling per packet must not grow it unbounded
 # Frames that do not make a packet ack-eliciting (RFC 9002 §2).
 _NOT_ELICITING = frozenset({"ack", "padding", "connection_close", "ack_ecn"})
 # Drop triggers that are not a packet at all (aioquic logs a datagram's padding this way).
@@ -522,22 +527,29 @@ class TraceFacts:
     def _packet(self, ev: Any, received: bool) -> None:
         data = ev.data
         header = data.get("header") or {}
-        space = pn_space(header.get("packet_type") or data.get("packet_type"))
+        raw_type = header.get("packet_type") or data.get("packet_type")
+        known = _PACKET_TYPES.get(raw_type) if raw_type.__class__ is str else None
+        if known is None:
+            ptype = str(raw_type or "").lower()
+            known = (ptype, pn_space(ptype))
+            if raw_type.__class__ is str and len(_PACKET_TYPES) < MAX_PACKET_TYPES:
+                _PACKET_TYPES[raw_type] = known
+        ptype, space = known
         pn = as_int(header.get("packet_number", data.get("packet_number")))
         t = ev.time_ms
         rec = ev.record
         name = ev.name
         if self.first_packet_dir is None:
             self.first_packet_dir = "received" if received else "sent"
-        ptype = str(header.get("packet_type") or data.get("packet_type") or "").lower()
         if received:
             self.packets_received += 1
             self.recv_times.append(t)
             if pn is not None:
                 self.recv_pkts[(space, pn)] = (t, rec)
-            if ptype in ("1rtt", "one_rtt", "1-rtt"):
-                self._handshake(t)
-            elif ptype in ("0rtt", "zero_rtt", "0-rtt"):
+            if ptype in _ONE_RTT:
+                if self.handshake_ms is None:
+                    self._handshake(t)
+            elif ptype in _ZERO_RTT:
                 self.zero_rtt_received += 1
             elif ptype == "version_negotiation" and self.version_negotiation is None:
                 self.version_negotiation = (rec, t, name, "Version Negotiation packet received")
@@ -546,9 +558,9 @@ class TraceFacts:
         else:
             self.packets_sent += 1
             self.sent_times.append(t)
-            if ptype in ("0rtt", "zero_rtt", "0-rtt") and pn is not None:
+            if ptype in _ZERO_RTT and pn is not None:
                 self.zero_rtt_sent.append((pn, t, rec))
-            elif ptype in ("1rtt", "one_rtt", "1-rtt") and self.role == "client":
+            elif ptype in _ONE_RTT and self.handshake_ms is None and self.role == "client":
                 self._handshake(t)
         frames = data.get("frames") or ()
         sids: list[int] = []
