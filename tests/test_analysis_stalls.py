@@ -90,9 +90,9 @@ def test_a_nine_second_silence_with_pto_backoff_is_named_a_stall_not_only_loss(t
     a = analyse(open_recording(path))
     f = only(a, "connection_stalled")
     assert f.severity == WARNING
-    assert "no progress for up to 9.5 s" in f.summary
+    assert "The connection with edge-client's peer made no progress for 9.5 s" in f.summary
     assert "PTO backoff" in f.summary and "0.6 → 1.2 → 2.4 → 4.8 s" in f.summary
-    assert "resumed" in f.summary
+    assert "then it resumed" in f.summary
     assert f.evidence[0].name == "quic:packet_sent"
     # the losses themselves, from one end, are not confirmed
     loss = only(a, "packet_loss")

@@ -232,10 +232,14 @@ def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[
         fix = f"find out why {node} stopped (process state, CPU, firewall) and check the path to it"
     else:
         resumed = [s for s in group if s.resumed]
-        came_back = f", and {plural(len(resumed), 'connection')} resumed" if resumed else ""
+        if len(conns) == 1:
+            came_back = "; then it resumed" if resumed else ""
+            head = f"The connection with {node} made no progress for {longest.duration / 1000:.1f} s"
+        else:
+            came_back = f"; {plural(len(resumed), 'connection')} resumed" if resumed else ""
+            head = f"{len(conns)} connections with {node} made no progress for up to {longest.duration / 1000:.1f} s"
         summary = (
-            f"{'Connections' if len(conns) > 1 else 'A connection'} with {node} made no progress for up to "
-            f"{longest.duration / 1000:.1f} s {where} (from +{(longest.start - base) / 1000:.1f} s): "
+            f"{head} (from +{(longest.start - base) / 1000:.1f} s): "
             f"{', '.join(waiters)} sent {plural(sends, 'packet')} into the silence"
             f"{f', gaps growing {backoff} (PTO backoff)' if backoff else ''}"
             f"{came_back}{why}{effect}."
