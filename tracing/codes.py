@@ -156,7 +156,7 @@ HTTP3_ERRORS: dict[int, tuple[str, str]] = {
     0x0104: ("H3_CLOSED_CRITICAL_STREAM", "a stream HTTP/3 needs was closed or reset"),
     0x0105: ("H3_FRAME_UNEXPECTED", "a frame arrived where it is not allowed"),
     0x0106: ("H3_FRAME_ERROR", "a frame was badly formatted"),
-    0x0107: ("H3_EXCESSIVE_LOAD", "the peer generated excessive load"),
+    0x0107: ("H3_EXCESSIVE_LOAD", "the peer put excessive load on it"),
     0x0108: ("H3_ID_ERROR", "a stream or push id was used wrongly"),
     0x0109: ("H3_SETTINGS_ERROR", "the SETTINGS frame was invalid"),
     0x010A: ("H3_MISSING_SETTINGS", "no SETTINGS frame at the start of the control stream"),
