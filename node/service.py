@@ -54,6 +54,19 @@ class ServiceOptions:
             kwargs["request_timeout_s"] = self.request_timeout_s
         return kwargs
 
+    def make_node(self, identity: Identity, name: str, recorder: Any = None) -> Node:
+        """The (unstarted) node these options describe: `dhtscope node` and `dhtscope tui` both build it here."""
+        return Node(
+            identity,
+            self.listen[0],
+            self.listen[1],
+            name=name,
+            role=self.role,
+            faults=self.faults,
+            recorder=recorder,
+            **self.node_kwargs(),
+        )
+
 
 class Reporter:
     """What the node does, one line each: readable text, or JSON objects for a supervising process."""
@@ -87,16 +100,7 @@ async def run_service(
         from .recording import NodeRecorder
 
         recorder = NodeRecorder(opts.record_dir, name, identity.node_id.hex(), opts.role)
-    node = Node(
-        identity,
-        opts.listen[0],
-        opts.listen[1],
-        name=name,
-        role=opts.role,
-        faults=opts.faults,
-        recorder=recorder,
-        **opts.node_kwargs(),
-    )
+    node = opts.make_node(identity, name, recorder)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     # SIGHUP too: a node whose terminal closes stops as cleanly as on Ctrl-C (files flushed,

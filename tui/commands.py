@@ -80,17 +80,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     source: EmbeddedSource
 
     def factory(record_dir: str) -> Node:
-        recorder = NodeRecorder(record_dir, name, identity.node_id.hex(), opts.role)
-        return Node(
-            identity,
-            opts.listen[0],
-            opts.listen[1],
-            name=name,
-            role=opts.role,
-            faults=opts.faults,
-            recorder=recorder,
-            **opts.node_kwargs(),
-        )
+        return opts.make_node(identity, name, NodeRecorder(record_dir, name, identity.node_id.hex(), opts.role))
 
     async def service(node: Node, stop: asyncio.Event) -> None:
         def report(event: str, text: str, **data: Any) -> None:
