@@ -172,24 +172,47 @@ def _end(term: Terminal, how: str) -> None:
 ENDINGS = ["terminal closed", "SIGHUP", "SIGTERM", "SIGTERM, terminal not reading", "q"]
 
 
+def _started(term: Terminal, children: int) -> list[int]:
+    """The app and its children, once its first screen is up."""
+    term.wait_for(b"Findings")
+    pids = [term.proc.pid]
+    deadline = time.monotonic() + 20
+    while len(pids) < 1 + children and time.monotonic() < deadline:
+        pids = [term.proc.pid, *_descendants(term.proc.pid)]
+        time.sleep(0.05)
+    assert len(pids) >= 1 + children, f"the app started {len(pids) - 1} of {children} child processes"
+    return pids
+
+
+def _end_and_wait(term: Terminal, how: str, pids: list[int], failures: list[str]) -> None:
+    try:
+        _end(term, how)
+        _wait_all_gone(term, pids)
+    except AssertionError as exc:
+        failures.append(f"{how}: {exc}")
+
+
 def test_replay_and_its_children_are_gone_within_3_s_however_it_ends(tmp_path: Path) -> None:
+    """Ten runs, each way of ending twice; the five of a round run side by side."""
     recording = str(write_fixed_recording(tmp_path / "rec"))
-    for how in ENDINGS * 2:
-        term = Terminal("replay", recording)
-        pids = [term.proc.pid]
+    for _ in range(2):
+        terms = {how: Terminal("replay", recording) for how in ENDINGS}
+        pids: dict[str, list[int]] = {how: [term.proc.pid] for how, term in terms.items()}
+        failures: list[str] = []
         try:
-            term.wait_for(b"Findings")
-            deadline = time.monotonic() + 10
-            while len(pids) < 2 and time.monotonic() < deadline:  # the replay's worker processes
-                pids = [term.proc.pid, *_descendants(term.proc.pid)]
-                time.sleep(0.05)
-            assert len(pids) >= 2, "the replay started no worker process"
-            _end(term, how)
-            _wait_all_gone(term, pids)
-        except AssertionError as exc:
-            raise AssertionError(f"{how}: {exc}") from None
+            for how, term in terms.items():
+                pids[how] = _started(term, children=1)  # the replay's worker processes
+            threads = [
+                threading.Thread(target=_end_and_wait, args=(terms[how], how, pids[how], failures)) for how in ENDINGS
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert failures == []
         finally:
-            _kill_all(term, pids)
+            for how, term in terms.items():
+                _kill_all(term, pids[how])
 
 
 @pytest.mark.slow
@@ -202,12 +225,7 @@ def test_demo_and_its_five_nodes_are_gone_within_3_s_of_the_terminal_closing(tmp
     term = Terminal("demo", "--base-port", str(base), "--no-keep")
     pids = [term.proc.pid]
     try:
-        term.wait_for(b"Findings")
-        deadline = time.monotonic() + 20
-        while len(pids) < 6 and time.monotonic() < deadline:
-            pids = [term.proc.pid, *_descendants(term.proc.pid)]
-            time.sleep(0.1)
-        assert len(pids) >= 6, "the demo did not start five nodes"
+        pids = _started(term, children=5)
         time.sleep(1.0)  # the nodes are up and attached
         term.close()
         _wait_all_gone(term, pids)
