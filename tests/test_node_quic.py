@@ -10,6 +10,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from conftest import eventually
 
 from dhtscope.node import transport
 from dhtscope.node.constants import (
@@ -72,8 +73,10 @@ async def test_ping_answers_with_pong_and_adds_both_contacts(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
     rtt = await b.ping(("127.0.0.1", a.port))
     assert 0 < rtt < 1
-    assert b.id in a.routing  # a learned b from the request
-    assert a.id in b.routing  # b learned a from the answer
+    assert a.id in b.routing  # b learned a from the answer on the connection it dialled
+    # a learns b from the request only once b's claimed address answers a PING of a's own
+    await eventually(lambda: b.id in a.routing)
+    assert a.routing.get(b.id) == b.contact()
 
 
 async def test_each_rpc_over_quic(make_nodes):
@@ -98,10 +101,16 @@ async def test_each_rpc_over_quic(make_nodes):
 
 async def test_connection_is_reused_for_every_request_to_a_peer(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
+    await b.ping(("127.0.0.1", a.port))
+    # a checks b's claimed address on a connection of its own: at most one more, then none.
+    await eventually(lambda: b.id in a.routing)
+    settled = len(b.rpc.connections())
+    assert settled <= 2
     for _ in range(20):
-        await b.ping(a.contact() if a.id in b.routing else ("127.0.0.1", a.port))
-    assert len(b.rpc.connections()) == 1
-    assert len(a.rpc.connections()) == 1
+        await b.ping(a.contact())
+        await a.ping(b.contact())
+    assert len(b.rpc.connections()) == settled
+    assert len(a.rpc.connections()) == settled
 
 
 async def test_discovery_finds_three_providers_through_the_dht(make_nodes):
@@ -284,7 +293,7 @@ async def test_datagrams_fill_up_to_the_configured_size_and_no_further(make_node
     for _ in range(3):  # three providers: a VALUE answer of about 3.5 KB
         publisher = Identity.generate()
         a.store_.put(
-            Record.create(publisher, key, os.urandom(1000), 1, 300, a.clock(), name="big"),
+            Record.create(publisher, key, os.urandom(1000), 1, 300, a.clock()),  # a plain value
             a.clock(),
             from_peer=publisher.node_id,
         )
@@ -359,7 +368,7 @@ async def test_a_cancelled_request_costs_a_few_datagrams_not_a_storm(make_nodes)
 
 
 async def test_fin_arrives_after_a_burst_of_large_writes(make_nodes):
-    a, b = await make_nodes(2, bootstrap=False)
+    a, b = await make_nodes(2, bootstrap=False, store_burst_records=1000)
     await b.ping(("127.0.0.1", a.port))
     # Large records fill packets; the FIN of each stream must still reach the peer,
     # or the streams never finish and credit runs out (older aioquic dropped such FINs).
