@@ -53,6 +53,9 @@ STORE_RECORDS_PER_S = 10.0
 STORE_BURST_RECORDS = 64  # a whole STORE of MAX_RECORDS_PER_MESSAGE records at once
 MAX_VALUE_BYTES = 1024  # a record's value (an endpoint)
 MAX_SERVICE_NAME_BYTES = 256
+# With a data dir, changes are committed at most this far apart: a crash loses at most the last
+# second of writes, with room for a slow commit.
+PERSIST_COMMIT_INTERVAL_S = 0.5
 MAX_KEY_FILE_BYTES = 16 * 1024  # an Ed25519 PEM is about 120 bytes; --key /dev/zero reads no more
 
 # Wire and transport

@@ -25,6 +25,7 @@ from .constants import (
     MAX_RECORDS_PER_MESSAGE,
     MAX_UDP_PAYLOAD_BYTES,
     MIN_DATAGRAM_BYTES,
+    PERSIST_COMMIT_INTERVAL_S,
     RECORD_TTL_S,
     REQUEST_TIMEOUT_S,
     STORE_BURST_RECORDS,
@@ -37,6 +38,7 @@ from .guards import RecentFailures, TokenBucket
 from .ids import Contact, NodeId
 from .keys import Identity
 from .lookup import Hop, Lookup, LookupResult
+from .persistence import NodeState, PersistenceError
 from .records import Advertisements, Record, RecordError, verify
 from .routing import REFUSED, RoutingChange, RoutingTable
 from .rpc import PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of
@@ -156,7 +158,9 @@ class Node:
         self.failures = RecentFailures()
         self.store_rate = (store_records_per_s, store_burst_records)
         self.data_dir = os.fspath(data_dir) if data_dir is not None else None
-        self.persistence: Any = None
+        self.persistence: NodeState | None = None
+        self.state_loaded: dict[str, Any] | None = None  # what start() read back from data_dir
+        self._persist_failing = False
         ad_args: dict[str, Any] = {"ttl_s": record_ttl_s}
         if republish_margin_s is not None:
             ad_args["margin_s"] = republish_margin_s
@@ -184,6 +188,20 @@ class Node:
         return Contact(self.id, self.host, self.port)
 
     async def start(self) -> None:
+        if self.data_dir is not None:
+            try:
+                self.persistence = NodeState(self.data_dir)
+            except PersistenceError as exc:
+                raise NodeError(str(exc)) from None
+        try:
+            await self._start()
+        except BaseException:
+            if self.persistence is not None:
+                self.persistence.close()
+                self.persistence = None
+            raise
+
+    async def _start(self) -> None:
         quic_logger = self.recorder.quic_logger() if self.recorder is not None else None
 
         def make_endpoint(owner: RpcEndpoint) -> Endpoint:
@@ -214,6 +232,9 @@ class Node:
                 "scenario": self.faults.names(),
             },
         )
+        if self.persistence is not None:
+            self._load_state(self.persistence)
+            self._spawn(self._persist())
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def stop(self) -> None:
@@ -225,8 +246,60 @@ class Node:
         await asyncio.gather(*(t for t in [self._maintenance, *self._tasks] if t), return_exceptions=True)
         if self.rpc is not None:
             await self.rpc.close()
+        if self.persistence is not None:
+            self._commit_state()
+            self.persistence.close()
+            self.persistence = None
         if self.recorder is not None:
             self.recorder.close()
+
+    # -- persistence ------------------------------------------------------------------
+
+    def _load_state(self, state: NodeState) -> None:
+        """Records and contacts saved by an earlier run, each checked again as if it had just arrived."""
+        now = self.clock()
+        records = refused = 0
+        for saved in state.load_records():
+            outcome = self.store_.put(saved.record, now, origin=saved.origin, keep_until=saved.kept_until)
+            if outcome.accepted:
+                records += 1
+                for gone in (*outcome.evicted, *outcome.purged):
+                    state.record_removed(gone)
+            else:
+                refused += 1
+                state.record_removed(saved.record)
+        contacts = 0
+        for contact, last_seen in state.load_contacts():
+            if contact.node_id != self.id and self.routing.seen(contact, last_seen).action == "added":
+                contacts += 1
+        self.state_loaded = {
+            "data_dir": self.data_dir,
+            "records": records,
+            "records_refused": refused,
+            "contacts": contacts,
+        }
+        self.emit("dht:state_loaded", self.state_loaded)
+
+    async def _persist(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(PERSIST_COMMIT_INTERVAL_S)
+            self._commit_state()
+
+    def _commit_state(self) -> None:
+        state = self.persistence
+        if state is None or not state.pending:
+            return
+        contacts = ((e.contact, e.last_seen) for b in self.routing.buckets() for e in b.contacts)
+        try:
+            state.commit(contacts)
+        except PersistenceError as exc:
+            if not self._persist_failing:  # once per outage, not once per commit
+                log.warning("%s; the node keeps serving and retries", exc)
+            self._persist_failing = True
+            return
+        if self._persist_failing:
+            log.warning("writing %s works again", self.data_dir)
+            self._persist_failing = False
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

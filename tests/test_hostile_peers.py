@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -53,8 +54,7 @@ async def fake_identities(registry: Node, ports: list[int], make_nodes: Any) -> 
         claim = Sender(fake.id, port)
         fake._sender = lambda claim=claim: claim
         await fake.ping(("127.0.0.1", registry.port))
-    for fake in fakes:
-        await fake.stop()
+    await asyncio.gather(*(fake.stop() for fake in fakes))
     return fakes
 
 
