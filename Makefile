@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test bench recordings clean
+.PHONY: demo test lint typecheck bench recordings clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,21 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 demo: $(STAMP_RUN)
 	$(BIN)/dhtscope demo
 
-test: $(STAMP_TEST)
+# make test: lint, types, then the suite; each must be clean.
+test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy resolves dhtscope.* through a tree of links named as the packages install
+# (the sources sit at the repository root as node/, tracing/ and tui/).
+TYPECHECK := $(VENV)/typecheck
+typecheck: $(STAMP_TEST)
+	@mkdir -p $(TYPECHECK)/dhtscope
+	@for d in node tracing tui; do ln -sfn ../../../$$d $(TYPECHECK)/dhtscope/$$d; done
+	cd $(TYPECHECK) && ../bin/mypy --config-file ../../pyproject.toml -p dhtscope
 
 $(STAMP_BENCH): pyproject.toml | $(BIN)/python
 	@dpkg -s libgmp-dev >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq gcc libgmp-dev)

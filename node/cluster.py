@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .transport import STREAM_LIMIT_SCENARIO_STREAMS
+from .scenarios import STREAM_LIMIT_SCENARIO_STREAMS
 
 SERVICE = "calculator"
 CHECK_TIMEOUT_S = 60.0
@@ -45,6 +47,9 @@ class ClusterPlan:
     scenario: str = "healthy"
     record_dir: str | None = None
     control_dir: str | None = None
+    # Each member keeps its key, records and routing table in <data_dir>/<name> (`--data-dir`);
+    # None: a Cluster gives them a temporary directory for the run.
+    data_dir: str | None = None
     members: list[Member] = field(default_factory=list)
 
     def build(self) -> list[Member]:
@@ -103,19 +108,10 @@ class ClusterPlan:
             if self.control_dir:
                 m.control = os.path.join(self.control_dir, f"{m.name}.sock")
                 m.args += ["--control", m.control]
+            if self.data_dir:
+                m.args += ["--data-dir", os.path.join(self.data_dir, m.name)]
         self.members = members
         return members
-
-
-def _die_with_parent() -> None:
-    """Children get SIGTERM if the cluster process dies, so none is ever left behind."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _take_lines(member: Member, chunk: str) -> list[dict[str, Any]]:
@@ -146,6 +142,9 @@ class Cluster:
         self.plan = plan
         self.python = python
         self.log_dir = log_dir
+        self._own_data_dir: str | None = None
+        if plan.data_dir is None:
+            self._own_data_dir = plan.data_dir = tempfile.mkdtemp(prefix="dhtscope-cluster-")
         self.members = plan.build()
 
     def start(self) -> None:
@@ -164,25 +163,24 @@ class Cluster:
                 m.log_path = os.path.join(self.log_dir, f"{m.name}.log")
                 with open(m.log_path, "w") as log:
                     m.process = subprocess.Popen(
-                        [self.python, "-m", "dhtscope.tui.cli", "node", *m.args],
+                        [self.python, "-m", "dhtscope.node", *m.args, "--exit-on-stdin-eof"],
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
+                        stdin=subprocess.PIPE,  # closed when we go, however we go: the member then stops
                         text=True,
                         env=env,
-                        preexec_fn=_die_with_parent,
                     )
                 continue
             m.process = subprocess.Popen(
-                [self.python, "-m", "dhtscope.tui.cli", "node", *m.args],
+                [self.python, "-m", "dhtscope.node", *m.args, "--exit-on-stdin-eof"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # closed when we go, however we go: the member then stops
                 text=True,
                 env=env,
-                preexec_fn=_die_with_parent,
             )
-            os.set_blocking(m.process.stdout.fileno(), False)  # type: ignore[union-attr]
+            assert m.process.stdout is not None  # stdout=PIPE above
+            os.set_blocking(m.process.stdout.fileno(), False)
 
     def events(self, timeout_s: float) -> list[dict[str, Any]]:
         """Lines the members printed within `timeout_s`, parsed; non-JSON lines come as {'text': ...}."""
@@ -197,14 +195,17 @@ class Cluster:
             time.sleep(timeout_s)
             return out
         for key, _ in sel.select(timeout_s):
-            m: Member = key.data
+            member: Member = key.data
+            stream = member.process.stdout if member.process else None
+            if stream is None:
+                continue
             try:
-                chunk = key.fileobj.read()  # type: ignore[union-attr]
+                chunk = stream.read()
             except (OSError, ValueError):
                 chunk = ""
             if not chunk:
                 continue
-            out.extend(_take_lines(m, chunk))
+            out.extend(_take_lines(member, chunk))
         sel.close()
         return out
 
@@ -246,8 +247,14 @@ class Cluster:
                 p.kill()
                 p.wait()
         for p in procs:
-            if p.stdout:
-                p.stdout.close()
+            for pipe in (p.stdin, p.stdout):
+                if pipe:
+                    try:
+                        pipe.close()
+                    except OSError:
+                        pass  # a member that died mid-write: nothing left to flush
+        if self._own_data_dir is not None:
+            shutil.rmtree(self._own_data_dir, ignore_errors=True)
 
 
 def run_check(

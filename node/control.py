@@ -38,14 +38,17 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Generic, TypeVar
+
+from dhtscope.tracing.version import dhtscope_version
 
 from .endpoints import parse_address
 from .ids import Contact, NodeId
 from .node import Node, NodeError, record_view
+from .probes import PROBE_KINDS, ProbeError, check_probe_args
 from .rpc import RpcError
-from .transport import SCENARIOS, Conn, Faults, TransportError
+from .scenarios import DEFAULT_LOSS, SCENARIOS
+from .transport import Conn, TransportError
 
 log = logging.getLogger("dhtscope.control")
 
@@ -61,7 +64,6 @@ SEND_TIMEOUT_S = 10.0  # a client that does not read for this long is dropped
 CONNECT_TIMEOUT_S = 5.0
 UNIX_PATH_MAX_BYTES = 107  # sun_path is 108 bytes on Linux, with the NUL
 
-PROBE_KINDS = {"ping": 1, "find_node": 1, "find_value": 1, "discover": 1, "store": 2, "advertise": 2}
 REFUSED = "refused: wrong control token"
 
 T = TypeVar("T")
@@ -262,13 +264,6 @@ async def run_probe(node: Node, kind: str, args: list[str]) -> dict[str, Any]:
         "refused": [{"node": c.node_id.hex(), "reason": r} for c, r in report.refused],
         "ok": report.replicas > 0,
     }
-
-
-def _version() -> str:
-    try:
-        return metadata.version("dhtscope")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -546,7 +541,7 @@ class _Session:
             "id": node.id.hex(),
             "address": node.address,
             "role": node.role,
-            "version": _version(),
+            "version": dhtscope_version(),
             "protocol": CONTROL_PROTOCOL_VERSION,
             "faults": node.faults.names(),
         }
@@ -594,14 +589,13 @@ class _Session:
 
     def _start_probe(self, rid: Any, request: dict[str, Any]) -> None:
         kind = request.get("kind")
-        if not isinstance(kind, str) or kind not in PROBE_KINDS:
-            raise _BadRequest(f"probe kind must be one of {', '.join(PROBE_KINDS)}, not {kind!r}")
         args = request.get("args", [])
-        arity = PROBE_KINDS[kind]
-        if not isinstance(args, list) or not all(isinstance(a, str) and a for a in args):
-            raise _BadRequest("probe args must be a list of non-empty strings")
-        if len(args) != arity:
-            raise _BadRequest(f"probe {kind} takes {arity} argument(s), got {len(args)}")
+        if not isinstance(kind, str) or not isinstance(args, list):
+            raise _BadRequest(f"probe needs a kind ({', '.join(PROBE_KINDS)}) and a list of args")
+        try:
+            args = check_probe_args(kind, args)
+        except ProbeError as exc:
+            raise _BadRequest(str(exc)) from None
         if len(self._probes) >= MAX_PROBES_PER_CLIENT:
             raise _BadRequest(f"{MAX_PROBES_PER_CLIENT} probes already running on this connection; wait for one")
         if kind == "ping":
@@ -614,7 +608,7 @@ class _Session:
     async def _probe(self, rid: Any, kind: str, args: list[str]) -> None:
         try:
             result = await run_probe(self.node, kind, args)
-        except (NodeError, RpcError, TransportError, _BadRequest, ValueError) as exc:
+        except (NodeError, RpcError, TransportError, _BadRequest, ValueError) as exc:  # ProbeError is a ValueError
             await self.send({"id": rid, "ok": False, "error": f"{kind} failed: {exc}"})
             return
         except asyncio.CancelledError:
@@ -629,34 +623,10 @@ class _Session:
         name = request.get("name")
         if not isinstance(name, str) or name not in SCENARIOS:
             raise _BadRequest(f"scenario name must be one of {', '.join(SCENARIOS)}, not {name!r}")
-        loss = request.get("loss", 0.3)
+        loss = request.get("loss", DEFAULT_LOSS)
         if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not 0.0 <= loss <= 1.0:
             raise _BadRequest("scenario loss must be a number between 0 and 1")
-        wanted = Faults.for_scenario(name, loss=float(loss))
-        faults = self.node.faults
-        previous = faults.names()
-        # In place: the transport and the RPC layer hold this very object and read it live.
-        faults.loss = wanted.loss
-        faults.no_accept = wanted.no_accept
-        faults.never_fin = wanted.never_fin
-        credit_changed = faults.stream_credit != wanted.stream_credit
-        faults.stream_credit = wanted.stream_credit
-        faults.stall = wanted.stall
-        alpn_changed = faults.alpn != wanted.alpn
-        faults.alpn = wanted.alpn
-        notes = []
-        if alpn_changed:
-            notes.append(
-                "ALPN applies to new connections only: open connections keep the ALPN they "
-                "negotiated; peers already connected are unaffected until they reconnect"
-            )
-        if credit_changed:
-            notes.append(
-                "stream credit applies to new connections only: open connections keep the "
-                "credit granted in their handshake"
-            )
-        self.node.emit("dht:scenario_changed", {"scenario": name, "faults": faults.names(), "previous": previous})
-        return {"scenario": name, "faults": faults.names(), "previous": previous, "notes": notes}
+        return self.node.set_scenario(name, loss=float(loss))
 
     # -- writing and the end -----------------------------------------------------------------------
 

@@ -42,8 +42,9 @@ from .persistence import NodeState, PersistenceError
 from .records import Advertisements, Record, RecordError, verify
 from .routing import REFUSED, RoutingChange, RoutingTable
 from .rpc import PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of
+from .scenarios import DEFAULT_LOSS, Faults, apply_scenario
 from .store import RecordStore
-from .transport import Address, Conn, Endpoint, Faults, TransportError
+from .transport import Address, Conn, Endpoint, TransportError
 from .wire import (
     Error,
     ErrorCode,
@@ -852,6 +853,16 @@ class Node:
             await self.store_record(record)
         except NodeError as exc:
             log.info("republish of %s failed: %s", record.name or record.key.short(), exc)
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def set_scenario(self, name: str, loss: float = DEFAULT_LOSS) -> dict[str, Any]:
+        """Switch this node's fault scenario live (ValueError for an unknown name); every mode calls this."""
+        previous = self.faults.names()
+        # In place: the transport and the RPC layer hold this very object and read it live.
+        notes = apply_scenario(self.faults, name, loss)
+        self.emit("dht:scenario_changed", {"scenario": name, "faults": self.faults.names(), "previous": previous})
+        return {"scenario": name, "faults": self.faults.names(), "previous": previous, "notes": notes}
 
     # -- views ---------------------------------------------------------------------------
 

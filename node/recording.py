@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import os
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dhtscope.tracing.version import dhtscope_version
 from dhtscope.tracing.writer import LiveQuicLogger, NodeTrace, write_manifest, write_node_entry
 
 FLUSH_INTERVAL_S = 0.1
-
-
-def dhtscope_version() -> str:
-    try:
-        return metadata.version("dhtscope")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _safe_name(name: str) -> str:

@@ -169,7 +169,7 @@ class Record:
         if type(expires) not in (int, float):
             raise _wrong_type(_F_EXPIRES, "a number", expires)
         try:
-            expires_at = float(expires)
+            expires_at = float(expires)  # type: ignore[arg-type]  # int or float: checked just above
         except OverflowError:
             raise RecordError("expiry time is out of range") from None
         signature = _bytes_field(obj, _F_SIGNATURE)

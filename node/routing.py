@@ -188,8 +188,8 @@ class RoutingTable:
             self._count_in(contact)
             # A contact that made it into the bucket is no longer a candidate.
             j = bucket.find_replacement(value)
-            if j >= 0:
-                del bucket.replacements[j]  # type: ignore[union-attr]
+            if j >= 0 and bucket.replacements is not None:
+                del bucket.replacements[j]
             return RoutingChange(ADDED, contact, index)
         self._cache_replacement(bucket, contact, now)
         return RoutingChange(REPLACEMENT_CACHED, contact, index, ping=bucket.contacts[0])
@@ -321,8 +321,8 @@ class RoutingTable:
             self._drop_if_empty(index, bucket)
             return RoutingChange(EVICTED, contact, index, promoted=promoted)
         j = bucket.find_replacement(value)
-        if j >= 0:
-            contact, _ = bucket.replacements.pop(j)  # type: ignore[union-attr]
+        if j >= 0 and bucket.replacements is not None:
+            contact, _ = bucket.replacements.pop(j)
             self._drop_if_empty(index, bucket)
             return RoutingChange(REMOVED, contact, index)
         return None

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from .constants import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, STREAM_CREDIT_WAIT_S
 from .ids import Contact, NodeId
-from .transport import Address, Conn, Endpoint, Faults, TransportError, close_text
+from .scenarios import Faults
+from .transport import Address, Conn, Endpoint, TransportError, close_text
 from .wire import (
     RESPONSE_FOR,
     Error,
@@ -287,9 +288,9 @@ class RpcEndpoint:
         state.outgoing.pop(stream_id, None)
         if response.TYPE not in RESPONSE_FOR[out.request.TYPE] or response.request_id != out.request.request_id:
             conn.log_delivery(stream_id, len(data), fin)
-            exc = WireError(f"{response.TYPE.name} does not answer {out.request.TYPE.name} #{out.request.request_id}")
-            self._protocol_error(conn, stream_id, exc, reply=False)
-            out.future.set_exception(RpcError(f"bad response from {conn.addr_text}: {exc}"))
+            wrong = WireError(f"{response.TYPE.name} does not answer {out.request.TYPE.name} #{out.request.request_id}")
+            self._protocol_error(conn, stream_id, wrong, reply=False)
+            out.future.set_exception(RpcError(f"bad response from {conn.addr_text}: {wrong}"))
             out.future.exception()
             return
         out.rtt_s = self.loop.time() - out.sent_at

@@ -35,3 +35,31 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+STDIN_EXIT_GRACE_S = 3.0  # after stdin closes, how long a clean stop may take before the process just ends
+
+
+def exit_when_stdin_closes(graceful: bool = True) -> None:
+    """End this process once standard input closes: how a supervisor takes its children with it.
+
+    The supervisor holds the write end of a pipe; it closes when the supervisor exits or is
+    killed, even by SIGKILL. `graceful` sends ourselves SIGTERM first (the node stops and
+    closes its files), then ends the process outright after STDIN_EXIT_GRACE_S; otherwise
+    the process ends at once. One mechanism for every child dhtscope starts.
+    """
+    import signal
+    import threading
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        if graceful:
+            os.kill(os.getpid(), signal.SIGTERM)
+            threading.Event().wait(STDIN_EXIT_GRACE_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-when-stdin-closes", daemon=True).start()

@@ -16,7 +16,11 @@ from .keys import Identity
 from .node import Node, NodeError
 from .persistence import key_path
 from .rpc import RpcError
-from .transport import Address, Faults
+from .scenarios import Faults
+from .transport import Address
+
+# What the node does, one line each: (event, text, **data); Reporter prints it, the TUI logs it.
+Report = Callable[..., None]
 
 BOOTSTRAP_RETRY_S = 0.5
 DISCOVER_INTERVAL_S = 1.0
@@ -59,6 +63,19 @@ class ServiceOptions:
             return self.key_file
         return key_path(self.data_dir) if self.data_dir else None
 
+    def make_node(self, identity: Identity, name: str, recorder: Any = None) -> Node:
+        """The (unstarted) node these options describe: `dhtscope node` and `dhtscope tui` both build it here."""
+        return Node(
+            identity,
+            self.listen[0],
+            self.listen[1],
+            name=name,
+            role=self.role,
+            faults=self.faults,
+            recorder=recorder,
+            **self.node_kwargs(),
+        )
+
 
 class Reporter:
     """What the node does, one line each: readable text, or JSON objects for a supervising process."""
@@ -93,16 +110,7 @@ async def run_service(
         from .recording import NodeRecorder
 
         recorder = NodeRecorder(opts.record_dir, name, identity.node_id.hex(), opts.role)
-    node = Node(
-        identity,
-        opts.listen[0],
-        opts.listen[1],
-        name=name,
-        role=opts.role,
-        faults=opts.faults,
-        recorder=recorder,
-        **opts.node_kwargs(),
-    )
+    node = opts.make_node(identity, name, recorder)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -150,7 +158,7 @@ async def run_service(
         report("stopped", "stopped")
 
 
-async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asyncio.Event) -> None:
+async def _work(node: Node, opts: ServiceOptions, report: Report, stop: asyncio.Event) -> None:
     if opts.bootstrap:
         while not stop.is_set():
             try:
@@ -213,7 +221,7 @@ async def _work(node: Node, opts: ServiceOptions, report: Reporter, stop: asynci
         await asyncio.sleep(opts.discover_interval_s)
 
 
-async def _ping_bootstrap(node: Node, opts: ServiceOptions, report: Reporter) -> None:
+async def _ping_bootstrap(node: Node, opts: ServiceOptions, report: Report) -> None:
     """PING the bootstrap nodes one request (and one stream) after another."""
     for addr in opts.bootstrap:
         ok = failed = 0

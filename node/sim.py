@@ -140,7 +140,7 @@ class SimNetwork:
             lo_v = (key >> level) << level
             a = bisect_left(values, lo_v)
             b = bisect_left(values, lo_v + (1 << level))
-            candidates = range(a, b)
+            candidates: Sequence[int] = range(a, b)
             if live_only:
                 candidates = [j for j in candidates if self.online[j]]
             if len(candidates) >= count or level == ID_BITS:
@@ -230,7 +230,7 @@ class SimNetwork:
         return result
 
 
-def _percentile(sorted_values: list[float], p: float) -> float:
+def _percentile(sorted_values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
         return 0.0

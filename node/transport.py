@@ -15,14 +15,13 @@ import ipaddress
 import logging
 import random
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.logger import QuicLogger
 from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation, pull_quic_header
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -30,7 +29,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
 from .constants import (
-    ACK_DELAY_S,
     ALPN,
     CONNECT_TIMEOUT_S,
     IDLE_TIMEOUT_S,
@@ -40,6 +38,8 @@ from .constants import (
 )
 from .ids import NodeId
 from .keys import Identity
+from .quic_internals import NodeQuicConnection
+from .scenarios import Faults
 
 log = logging.getLogger("dhtscope.transport")
 
@@ -52,54 +52,6 @@ ALPN_MISMATCH_ERROR = 0x100 + 120
 
 class TransportError(Exception):
     """A connection that could not be made or was lost."""
-
-
-SCENARIOS = ("healthy", "no-accept", "stream-limit", "loss", "alpn-mismatch", "stall")
-# The stream-limit scenario's registry grants this many streams per connection: aioquic's own
-# default, close to other stacks' (quic-go: 100), so a leak exhausts it within seconds.
-STREAM_LIMIT_SCENARIO_STREAMS = 128
-
-
-@dataclass
-class Faults:
-    """Failure modes switched on per node, for teaching and tests; all off by default."""
-
-    loss: float = 0.0  # fraction of datagrams dropped, on send and on receive
-    no_accept: bool = False  # never hand peer-opened streams to the application
-    never_fin: bool = False  # never send FIN on our side of a stream
-    stall: bool = False  # read requests and never answer (applied by the RPC layer)
-    alpn: str | None = None  # offer this ALPN instead of ours
-    stream_credit: int | None = None  # grant new connections this many streams, not MAX_STREAMS_PER_CONNECTION
-    seed: int | None = None
-
-    @classmethod
-    def for_scenario(cls, name: str, loss: float = 0.3) -> Faults:
-        """The faults a named scenario (one of SCENARIOS) switches on."""
-        table = {
-            "healthy": cls(),
-            "no-accept": cls(no_accept=True),
-            "stream-limit": cls(never_fin=True, stream_credit=STREAM_LIMIT_SCENARIO_STREAMS),
-            "loss": cls(loss=loss),
-            "alpn-mismatch": cls(alpn="dhtscope/0-mismatch"),
-            "stall": cls(stall=True),
-        }
-        if name not in table:
-            raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(table)}")
-        return table[name]
-
-    def names(self) -> list[str]:
-        out = []
-        if self.no_accept:
-            out.append("no-accept")
-        if self.never_fin:
-            out.append("stream-limit")
-        if self.loss:
-            out.append(f"loss={self.loss:g}")
-        if self.alpn:
-            out.append("alpn-mismatch")
-        if self.stall:
-            out.append("stall")
-        return out
 
 
 class ConnectionOwner(Protocol):
@@ -138,68 +90,10 @@ def peer_id_from_certificate(cert: x509.Certificate | None) -> NodeId | None:
     return NodeId.from_public_key(raw)
 
 
-SMALLEST_STREAM_FRAME_BYTES = 4  # type, stream id, 2-byte length: a FIN with no data
-
-
-class _NodeQuicConnection(QuicConnection):
-    """aioquic's connection, asking clients for their certificate and noting who began the close.
-
-    Three of aioquic's choices are changed through its private names (each guarded by a test
-    in tests/test_node_quic.py): the peer may open MAX_STREAMS_PER_CONNECTION request streams
-    at once instead of 128; once the handshake is done ACKs wait up to ACK_DELAY_S for a
-    packet to ride on instead of 1 ms; and a full packet stops asking streams for frames.
-    """
-
-    close_owner: str | None = None
-
-    def __init__(self, *args: Any, max_streams: int = MAX_STREAMS_PER_CONNECTION, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Before the handshake, so our transport parameters carry it.
-        limit = self._local_max_streams_bidi
-        limit.value = limit.sent = max_streams
-
-    def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
-        # aioquic offers every stream with data waiting to every packet it builds, even once
-        # the packet is full, so 128 answers written at once cost 128 visits per packet.
-        # Without room for a frame header nothing can be written: skip the work.
-        if builder.remaining_flight_space < SMALLEST_STREAM_FRAME_BYTES:
-            return 0
-        return super()._write_stream_frame(builder, space, stream, max_offset)
-
-    def handshake_done(self) -> None:
-        """Called once the handshake completed: from now on, ACKs may wait for our next packet."""
-        self._ack_delay = ACK_DELAY_S
-
-    def ack_with_next_packet(self) -> None:
-        """Make a pending 1-RTT ACK due now, so it rides in the packet we are about to build.
-
-        Without this, an answer sent right after its request leaves without the request's
-        ACK, and a timer later sends that ACK alone: two more datagrams per request.
-        """
-        space = self._spaces.get(tls.Epoch.ONE_RTT)
-        if space is not None and space.ack_at is not None:
-            space.ack_at = 0.0
-
-    def _initialize(self, peer_cid: bytes) -> None:
-        super()._initialize(peer_cid)
-        if not self._is_client:
-            # Mutual TLS: the client's certificate key is what its node id must hash from.
-            # aioquic keeps this switch private; tests/test_transport.py checks it still works.
-            self.tls._request_client_certificate = True
-
-    def _set_state(self, state: QuicConnectionState) -> None:
-        if self.close_owner is None:
-            if state == QuicConnectionState.CLOSING:
-                self.close_owner = "local"
-            elif state == QuicConnectionState.DRAINING:
-                self.close_owner = "remote"
-        super()._set_state(state)
-
-
 class Conn:
     """One QUIC connection of this node, as client or server."""
 
-    def __init__(self, endpoint: Endpoint, quic: _NodeQuicConnection, role: str, addr: Address) -> None:
+    def __init__(self, endpoint: Endpoint, quic: NodeQuicConnection, role: str, addr: Address) -> None:
         self.endpoint = endpoint
         self.quic = quic
         self.role = role
@@ -229,7 +123,7 @@ class Conn:
 
     @property
     def trace(self) -> Any:
-        return self.quic._quic_logger
+        return self.quic.trace
 
     @property
     def odcid(self) -> str:
@@ -237,12 +131,11 @@ class Conn:
 
     @property
     def rtt_s(self) -> float | None:
-        rtt = self.quic._loss._rtt_smoothed
-        return rtt if self.quic._loss._rtt_initialized else None
+        return self.quic.smoothed_rtt_s()
 
     @property
     def is_open(self) -> bool:
-        return not self.closed and self.quic._state in (QuicConnectionState.FIRSTFLIGHT, QuicConnectionState.CONNECTED)
+        return not self.closed and self.quic.is_usable()
 
     def is_peer_stream(self, stream_id: int) -> bool:
         client_initiated = stream_id & 1 == 0
@@ -263,7 +156,7 @@ class Conn:
         Callers on the request path check it before building an event, so a node that
         neither records nor has listeners pays nothing for events.
         """
-        return self.quic._quic_logger is not None or bool(self.endpoint.listeners)
+        return self.quic.trace is not None or bool(self.endpoint.listeners)
 
     def log(self, name: str, data: dict[str, Any]) -> None:
         self.endpoint.emit(self, name, data)
@@ -272,7 +165,7 @@ class Conn:
 
     def has_stream_credit(self) -> bool:
         next_id = self.quic.get_next_available_stream_id()
-        return next_id // 4 < self.quic._remote_max_streams_bidi
+        return next_id // 4 < self.quic.peer_stream_credit()
 
     def needs_credit(self) -> bool:
         """True when a new stream must wait for the peer's MAX_STREAMS first."""
@@ -309,7 +202,7 @@ class Conn:
         if self.closed:
             free = len(self._credit_waiters)
         else:
-            free = self.quic._remote_max_streams_bidi - self.quic.get_next_available_stream_id() // 4
+            free = self.quic.peer_stream_credit() - self.quic.get_next_available_stream_id() // 4
         while self._credit_waiters and free > 0:
             waiter = self._credit_waiters.popleft()
             if not waiter.done():
@@ -370,8 +263,7 @@ class Conn:
 
     def reset(self, stream_id: int, error_code: int) -> None:
         """Abandon our side of a stream and ask the peer to stop sending on theirs."""
-        stream = self.quic._streams.get(stream_id)
-        if stream is not None and stream.is_blocked:
+        if self.quic.stream_waits_for_credit(stream_id):
             # A stream still waiting for the peer's credit does not exist for the peer:
             # aioquic would send RESET_STREAM for it anyway and the peer would close the
             # connection with STREAM_LIMIT_ERROR. Leave it; its late answer is ignored.
@@ -437,7 +329,7 @@ class Conn:
                 owner.stop_sending(self, event.stream_id, event.error_code)
             elif isinstance(event, events.HandshakeCompleted):
                 self.alpn = event.alpn_protocol
-                self.peer_id = peer_id_from_certificate(self.quic.tls._peer_certificate)
+                self.peer_id = peer_id_from_certificate(self.quic.peer_certificate())
                 self.quic.handshake_done()
                 if not self.ready.done():
                     self.ready.set_result(None)
@@ -514,10 +406,6 @@ class _EndingLogger:
     def start_trace(self, is_client: bool, odcid: bytes) -> Any:
         return self.inner.start_trace(is_client=is_client, odcid=odcid)
 
-    @property
-    def alpn(self) -> str:
-        return self.faults.alpn or ALPN
-
     def end_trace(self, trace: Any) -> None:
         # Deferred: Conn._terminated writes quic:connection_closed, then closes the file.
         for quic, t in list(self.endpoint.pending_traces.items()):
@@ -570,7 +458,7 @@ class Endpoint(asyncio.DatagramProtocol):
 
     async def listen(self, host: str, port: int) -> Address:
         transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
         return self.local_addr
@@ -578,7 +466,8 @@ class Endpoint(asyncio.DatagramProtocol):
     def _configuration(self, is_client: bool) -> QuicConfiguration:
         # Read the ALPN fault on each new connection, so it can be switched live.
         config = QuicConfiguration(is_client=is_client, alpn_protocols=[self.alpn], **self._config_args)
-        config.quic_logger = self._quic_logger
+        # _EndingLogger has every method aioquic calls on a QuicLogger (start_trace, end_trace).
+        config.quic_logger = cast(QuicLogger | None, self._quic_logger)
         return config
 
     # -- asyncio.DatagramProtocol ---------------------------------------------
@@ -600,7 +489,8 @@ class Endpoint(asyncio.DatagramProtocol):
             self.event_sink(conn, name, data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        # A datagram endpoint's transport (uvloop's does not subclass asyncio's class).
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.faults.loss and self._rng.random() < self.faults.loss:
@@ -641,7 +531,7 @@ class Endpoint(asyncio.DatagramProtocol):
         if len(self.all) >= MAX_CONNECTIONS:
             log.warning("refusing connection from %s: %d connections open", addr, len(self.all))
             return None
-        quic = _NodeQuicConnection(
+        quic = NodeQuicConnection(
             configuration=config,
             original_destination_connection_id=header.destination_cid,
             max_streams=self._stream_credit(),
@@ -655,12 +545,12 @@ class Endpoint(asyncio.DatagramProtocol):
         # Read on each new connection, like the ALPN fault, so it can be switched live.
         return self.faults.stream_credit or MAX_STREAMS_PER_CONNECTION
 
-    def _register(self, quic: _NodeQuicConnection, role: str, addr: Address) -> Conn:
+    def _register(self, quic: NodeQuicConnection, role: str, addr: Address) -> Conn:
         conn = Conn(self, quic, role, addr)
         self.connections[quic.host_cid] = conn
         self.all.add(conn)
-        if quic._quic_logger is not None:
-            self.pending_traces[quic] = quic._quic_logger
+        if quic.trace is not None:
+            self.pending_traces[quic] = quic.trace
         return conn
 
     def _started(self, conn: Conn, addr: Address) -> None:
@@ -683,7 +573,7 @@ class Endpoint(asyncio.DatagramProtocol):
         """A new client connection to `addr`, handshake complete; TransportError if it fails."""
         host = _resolve(addr[0])
         addr = (host, addr[1])
-        quic = _NodeQuicConnection(configuration=self._configuration(is_client=True), max_streams=self._stream_credit())
+        quic = NodeQuicConnection(configuration=self._configuration(is_client=True), max_streams=self._stream_credit())
         conn = self._register(quic, "client", addr)
         self._started(conn, addr)
         quic.connect(addr, now=self.loop.time())

@@ -314,6 +314,8 @@ def decode(data: bytes) -> Message:
         )
     raw_type = body.get("t")
     try:
+        if type(raw_type) is not int:
+            raise ValueError(raw_type)
         mtype = MsgType(raw_type)
     except ValueError:
         raise WireError(f"unknown message type {raw_type!r}", ErrorCode.UNKNOWN_TYPE) from None
@@ -326,13 +328,12 @@ def decode(data: bytes) -> Message:
         if type(s) is not list or len(s) != 2:
             raise WireError("sender must be [id, port]")
         sender = Sender(_node_id(s[0], "sender id"), _port(s[1], "sender port"))
-    common = {"request_id": request_id, "sender": sender}
     if mtype is MsgType.PING:
-        return Ping(**common)
+        return Ping(request_id=request_id, sender=sender)
     if mtype is MsgType.PONG:
-        return Pong(**common)
+        return Pong(request_id=request_id, sender=sender)
     if mtype is MsgType.STORE:
-        return Store(records=_records(body.get("r")), **common)
+        return Store(records=_records(body.get("r")), request_id=request_id, sender=sender)
     if mtype is MsgType.STORE_RESULT:
         results = body.get("a")
         if (
@@ -341,16 +342,18 @@ def decode(data: bytes) -> Message:
             or not all(type(x) is list and len(x) == 2 and type(x[0]) is bool and type(x[1]) is str for x in results)
         ):
             raise WireError("store results must be a list of [accepted, reason]")
-        return StoreResult(results=tuple((ok, reason) for ok, reason in results), **common)
+        return StoreResult(results=tuple((ok, reason) for ok, reason in results), request_id=request_id, sender=sender)
     if mtype is MsgType.FIND_NODE:
-        return FindNode(target=_node_id(body.get("k"), "target"), **common)
+        return FindNode(target=_node_id(body.get("k"), "target"), request_id=request_id, sender=sender)
     if mtype is MsgType.NODES:
-        return Nodes(contacts=_contacts(body.get("c")), **common)
+        return Nodes(contacts=_contacts(body.get("c")), request_id=request_id, sender=sender)
     if mtype is MsgType.FIND_VALUE:
-        return FindValue(key=_node_id(body.get("k"), "key"), **common)
+        return FindValue(key=_node_id(body.get("k"), "key"), request_id=request_id, sender=sender)
     if mtype is MsgType.VALUE:
-        return Value(records=_records(body.get("r")), contacts=_contacts(body.get("c")), **common)
+        return Value(
+            records=_records(body.get("r")), contacts=_contacts(body.get("c")), request_id=request_id, sender=sender
+        )
     code, reason = body.get("c"), body.get("m")
     if type(code) is not int or type(reason) is not str:
         raise WireError("an error must carry an integer code and a reason")
-    return Error(code=code, reason=reason[:MAX_REASON_CHARS], **common)
+    return Error(code=code, reason=reason[:MAX_REASON_CHARS], request_id=request_id, sender=sender)

@@ -15,16 +15,6 @@ from dhtscope.node.transport import Conn, Endpoint
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qlog-samples"
 
 
-async def eventually(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.02) -> None:
-    """Wait until `predicate()` is true (something a node does in the background); fail after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"still not true after {timeout_s:g} s: {predicate}")
-        await asyncio.sleep(interval_s)
-
-
 @pytest.fixture
 async def make_nodes():
     """make_nodes(n, **kwargs): n started nodes, all but the first bootstrapped through the first."""

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from helpers.waiting import eventually
 
 from dhtscope.node.control import (
     MAX_CONTROL_LINE_BYTES,
@@ -166,7 +167,7 @@ async def test_probe_find_value_returns_hops_and_remote_records(nodes: Any, serv
     # A slow probe runs on its own: a snapshot on the same connection answers first.
     b.faults.stall = True
     slow = asyncio.create_task(client.request("probe", kind="ping", args=[b.address]))
-    await asyncio.sleep(0.1)  # the probe request is on the wire and running before the snapshot
+    await eventually(lambda: any(session._probes for session in server._sessions), "the probe to be running")
     await client.request("snapshot")
     assert not slow.done()
     with pytest.raises(ControlError, match="ping failed"):

@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import eventually
+from helpers.waiting import eventually
 
 from dhtscope.node.constants import CONNECT_TIMEOUT_S, LOOKUP_DIAL_TIMEOUT_S, STORE_BURST_RECORDS
 from dhtscope.node.control import run_probe
@@ -62,7 +62,7 @@ async def test_thirty_fake_identities_with_dead_ports_never_enter_the_table(make
     (registry,) = await make_nodes(1, bootstrap=False, dial_timeout_s=FAST_DIAL_S)
     ports = dead_ports(30)
     fakes = await fake_identities(registry, ports, make_nodes)
-    await eventually(lambda: not registry._verifying)
+    await eventually(lambda: not registry._verifying, "the registry to check every claimed address")
     assert not any(f.id in registry.routing for f in fakes)
     assert registry.stats.contacts_unverified >= 1
 
@@ -83,7 +83,7 @@ async def test_a_claimed_port_that_answers_as_another_node_is_not_trusted(make_n
     claim = Sender(liar.id, honest.port)  # the liar says it listens where honest does
     liar._sender = lambda: claim
     await liar.ping(("127.0.0.1", registry.port))
-    await eventually(lambda: registry.stats.contacts_unverified >= 1)
+    await eventually(lambda: registry.stats.contacts_unverified >= 1, "the claim to fail its check")
     assert liar.id not in registry.routing
     assert honest.id not in registry.routing  # honest was reached, but nobody asked to add it
 
@@ -91,7 +91,7 @@ async def test_a_claimed_port_that_answers_as_another_node_is_not_trusted(make_n
 async def test_a_verified_contact_enters_with_the_address_that_answered(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
     await b.ping(("127.0.0.1", a.port))
-    await eventually(lambda: b.id in a.routing)
+    await eventually(lambda: b.id in a.routing, "a to check b's claimed address")
     assert a.routing.get(b.id) == Contact(b.id, "127.0.0.1", b.port)
     assert a.stats.contacts_unverified == 0
 

@@ -10,9 +10,8 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import eventually
+from helpers.waiting import FakeClock, eventually
 
-from dhtscope.node import transport
 from dhtscope.node.constants import (
     ACK_DELAY_S,
     MAX_DATAGRAM_BYTES,
@@ -24,6 +23,7 @@ from dhtscope.node.constants import (
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import NodeError
+from dhtscope.node.quic_internals import NodeQuicConnection
 from dhtscope.node.records import Record
 from dhtscope.node.rpc import RemoteError
 from dhtscope.node.wire import (
@@ -65,6 +65,12 @@ def count_datagrams(*nodes) -> dict[str, Any]:
     return sent
 
 
+async def meet(a: Any, b: Any) -> None:
+    """b PINGs a, and a has checked b's claimed address: no handshake left to happen in the background."""
+    await b.ping(("127.0.0.1", a.port))
+    await eventually(lambda: b.id in a.routing, "a to check b's claimed address")
+
+
 def frame(raw: bytes) -> bytes:
     return len(raw).to_bytes(FRAME_HEADER_BYTES, "big") + raw
 
@@ -75,7 +81,7 @@ async def test_ping_answers_with_pong_and_adds_both_contacts(make_nodes):
     assert 0 < rtt < 1
     assert a.id in b.routing  # b learned a from the answer on the connection it dialled
     # a learns b from the request only once b's claimed address answers a PING of a's own
-    await eventually(lambda: b.id in a.routing)
+    await eventually(lambda: b.id in a.routing, "a to check b's claimed address")
     assert a.routing.get(b.id) == b.contact()
 
 
@@ -103,7 +109,7 @@ async def test_connection_is_reused_for_every_request_to_a_peer(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
     await b.ping(("127.0.0.1", a.port))
     # a checks b's claimed address on a connection of its own: at most one more, then none.
-    await eventually(lambda: b.id in a.routing)
+    await eventually(lambda: b.id in a.routing, "a to check b's claimed address")
     settled = len(b.rpc.connections())
     assert settled <= 2
     for _ in range(20):
@@ -131,18 +137,20 @@ async def test_join_fills_routing_tables_beyond_the_bootstrap_node(make_nodes):
 
 
 async def test_records_expire_and_providers_republish_before_expiry(make_nodes):
+    clock = FakeClock()  # the nodes' record clock: time passes when the test says so
     registry, provider, client = await make_nodes(
-        3, record_ttl_s=2.0, republish_margin_s=1.2, maintenance_interval_s=0.1, request_timeout_s=0.5
+        3, record_ttl_s=2.0, republish_margin_s=1.2, maintenance_interval_s=0.02, request_timeout_s=0.5, clock=clock
     )
     await provider.advertise("calculator", "127.0.0.1:9001")
     key = NodeId.for_name("calculator")
-    first = registry.store_.get(key, registry.clock())[0]
-    await asyncio.sleep(1.6)  # past expires_at - margin: the provider republished with a new seq
-    again = registry.store_.get(key, registry.clock())[0]
-    assert again.seq > first.seq and again.expires_at > first.expires_at
+    first = registry.store_.get(key, clock())[0]
+    clock.advance(1.6)  # past expires_at - margin: the provider republishes with a new seq
+    await eventually(lambda: registry.store_.get(key, clock())[0].seq > first.seq, "a republished record")
+    again = registry.store_.get(key, clock())[0]
+    assert again.expires_at > first.expires_at
     await provider.stop()  # no more republishing: the record must expire everywhere
-    await asyncio.sleep(2.3)
-    assert registry.store_.get(key, registry.clock()) == []
+    clock.advance(2.3)
+    await eventually(lambda: registry.store_.get(key, clock()) == [], "the record to expire")
     found = await client.discover("calculator")
     assert found.records == ()
 
@@ -168,7 +176,7 @@ async def test_contact_at_an_address_that_is_another_node_is_not_trusted(make_no
 
 async def test_record_with_forged_publisher_is_refused_with_reason(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     good = Record.create(b.identity, NodeId.for_name("svc"), b"x:1", 1, 300, b.clock(), name="svc")
     forged = dataclasses.replace(good, publisher=Identity.generate().node_id)
     stored, _, _ = await b._call(a.contact(), Store(1, records=(forged,)))
@@ -267,19 +275,19 @@ async def test_thousand_random_requests_leave_the_node_answering_ping(make_nodes
 
 async def test_more_requests_than_stream_credit_all_succeed(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     count = 2 * MAX_STREAMS_PER_CONNECTION + 100
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(count)))
     assert len(results) == count and all(r > 0 for r in results)
 
 
 async def test_a_peer_may_open_max_streams_per_connection_at_once(make_nodes):
-    # aioquic grants 128 streams; the node raises it through aioquic's private state.
+    # aioquic grants 128 streams; the node raises it (node/quic_internals.py).
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     conn = b.rpc.pooled(a.id)
     assert conn is not None
-    assert conn.quic._remote_max_streams_bidi == MAX_STREAMS_PER_CONNECTION
+    assert conn.quic.peer_stream_credit() == MAX_STREAMS_PER_CONNECTION
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(MAX_STREAMS_PER_CONNECTION - 1)))
     assert len(results) == MAX_STREAMS_PER_CONNECTION - 1
     assert not conn._blocked_probe_sent  # no request had to wait for credit
@@ -288,7 +296,7 @@ async def test_a_peer_may_open_max_streams_per_connection_at_once(make_nodes):
 @pytest.mark.parametrize("limit", [MAX_DATAGRAM_BYTES, 1350])
 async def test_datagrams_fill_up_to_the_configured_size_and_no_further(make_nodes, limit):
     a, b = await make_nodes(2, bootstrap=False, max_datagram_bytes=limit)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     key = NodeId.for_name("big")
     for _ in range(3):  # three providers: a VALUE answer of about 3.5 KB
         publisher = Identity.generate()
@@ -309,7 +317,7 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
     from aioquic.quic.connection import QuicConnection
 
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     offered, asked = [0], [0]
     original = QuicConnection._write_stream_frame
 
@@ -317,14 +325,14 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
         asked[0] += 1
         return original(self, *args, **kwargs)
 
-    node_version = transport._NodeQuicConnection._write_stream_frame
+    node_version = NodeQuicConnection._write_stream_frame
 
     def offering(self, *args, **kwargs):
         offered[0] += 1
         return node_version(self, *args, **kwargs)
 
     monkeypatch.setattr(QuicConnection, "_write_stream_frame", counting)
-    monkeypatch.setattr(transport._NodeQuicConnection, "_write_stream_frame", offering)
+    monkeypatch.setattr(NodeQuicConnection, "_write_stream_frame", offering)
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(200)))
     assert len(results) == 200
     assert asked[0] > 0 and offered[0] > asked[0]
@@ -332,7 +340,7 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
 
 async def test_an_answer_carries_the_ack_of_its_request(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     conn = b.rpc.pooled(a.id)
     assert conn is not None and conn.quic._ack_delay == ACK_DELAY_S
     await asyncio.sleep(3 * ACK_DELAY_S)
@@ -352,7 +360,7 @@ async def test_a_cancelled_request_costs_a_few_datagrams_not_a_storm(make_nodes)
     # one of our own made both sides trade them until the stream was gone (67-118
     # datagrams for one cancelled PING).
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     sent = count_datagrams(a, b)
     for spins in range(1, 5):  # cancel at each point between sending and reading the answer
         sent["n"] = 0
@@ -369,7 +377,7 @@ async def test_a_cancelled_request_costs_a_few_datagrams_not_a_storm(make_nodes)
 
 async def test_fin_arrives_after_a_burst_of_large_writes(make_nodes):
     a, b = await make_nodes(2, bootstrap=False, store_burst_records=1000)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     # Large records fill packets; the FIN of each stream must still reach the peer,
     # or the streams never finish and credit runs out (older aioquic dropped such FINs).
     records = tuple(

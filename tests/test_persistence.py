@@ -198,16 +198,10 @@ def free_udp_port() -> int:
 
 
 def start_registry(port: int, data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """A registry process on `port` keeping its state in `data_dir`; returns it and its 'started' line."""
-    code = (
-        "import sys\n"
-        "from dhtscope.node import runtime\n"
-        "from dhtscope.node.service import ServiceOptions, run_service\n"
-        "runtime.run(run_service(ServiceOptions(listen=('127.0.0.1', int(sys.argv[1])), name='registry',"
-        " role='registry', json_lines=True, data_dir=sys.argv[2])))\n"
-    )
+    """`dhtscope node` as a registry on `port`, with `--data-dir`; returns the process and its 'started' line."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(port), str(data_dir)],
+        [sys.executable, "-m", "dhtscope.tui.cli", "node", "--listen", f"127.0.0.1:{port}", "--name", "registry"]
+        + ["--role", "registry", "--json-lines", "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -216,7 +210,7 @@ def start_registry(port: int, data_dir: Path) -> tuple[subprocess.Popen[str], di
     assert proc.stdout is not None
     for line in proc.stdout:
         event = json.loads(line)
-        if event["event"] == "started":
+        if event.get("event") == "started":
             return proc, event
     raise AssertionError(f"registry exited with {proc.wait()} before it started")
 
@@ -250,3 +244,18 @@ async def test_a_registry_killed_with_sigkill_comes_back_with_every_provider(mak
         registry.wait()
         if registry.stdout:
             registry.stdout.close()
+
+
+def test_cluster_members_each_get_a_data_dir_for_their_key_and_state(tmp_path) -> None:
+    from dhtscope.node.cluster import Cluster, ClusterPlan
+
+    members = ClusterPlan(providers=2, data_dir=str(tmp_path)).build()
+    for m in members:
+        i = m.args.index("--data-dir")
+        assert m.args[i + 1] == str(tmp_path / m.name)
+    cluster = Cluster(ClusterPlan(providers=1))  # none given: one for the run, gone when it stops
+    own = cluster.plan.data_dir
+    assert own is not None and os.path.isdir(own)
+    assert all(m.args[m.args.index("--data-dir") + 1].startswith(own) for m in cluster.members)
+    cluster.stop()
+    assert not os.path.exists(own)

@@ -94,8 +94,7 @@ def test_node_killed_with_sigkill_leaves_a_readable_recording(tmp_path):
         [
             sys.executable,
             "-m",
-            "dhtscope.tui.cli",
-            "node",
+            "dhtscope.node",
             "--listen",
             "127.0.0.1:0",
             "--name",

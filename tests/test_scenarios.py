@@ -10,7 +10,7 @@ import pytest
 from dhtscope.node.constants import REQUEST_TIMEOUT_S
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.recording import NodeRecorder
-from dhtscope.node.transport import STREAM_LIMIT_SCENARIO_STREAMS, Faults
+from dhtscope.node.scenarios import STREAM_LIMIT_SCENARIO_STREAMS, Faults
 from dhtscope.tracing.analysis import analyse
 from dhtscope.tracing.reader import open_recording
 

@@ -244,7 +244,7 @@ def test_a_network_already_holding_the_most_evicts_its_own_records() -> None:
     honest = make(BOB, value=b"1.2.3.4:9000")
     assert store.put(honest, NOW, origin="1.2.3.4").accepted
     first = squatters(store, 3, "6.6.6.6")
-    for i in range(10):  # the key is full, and the squatters' network holds the most: it pays
+    for _ in range(10):  # the key is full, and the squatters' network holds the most: it pays
         record = make(Identity.generate(), value=b"6.6.6.6:1")
         out = store.put(record, NOW, origin="6.6.6.6")
         assert out.accepted and out.evicted[0] in first

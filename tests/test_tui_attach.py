@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_tui_support import cell, table_text, wait_until
+from helpers.tui import cell, table_text, wait_until
 
 from dhtscope.node.control import ControlServer
 from dhtscope.node.node import Node
@@ -114,7 +114,7 @@ ATTACH = (
     "import sys, argparse\n"
     "from dhtscope.tui.commands import add_commands\n"
     "p = argparse.ArgumentParser(prog='dhtscope')\n"
-    "add_commands(p.add_subparsers(dest='command', required=True), node_options=lambda p: None)\n"
+    "add_commands(p.add_subparsers(dest='command', required=True))\n"
     "a = p.parse_args(sys.argv[1:])\n"
     "sys.exit(a.func(a))\n"
 )
@@ -126,8 +126,7 @@ def test_attach_with_a_wrong_token_prints_one_refusal_line_and_exits_non_zero(tm
         [
             sys.executable,
             "-m",
-            "dhtscope.tui.cli",
-            "node",
+            "dhtscope.node",
             "--json-lines",
             "--control",
             f"tcp:127.0.0.1:{port}",

@@ -8,7 +8,7 @@ import os
 import random
 from typing import Any
 
-from test_tui_support import cell, table_text, wait_until
+from helpers.tui import cell, table_text, wait_until
 
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.commands import _ports_free, run_demo

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from test_tui_support import table_text, wait_until
+from helpers.tui import table_text, wait_until
 
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node, NodeError
@@ -140,3 +140,23 @@ async def _embedded(tmp_path: Path, registry: Node, provider: Node) -> None:
 
         await pilot.press("3", "a")
         assert any(r.endswith("delivered") for r in table_text(main.query_one("#streams-table")))
+
+
+async def test_stream_limit_switched_in_the_embedded_tui_grants_its_128_streams(tmp_path: Path, raw_peer) -> None:
+    """The embedded TUI switches a scenario through the node, as the control endpoint does."""
+    from dhtscope.node.constants import MAX_STREAMS_PER_CONNECTION
+    from dhtscope.node.scenarios import STREAM_LIMIT_SCENARIO_STREAMS
+
+    identity = Identity.generate()
+    source = EmbeddedSource(lambda record_dir: Node(identity, name="me"), record_dir=str(tmp_path / "rec"))
+    await source.start()
+    try:
+        before = await raw_peer(source.node.port)
+        assert before.conn.quic.peer_stream_credit() == MAX_STREAMS_PER_CONNECTION
+        result = await source.set_scenario("me", "stream-limit")
+        assert "stream-limit" in result["faults"]
+        assert any("stream credit" in note for note in result["notes"])
+        after = await raw_peer(source.node.port)
+        assert after.conn.quic.peer_stream_credit() == STREAM_LIMIT_SCENARIO_STREAMS
+    finally:
+        await source.stop()

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_tui_support import table_text, wait_until
+from helpers.tui import ODCID as FIXED_ODCID
+from helpers.tui import table_text, wait_until, write_fixed_recording
 
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.recording import NodeRecorder
-from dhtscope.tracing.reader import TraceReadError
+from dhtscope.tracing.analysis import analyse
+from dhtscope.tracing.reader import TraceReadError, open_recording
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.screens.help import HelpScreen
 from dhtscope.tui.screens.timeline import StreamTimelineScreen
@@ -163,15 +165,11 @@ async def test_replay_controls_step_seek_and_play(recording: Path) -> None:
         assert state.position == total
 
 
-async def test_replay_of_a_missing_path_says_so(tmp_path: Path) -> None:
-    import argparse
+async def test_replay_of_a_missing_path_says_so(tmp_path: Path, capsys) -> None:
+    from dhtscope.tui.cli import main
 
-    from dhtscope.tui.commands import add_commands
-
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command"), node_options=lambda p: None)
-    args = parser.parse_args(["replay", str(tmp_path / "nope")])
-    assert args.func(args) == 1
+    assert main(["replay", str(tmp_path / "nope")]) == 1
+    assert "no such file or directory" in capsys.readouterr().err
 
 
 def _exited(pid: int) -> bool:
@@ -299,3 +297,13 @@ async def test_replay_says_when_a_child_dies_without_a_word(tmp_path: Path) -> N
     finally:
         await source.stop()
     assert not any(_alive(pid) for pid in pids)
+
+
+def test_fixed_recording_shows_a_stream_not_delivered(tmp_path: Path) -> None:
+    analysis = analyse(open_recording(write_fixed_recording(tmp_path / "rec")))
+    kinds = [f.kind for f in analysis.findings]
+    assert "stream_not_delivered" in kinds
+    store = analysis.stream(FIXED_ODCID, 4)
+    assert store is not None and store.missing == "delivered"
+    ping = analysis.stream(FIXED_ODCID, 0)
+    assert ping is not None and ping.missing is None and ping.furthest == "answered"

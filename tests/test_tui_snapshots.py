@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_textual_snapshot
-from test_tui_support import wait_until, write_fixed_recording
+from helpers.tui import wait_until, write_fixed_recording
 
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.sources.replay import ReplaySource

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,7 @@ class Trace:
     def __getitem__(self, record: int) -> Event:
         raise NotImplementedError
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Event]:
         for i in range(len(self)):
             yield self[i]
 

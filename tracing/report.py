@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
 from rich.rule import Rule
 from rich.table import Table
@@ -108,7 +108,7 @@ def _finding_block(analysis: Analysis, finding: Finding, verbose: bool) -> Group
     cause.append(finding.cause, style="italic")
     body.append(cause)
     evidence = finding.evidence if verbose else finding.evidence[:MAX_EVIDENCE_SHOWN]
-    parts: list[Text | Table] = list(body)
+    parts: list[RenderableType] = list(body)
     if evidence:
         parts.append(Text("Evidence (ms from the recording's start, event, file#record):", style="bold"))
         grid = Table.grid(padding=(0, 1))
@@ -117,7 +117,7 @@ def _finding_block(analysis: Analysis, finding: Finding, verbose: bool) -> Group
         grid.add_column(overflow="fold", style="cyan")
         for ev in evidence:
             grid.add_row(_rel(ev.time_ms, analysis.first_ms), ev.name, _address(analysis, ev))
-        parts.append(Padding(grid, (0, 0, 0, 2)))  # type: ignore[arg-type]
+        parts.append(Padding(grid, (0, 0, 0, 2)))
         if len(finding.evidence) > len(evidence):
             parts.append(Text(f"  … and {len(finding.evidence) - len(evidence)} more", style="dim"))
     return Group(head, Padding(Group(*parts), (0, 0, 1, 3)))

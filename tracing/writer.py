@@ -21,7 +21,7 @@ from aioquic.quic.logger import QuicLoggerTrace
 
 from . import _json
 
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class LiveTrace(QuicLoggerTrace, _SeqWriter):
         fd, path = _create_unique(Path(directory), f"{self.odcid or 'none'}-{role}")
         self._open_writer(fd, path, _header(node_name, role, self.reference_ms, self.odcid), flush_interval_s)
 
-    def log_event(self, *, category: str, event: str, data: dict) -> None:  # type: ignore[override]
+    def log_event(self, *, category: str, event: str, data: dict[str, Any]) -> None:
         """aioquic's entry point: record one event (possibly held until its packet is done)."""
         if self._fd is None:
             return

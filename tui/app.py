@@ -14,6 +14,9 @@ from .messages import AnalysisReady, ProbeFinished, ProbeRequested, ScenarioChos
 from .screens.help import HelpScreen
 from .screens.main import TABS, MainScreen
 from .source import PROBE_KINDS, SCENARIOS, DataSource, SourceError
+from .widgets.event_log import EventLog
+from .widgets.probe_panel import ProbePanel
+from .widgets.status_line import StatusLine
 
 DRAIN_HZ = 15  # the event buffer is drained (and views told) this often
 SLOW_REFRESH_S = 1.0  # nodes and snapshots
@@ -110,8 +113,8 @@ class DhtscopeApp(App[int]):
                 self._replay_key = key
                 main.replay_state = state
                 self._refresh_views()
-        for log in main.query("#event-log"):
-            log.refresh_filter()  # type: ignore[attr-defined]
+        for log in main.query("#event-log").results(EventLog):
+            log.refresh_filter()
 
     def refresh_now(self) -> None:
         """Fill the views at once (the screen just appeared) rather than at the next slow tick."""
@@ -130,8 +133,8 @@ class DhtscopeApp(App[int]):
             rate = (self.source.ingested - count) / (now - then) if now > then else 0.0
             self._rate_mark = (now, self.source.ingested)
             if self.source.live:
-                for status in self.main.query("#status"):
-                    status.rate = rate  # type: ignore[attr-defined]
+                for status in self.main.query("#status").results(StatusLine):
+                    status.rate = rate
         self._maybe_analyse()
 
     def _refresh_views(self) -> None:
@@ -176,21 +179,17 @@ class DhtscopeApp(App[int]):
                 self._refresh_views()
             except NoMatches:
                 return
-        for status in self.main.query("#status"):
-            status.analysing = (
-                f"analysis failed: {message.error}"
-                if message.error
-                # type: ignore[attr-defined]
-                else "analysed"
-                if message.analysis
-                else "waiting for traces"
-            )
+        for status in self.main.query("#status").results(StatusLine):
+            if message.error:
+                status.analysing = f"analysis failed: {message.error}"
+            else:
+                status.analysing = "analysed" if message.analysis else "waiting for traces"
 
     # -- actions that talk to nodes: async workers that post their outcome
 
     def on_probe_requested(self, message: ProbeRequested) -> None:
         node = self.main.node
-        self.main.query_one("#probe-panel").running = True  # type: ignore[attr-defined]
+        self.main.query_one("#probe-panel", ProbePanel).running = True
         self.run_worker(self._probe(node, message.kind, message.args), group="probe", exit_on_error=False)
 
     async def _probe(self, node: str, kind: str, args: list[str]) -> None:

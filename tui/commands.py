@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dhtscope.node.transport import SCENARIOS
+from dhtscope.node.scenarios import SCENARIOS
 
 
 class CommandError(Exception):
@@ -47,50 +47,23 @@ def _run_app(source: Any, select: str | None = None) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
+    from dhtscope.node.cli import node_errors, service_options
     from dhtscope.node.keys import Identity
     from dhtscope.node.node import Node
     from dhtscope.node.recording import NodeRecorder
-    from dhtscope.node.service import ServiceOptions, _work
-    from dhtscope.node.transport import Faults
+    from dhtscope.node.service import _work
 
     from .source import EventRow
     from .sources.embedded import EmbeddedSource
 
-    identity = Identity.load_or_create(args.key) if args.key else Identity.generate()
-    name = args.name or identity.node_id.short()
-    opts = ServiceOptions(
-        listen=args.listen,
-        bootstrap=args.bootstrap,
-        key_file=args.key,
-        name=name,
-        role=args.role,
-        advertise=args.advertise,
-        discover=args.discover,
-        faults=Faults.for_scenario(args.scenario, loss=args.loss),
-        record_dir=args.record,
-        control=args.control,
-        control_token=args.control_token,
-        request_timeout_s=args.request_timeout,
-        discover_interval_s=args.discover_interval,
-        discover_rounds=args.discover_rounds,
-        discover_all=args.discover_all,
-        ping_bootstrap=args.ping_bootstrap,
-        max_datagram_bytes=args.max_datagram_bytes,
-    )
+    with node_errors():
+        identity = Identity.load_or_create(args.key) if args.key else Identity.generate()
+    opts = service_options(args)
+    name = opts.name = args.name or identity.node_id.short()
     source: EmbeddedSource
 
     def factory(record_dir: str) -> Node:
-        recorder = NodeRecorder(record_dir, name, identity.node_id.hex(), opts.role)
-        return Node(
-            identity,
-            opts.listen[0],
-            opts.listen[1],
-            name=name,
-            role=opts.role,
-            faults=opts.faults,
-            recorder=recorder,
-            **opts.node_kwargs(),
-        )
+        return opts.make_node(identity, name, NodeRecorder(record_dir, name, identity.node_id.hex(), opts.role))
 
     async def service(node: Node, stop: asyncio.Event) -> None:
         def report(event: str, text: str, **data: Any) -> None:
@@ -105,7 +78,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             await control.start()
             report("control", f"control endpoint {control.description}", control=control.description)
         try:
-            await _work(node, opts, report, stop)  # type: ignore[arg-type]
+            await _work(node, opts, report, stop)
             await stop.wait()
         finally:
             if control is not None:
@@ -171,12 +144,16 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .sources.replay import ReplaySource
+    from dhtscope.tracing.cli import check_input_paths
 
-    for path in args.paths:
-        if not os.path.exists(path):
-            return _fail("replay", f"{path}: no such file or directory")
-    return _run_app(ReplaySource(*args.paths))
+    from .sources.replay import GcBulkLoad, ReplaySource
+
+    check_input_paths(args.paths)
+    heap = GcBulkLoad()  # the collector is process-wide: the entry point decides
+    try:
+        return _run_app(ReplaySource(*args.paths, heap=heap))
+    finally:
+        heap.close()
 
 
 # -- demo: the cluster as processes, the app attached to all of them -------------------------------
@@ -229,20 +206,16 @@ def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = Non
 # -- registration ----------------------------------------------------------------------------------------
 
 
-def add_commands(subparsers: Any, node_options: Any = None) -> None:
-    """Register `tui`, `attach`, `replay` and `demo` on the `dhtscope` subparsers.
-
-    `node_options(parser)` adds the options of `dhtscope node` (for `tui`).
-    """
-    if node_options is None:
-        from .cli import _add_node_options as node_options
+def add_commands(subparsers: Any) -> None:
+    """Register `tui`, `attach`, `replay` and `demo` on the `dhtscope` subparsers."""
+    from dhtscope.node.cli import add_node_options, whole
 
     p = subparsers.add_parser(
         "tui",
         help="a TUI around one node run inside it",
         description="Run one DHT node inside the TUI (options as for `dhtscope node`).",
     )
-    node_options(p)
+    add_node_options(p)
     p.set_defaults(func=cmd_tui)
 
     p = subparsers.add_parser(
@@ -278,8 +251,10 @@ def add_commands(subparsers: Any, node_options: Any = None) -> None:
         description="Start 1 registry + N providers + 1 client as processes with control "
         "sockets and attach the TUI to all of them; quitting stops them all.",
     )
-    p.add_argument("--providers", type=int, default=3, help="number of providers (default 3)")
-    p.add_argument("--base-port", type=int, default=4500, help="registry port; others follow (default 4500)")
+    p.add_argument("--providers", type=whole(1, 64), default=3, help="number of providers, 1..64 (default 3)")
+    p.add_argument(
+        "--base-port", type=whole(1024, 65535), default=4500, help="registry port; others follow (default 4500)"
+    )
     p.add_argument(
         "--scenario",
         choices=SCENARIOS,

@@ -14,14 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dhtscope.node.transport import SCENARIOS
+from dhtscope.node.probes import PROBE_KINDS, PROBES, ProbeError, check_probe_args
+from dhtscope.node.scenarios import SCENARIOS
 from dhtscope.tracing.analysis import Analysis
 
 INBOX_MAX_EVENTS = 200_000  # events waiting for the next drain; the oldest go first
 EVENT_RING_EVENTS = 100_000  # events the Events view can scroll back through
 DRAIN_MAX_EVENTS = 100_000  # events moved per drain, so one tick stays short
-PROBE_KINDS = ("ping", "find_node", "find_value", "store", "advertise", "discover")
-PROBE_ARITY = {"ping": 1, "find_node": 1, "find_value": 1, "discover": 1, "store": 2, "advertise": 2}
 
 
 class SourceError(Exception):
@@ -241,22 +240,12 @@ class DataSource:
         """Called on the app's timer before draining (replay advances its clock here)."""
 
 
-def check_probe(kind: str, args: list[str]) -> None:
+def check_probe(kind: str, args: list[str]) -> list[str]:
     """A probe's arguments, checked before anything is sent; SourceError says what is wrong."""
-    if kind not in PROBE_ARITY:
-        raise SourceError(f"unknown probe {kind!r}; choose one of {', '.join(PROBE_KINDS)}")
-    want = PROBE_ARITY[kind]
-    args = [a for a in args if a]
-    if len(args) != want:
-        need = {
-            "ping": "HOST:PORT or node id",
-            "find_node": "an id or name",
-            "find_value": "a key or name",
-            "discover": "a service name",
-            "store": "KEY and VALUE",
-            "advertise": "SERVICE and ENDPOINT",
-        }
-        raise SourceError(f"{kind} needs {need[kind]}")
+    try:
+        return check_probe_args(kind, args)
+    except ProbeError as exc:
+        raise SourceError(str(exc)) from None
 
 
 def short(hex_id: str | None, n: int = 8) -> str:
@@ -269,7 +258,7 @@ __all__ = [
     "EventRow",
     "EventStore",
     "NodeInfo",
-    "PROBE_ARITY",
+    "PROBES",
     "PROBE_KINDS",
     "ReplayState",
     "SCENARIOS",

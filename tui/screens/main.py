@@ -174,8 +174,10 @@ class MainScreen(Screen[None]):
         parts = []
         parts.append("PAUSED (space resumes)" if log.paused else "live")
         parts.append("following" if log.follow else "not following (f)")
-        if log.query:
-            parts.append(f"filter '{log.query}': {log.row_count():,} match" + (" (scanning…)" if log.filtering else ""))
+        if log.filter_text:
+            parts.append(
+                f"filter '{log.filter_text}': {log.row_count():,} match" + (" (scanning…)" if log.filtering else "")
+            )
         text = "  ·  ".join(parts)
         if text != getattr(self, "_event_state_text", None):  # an update costs a layout pass
             self._event_state_text = text
@@ -218,7 +220,7 @@ class MainScreen(Screen[None]):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "event-filter":
-            self.query_one(EventLog).query = event.value.strip()
+            self.query_one(EventLog).filter_text = event.value.strip()
             self._event_state()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

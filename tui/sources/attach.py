@@ -197,9 +197,9 @@ class AttachSource(DataSource):
         return target.client
 
     async def probe(self, node: str, kind: str, args: list[str]) -> dict[str, Any]:
-        check_probe(kind, args)
+        args = check_probe(kind, args)
         try:
-            return await self._client(node).request("probe", kind=kind, args=[a for a in args if a])
+            return await self._client(node).request("probe", kind=kind, args=args)
         except ControlError as exc:
             raise SourceError(str(exc)) from None
 

@@ -11,7 +11,7 @@ from typing import Any
 from dhtscope.node.control import run_probe
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.rpc import RpcError
-from dhtscope.node.transport import SCENARIOS, Conn, Faults, TransportError
+from dhtscope.node.transport import Conn, TransportError
 from dhtscope.tracing.analysis import Analysis, analyse
 from dhtscope.tracing.reader import TraceReadError, open_recording
 
@@ -114,10 +114,10 @@ class EmbeddedSource(DataSource):
         return self.node
 
     async def probe(self, node: str, kind: str, args: list[str]) -> dict[str, Any]:
-        check_probe(kind, args)
+        args = check_probe(kind, args)
         target = self._require(node)
         try:
-            return await run_probe(target, kind, [a for a in args if a])
+            return await run_probe(target, kind, args)
         except (NodeError, RpcError, TransportError, ValueError) as exc:
             raise SourceError(f"{kind} failed: {exc}") from None
         except Exception as exc:  # the control server's own guard: a probe never kills the app
@@ -125,24 +125,7 @@ class EmbeddedSource(DataSource):
 
     async def set_scenario(self, node: str, name: str) -> dict[str, Any]:
         target = self._require(node)
-        if name not in SCENARIOS:
-            raise SourceError(f"unknown scenario {name!r}")
-        wanted = Faults.for_scenario(name)
-        faults = target.faults
-        previous = faults.names()
-        # In place: the transport and the RPC layer read this very object.
-        faults.loss, faults.no_accept, faults.never_fin, faults.stall, faults.alpn = (
-            wanted.loss,
-            wanted.no_accept,
-            wanted.never_fin,
-            wanted.stall,
-            wanted.alpn,
-        )
-        config = getattr(getattr(target.rpc, "endpoint", None), "_config_args", None)
-        if isinstance(config, dict) and "alpn_protocols" in config:
-            # New connections take their ALPN from this copy; open ones keep theirs.
-            from dhtscope.node.constants import ALPN
-
-            config["alpn_protocols"] = [wanted.alpn or ALPN]
-        target.emit("dht:scenario_changed", {"scenario": name, "faults": faults.names(), "previous": previous})
-        return {"scenario": name, "faults": faults.names(), "previous": previous, "notes": []}
+        try:
+            return target.set_scenario(name)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None

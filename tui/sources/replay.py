@@ -159,6 +159,56 @@ class _PlayedEvents:
         return self._source.event_at(index)
 
 
+class HeapPolicy:
+    """What to do about the cyclic collector while an analysis's objects arrive; by default nothing.
+
+    Collector settings are process-wide, so the entry point chooses (`GcBulkLoad` for the
+    `replay` command); a source used inside another program leaves the collector alone.
+    """
+
+    def loading(self) -> None:
+        """A bulk of long-lived, cycle-free objects is arriving (called from a worker thread)."""
+
+    def loaded(self) -> None:
+        """They are all in and live as long as the app."""
+
+    def settled(self) -> None:
+        """The load ended, completed or not."""
+
+
+class GcBulkLoad(HeapPolicy):
+    """The collector waits while the objects arrive, then leaves them out of its sweeps.
+
+    Without it the collector sweeps the growing heap over and over while a million streams
+    arrive (seconds holding the interpreter lock), and afterwards walks them all on every
+    full sweep (about a second per million, the screen stopped meanwhile) to find nothing:
+    they hold no cycles. `close()` gives the frozen objects back to the collector.
+    """
+
+    def __init__(self) -> None:
+        self._was_enabled = gc.isenabled()
+        self._lock = threading.Lock()
+
+    def loading(self) -> None:
+        with self._lock:
+            gc.disable()
+
+    def loaded(self) -> None:
+        with self._lock:
+            gc.freeze()  # whatever else exists now is frozen with it; refcounting still frees it
+
+    def settled(self) -> None:
+        with self._lock:
+            if self._was_enabled:
+                gc.enable()
+
+    def close(self) -> None:
+        with self._lock:
+            gc.unfreeze()
+            if self._was_enabled:
+                gc.enable()
+
+
 class ReplaySource(DataSource):
     """A recording directory or trace files, with play / pause / step / seek / speed."""
 
@@ -166,8 +216,11 @@ class ReplaySource(DataSource):
     live = False
     analysis_interval_s = None
 
-    def __init__(self, *paths: str) -> None:
+    def __init__(self, *paths: str, heap: HeapPolicy | None = None) -> None:
+        """`heap`: what the process does about the collector while a big analysis loads (the
+        entry point decides; by default nothing)."""
         super().__init__()
+        self._heap = heap or HeapPolicy()
         if not paths:
             raise ValueError("replay needs a recording directory or trace files")
         self.paths = [str(p) for p in paths]
@@ -193,7 +246,7 @@ class ReplaySource(DataSource):
         self._stop = threading.Event()
         self._play_wall: float | None = None
         self._play_from_ms: float | None = None
-        self._snap_cache: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._snap_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         self._streams_by_conn: tuple[Analysis | None, dict[str, list[StreamView]]] = (None, {})
         self.opened = threading.Event()
 
@@ -447,7 +500,7 @@ class ReplaySource(DataSource):
         if cached is not None and cached[0] == key:
             return cached[1]
         snap = self._build_snapshot(node)
-        self._snap_cache[node] = (key, snap)  # type: ignore[assignment]
+        self._snap_cache[node] = (key, snap)
         return snap
 
     analysis_for_snapshot: Analysis | None = None
@@ -526,7 +579,7 @@ class ReplaySource(DataSource):
         now_s = self.now() if not self._follow_end else ((self.state.last_ms or 0.0) / 1000.0)
         for r in records.values():
             r["expires_in_s"] = round(r["expires_at"] - now_s, 1) if r["expires_at"] is not None else None
-        routing = [
+        routing: list[dict[str, Any]] = [
             {"index": i, "contacts": list(buckets[i].values()), "replacements": list(replacements.get(i, {}).values())}
             for i in sorted(set(buckets) | set(replacements))
             if buckets[i] or replacements.get(i)
@@ -615,6 +668,7 @@ class ReplaySource(DataSource):
         if self._analysis_error is not None:
             raise self._analysis_error
         worker = self._analyser
+        analysis: Analysis | None
         if worker is None:
             self.opened.wait(30.0)
             if self.recording is None:
@@ -632,7 +686,6 @@ class ReplaySource(DataSource):
     def _receive_analysis(self, worker: _Worker) -> Analysis | None:
         head: Analysis | None = None
         streams: list[StreamView] = []
-        collecting = gc.isenabled()
         try:
             while True:
                 message = worker.recv()
@@ -645,26 +698,19 @@ class ReplaySource(DataSource):
                 if kind == "analysis":
                     head = message[1]
                     # The stream list to come is the bulk of an analysis: a million small objects
-                    # for a big recording. The cyclic collector would sweep the growing heap over
-                    # and over meanwhile (seconds of holding the interpreter lock); it waits until
-                    # they are all in, and then leaves them out of its sweeps (see below).
-                    gc.disable()
+                    # for a big recording (see HeapPolicy).
+                    self._heap.loading()
                 elif kind == "streams":
                     streams.extend(message[1])
                     time.sleep(0.002)  # let the screen's thread run between messages
                 elif kind == "analysed":
-                    # Frozen: kept out of every later sweep, which would otherwise walk them all
-                    # (about a second per million objects, the screen stopped meanwhile) to find
-                    # nothing: the analysis lives as long as the app and holds no cycles.
-                    # Whatever else exists now is frozen with it; refcounting still frees it.
-                    gc.freeze()
+                    self._heap.loaded()
                     break
                 elif kind == "error":
                     self._analysis_error = message[1]
                     raise self._analysis_error
         finally:
-            if collecting:
-                gc.enable()
+            self._heap.settled()
         assert head is not None
         served = _ServedAnalysis(
             **{f.name: getattr(head, f.name) for f in dataclasses.fields(Analysis) if f.name != "streams"},

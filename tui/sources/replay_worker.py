@@ -28,7 +28,6 @@ import operator
 import os
 import pickle
 import sys
-import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from dhtscope.node.runtime import exit_when_stdin_closes
 from dhtscope.tracing.analysis import (
     ConnectionEnd,
     ConnectionView,
@@ -172,7 +172,7 @@ def _reducer(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
 # A frozen slots dataclass unpickles through a Python __setstate__ that looks up its fields
 # for every object: about 3x slower than calling the constructor, and the receiving end is
 # the app's process. Instances of subclasses keep the default reduction.
-_DISPATCH = {**copyreg.dispatch_table, **{cls: _reducer(cls) for cls in _FAST_CLASSES}}
+_DISPATCH: dict[type, Any] = {**copyreg.dispatch_table, **{cls: _reducer(cls) for cls in _FAST_CLASSES}}
 
 
 def dumps(obj: Any) -> bytes:
@@ -220,15 +220,6 @@ def _analyse(conn: Connection, rec: Recording) -> None:
             conn.send_bytes(dumps(("timeline", analysis.timeline(stream) if stream is not None else [])))
 
 
-def _exit_with_parent() -> None:
-    """Block until stdin closes (the app stopped us, or is gone), then leave at once."""
-    try:
-        while os.read(0, 4096):
-            pass
-    finally:
-        os._exit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 3 or args[0] not in ("index", "analyse"):
@@ -236,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job, fd, paths = args[0], int(args[1]), args[2:]
     conn = Connection(fd)
-    threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
+    exit_when_stdin_closes(graceful=False)  # the app stopped us, or is gone
     try:
         os.nice(NICE)
     except OSError:

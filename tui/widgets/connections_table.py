@@ -22,7 +22,7 @@ class ConnectionsTable(VirtualTable):
 
     snapshot: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: str | None) -> None:
         super().__init__(
             [
                 Column("conn", 8),
@@ -37,7 +37,7 @@ class ConnectionsTable(VirtualTable):
             ],
             empty="no connections",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
         self.conns: list[dict[str, Any]] = []
         self._history: dict[str, deque[float]] = {}
 

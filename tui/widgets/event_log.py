@@ -45,9 +45,9 @@ class EventLog(VirtualTable):
     end: reactive[int] = reactive(0, always_update=True)
     paused: reactive[bool] = reactive(False)
     follow: reactive[bool] = reactive(True)
-    query: reactive[str] = reactive("")
+    filter_text: reactive[str] = reactive("")  # not `query`: that would shadow DOMNode.query
 
-    def __init__(self, store: EventStore, **kwargs: object) -> None:
+    def __init__(self, store: EventStore, **kwargs: str | None) -> None:
         super().__init__(
             [
                 Column("time", 12),
@@ -58,7 +58,7 @@ class EventLog(VirtualTable):
             ],
             empty="no events yet",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
         self.store = store
         self._shown_end = 0  # events up to here are visible (frozen while paused)
         self._matches = array("q")  # absolute indices that pass the filter
@@ -70,7 +70,7 @@ class EventLog(VirtualTable):
     # -- rows
 
     def row_count(self) -> int:
-        if self.query:
+        if self.filter_text:
             return self._visible_matches()
         return max(0, self._shown_end - self.store.first)
 
@@ -84,7 +84,7 @@ class EventLog(VirtualTable):
         return len(matches)
 
     def index_of(self, row: int) -> int:
-        return self._matches[row] if self.query else self.store.first + row
+        return self._matches[row] if self.filter_text else self.store.first + row
 
     def event(self, row: int) -> EventRow:
         return self.store.get(self.index_of(row))
@@ -107,7 +107,7 @@ class EventLog(VirtualTable):
         self._update()
 
     def _scan(self) -> None:
-        if not self.query:
+        if not self.filter_text:
             return
         store, matches = self.store, self._matches
         start = max(self._scanned, store.first)
@@ -135,7 +135,7 @@ class EventLog(VirtualTable):
         if self.filtering:
             self._update()
 
-    def watch_query(self, query: str) -> None:
+    def watch_filter_text(self, query: str) -> None:
         self._words, self._streams = parse_filter(query)
         self._matches = array("q")
         self._scanned = self.store.first

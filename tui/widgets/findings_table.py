@@ -21,7 +21,7 @@ class FindingsTable(VirtualTable):
 
     analysis: reactive[Analysis | None] = reactive(None, always_update=True)
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: str | None) -> None:
         super().__init__(
             [
                 Column("severity", 8),
@@ -32,7 +32,7 @@ class FindingsTable(VirtualTable):
             ],
             empty="no findings",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
         self.findings: list[Finding] = []
 
     def watch_analysis(self, analysis: Analysis | None) -> None:

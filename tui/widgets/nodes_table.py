@@ -31,7 +31,7 @@ class NodesTable(VirtualTable):
     nodes: reactive[list[NodeInfo]] = reactive(list, always_update=True)
     selected: reactive[str] = reactive("")
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: str | None) -> None:
         super().__init__(
             [
                 Column("", 1),
@@ -48,7 +48,7 @@ class NodesTable(VirtualTable):
             ],
             empty="no nodes yet",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
 
     def _rebuild(self) -> None:
         rows = []

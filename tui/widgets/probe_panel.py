@@ -13,7 +13,7 @@ from textual.widgets import Button, Input, Select, Static
 
 from ..format import countdown, ms, short
 from ..messages import ProbeFinished, ProbeRequested
-from ..source import PROBE_ARITY
+from ..source import PROBES
 from .vtable import Column, Row, VirtualTable
 
 LABELS = {
@@ -181,7 +181,7 @@ class ProbePanel(Vertical):
         self.query_one("#probe-arg1", Input).placeholder = first
         arg2 = self.query_one("#probe-arg2", Input)
         arg2.placeholder = second
-        arg2.disabled = PROBE_ARITY.get(kind, 1) < 2
+        arg2.disabled = (PROBES[kind].arity if kind in PROBES else 1) < 2
 
     def on_mount(self) -> None:
         if not self.live:
@@ -194,7 +194,7 @@ class ProbePanel(Vertical):
             self.notify("a probe is already running", severity="warning")
             return
         args = [self.query_one("#probe-arg1", Input).value.strip()]
-        if PROBE_ARITY.get(self.kind, 1) > 1:
+        if (PROBES[self.kind].arity if self.kind in PROBES else 1) > 1:
             args.append(self.query_one("#probe-arg2", Input).value.strip())
         self.post_message(ProbeRequested(self.kind, args))
 

@@ -20,7 +20,7 @@ class RecordsTable(VirtualTable):
     snapshot: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
     now: reactive[float] = reactive(0.0)
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: str | None) -> None:
         super().__init__(
             [
                 Column("held", 6),
@@ -33,7 +33,7 @@ class RecordsTable(VirtualTable):
             ],
             empty="no records stored",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
 
     def _rows_of(self, records: list[dict[str, Any]], held: str) -> list[Row]:
         rows = []

@@ -20,7 +20,7 @@ class RoutingTable(VirtualTable):
     snapshot: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
     now: reactive[float] = reactive(0.0)
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: str | None) -> None:
         super().__init__(
             [
                 Column("bucket", 6, "right"),
@@ -33,7 +33,7 @@ class RoutingTable(VirtualTable):
             ],
             empty="routing table is empty",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
 
     def _rebuild(self) -> None:
         rows = []

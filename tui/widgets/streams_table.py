@@ -36,7 +36,7 @@ class StreamsTable(VirtualTable):
     node: reactive[str] = reactive("")
     show_all: reactive[bool] = reactive(False)
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: str | None) -> None:
         super().__init__(
             [
                 Column("conn", 8),
@@ -49,7 +49,7 @@ class StreamsTable(VirtualTable):
             ],
             empty="no streams (analysis runs in the background)",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
         self.streams: list[StreamView] = []
         self.hidden = 0
 

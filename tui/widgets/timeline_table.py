@@ -48,7 +48,7 @@ class TimelineTable(VirtualTable):
     TimelineTable { height: 1fr; }
     """
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: str | None) -> None:
         super().__init__(
             [
                 Column("t+ms", 9, "right"),
@@ -60,7 +60,7 @@ class TimelineTable(VirtualTable):
             ],
             empty="no events for this stream",
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
         self.items: list[Item] = []
         self.base_ms = 0.0
 

@@ -1,7 +1,4 @@
-"""Shared pieces of the TUI tests: a fixed recording, real-node recordings, waiting on the app.
-
-Named test_tui_* so it sits with the TUI tests; it holds one sanity test of the fixed recording.
-"""
+"""Shared pieces of the TUI tests: a fixed recording, waiting on the app, reading tables."""
 
 from __future__ import annotations
 
@@ -11,9 +8,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from dhtscope.tracing.analysis import analyse
-from dhtscope.tracing.reader import open_recording
 
 REF_MS = 1_700_000_000_000.0
 REG_ID = "aa" * 32
@@ -309,13 +303,3 @@ def cell(table: Any, row: int, column: int) -> str:
     """One cell's text, or "" while the row does not exist yet."""
     rows = table_text(table)
     return rows[row].split(" | ")[column] if row < len(rows) else ""
-
-
-def test_fixed_recording_shows_a_stream_not_delivered(tmp_path: Path) -> None:
-    analysis = analyse(open_recording(write_fixed_recording(tmp_path / "rec")))
-    kinds = [f.kind for f in analysis.findings]
-    assert "stream_not_delivered" in kinds
-    store = analysis.stream(ODCID, 4)
-    assert store is not None and store.missing == "delivered"
-    ping = analysis.stream(ODCID, 0)
-    assert ping is not None and ping.missing is None and ping.furthest == "answered"

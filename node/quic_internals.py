@@ -1,0 +1,199 @@
+"""Every place dhtscope reaches into aioquic's private names, in one module, with its contract.
+
+aioquic has no public API for a few things a DHT node needs: granting more than 128
+streams, letting ACKs wait for an answer to ride on, asking the client for its
+certificate, reading the smoothed RTT or the peer's stream credit. `NodeQuicConnection`
+does all of them here and nowhere else. `CONTRACT` lists each private name and overridden
+signature; `check_contract()` compares it with the installed aioquic, and a test runs it,
+so an upgrade fails one clear test instead of slowing or breaking silently.
+pyproject.toml pins aioquic to the series this contract was checked against.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from aioquic import tls
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.logger import QuicLoggerTrace
+
+from .constants import ACK_DELAY_S, MAX_STREAMS_PER_CONNECTION
+
+SMALLEST_STREAM_FRAME_BYTES = 4  # type, stream id, 2-byte length: a FIN with no data
+CHECKED_SERIES = "1.7"  # the aioquic release series CONTRACT was checked against
+
+
+class NodeQuicConnection(QuicConnection):
+    """aioquic's connection with dhtscope's changes to its behaviour, and read access to its state.
+
+    Changes: the peer may open `max_streams` request streams at once instead of 128; once
+    the handshake is done ACKs wait up to ACK_DELAY_S for a packet to ride on instead of
+    1 ms; a full packet stops asking streams for frames; a server asks the client for its
+    certificate (mutual TLS); who began the close is remembered.
+    """
+
+    close_owner: str | None = None
+
+    def __init__(self, *args: Any, max_streams: int = MAX_STREAMS_PER_CONNECTION, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Before the handshake, so our transport parameters carry it.
+        limit = self._local_max_streams_bidi
+        limit.value = limit.sent = max_streams
+
+    # -- behaviour changes ---------------------------------------------------------------
+
+    def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
+        # aioquic offers every stream with data waiting to every packet it builds, even once
+        # the packet is full, so 128 answers written at once cost 128 visits per packet.
+        # Without room for a frame header nothing can be written: skip the work.
+        if builder.remaining_flight_space < SMALLEST_STREAM_FRAME_BYTES:
+            return 0
+        result: int = super()._write_stream_frame(builder, space, stream, max_offset)
+        return result
+
+    def handshake_done(self) -> None:
+        """Called once the handshake completed: from now on, ACKs may wait for our next packet."""
+        self._ack_delay = ACK_DELAY_S
+
+    def ack_with_next_packet(self) -> None:
+        """Make a pending 1-RTT ACK due now, so it rides in the packet we are about to build.
+
+        Without this, an answer sent right after its request leaves without the request's
+        ACK, and a timer later sends that ACK alone: two more datagrams per request.
+        """
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None:
+            space.ack_at = 0.0
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if not self._is_client:
+            # Mutual TLS: the client's certificate key is what its node id must hash from.
+            self.tls._request_client_certificate = True
+
+    def _set_state(self, state: QuicConnectionState) -> None:
+        if self.close_owner is None:
+            if state == QuicConnectionState.CLOSING:
+                self.close_owner = "local"
+            elif state == QuicConnectionState.DRAINING:
+                self.close_owner = "remote"
+        super()._set_state(state)
+
+    # -- read access ------------------------------------------------------------------------
+
+    @property
+    def trace(self) -> QuicLoggerTrace | None:
+        """This connection's qlog trace, or None when nothing records it."""
+        return self._quic_logger
+
+    def smoothed_rtt_s(self) -> float | None:
+        """The smoothed RTT in seconds, once a sample exists."""
+        return self._loss._rtt_smoothed if self._loss._rtt_initialized else None
+
+    def is_usable(self) -> bool:
+        """Still handshaking or connected: not closing, draining or terminated."""
+        return self._state in (QuicConnectionState.FIRSTFLIGHT, QuicConnectionState.CONNECTED)
+
+    def peer_stream_credit(self) -> int:
+        """How many bidirectional streams the peer lets us open in all (its MAX_STREAMS)."""
+        return int(self._remote_max_streams_bidi)
+
+    def local_stream_credit(self) -> int:
+        """How many bidirectional streams we let the peer open in all."""
+        return int(self._local_max_streams_bidi.value)
+
+    def stream_waits_for_credit(self, stream_id: int) -> bool:
+        """A stream we opened beyond the peer's credit: the peer has never heard of it."""
+        stream = self._streams.get(stream_id)
+        return stream is not None and bool(stream.is_blocked)
+
+    def peer_certificate(self) -> Any:
+        """The certificate the peer proved in the handshake (cryptography x509), or None."""
+        return getattr(self.tls, "_peer_certificate", None) if hasattr(self, "tls") else None
+
+
+# -- the contract -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One private name dhtscope relies on: where it lives and, for methods, its parameters."""
+
+    owner: str  # "QuicConnection" (class), "connection" (a connected client instance), ...
+    name: str
+    parameters: tuple[str, ...] | None = None  # for methods: the parameter names after self
+
+
+CONTRACT: tuple[Clause, ...] = (
+    Clause("QuicConnection", "_write_stream_frame", ("builder", "space", "stream", "max_offset")),
+    Clause("QuicConnection", "_initialize", ("peer_cid",)),
+    Clause("QuicConnection", "_set_state", ("state",)),
+    Clause("QuicPacketBuilder", "remaining_flight_space"),
+    Clause("connection", "_local_max_streams_bidi"),
+    Clause("connection._local_max_streams_bidi", "value"),
+    Clause("connection._local_max_streams_bidi", "sent"),
+    Clause("connection", "_remote_max_streams_bidi"),
+    Clause("connection", "_ack_delay"),
+    Clause("connection", "_spaces"),
+    Clause("connection", "_streams"),
+    Clause("connection", "_quic_logger"),
+    Clause("connection", "_state"),
+    Clause("connection", "_is_client"),
+    Clause("connection._loss", "_rtt_smoothed"),
+    Clause("connection._loss", "_rtt_initialized"),
+    Clause("connection.tls", "_request_client_certificate"),
+    Clause("connection.tls", "_peer_certificate"),
+    Clause("one_rtt_space", "ack_at"),
+    Clause("QuicStream", "is_blocked"),
+)
+
+
+def _owners() -> dict[str, Any]:
+    """A connected-enough client connection and the classes, to look the contract's names up on."""
+    from aioquic.quic.packet_builder import QuicPacketBuilder
+    from aioquic.quic.stream import QuicStream
+
+    conn = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["contract"]))
+    conn.connect(("127.0.0.1", 9), now=0.0)  # creates the TLS context and packet spaces; sends nothing
+    owners: dict[str, Any] = {
+        "QuicConnection": QuicConnection,
+        "QuicPacketBuilder": QuicPacketBuilder,
+        "QuicStream": QuicStream(stream_id=0, max_stream_data_local=0, max_stream_data_remote=0),
+        "connection": conn,
+        "connection._loss": getattr(conn, "_loss", None),
+        "connection.tls": getattr(conn, "tls", None),
+        "connection._local_max_streams_bidi": getattr(conn, "_local_max_streams_bidi", None),
+        "one_rtt_space": getattr(conn, "_spaces", {}).get(tls.Epoch.ONE_RTT),
+    }
+    return owners
+
+
+def check_contract() -> list[str]:
+    """Every clause the installed aioquic breaks, as one line each; empty when all hold."""
+    try:
+        owners = _owners()
+    except Exception as exc:  # the contract cannot even be checked: that is the finding
+        return [f"cannot build an aioquic connection to check against: {type(exc).__name__}: {exc}"]
+    problems = []
+    for clause in CONTRACT:
+        owner = owners.get(clause.owner)
+        where = f"{clause.owner}.{clause.name}"
+        if owner is None:
+            problems.append(f"{clause.owner} is missing, so {where} cannot be checked")
+            continue
+        if not hasattr(owner, clause.name):
+            problems.append(f"{where} no longer exists")
+            continue
+        if clause.parameters is not None:
+            member = getattr(owner, clause.name)
+            try:
+                names = tuple(p for p in inspect.signature(member).parameters if p != "self")
+            except (TypeError, ValueError):
+                problems.append(f"{where} has no readable signature")
+                continue
+            if names != clause.parameters:
+                problems.append(f"{where} takes ({', '.join(names)}), not ({', '.join(clause.parameters)})")
+    return problems
