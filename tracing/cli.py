@@ -42,7 +42,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     from .analysis import analyse
     from .reader import TraceReadError, open_recording
-    from .report import render_json, render_text
+    from .report import exit_code, render_json, render_text
 
     check_input_paths(args.paths)
     try:
@@ -56,7 +56,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(render_json(analysis))
     else:
         render_text(analysis, Console(), verbose=args.verbose)
-    return 0
+    return exit_code(analysis, args.fail_on)
+
+
+FAIL_ON = ("error", "warning")  # the severities --fail-on accepts, worst first
 
 
 def add_commands(subparsers: Any) -> None:
@@ -69,4 +72,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="recording directory or .sqlog/.qlog/.qlognd files")
     p.add_argument("--json", action="store_true", help="one JSON document with a top-level findings list")
     p.add_argument("--verbose", action="store_true", help="show every stream, not only the affected ones")
+    p.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        metavar="{error,warning}",
+        help="exit 1 when a finding of this severity or worse exists (for CI); 0 otherwise",
+    )
     p.set_defaults(func=cmd_diagnose)
