@@ -414,12 +414,15 @@ class Node:
     def _learn(self, conn: Conn, contact: Contact) -> None:
         """A peer proved its id on `conn` and claims to listen at `contact`'s address.
 
-        Only an address we dialled ourselves is proven; any other claim enters the table only
-        once a PING to it, on a connection we open, is answered by the same node id.
+        An address the connection itself came from is proven: we dialled it, or the peer's
+        datagrams came from it and its handshake completed, which QUIC allows only when the
+        peer receives at that address (RFC 9000 section 8.1), and a node sends from the
+        socket it listens on. Any other claim enters the table only once a PING to it, on a
+        connection we open, is answered by the same node id.
         """
         if contact.node_id == self.id:
             return
-        if conn.role == "client" and conn.addr == (contact.host, contact.port):
+        if conn.addr == (contact.host, contact.port):
             self._saw(contact)
             return
         known = self.routing.get(contact.node_id)
