@@ -205,6 +205,12 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help=f"drop fraction for --scenario loss (default {DEFAULT_LOSS})",
     )
     p.add_argument("--record", metavar="DIR", help="record qlog traces of this node into DIR")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="keep this node's records and routing table in DIR (SQLite), and its key unless --key is given, "
+        "so a restart loses nothing",
+    )
     p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
     add_control_token_options(p, "token a client must give on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
@@ -278,6 +284,7 @@ def service_options(args: argparse.Namespace) -> Any:
         discover_all=args.discover_all,
         ping_bootstrap=args.ping_bootstrap,
         max_datagram_bytes=args.max_datagram_bytes,
+        data_dir=args.data_dir,
     )
 
 
@@ -320,6 +327,12 @@ def add_cluster_options(
         help=scenario_help,
     )
     p.add_argument("--record", metavar="DIR", help=record_help)
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="each node keeps its key, records and routing table in DIR/NAME (default: a temporary directory "
+        "for the run)",
+    )
 
 
 def cluster_plan(args: argparse.Namespace) -> Any:
@@ -333,6 +346,7 @@ def cluster_plan(args: argparse.Namespace) -> Any:
         base_port=args.base_port,
         scenario=args.scenario or "healthy",
         record_dir=args.record,
+        data_dir=args.data_dir,
     )
 
 

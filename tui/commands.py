@@ -251,7 +251,7 @@ def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = Non
     if args.record and not keep:
         return _fail("demo", "--no-keep deletes the recording: it does not go with --record DIR")
     base, moved = free_port_run(DEMO_HOST, args.base_port, count)
-    work = tempfile.mkdtemp(prefix="dhtscope-demo-")  # control sockets and logs: never kept
+    work = tempfile.mkdtemp(prefix="dhtscope-demo-")  # control sockets, logs, nodes' data: never kept
     if args.record:
         record = os.path.abspath(args.record)
     elif keep:
@@ -264,6 +264,8 @@ def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = Non
         scenario=args.scenario or "healthy",
         record_dir=record,
         control_dir=work,
+        # The nodes' keys, records and routing tables: kept in --data-dir if given, else with the sockets.
+        data_dir=getattr(args, "data_dir", None) or os.path.join(work, "data"),
     )
     cluster = Cluster(plan, log_dir=os.path.join(work, "logs"))
     status = 1
