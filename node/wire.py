@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from dhtscope.tracing.codes import ErrorCode  # one table for the node and the analysis
+
 from .constants import (
     ID_BYTES,
     MAX_CONTACTS_PER_MESSAGE,
@@ -31,21 +33,6 @@ CONTACT_V4_BYTES = ID_BYTES + 4 + 2  # a contact on the wire: id, IPv4 address, 
 CONTACT_V6_BYTES = ID_BYTES + 16 + 2
 MAX_REASON_CHARS = 512
 MAX_REQUEST_ID = (1 << 64) - 1
-
-
-class ErrorCode(IntEnum):
-    """Application error codes: in ERROR responses and in stream resets (RESET_STREAM / STOP_SENDING)."""
-
-    MALFORMED = 0x01  # not msgpack, or not the structure of any message
-    UNSUPPORTED_VERSION = 0x02  # a version this node does not speak
-    UNKNOWN_TYPE = 0x03  # a message type this node does not know
-    MESSAGE_TOO_LARGE = 0x04  # more than MAX_MESSAGE_BYTES on one stream
-    OVERLOADED = 0x05  # too many requests in flight; retry later
-    INTERNAL = 0x06  # the handler failed; the node keeps serving
-    IDENTITY_MISMATCH = 0x07  # sender id is not SHA-256 of its TLS public key
-    NOT_A_REQUEST = 0x08  # a response type arrived as a request
-    CANCELLED = 0x09  # the requester gave up (timeout) or shut down
-    REQUEST_TIMEOUT = 0x0A  # a request did not arrive whole in time (stream reset)
 
 
 class WireError(Exception):

@@ -92,7 +92,7 @@ def fill_key(node: Node, name: str, records: int = 64) -> NodeId:
     key = NodeId.for_name(name)
     now = node.clock()
     for i in range(records):
-        value = f"127.0.0.1:{10000 + i}/".encode() + b"x" * 1000
+        value = f"https://127.0.0.1:{10000 + i}/".encode() + b"x" * 1000
         record = Record.create(Identity.generate(), key, value, 1, 300, now, name=name)
         assert node.store_.put(record, now).accepted
     return key

@@ -596,3 +596,52 @@ def test_many_files_do_not_exhaust_descriptors(tmp_path: Path) -> None:
     finally:
         reader._POOL.capacity = old
     assert len(os.listdir(tmp_path)) == 40
+
+
+# ----------------------------------------------------------------------------- bad files, big documents
+
+
+def test_pipes_devices_and_directories_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "trace.qlog"
+    os.mkfifo(fifo)
+    for path, what in (
+        (fifo, "not a regular file"),
+        (Path("/dev/zero"), "not a regular file"),
+        (tmp_path, "a directory"),
+    ):
+        with pytest.raises(TraceReadError, match=what):
+            open_trace_file(path)
+    with pytest.raises(TraceReadError, match="not a regular file"):
+        open_recording(fifo)
+
+
+@needs_samples
+@pytest.mark.parametrize(
+    "name", ["aioquic_client_success.qlog", "aioquic_draft01_parallel10.qlog", "picoquic_binlog_ref.qlog"]
+)
+def test_large_documents_read_lazily_give_the_same_traces(monkeypatch, name):
+    from dhtscope.tracing import reader
+
+    eager = open_trace_file(SAMPLES / name)
+    monkeypatch.setattr(reader, "LAZY_DOC_MIN_BYTES", 0)
+    lazy = open_trace_file(SAMPLES / name)
+    assert [type(t).__name__ for t in lazy] == ["LazyDocTrace"] * len(eager)
+    for a, b in zip(lazy, eager, strict=True):
+        assert a.info == b.info
+        assert list(a) == list(b)
+        assert a[len(a) - 1] == b[len(b) - 1]
+
+
+def test_a_document_the_lazy_walker_cannot_follow_is_read_eagerly(monkeypatch, tmp_path):
+    from dhtscope.tracing import reader
+
+    monkeypatch.setattr(reader, "LAZY_DOC_MIN_BYTES", 0)
+    path = tmp_path / "odd.qlog"
+    # Non-ASCII text: string and byte offsets differ, so the whole document is parsed.
+    doc = {
+        "qlog_version": "0.3",
+        "traces": [{"title": "é", "events": [{"time": 1, "name": "transport:x", "data": {}}]}],
+    }
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    [trace] = open_trace_file(path)
+    assert type(trace).__name__ == "DocTrace" and trace.info.title == "é" and len(trace) == 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from helpers.traces import End, healthy_cluster, no_accept_cluster, recording, rpc, start
 from rich.console import Console
-from test_analysis import End, healthy_cluster, no_accept_cluster, recording, rpc, start
 
 from dhtscope.tracing.analysis import analyse
 from dhtscope.tracing.report import render_json, render_text
@@ -85,3 +85,52 @@ def test_render_json_round_trips_the_findings() -> None:
     assert [f["kind"] for f in doc["findings"]][0] == "stream_not_delivered"
     assert doc["findings"][0]["evidence"][0]["file"].endswith(".sqlog")
     assert doc["summary"]["streams"] == 3
+
+
+def test_consequences_are_folded_under_their_root_and_the_report_ends_with_the_fix() -> None:
+    from helpers.traces import MANIFEST, seed_bug_with_node_logs
+
+    a = analyse(recording(*seed_bug_with_node_logs(), nodes=MANIFEST))
+    text = render(a)
+    assert all(len(line) <= 80 for line in text.splitlines()), max(text.splitlines(), key=len)
+    assert "Consequences (3), caused by this:" in text
+    assert "↳ warning rpc_timeout provider1" in text
+    assert " WARNING  rpc_timeout" not in text  # folded, not a block of its own
+    assert "WARNING  rpc_timeout" in render(a, verbose=True)
+    last = text.strip().splitlines()
+    assert "Fix first: stream_not_delivered on registry" in " ".join(last[-3:])
+    assert "1 root cause" in text
+
+
+def test_a_healthy_report_ends_saying_no_problems() -> None:
+    assert render(analyse(recording(*healthy_cluster()))).strip().splitlines()[-1] == (
+        "No problems found: no finding above info."
+    )
+
+
+def test_finding_headers_count_streams_per_connection() -> None:
+    ends = []
+    for n, name in enumerate(("provider1", "provider2")):
+        reg, p = End("registry", "server", f"cc0{n}"), End(name, "client", f"cc0{n}")
+        start(p, reg)
+        for i in range(3):
+            rpc(p, reg, 10 + 10 * i, 4 * i, take=False, rid=i)
+        rpc(reg, p, 100, 1, kind="PING")
+        ends += [reg, p]
+    text = render(analyse(recording(*ends)))
+    assert "2 connections · 6 streams" in text  # ids 0, 4, 8 on each connection
+
+
+def test_exit_code_follows_the_worst_finding() -> None:
+    import pytest
+
+    from dhtscope.tracing.report import exit_code
+
+    healthy = analyse(recording(*healthy_cluster()))
+    ends, _ = no_accept_cluster()
+    broken = analyse(recording(*ends))
+    assert exit_code(healthy, "warning") == 0 and exit_code(healthy, "error") == 0
+    assert exit_code(broken, "error") == 1 and exit_code(broken, "warning") == 1
+    assert exit_code(broken, None) == 0
+    with pytest.raises(ValueError, match="error or warning"):
+        exit_code(broken, "info")

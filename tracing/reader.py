@@ -18,6 +18,7 @@ import dataclasses
 import mmap
 import os
 import re
+import stat
 import threading
 import weakref
 from array import array
@@ -41,6 +42,10 @@ NL = b"\n"
 # Files a directory scan looks at; anything else in a recording (logs, pcaps) is ignored.
 TRACE_SUFFIXES = (".sqlog", ".qlog", ".qlognd", ".ndjson", ".json")
 _NOT_TRACES = {"manifest.json", "node.json"}
+
+# Single JSON documents from this size on are indexed per event and parsed on demand: parsed
+# whole, qlog events take 5 to 10 times their text's size as Python objects.
+LAZY_DOC_MIN_BYTES = 8 * 1024 * 1024
 
 # Epoch-ms values below this (~1973) are taken to be relative times, not wall clock.
 _EPOCH_MS_FLOOR = 1e11
@@ -215,6 +220,9 @@ def _extra(header: dict[str, Any], trace: dict[str, Any], common: dict[str, Any]
     for key in ("time_format", "protocol_type", "main_role"):
         if key in common:
             extra.setdefault(key, common[key])
+    vantage = _as_dict(trace.get("vantage_point"))
+    if vantage.get("flow") in ("client", "server"):
+        extra["vantage_flow"] = vantage["flow"]  # a network observer's: whose packets are "sent"
     return extra
 
 
@@ -655,6 +663,20 @@ class SqlogTrace(ReaderTrace):
 # --------------------------------------------------------------------------- files
 
 
+def _doc_format(doc: dict[str, Any]) -> tuple[str | None, str]:
+    version = _version(doc, {})
+    schema = str(doc.get("file_schema") or "")
+    if schema.endswith(":contained"):
+        fmt = "qlog-contained-json"
+    elif version == "0.3":
+        fmt = "qlog-0.3-json"
+    elif version and version.startswith("draft-"):
+        fmt = f"{version}-json"
+    else:
+        fmt = "qlog-json"
+    return version, fmt
+
+
 def _json_doc_traces(path: str, data: bytes, node: str | None) -> list[ReaderTrace]:
     try:
         doc = _json.loads(data)
@@ -668,16 +690,7 @@ def _json_doc_traces(path: str, data: bytes, node: str | None) -> list[ReaderTra
     if not isinstance(raw_traces, list):
         raise TraceReadError(f"{path}: not a qlog document (no traces)")
 
-    version = _version(doc, {})
-    schema = str(doc.get("file_schema") or "")
-    if schema.endswith(":contained"):
-        fmt = "qlog-contained-json"
-    elif version == "0.3":
-        fmt = "qlog-0.3-json"
-    elif version and version.startswith("draft-"):
-        fmt = f"{version}-json"
-    else:
-        fmt = "qlog-json"
+    version, fmt = _doc_format(doc)
 
     traces: list[ReaderTrace] = []
     skipped: list[str] = []
@@ -738,9 +751,266 @@ def _json_doc_traces(path: str, data: bytes, node: str | None) -> list[ReaderTra
     return traces
 
 
+class LazyDocTrace(ReaderTrace):
+    """One trace of a large single-document JSON file: the text and each event's span in it,
+    parsed per event on demand, so a 200 MB document never exists as Python objects at once."""
+
+    CACHE_SIZE = 2048
+
+    def __init__(
+        self,
+        info: TraceInfo,
+        text: str,
+        spans: array,
+        clock: _Clock,
+        fields: list[str] | None,
+        common: dict[str, Any],
+    ) -> None:
+        self.info = info
+        self._text = text
+        self._spans = spans  # start, end, start, end, ... of each event's JSON text
+        self._clock = clock
+        self._fields = fields
+        self._common = common
+        self._cache: OrderedDict[int, Event] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._spans) // 2
+
+    def _load(self, record: int) -> Event:
+        spans = self._spans
+        raw = _event_dict(
+            _json.loads(self._text[spans[2 * record] : spans[2 * record + 1]]), self._fields, self._common
+        )
+        assert raw is not None  # checked when the spans were indexed
+        return _to_event(raw, self._clock, record, None)
+
+    def __getitem__(self, record: int) -> Event:
+        n = len(self)
+        if record < 0:
+            record += n
+        if not 0 <= record < n:
+            raise IndexError(f"record {record} out of range (trace has {n} events)")
+        event = self._cache.get(record)
+        if event is None:
+            event = self._cache[record] = self._load(record)
+            if len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return event
+
+    def iter_range(self, start: int = 0, stop: int | None = None) -> Iterator[Event]:
+        n = len(self)
+        stop = n if stop is None else min(stop, n)
+        for i in range(max(start, 0), stop):
+            event = self._cache.get(i)
+            yield event if event is not None else self._load(i)
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+class _Walk:
+    """Just enough of a JSON walker to find where each event of each trace starts and ends.
+
+    Every value but the events arrays is decoded whole by the json module's scanner (headers
+    are small); each event is decoded once to check it and then dropped, keeping its span."""
+
+    def __init__(self, text: str) -> None:
+        import json
+
+        self.text = text
+        # scan_once is set by JSONDecoder.__init__; the stubs do not list it.
+        self.scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+    def ws(self, i: int) -> int:
+        return _WS.match(self.text, i).end()  # type: ignore[union-attr]
+
+    def expect(self, i: int, ch: str) -> int:
+        i = self.ws(i)
+        if self.text[i : i + 1] != ch:
+            raise ValueError(f"expected {ch!r} at {i}")
+        return i + 1
+
+    def value(self, i: int) -> tuple[Any, int]:
+        try:
+            return self.scan(self.text, self.ws(i))
+        except StopIteration:
+            raise ValueError(f"no JSON value at {i}") from None
+
+    def obj(self, i: int, on_key: Any) -> tuple[dict[str, Any], int]:
+        """An object whose values pass through `on_key(key, i) -> (value, end)`."""
+        out: dict[str, Any] = {}
+        i = self.expect(i, "{")
+        j = self.ws(i)
+        if self.text[j : j + 1] == "}":
+            return out, j + 1
+        while True:
+            key, i = self.value(i)
+            i = self.expect(i, ":")
+            out[key], i = on_key(key, i)
+            i = self.ws(i)
+            ch = self.text[i : i + 1]
+            if ch == "}":
+                return out, i + 1
+            if ch != ",":
+                raise ValueError(f"expected ',' or '}}' at {i}")
+            i += 1
+
+
+def _lazy_doc_traces(name: str, node: str | None) -> list[ReaderTrace] | None:
+    """Traces of a large JSON document, indexed lazily; None to read it the eager way
+    (non-ASCII text, where string and byte offsets differ, delta times, or odd shapes)."""
+    try:
+        with open(name, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if not _ascii(mm):
+                return None
+            text = str(mm, "ascii")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    walk = _Walk(text)
+    found: list[tuple[dict[str, Any], array, Any, int]] = []  # (trace header, spans, first event, bad)
+
+    def events(i: int, fields: list[str] | None, common: dict[str, Any]) -> tuple[array, Any, int, int]:
+        spans = array("q")
+        first = None
+        bad = 0
+        i = walk.expect(i, "[")
+        j = walk.ws(i)
+        if text[j : j + 1] == "]":
+            return spans, first, bad, j + 1
+        while True:
+            start = walk.ws(i)
+            raw, i = walk.value(start)
+            event = _event_dict(raw, fields, common)
+            if event is None:
+                bad += 1
+            else:
+                spans.append(start)
+                spans.append(i)
+                if first is None:
+                    first = event
+            i = walk.ws(i)
+            ch = text[i : i + 1]
+            if ch == "]":
+                return spans, first, bad, i + 1
+            if ch != ",":
+                raise ValueError(f"expected ',' or ']' at {i}")
+            i += 1
+
+    def trace_obj(i: int, doc_common: dict[str, Any], doc_fields: Any) -> int:
+        header: dict[str, Any] = {}
+        got: list[Any] = []
+
+        def on_key(key: str, j: int) -> tuple[Any, int]:
+            if key == "events":
+                common = {**doc_common, **_as_dict(header.get("common_fields"))}
+                fields = header.get("event_fields") or doc_fields
+                fields = [str(f) for f in fields] if isinstance(fields, list) else None
+                spans, first, bad, end = events(j, fields, common)
+                got.append((spans, first, bad))
+                return None, end
+            value, end = walk.value(j)
+            header[key] = value
+            return value, end
+
+        _, end = walk.obj(i, on_key)
+        if not got:
+            raise ValueError("trace without events")
+        found.append((header, *got[0]))
+        return end
+
+    doc: dict[str, Any] = {}
+
+    def doc_key(key: str, i: int) -> tuple[Any, int]:
+        if key in ("traces", "trace"):
+            # Header keys that follow "traces" in the file are not known yet: the common
+            # fields of the document must come first for the lazy path (they do in practice).
+            common = _as_dict(doc.get("common_fields"))
+            fields = doc.get("event_fields")
+            if key == "trace":
+                return None, trace_obj(i, common, fields)
+            i = walk.expect(i, "[")
+            j = walk.ws(i)
+            if text[j : j + 1] == "]":
+                return [], j + 1
+            while True:
+                i = trace_obj(i, common, fields)
+                i = walk.ws(i)
+                ch = text[i : i + 1]
+                if ch == "]":
+                    return [], i + 1
+                if ch != ",":
+                    raise ValueError(f"expected ',' or ']' at {i}")
+                i += 1
+        value, end = walk.value(i)
+        doc[key] = value
+        return value, end
+
+    try:
+        _, end = walk.obj(0, doc_key)
+        if text[walk.ws(end) :].strip():
+            return None
+    except (ValueError, IndexError, RecursionError):
+        return None  # the eager reader says precisely what is wrong with it
+    if not found:
+        return None
+    version, fmt = _doc_format(doc)
+    traces: list[ReaderTrace] = []
+    for index, (trace, spans, first, bad) in enumerate(found):
+        warnings: list[str] = []
+        common = {**_as_dict(doc.get("common_fields")), **_as_dict(trace.get("common_fields"))}
+        configuration = {**_as_dict(doc.get("configuration")), **_as_dict(trace.get("configuration"))}
+        fields = trace.get("event_fields") or doc.get("event_fields")
+        fields = [str(f) for f in fields] if isinstance(fields, list) else None
+        time_field = next((f for f in fields or () if f in ("relative_time", "delta_time", "time")), "time")
+        if bad:
+            warnings.append(f"{bad} malformed event(s) skipped")
+        sample = _num(first.get("time")) if first else None
+        clock, ref = _make_clock(common, configuration, time_field, sample, warnings)
+        if clock.delta:
+            return None  # running sums need every event in order: the eager reader does that
+        vantage = _as_dict(trace.get("vantage_point"))
+        title = trace.get("title") or doc.get("title")
+        info = TraceInfo(
+            path=name,
+            index=index,
+            vantage=str(vantage.get("type") or "unknown"),
+            odcid=_odcid(common, trace, first or {}),
+            node=node or (str(vantage["name"]) if vantage.get("name") else None),
+            format=fmt,
+            qlog_version=version or _version({}, trace),
+            reference_time_ms=ref,
+            title=str(title) if title is not None else None,
+            warnings=tuple(warnings),
+            extra=_extra(doc, trace, common),
+        )
+        traces.append(LazyDocTrace(info, text, spans, clock, fields, common))
+    return traces
+
+
+def _ascii(mm: mmap.mmap) -> bool:
+    chunk = 1 << 20
+    return all(mm[i : i + chunk].isascii() for i in range(0, len(mm), chunk))
+
+
+def _regular_file(name: str) -> int:
+    """The size of a regular file; TraceReadError for anything else (a FIFO must not block us,
+    /dev/zero must not be read)."""
+    try:
+        st = os.stat(name)
+    except OSError as exc:
+        raise TraceReadError(f"{name}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise TraceReadError(f"{name}: a directory, not a trace file")
+    if not stat.S_ISREG(st.st_mode):
+        raise TraceReadError(f"{name}: not a regular file (a pipe, socket or device): refusing to read it")
+    return st.st_size
+
+
 def open_trace_file(path: PathLike, node: str | None = None) -> list[ReaderTrace]:
     """Read one file of any supported shape; raises TraceReadError if it is not qlog."""
     name = str(path)
+    size = _regular_file(name)
     try:
         with open(name, "rb") as fh:
             head = fh.read(1 << 16)
@@ -765,6 +1035,10 @@ def open_trace_file(path: PathLike, node: str | None = None) -> list[ReaderTrace
             return [SqlogTrace(name, "json-seq" if RS in head else "ndjson", node)]
     if RS in head:
         return [SqlogTrace(name, "json-seq", node)]
+    if size >= LAZY_DOC_MIN_BYTES:
+        lazy = _lazy_doc_traces(name, node)
+        if lazy is not None:
+            return lazy
     try:
         with open(name, "rb") as fh:
             data = fh.read()

@@ -1,4 +1,8 @@
-"""Render an Analysis for people (rich text that reads at 80 columns) or machines (JSON)."""
+"""Render an Analysis for people (rich text that reads at 80 columns) or machines (JSON).
+
+Root causes come first with their consequences folded under them, and the text ends with
+one line a person can act on. `exit_code` turns the worst finding into a CI verdict.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,12 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import DONE, ERROR, INFO, MISSING, NOT_VISIBLE, UNKNOWN, WARNING, Analysis, Evidence, Finding, StreamView
+from .analysis.values import SEVERITY_RANK
 
 MAX_STREAM_TABLES = 5
 MAX_EVIDENCE_SHOWN = 5
+MAX_CONSEQUENCES_SHOWN = 8  # folded under their root; --verbose shows every one in full
+FAIL_ON = (ERROR, WARNING)  # the severities --fail-on accepts
 
 SEVERITY_STYLE = {ERROR: "bold red", WARNING: "bold yellow", INFO: "bold cyan"}
 STEP_LABEL = {
@@ -68,7 +75,11 @@ def _summary_table(analysis: Analysis) -> Table:
     table.add_row("Traces", f"{s['traces']} ({s['events']:,} events)")
     closed = sum(1 for c in analysis.connections if c.state == "closed")
     table.add_row("Connections", f"{s['connections']} ({closed} closed, {s['one_ended_connections']} one-ended)")
-    table.add_row("Streams", f"{s['streams']} ({s['streams_with_missing_step']} with a missing step)")
+    table.add_row(
+        "Streams",
+        f"{s['streams']} on {s['connections']} connections, each (connection, stream id) once "
+        f"({s['streams_with_missing_step']} with a missing step)",
+    )
     if s["duration_ms"] is not None:
         table.add_row("Time span", f"{s['duration_ms'] / 1000:,.3f} s")
     f = s["findings"]
@@ -80,6 +91,9 @@ def _summary_table(analysis: Analysis) -> Table:
             f"{f[sev]} {word}{'' if f[sev] == 1 or sev == INFO else 's'}",
             style=SEVERITY_STYLE[sev] if f[sev] else "dim",
         )
+    roots = s["root_causes"]
+    if roots:
+        counts.append(f"; {_plural(len(roots), 'root cause')}", style="bold")
     table.add_row("Findings", counts)
     return table
 
@@ -95,11 +109,11 @@ def _finding_block(analysis: Analysis, finding: Finding, verbose: bool) -> Group
         where.append(f"conn {finding.connection}")
     elif len(finding.connections) > 1:
         where.append(f"{len(finding.connections)} connections")
-    if finding.streams:
-        n = len(finding.streams)
-        where.append(
-            f"stream{'s' if n > 1 else ''} " + ", ".join(str(s) for s in finding.streams) if n <= 4 else f"{n} streams"
-        )
+    n = finding.stream_count
+    if n and len(finding.connections) <= 1 and n <= 4:
+        where.append(f"stream{'s' if n > 1 else ''} " + ", ".join(str(s) for s in finding.streams))
+    elif n:
+        where.append(_plural(n, "stream"))
     body: list[Text] = []
     if where:
         body.append(Text(" · ".join(where), style="dim"))
@@ -107,6 +121,10 @@ def _finding_block(analysis: Analysis, finding: Finding, verbose: bool) -> Group
     cause = Text("Cause: ", style="bold")
     cause.append(finding.cause, style="italic")
     body.append(cause)
+    if finding.fix:
+        fix = Text("Fix: ", style="bold")
+        fix.append(finding.fix)
+        body.append(fix)
     evidence = finding.evidence if verbose else finding.evidence[:MAX_EVIDENCE_SHOWN]
     parts: list[RenderableType] = list(body)
     if evidence:
@@ -120,7 +138,29 @@ def _finding_block(analysis: Analysis, finding: Finding, verbose: bool) -> Group
         parts.append(Padding(grid, (0, 0, 0, 2)))
         if len(finding.evidence) > len(evidence):
             parts.append(Text(f"  … and {len(finding.evidence) - len(evidence)} more", style="dim"))
+    consequences = analysis.consequences(finding)
+    if consequences and not verbose:
+        parts.append(_folded(consequences))
     return Group(head, Padding(Group(*parts), (0, 0, 1, 3)))
+
+
+def _folded(consequences: list[Finding]) -> Group:
+    """A root's consequences, one entry each, folded under it."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for c in consequences[:MAX_CONSEQUENCES_SHOWN]:
+        line = Text()
+        line.append(f"{c.severity} ", style=SEVERITY_STYLE.get(c.severity, ""))
+        line.append(c.kind, style="bold")
+        line.append(f" {c.node or '-'}: ")
+        line.append(c.summary, style="dim")
+        grid.add_row("↳", line)
+    parts: list[Text | Padding] = [Text(f"Consequences ({len(consequences)}), caused by this:", style="bold")]
+    parts.append(Padding(grid, (0, 0, 0, 2)))
+    if len(consequences) > MAX_CONSEQUENCES_SHOWN:
+        parts.append(Text(f"  … and {len(consequences) - MAX_CONSEQUENCES_SHOWN} more (--verbose)", style="dim"))
+    return Group(*parts)
 
 
 def _status_cell(status: str, first_missing: bool) -> Text:
@@ -170,8 +210,10 @@ def _stream_block(analysis: Analysis, stream: StreamView) -> Group:
         if i:
             fins.append("  ")
         fins.append(f"{who or '?'} ")
-        fins.append_text(_status_cell(st.status, False))
+        fins.append_text(_status_cell(st.status, st.name == stream.missing))
     parts: list[Text | Table] = [title, table, fins]
+    if stream.missing == "fin_peer":
+        parts.append(Text(stream.fin_peer.note, style="red"))
     if stream.resets:
         r = Text("Reset: ", style="bold")
         r.append(", ".join(_address(analysis, e) for e in stream.resets[:4]), style="cyan")
@@ -194,6 +236,8 @@ def _connections_table(analysis: Analysis) -> Table:
     table.add_column("Str", justify="right", no_wrap=True)
     for c in analysis.connections:
         state = c.state if c.close_trigger is None else f"{c.state} ({c.close_trigger})"
+        if c.close_name:
+            state += f" {c.close_name}"
         rtt = f"{c.rtt_ms:.1f}" if c.rtt_ms is not None else "–"
         table.add_row(c.id, c.label, state, rtt, str(c.streams))
     return table
@@ -204,12 +248,13 @@ def render_text(analysis: Analysis, console: Console, verbose: bool = False) -> 
     console.print(Rule("dhtscope diagnosis"))
     console.print(_summary_table(analysis))
 
-    console.print(Rule("Findings", style="dim"))
+    console.print(Rule("Findings: root causes first", style="dim"))
     if not analysis.findings:
         console.print(Text("No findings: nothing went wrong that these traces can show.", style="green"))
         console.print()
     for finding in analysis.findings:
-        console.print(_finding_block(analysis, finding, verbose))
+        if finding.caused_by is None or verbose:
+            console.print(_finding_block(analysis, finding, verbose))
 
     affected = analysis.affected_streams(ERROR)
     if affected:
@@ -238,10 +283,39 @@ def render_text(analysis: Analysis, console: Console, verbose: bool = False) -> 
         if len(analysis.blind_spots) > len(shown):
             console.print(Text(f"  … and {len(analysis.blind_spots) - len(shown)} more (--verbose)", style="dim"))
 
+    console.print(Rule(style="dim"))
+    worst = _worst_root(analysis)
+    console.print(Text(verdict_line(analysis), style=SEVERITY_STYLE.get(worst.severity, "") if worst else "green"))
+
+
+def _worst_root(analysis: Analysis) -> Finding | None:
+    return next((f for f in analysis.findings if f.caused_by is None and f.severity != INFO), None)
+
+
+def verdict_line(analysis: Analysis) -> str:
+    """The one line to act on: the first root cause's fix, or that nothing is wrong."""
+    root = _worst_root(analysis)
+    if root is None:
+        return "No problems found: no finding above info."
+    more = len([f for f in analysis.findings if f.caused_by is None and f.severity != INFO]) - 1
+    fix = (root.fix or root.cause).rstrip(".")
+    others = f" (then {_plural(more, 'more root cause')})" if more > 0 else ""
+    return f"Fix first: {root.kind} on {root.node or '?'}: {fix}{others}."
+
+
+def exit_code(analysis: Analysis, fail_on: str | None) -> int:
+    """1 when a finding of `fail_on` severity or worse exists, else 0 (None: always 0)."""
+    if fail_on is None:
+        return 0
+    if fail_on not in FAIL_ON:
+        raise ValueError(f"--fail-on takes {' or '.join(FAIL_ON)}, not {fail_on!r}")
+    limit = SEVERITY_RANK[fail_on]
+    return int(any(SEVERITY_RANK.get(f.severity, 9) <= limit for f in analysis.findings))
+
 
 def render_json(analysis: Analysis) -> str:
     """The analysis as JSON text (see Analysis.to_json for the layout)."""
     return json.dumps(analysis.to_json(), indent=2, ensure_ascii=False, default=str)
 
 
-__all__ = ["render_json", "render_text"]
+__all__ = ["FAIL_ON", "exit_code", "render_json", "render_text", "verdict_line"]

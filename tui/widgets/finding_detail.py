@@ -1,4 +1,4 @@
-"""The highlighted finding in full: summary, cause, evidence addresses."""
+"""The highlighted finding in full: what caused it, summary, cause, fix, evidence addresses."""
 
 from __future__ import annotations
 
@@ -30,10 +30,16 @@ class FindingDetail(Static):
             return
         text = Text()
         text.append(f"{f.kind}", style=STYLE.get(f.severity, "bold cyan"))
-        text.append(f"  on {f.node or '-'}" + (f" (peer {f.peer})" if f.peer else "") + "\n")
-        text.append(f.summary + "\n")
+        text.append(f"  on {f.node or '-'}" + (f" (peer {f.peer})" if f.peer else ""))
+        if f.caused_by is not None:
+            text.append("  caused by ", style="dim")
+            text.append(f.caused_by, style="bold")
+        text.append("\n" + f.summary + "\n")
         text.append("cause: ", style="bold")
         text.append(f.cause + "\n")
+        if f.fix:
+            text.append("fix: ", style="bold")
+            text.append(f.fix + "\n")
         for e in f.evidence[:MAX_EVIDENCE_LINES]:
             where = evidence_address(self.root, e.path, e.record, e.trace)
             text.append(f"  {e.name:<26} {where}\n", style="dim")

@@ -1,6 +1,8 @@
-"""What `dhtscope diagnose` reports, live: one row per finding, worst first."""
+"""What `dhtscope diagnose` reports, live: root causes first, each with its consequences under it."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from textual.reactive import reactive
 
@@ -10,6 +12,19 @@ from ..messages import StreamChosen
 from .vtable import Column, Row, VirtualTable
 
 TONE = {ERROR: "error", WARNING: "warning"}
+FINDING_WIDTH = 24  # the longest kind, indented as a consequence: "↳ store_under_replicated"
+
+
+def root_first(findings: list[Finding]) -> list[Finding]:
+    """Each root cause (in the order given), then the findings it caused, indented under it."""
+    roots = [f for f in findings if f.caused_by is None]
+    known = {f.id for f in roots}
+    out: list[Finding] = []
+    for root in roots:
+        out.append(root)
+        out.extend(f for f in findings if f.caused_by is not None and f.caused_by == root.id)
+    out.extend(f for f in findings if f.caused_by is not None and f.caused_by not in known)
+    return out
 
 
 class FindingsTable(VirtualTable):
@@ -25,7 +40,7 @@ class FindingsTable(VirtualTable):
         super().__init__(
             [
                 Column("severity", 8),
-                Column("finding", 22),
+                Column("finding", FINDING_WIDTH),
                 Column("node", 10),
                 Column("streams", 7, "right"),
                 Column("summary"),
@@ -36,21 +51,15 @@ class FindingsTable(VirtualTable):
         self.findings: list[Finding] = []
 
     def watch_analysis(self, analysis: Analysis | None) -> None:
-        self.findings = list(analysis.findings) if analysis else []
-        self.set_rows(
-            [
-                Row(
-                    [
-                        (f.severity, TONE.get(f.severity, "info")),
-                        (f.kind, TONE.get(f.severity, "info")),
-                        f.node or "-",
-                        str(len(f.stream_refs) or len(f.streams) or "-"),
-                        f.summary,
-                    ]
-                )
-                for f in self.findings
-            ]
-        )
+        self.findings = root_first(list(analysis.findings)) if analysis else []
+        counts = Counter(f.caused_by for f in self.findings if f.caused_by is not None)
+        rows = []
+        for f in self.findings:
+            tone = TONE.get(f.severity, "info")
+            kind = (f"↳ {f.kind}", "dim") if f.caused_by is not None else (f.kind, tone)
+            summary = f"[+{counts[f.id]} below] {f.summary}" if counts[f.id] else f.summary
+            rows.append(Row([(f.severity, tone), kind, f.node or "-", str(f.stream_count or "-"), summary]))
+        self.set_rows(rows)
 
     def current(self) -> Finding | None:
         return self.findings[self.cursor] if 0 <= self.cursor < len(self.findings) else None

@@ -1,0 +1,174 @@
+"""Findings about requests on streams: not delivered to the application, never answered, timed out."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from .context import Context, counts_text, ctx_ends, group_streams, per_opener, plural
+from .facts import EMPTY_SIDE, Ref, TraceFacts, as_float, as_int
+from .join import Joined
+from .values import DONE, ERROR, MISSING, WARNING, Evidence, StreamView
+
+# How long a peer must keep running after taking a request before "no answer" is a fact
+# rather than a recording that stopped too soon.
+NO_RESPONSE_GRACE_MS = 1000.0
+
+
+def find_not_delivered(ctx: Context) -> None:
+    by_node: dict[str, list[StreamView]] = defaultdict(list)
+    for v in ctx.streams.values():
+        if v.one_ended or v.peer is None:
+            continue
+        if v.step("received").status != DONE or v.step("acked").status != DONE:
+            continue
+        if v.step("delivered").status != MISSING:
+            continue  # MISSING already implies the peer's trace shows application events
+        _, PF = ctx_ends(ctx, v)
+        rcv = v.step("received")
+        if PF is None or PF.last_ms is None or rcv.time_ms is None or PF.last_ms <= rcv.time_ms:
+            continue  # the peer's trace stops at the receipt: too soon to say
+        by_node[v.peer].append(v)
+    for node, views in by_node.items():
+        sids, conns, refs = group_streams(views)
+        evidence: list[Evidence] = []
+        for v in views[:4]:
+            for name in ("sent", "acked", "received"):
+                e = v.step(name).evidence
+                if e is not None:
+                    evidence.append(e)
+        peers = sorted({v.opener for v in views if v.opener})
+        ctx.add(
+            kind="stream_not_delivered",
+            severity=ERROR,
+            node=node,
+            connection=conns[0] if len(conns) == 1 else None,
+            streams=sids,
+            connections=conns,
+            stream_refs=refs,
+            peer=", ".join(peers) or None,
+            summary=(
+                f"{node}'s transport received and acknowledged {plural(len(views), 'stream')} "
+                f"on {plural(len(conns), 'connection')} ({per_opener(views)}) but its application "
+                "never took their data (no stream_data_moved to the application)."
+            ),
+            cause=(
+                "The application never took the streams the transport accepted: the stream acceptance "
+                "path drops peer-opened streams (e.g. no stream handler / events not handled); "
+                "handle every StreamDataReceived."
+            ),
+            fix=f"make {node}'s application take every stream its transport accepts (handle every StreamDataReceived)",
+            evidence=evidence,
+        )
+
+
+def find_no_response(ctx: Context) -> None:
+    by_node: dict[str, list[StreamView]] = defaultdict(list)
+    for v in ctx.streams.values():
+        OF, PF = ctx_ends(ctx, v)
+        if PF is None or v.peer is None:
+            continue
+        p = PF.streams.get(v.stream_id)
+        if p is None:
+            continue
+        delivered = v.step("delivered")
+        took = p.rpc_received[0] if p.rpc_received else None
+        took_ms = took[1] if took else (delivered.time_ms if delivered.status == DONE else None)
+        if took_ms is None or v.step("answered").status != MISSING:
+            continue
+        gave_up = v.timed_out is not None or (
+            OF is not None and bool(OF.streams.get(v.stream_id, EMPTY_SIDE).resets_sent)
+        )
+        ran_on = PF.last_ms is not None and PF.last_ms - took_ms >= NO_RESPONSE_GRACE_MS
+        if gave_up or ran_on:
+            by_node[v.peer].append(v)
+    for node, views in by_node.items():
+        sids, conns, refs = group_streams(views)
+        evidence: list[Evidence] = []
+        for v in views[:6]:
+            _, PF = ctx_ends(ctx, v)
+            p = PF.streams[v.stream_id] if PF else None
+            if PF is not None and p is not None and p.rpc_received:
+                evidence.append(PF.evidence(p.rpc_received[0]))
+            elif v.step("delivered").evidence:
+                evidence.append(v.step("delivered").evidence)  # type: ignore[arg-type]
+            if v.timed_out:
+                evidence.append(v.timed_out)
+        timeouts = sum(1 for v in views if v.timed_out)
+        kinds = counts_text(v.request_type or "" for v in views)
+        ctx.add(
+            kind="no_response",
+            severity=ERROR,
+            node=node,
+            connection=conns[0] if len(conns) == 1 else None,
+            streams=sids,
+            connections=conns,
+            stream_refs=refs,
+            peer=", ".join(sorted({v.opener for v in views if v.opener})) or None,
+            summary=(
+                f"{node} took {plural(len(views), 'request')}{f' ({kinds})' if kinds else ''} "
+                f"from its peers ({per_opener(views)}) and never answered"
+                f"{f'; {timeouts} of them timed out at the requester' if timeouts else ''}."
+            ),
+            cause=(
+                "The request handler read the request and never wrote a response (a stalled or blocking "
+                "handler, or an exception swallowed): answer every request, or reset the stream with an "
+                "error code, and never block the event loop."
+            ),
+            fix=f"make {node} answer every request (or reset the stream with an error code) without blocking",
+            evidence=evidence,
+        )
+
+
+def find_rpc_timeouts(ctx: Context) -> None:
+    groups: dict[tuple[str, str], list[tuple[TraceFacts, Ref, dict[str, Any], Joined | None]]] = defaultdict(list)
+    conn_of = {id(f): c for c in ctx.conns for f in (c.client, c.server) if f is not None}
+    for f in ctx.facts:
+        for ref, d in f.rpc_timeouts:
+            conn = conn_of.get(id(f))
+            other = conn.other(f) if conn else None
+            peer = other.node if other is not None else ctx.peer_name(d.get("peer_id"))
+            groups[(f.node, peer)].append((f, ref, d, conn))
+    for (node, peer), items in groups.items():
+        views = []
+        for _f, _ref, d, conn in items:
+            sid = as_int(d.get("stream_id"))
+            if conn is not None and sid is not None and (conn.id, sid) in ctx.streams:
+                views.append(ctx.streams[(conn.id, sid)])
+        sids, conns, refs = group_streams(views)
+        kinds = counts_text(str(d.get("type") or "") for _, _, d, _ in items)
+        waits = sorted({w for _, _, d, _ in items if (w := as_float(d.get("timeout_ms"))) is not None})
+        wait = f" after {waits[0]:.0f} ms" if len(waits) == 1 else ""
+        stuck = Counter(v.missing for v in views if v.missing)
+        where = stuck.most_common(1)[0][0] if stuck else None
+        cause = {
+            "sent": (
+                "The requests never left the requester (no stream credit or flow control); see stream_limit_exhausted"
+            ),
+            "acked": "The requests' packets were never acknowledged: packet loss or an unreachable peer",
+            "received": "The requests never reached the peer's transport: packet loss or an unreachable peer",
+            "delivered": (
+                f"{peer}'s transport accepted the requests but its application never took them "
+                "(see stream_not_delivered)"
+            ),
+            "answered": f"{peer} took the requests and never answered (see no_response)",
+        }.get(
+            where or "",
+            f"{peer} did not answer in time: a slow or blocked peer, or loss on the path; "
+            "the stream steps show where each request stopped",
+        )
+        ctx.add(
+            kind="rpc_timeout",
+            severity=WARNING,
+            node=node,
+            peer=peer,
+            connection=conns[0] if len(conns) == 1 else None,
+            streams=sids,
+            connections=conns,
+            stream_refs=refs,
+            summary=f"{node}: {plural(len(items), 'request')} to {peer} timed out{wait}"
+            f"{f' ({kinds})' if kinds else ''}.",
+            cause=cause + ".",  # may start with a node name: never re-case identifiers
+            fix=f"follow the timed-out requests' steps to where they stopped on the way to {peer}",
+            evidence=[f.evidence(ref) for f, ref, _, _ in items],
+        )
