@@ -108,8 +108,6 @@ LOG_INTERVAL_S = 10.0  # one log line per kind of refusal per interval, with the
 # one largest message; the node-wide budget sheds new work before RSS reaches 256 MiB.
 MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION = 2 * MAX_MESSAGE_BYTES + 64 * 1024  # unfinished requests' bytes
 REQUEST_ARRIVAL_DEADLINE_S = 10.0  # a request must arrive whole this long after its first byte (slowloris)
-# Requests still arriving at once on one connection; an honest peer's fit in a packet or two.
-MAX_UNFINISHED_REQUESTS_PER_CONNECTION = 32
 # Answers written and not yet acknowledged by the peer: 25 full FIND_VALUE answers. A peer
 # that never reads has its oldest unread answers reset once this is reached.
 MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION = 2 * 1024 * 1024

@@ -26,7 +26,6 @@ from .constants import (
     CONNECT_TIMEOUT_S,
     CONNECTION_COST_BYTES,
     MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION,
-    MAX_UNFINISHED_REQUESTS_PER_CONNECTION,
     MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION,
     NODE_MEMORY_BUDGET_BYTES,
     REQUEST_ARRIVAL_DEADLINE_S,
@@ -113,7 +112,6 @@ class MemoryLimits:
     """What requests and answers may hold, per connection and in all; tests shrink them."""
 
     inbound_bytes_per_connection: int = MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION
-    unfinished_requests_per_connection: int = MAX_UNFINISHED_REQUESTS_PER_CONNECTION
     arrival_deadline_s: float = REQUEST_ARRIVAL_DEADLINE_S
     unread_answer_bytes_per_connection: int = MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION
     connection_cost_bytes: int = CONNECTION_COST_BYTES
@@ -123,7 +121,6 @@ class MemoryLimits:
     def view(self) -> dict[str, Any]:
         return {
             "inbound_bytes_per_connection": self.inbound_bytes_per_connection,
-            "unfinished_requests_per_connection": self.unfinished_requests_per_connection,
             "arrival_deadline_s": self.arrival_deadline_s,
             "unread_answer_bytes_per_connection": self.unread_answer_bytes_per_connection,
             "connection_cost_bytes": self.connection_cost_bytes,
@@ -435,17 +432,7 @@ class RpcEndpoint:
             self._slow.add(conn)
             self._arm_sweep()
         limits = self.memory
-        if len(state.partial) > limits.unfinished_requests_per_connection:
-            self._drop_partial(
-                conn,
-                state,
-                stream_id,
-                inc,
-                "unfinished_requests_resets",
-                f"over {limits.unfinished_requests_per_connection} requests on this connection are still arriving",
-                ErrorCode.OVERLOADED,
-            )
-        elif state.inbound_bytes > limits.inbound_bytes_per_connection:
+        if state.inbound_bytes > limits.inbound_bytes_per_connection:
             self._drop_partial(
                 conn,
                 state,

@@ -53,16 +53,6 @@ async def test_unfinished_requests_past_the_connection_cap_are_reset_overloaded(
     await ping_on(peer)
 
 
-async def test_past_the_count_of_unfinished_requests_new_ones_are_reset_overloaded(node_with, raw_peer) -> None:
-    node = await node_with(unfinished_requests_per_connection=4)
-    peer = await raw_peer(node.port)
-    streams = [await peer.send(partial_request(10), fin=False) for _ in range(5)]
-    await peer.wait(streams[4])
-    assert peer.resets == {streams[4]: ErrorCode.OVERLOADED}
-    assert node.limits_view()["counters"]["unfinished_requests_resets"] == 1
-    await ping_on(peer)
-
-
 async def test_a_request_that_does_not_arrive_in_time_is_reset_and_its_bytes_freed(node_with, raw_peer) -> None:
     node = await node_with(arrival_deadline_s=0.2, sweep_s=0.05)
     peer = await raw_peer(node.port)
