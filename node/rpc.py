@@ -26,7 +26,9 @@ from .constants import (
     CONNECT_TIMEOUT_S,
     CONNECTION_COST_BYTES,
     MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION,
+    MAX_MESSAGE_BYTES,
     MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION,
+    MAX_UNREAD_REFUSALS_PER_CONNECTION,
     NODE_MEMORY_BUDGET_BYTES,
     REQUEST_ARRIVAL_DEADLINE_S,
     REQUEST_TIMEOUT_S,
@@ -96,7 +98,7 @@ class _Incoming:
 
 
 class _ConnState:
-    __slots__ = ("outgoing", "incoming", "partial", "inbound_bytes", "answers", "answer_bytes")
+    __slots__ = ("outgoing", "incoming", "partial", "inbound_bytes", "answers", "answer_bytes", "unread_refusals")
 
     def __init__(self) -> None:
         self.outgoing: dict[int, _Outgoing] = {}
@@ -105,6 +107,7 @@ class _ConnState:
         self.inbound_bytes = 0  # buffered in those
         self.answers: dict[int, int] = {}  # our answers the peer has not acknowledged yet: bytes held, oldest first
         self.answer_bytes = 0
+        self.unread_refusals = 0  # requests refused because the answers before them went unread
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class MemoryLimits:
     inbound_bytes_per_connection: int = MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION
     arrival_deadline_s: float = REQUEST_ARRIVAL_DEADLINE_S
     unread_answer_bytes_per_connection: int = MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION
+    unread_refusals_per_connection: int = MAX_UNREAD_REFUSALS_PER_CONNECTION
     connection_cost_bytes: int = CONNECTION_COST_BYTES
     node_budget_bytes: int = NODE_MEMORY_BUDGET_BYTES
     sweep_s: float = SLOW_REQUEST_SWEEP_S
@@ -123,6 +127,7 @@ class MemoryLimits:
             "inbound_bytes_per_connection": self.inbound_bytes_per_connection,
             "arrival_deadline_s": self.arrival_deadline_s,
             "unread_answer_bytes_per_connection": self.unread_answer_bytes_per_connection,
+            "unread_refusals_per_connection": self.unread_refusals_per_connection,
             "connection_cost_bytes": self.connection_cost_bytes,
             "node_budget_bytes": self.node_budget_bytes,
         }
@@ -533,17 +538,33 @@ class RpcEndpoint:
             conn.reset(oldest, ErrorCode.OVERLOADED)
             conn.quic.release_send_buffer(oldest)
 
+    def _answer_headroom(self) -> int:
+        """Held answer bytes past which a new request is refused: room is kept for one largest answer."""
+        cap = self.memory.unread_answer_bytes_per_connection
+        return max(cap - MAX_MESSAGE_BYTES, cap // 2)
+
     def _still_unread(self, conn: Conn, state: _ConnState) -> bool:
         self._prune_answers(conn, state)
-        return state.answer_bytes >= self.memory.unread_answer_bytes_per_connection
+        return state.answer_bytes > self._answer_headroom()
 
-    def _refuse_unread(self, conn: Conn, stream_id: int) -> None:
+    def _refuse_unread(self, conn: Conn, state: _ConnState, stream_id: int) -> None:
         cap = self.memory.unread_answer_bytes_per_connection
         self.counters["unread_answer_resets"] += 1
+        state.unread_refusals += 1
+        if state.unread_refusals > self.memory.unread_refusals_per_connection:
+            if state.unread_refusals == self.memory.unread_refusals_per_connection + 1:
+                self.counters["unread_answer_closes"] += 1
+                self._logs.warning(
+                    "unread_answer_closes",
+                    self.loop.time(),
+                    f"closing the connection of {conn.addr_text}: it keeps asking and reads none of its answers",
+                )
+                conn.close(error_code=ErrorCode.OVERLOADED, reason="answers left unread")
+            return
         self._logs.warning(
             "unread_answer_resets",
             self.loop.time(),
-            f"resetting a request of {conn.addr_text}: its unread answers hold {cap} bytes or more",
+            f"resetting a request of {conn.addr_text}: its unread answers leave no room under {cap} bytes",
         )
         conn.reset(stream_id, ErrorCode.OVERLOADED)
 
@@ -626,9 +647,9 @@ class RpcEndpoint:
         if self._faults.stall:
             return  # the stall fault: read the request, never answer
         state = self._state(conn)
-        if state.answer_bytes >= self.memory.unread_answer_bytes_per_connection and self._still_unread(conn, state):
+        if state.answer_bytes > self._answer_headroom() and self._still_unread(conn, state):
             # The peer has not taken the answers it has: refuse more work now, before it is done.
-            self._refuse_unread(conn, stream_id)
+            self._refuse_unread(conn, state, stream_id)
             return
         if request.TYPE is not MsgType.PING and self.over_budget():
             # A PING's answer is smaller than this error, so it is answered; anything else waits.

@@ -88,20 +88,34 @@ def fill_key(node: Node, name: str, records: int = 64) -> NodeId:
     return key
 
 
-async def test_answers_a_peer_never_reads_are_reset_past_the_cap_and_freed(node_with, raw_peer) -> None:
-    node = await node_with(unread_answer_bytes_per_connection=200_000)
+async def test_requests_of_a_peer_that_never_reads_are_refused_then_it_is_closed(node_with, raw_peer) -> None:
+    node = await node_with(unread_answer_bytes_per_connection=200_000, unread_refusals_per_connection=5)
     key = fill_key(node, "calculator")
     peer = await raw_peer(node.port)
     # From now on the peer neither reads nor acknowledges anything.
     peer.endpoint.datagram_received = lambda data, addr: None
     for i in range(10):
         await peer.send(encode(FindValue(100 + i, key=key)))
-    await eventually(lambda: node.limits_view()["counters"].get("unread_answer_resets", 0) >= 7, "resets")
-    view = node.limits_view()
-    assert view["in_use"]["unread_answer_bytes"] <= 200_000
+    await eventually(lambda: node.limits_view()["counters"].get("unread_answer_closes", 0) == 1, "the close")
+    await eventually(lambda: not node.rpc.endpoint.all, "the connection to go")
+    counters = node.limits_view()["counters"]
+    # Two answers (about 160 KB) are held; the third request finds no room for another and
+    # is refused before any work, and so are the next ones, until the connection is closed.
+    assert counters["unread_answer_resets"] >= 6
+    assert counters["unread_answer_closes"] == 1
+    assert node.limits_view()["in_use"]["unread_answer_bytes"] == 0  # freed with the connection
+
+
+async def test_an_answer_larger_than_the_cap_is_reset_and_its_buffer_freed(node_with, raw_peer) -> None:
+    node = await node_with(unread_answer_bytes_per_connection=50_000)  # less than one 80 KB answer
+    key = fill_key(node, "calculator")
+    peer = await raw_peer(node.port)
+    peer.endpoint.datagram_received = lambda data, addr: None
+    first = await peer.send(encode(FindValue(1, key=key)))
+    await eventually(lambda: node.limits_view()["counters"].get("unread_answer_resets", 0) == 1, "a reset")
     conn = next(iter(node.rpc.endpoint.all))
-    held = sum(conn.quic.unacked_send_bytes(sid) for sid in range(0, 40, 4))
-    assert held <= 200_000  # the reset answers' buffers were freed, not just forgotten
+    assert conn.quic.unacked_send_bytes(first) == 0  # the buffer was freed, not just forgotten
+    assert node.limits_view()["in_use"]["unread_answer_bytes"] == 0
 
 
 async def test_past_the_node_budget_work_is_shed_overloaded_but_pings_are_answered(node_with) -> None:

@@ -313,7 +313,7 @@ async def routing_poisoning(args: argparse.Namespace) -> dict[str, Any]:
             await probe.bootstrap([(HOST, args.port)])
             found = await asyncio.wait_for(probe.discover("calculator", quorum=None), 60)
             found_honest = any(r.publisher == provider.id for r in found.records)
-            lookup = f"find-value in {time.monotonic() - t0:.1f} s, {len(found.records)} record(s)"
+            lookup = f"find-value in {(time.monotonic() - t0) * 1000:.0f} ms, {len(found.records)} record(s)"
         except Exception as exc:
             lookup = f"find-value failed after {time.monotonic() - t0:.1f} s: {str(exc)[:60]}"
         finally:
@@ -328,7 +328,7 @@ async def routing_poisoning(args: argparse.Namespace) -> dict[str, Any]:
         "fakes": fakes,
         "join_s": round(join_s, 2),
         "records_lost": 0 if found_honest else 1,  # the honest provider's record, not found
-        "detail": f"honest join + advertise {join_s:.1f} s (stored on {report.replicas}); {lookup}",
+        "detail": f"honest join + advertise {join_s * 1000:.0f} ms (stored on {report.replicas}); {lookup}",
     }
 
 
@@ -341,9 +341,15 @@ async def service_squatting(args: argparse.Namespace) -> dict[str, Any]:
     ]
     say({"phase": "ready"})
     await wait_for_line("go")
+    accepted = 0
+    for squat in squatters:  # each identity on its own connection, as fresh peers would come
+        one = await client(args.port)
+        try:
+            accepted += sum(ok for ok, _ in await store(one, args.port, [squat]))
+        finally:
+            await one.stop()
     node = await client(args.port)
     try:
-        accepted = sum(ok for ok, _ in await store(node, args.port, squatters))
         say({"phase": "attacking"})
         honest = Identity.generate()
         outcome = await store(node, args.port, [record(honest, "calculator", b"127.0.0.1:9001")])
