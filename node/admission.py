@@ -8,9 +8,10 @@ must not keep honest peers out. The rules, decided here for every inbound Initia
   client that echoes the token from its address is admitted: spoofed or fire-and-forget
   Initials cost no state;
 - half-open and established connections have separate limits, in all and per address and
-  per subnet (/24 for IPv4, /48 for IPv6; private addresses count per address only, as one
-  LAN holds many honest nodes; loopback is exempt, as every node of a local cluster shares
-  127.0.0.1 and a loopback peer runs on this machine already);
+  per subnet, grouped as the routing table and the store group them (node/diversity.py:
+  /24 for IPv4, /48 for IPv6; private addresses per address only, as one LAN holds many
+  honest nodes; loopback exempt, as every node of a local cluster shares 127.0.0.1 and a
+  loopback peer runs on this machine already);
 - a refused peer is told so with CONNECTION_CLOSE (CONNECTION_REFUSED), at most
   REFUSALS_PER_S a second; beyond that it is dropped and counted;
 - each kind of refusal is logged at most once per LOG_INTERVAL_S, with how many it stands for.
@@ -29,7 +30,6 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from aioquic.quic.crypto import CryptoPair
@@ -52,9 +52,8 @@ from .constants import (
     RETRY_ABOVE_HALF_OPEN,
     RETRY_BURST,
     RETRY_TOKEN_LIFETIME_S,
-    SUBNET_V4_PREFIX_BITS,
-    SUBNET_V6_PREFIX_BITS,
 )
+from .diversity import network_group
 
 log = logging.getLogger("dhtscope.admission")
 
@@ -77,22 +76,10 @@ class Groups:
     subnet: str | None
 
 
-@lru_cache(maxsize=65536)
 def address_groups(host: str, exempt_loopback: bool = True) -> Groups:
     """The groups `host` counts in: public addresses per address and subnet, private per address."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return Groups(host, None)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    text = str(ip)
-    if ip.is_loopback:
-        return Groups(None if exempt_loopback else text, None)
-    if not ip.is_global:
-        return Groups(text, None)
-    bits = SUBNET_V4_PREFIX_BITS if ip.version == 4 else SUBNET_V6_PREFIX_BITS
-    return Groups(text, str(ipaddress.ip_network(f"{text}/{bits}", strict=False)))
+    group = network_group(host, exempt_loopback)
+    return Groups(group.address, group.subnet)
 
 
 def _packed(addr: Address) -> bytes:
