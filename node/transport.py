@@ -236,9 +236,9 @@ class Conn:
         self.quic.ack_with_next_packet()
         try:
             self.quic.send_stream_data(stream_id, data, end_stream=fin)
-        except RuntimeError as exc:
-            # The peer sent STOP_SENDING (aioquic reset our side) or we finished it already:
-            # nobody will read these bytes.
+        except (RuntimeError, ValueError) as exc:
+            # The peer sent STOP_SENDING (aioquic reset our side), we finished it already, or
+            # aioquic discarded the stream once both sides ended: nobody will read these bytes.
             log.debug("not sending on stream %d of %s: %s", stream_id, self.addr_text, exc)
             return
         self._sent_offsets[stream_id] = offset + len(data)
