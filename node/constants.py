@@ -109,9 +109,10 @@ REQUEST_ARRIVAL_DEADLINE_S = 10.0  # a request must arrive whole this long after
 # Answers written and not yet acknowledged by the peer: 25 full FIND_VALUE answers. A peer
 # that never reads has its oldest unread answers reset once this is reached.
 MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION = 2 * 1024 * 1024
-# Requests refused for that reason before the connection is closed: a peer that keeps asking
-# while it reads nothing would otherwise cost a refusal per request, up to its stream credit.
-MAX_UNREAD_REFUSALS_PER_CONNECTION = 64
+# Requests one connection may have refused for the limits above (bytes, deadline, unread
+# answers) before it is closed: each refusal costs frames both ways, and a peer that keeps
+# earning them (a slowloris, a reader of nothing) would otherwise cost one per stream it opens.
+MAX_REFUSALS_PER_CONNECTION = 64
 CONNECTION_COST_BYTES = 80 * 1024  # what one connection holds in aioquic and TLS state (measured: 75 KiB)
 # Everything above, summed over the node: past it new requests are answered OVERLOADED (a PING,
 # whose answer is smaller than the error, is still answered) and new connections refused.

@@ -27,8 +27,8 @@ from .constants import (
     CONNECTION_COST_BYTES,
     MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION,
     MAX_MESSAGE_BYTES,
+    MAX_REFUSALS_PER_CONNECTION,
     MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION,
-    MAX_UNREAD_REFUSALS_PER_CONNECTION,
     NODE_MEMORY_BUDGET_BYTES,
     REQUEST_ARRIVAL_DEADLINE_S,
     REQUEST_TIMEOUT_S,
@@ -98,7 +98,7 @@ class _Incoming:
 
 
 class _ConnState:
-    __slots__ = ("outgoing", "incoming", "partial", "inbound_bytes", "answers", "answer_bytes", "unread_refusals")
+    __slots__ = ("outgoing", "incoming", "partial", "inbound_bytes", "answers", "answer_bytes", "refusals")
 
     def __init__(self) -> None:
         self.outgoing: dict[int, _Outgoing] = {}
@@ -107,7 +107,7 @@ class _ConnState:
         self.inbound_bytes = 0  # buffered in those
         self.answers: dict[int, int] = {}  # our answers the peer has not acknowledged yet: bytes held, oldest first
         self.answer_bytes = 0
-        self.unread_refusals = 0  # requests refused because the answers before them went unread
+        self.refusals = 0  # requests refused for a memory limit or the deadline
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class MemoryLimits:
     inbound_bytes_per_connection: int = MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION
     arrival_deadline_s: float = REQUEST_ARRIVAL_DEADLINE_S
     unread_answer_bytes_per_connection: int = MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION
-    unread_refusals_per_connection: int = MAX_UNREAD_REFUSALS_PER_CONNECTION
+    refusals_per_connection: int = MAX_REFUSALS_PER_CONNECTION
     connection_cost_bytes: int = CONNECTION_COST_BYTES
     node_budget_bytes: int = NODE_MEMORY_BUDGET_BYTES
     sweep_s: float = SLOW_REQUEST_SWEEP_S
@@ -127,7 +127,7 @@ class MemoryLimits:
             "inbound_bytes_per_connection": self.inbound_bytes_per_connection,
             "arrival_deadline_s": self.arrival_deadline_s,
             "unread_answer_bytes_per_connection": self.unread_answer_bytes_per_connection,
-            "unread_refusals_per_connection": self.unread_refusals_per_connection,
+            "refusals_per_connection": self.refusals_per_connection,
             "connection_cost_bytes": self.connection_cost_bytes,
             "node_budget_bytes": self.node_budget_bytes,
         }
@@ -468,11 +468,30 @@ class RpcEndpoint:
         self, conn: Conn, state: _ConnState, stream_id: int, inc: _Incoming, counter: str, reason: str, code: ErrorCode
     ) -> None:
         self.counters[counter] += 1
-        self._logs.warning(counter, self.loop.time(), f"resetting a request stream of {conn.addr_text}: {reason}")
         inc.done = True
         inc.reader = FrameReader()  # frees what it held
         self._forget_partial(state, stream_id, inc)
+        if self._strike(conn, state):
+            return
+        self._logs.warning(counter, self.loop.time(), f"resetting a request stream of {conn.addr_text}: {reason}")
         self._protocol_error(conn, stream_id, WireError(reason, code), reply=False, quiet=True)
+
+    def _strike(self, conn: Conn, state: _ConnState) -> bool:
+        """One more request refused on this connection; True once it has had too many and is closed."""
+        state.refusals += 1
+        limit = self.memory.refusals_per_connection
+        if state.refusals <= limit:
+            return False
+        if state.refusals == limit + 1:
+            self.counters["connections_closed_for_refusals"] += 1
+            self._logs.warning(
+                "connections_closed_for_refusals",
+                self.loop.time(),
+                f"closing the connection of {conn.addr_text}: {limit} of its requests were refused for "
+                "holding too much, arriving too slowly or leaving answers unread",
+            )
+            conn.close(error_code=ErrorCode.OVERLOADED, reason="too many requests refused")
+        return True
 
     def _arm_sweep(self) -> None:
         if self._sweep is None:
@@ -550,16 +569,7 @@ class RpcEndpoint:
     def _refuse_unread(self, conn: Conn, state: _ConnState, stream_id: int) -> None:
         cap = self.memory.unread_answer_bytes_per_connection
         self.counters["unread_answer_resets"] += 1
-        state.unread_refusals += 1
-        if state.unread_refusals > self.memory.unread_refusals_per_connection:
-            if state.unread_refusals == self.memory.unread_refusals_per_connection + 1:
-                self.counters["unread_answer_closes"] += 1
-                self._logs.warning(
-                    "unread_answer_closes",
-                    self.loop.time(),
-                    f"closing the connection of {conn.addr_text}: it keeps asking and reads none of its answers",
-                )
-                conn.close(error_code=ErrorCode.OVERLOADED, reason="answers left unread")
+        if self._strike(conn, state):
             return
         self._logs.warning(
             "unread_answer_resets",

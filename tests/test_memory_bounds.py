@@ -53,6 +53,17 @@ async def test_unfinished_requests_past_the_connection_cap_are_reset_overloaded(
     await ping_on(peer)
 
 
+async def test_a_connection_that_keeps_earning_refusals_is_closed(node_with, raw_peer) -> None:
+    node = await node_with(inbound_bytes_per_connection=10_000, refusals_per_connection=2)
+    peer = await raw_peer(node.port)
+    for _ in range(6):  # the first two fill the cap; each later one is refused, the third refusal closes
+        await peer.send(partial_request(4_000), fin=False)
+    await eventually(lambda: peer.conn.closed, "the node to close the connection")
+    assert node.limits_view()["counters"]["connections_closed_for_refusals"] == 1
+    assert node.limits_view()["counters"]["request_bytes_cap_resets"] == 3
+    await eventually(lambda: node.limits_view()["in_use"]["inbound_request_bytes"] == 0, "its bytes freed")
+
+
 async def test_a_request_that_does_not_arrive_in_time_is_reset_and_its_bytes_freed(node_with, raw_peer) -> None:
     node = await node_with(arrival_deadline_s=0.2, sweep_s=0.05)
     peer = await raw_peer(node.port)
@@ -89,20 +100,20 @@ def fill_key(node: Node, name: str, records: int = 64) -> NodeId:
 
 
 async def test_requests_of_a_peer_that_never_reads_are_refused_then_it_is_closed(node_with, raw_peer) -> None:
-    node = await node_with(unread_answer_bytes_per_connection=200_000, unread_refusals_per_connection=5)
+    node = await node_with(unread_answer_bytes_per_connection=200_000, refusals_per_connection=5)
     key = fill_key(node, "calculator")
     peer = await raw_peer(node.port)
     # From now on the peer neither reads nor acknowledges anything.
     peer.endpoint.datagram_received = lambda data, addr: None
     for i in range(10):
         await peer.send(encode(FindValue(100 + i, key=key)))
-    await eventually(lambda: node.limits_view()["counters"].get("unread_answer_closes", 0) == 1, "the close")
+    await eventually(lambda: node.limits_view()["counters"].get("connections_closed_for_refusals", 0) == 1, "a close")
     await eventually(lambda: not node.rpc.endpoint.all, "the connection to go")
     counters = node.limits_view()["counters"]
     # Two answers (about 160 KB) are held; the third request finds no room for another and
     # is refused before any work, and so are the next ones, until the connection is closed.
     assert counters["unread_answer_resets"] >= 6
-    assert counters["unread_answer_closes"] == 1
+    assert counters["connections_closed_for_refusals"] == 1
     assert node.limits_view()["in_use"]["unread_answer_bytes"] == 0  # freed with the connection
 
 
