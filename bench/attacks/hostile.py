@@ -519,6 +519,7 @@ async def restart(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(1.5)  # what was just stored has had time to reach the disk
     say({"phase": "kill"})
     await wait_for_line("restarted")
+    say({"phase": "holding"})  # the PINGs from here on reach the restarted node
     probe = await client(args.port)
     try:
         after = len(await records_at(probe, args.port, "calculator"))
