@@ -64,6 +64,11 @@ class ServiceOptions:
             return self.key_file
         return key_path(self.data_dir) if self.data_dir else None
 
+    def identity(self) -> Identity:
+        """The node's key: loaded from (or created in) `key_path()`, or a fresh one when there is none."""
+        key_file = self.key_path()
+        return Identity.load_or_create(key_file) if key_file else Identity.generate()
+
     def make_node(self, identity: Identity, name: str, recorder: Any = None) -> Node:
         """The (unstarted) node these options describe: `dhtscope node` and `dhtscope tui` both build it here."""
         return Node(
@@ -102,8 +107,7 @@ async def run_service(
     opts: ServiceOptions, stop: asyncio.Event | None = None, on_started: Callable[[Node], None] | None = None
 ) -> None:
     """Run one node until `stop` is set or SIGINT, SIGTERM or SIGHUP (its terminal closed) arrives."""
-    key_file = opts.key_path()
-    identity = Identity.load_or_create(key_file) if key_file else Identity.generate()
+    identity = opts.identity()
     name = opts.name or identity.node_id.short()
     report = Reporter(name, opts.json_lines)
     recorder = None

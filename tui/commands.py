@@ -65,7 +65,6 @@ def _run_app(
 
 def cmd_tui(args: argparse.Namespace) -> int:
     from dhtscope.node.cli import node_errors, service_options
-    from dhtscope.node.keys import Identity
     from dhtscope.node.node import Node
     from dhtscope.node.recording import NodeRecorder
     from dhtscope.node.service import _work
@@ -73,9 +72,9 @@ def cmd_tui(args: argparse.Namespace) -> int:
     from .source import EventRow
     from .sources.embedded import EmbeddedSource
 
-    with node_errors():
-        identity = Identity.load_or_create(args.key) if args.key else Identity.generate()
     opts = service_options(args)
+    with node_errors():
+        identity = opts.identity()
     name = opts.name = args.name or identity.node_id.short()
     source: EmbeddedSource
 
