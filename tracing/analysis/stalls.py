@@ -253,7 +253,7 @@ def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[
     evidence: list[Evidence] = []
     for s in group[:3]:
         for t, rec, _ in s.sends[:3] + s.sends[-1:]:
-            evidence.append(Evidence(s.waiter.path, rec, "quic:packet_sent", t, s.waiter.index))
+            evidence.append(s.waiter.evidence((rec, t, "quic:packet_sent", "")))
         info = close_of(s.conn) if s.died else None
         if info is not None:
             evidence.append(info.facts.evidence(info.ref))
