@@ -145,13 +145,18 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from dhtscope.tracing.cli import check_input_paths
+    from dhtscope.tracing.inputs import InputError, check_inputs
 
     from .sources.replay import GcBulkLoad, ReplaySource
 
-    check_input_paths(args.paths)
+    check_input_paths(args.paths + ([args.keylog] if args.keylog else []))
+    try:
+        check_inputs(args.paths, args.keylog)
+    except InputError as exc:
+        return _fail("replay", str(exc))
     heap = GcBulkLoad()  # the collector is process-wide: the entry point decides
     try:
-        return _run_app(ReplaySource(*args.paths, heap=heap))
+        return _run_app(ReplaySource(*args.paths, heap=heap, keylog=args.keylog))
     finally:
         heap.close()
 
@@ -239,10 +244,17 @@ def add_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "replay",
-        help="a TUI over a recording",
-        description="Replay a recording directory or trace files: play, pause, step, seek.",
+        help="a TUI over a recording or a packet capture",
+        description="Replay a recording directory, trace files or pcap/pcapng captures: play, pause, step, seek.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="recording directory or .sqlog/.qlog files")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="recording directory, .sqlog/.qlog files, or pcap/pcapng captures"
+    )
+    p.add_argument(
+        "--keylog",
+        metavar="FILE",
+        help="TLS key log (SSLKEYLOGFILE) for the captures; not needed for a pcapng carrying its keys",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = subparsers.add_parser(

@@ -25,7 +25,7 @@ def blind_spots(ctx: Context, conns: list[Joined]) -> list[str]:
     captures: dict[str, int] = Counter()
     for f in ctx.facts:
         if f.is_connection and f.on_wire:
-            captures[f.path] += 1
+            captures[str(f.info.extra.get("capture_file") or f.path)] += 1
             continue
         if f.is_connection and not f.app_visible:
             out.append(

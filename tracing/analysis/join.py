@@ -209,7 +209,7 @@ def _credit(conn: Joined, role: str) -> StreamCredit | None:
         if f is None:
             continue
         for sid, side in f.streams.items():
-            if sid & 3 == peer_parity and side.has_data:
+            if sid & 3 == peer_parity and (side.first_sent is not None or side.first_recv is not None):
                 opened = max(opened, sid // 4 + 1)
     if peer is not None:
         blocked = [(ref[1], limit) for ref, limit in peer.blocked]

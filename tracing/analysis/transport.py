@@ -370,8 +370,9 @@ def find_not_visible(ctx: Context) -> None:
     for conn in ctx.conns:
         for f in (conn.client, conn.server):
             if f is not None and f.on_wire:
-                if conn not in by_capture[f.path]:
-                    by_capture[f.path].append(conn)
+                source = f.info.extra.get("capture_file") or f.path  # a converted capture counts as its capture
+                if conn not in by_capture[source]:
+                    by_capture[source].append(conn)
             elif f is not None and not f.app_visible:
                 by_node[f.node].append(f)
     for path, conns in by_capture.items():
@@ -385,8 +386,9 @@ def find_not_visible(ctx: Context) -> None:
             streams=(),
             connections=tuple(c.id for c in conns),
             summary=(
-                f"{Path(path).name} shows {plural(len(conns), 'connection')} as the network saw them: what each "
-                "end sent and what the other acknowledged, never what an application took from its transport."
+                f"{Path(path).name} shows {plural(len(conns), 'connection')} as the network saw "
+                f"{'it' if len(conns) == 1 else 'them'}: what each end sent and what the other acknowledged, never "
+                "what an application took from its transport."
             ),
             cause=(
                 "A packet capture sees the wire, not the processes at its ends: a request acknowledged and never "

@@ -63,6 +63,10 @@ class CaptureSummary:
     packets: int
     decrypted: int
     connections: int
+    client_hellos: int = 0  # connections whose ClientHello was read (what a key log is matched by)
+    matched_randoms: frozenset[bytes] = frozenset()  # client randoms the key log had secrets for
+    unsupported: tuple[str, ...] = ()  # QUIC versions seen and not decrypted, named
+    truncated: str | None = None  # where the capture stops early, if it does
 
 
 class _Crypto:
@@ -698,7 +702,15 @@ class CaptureDecoder:
 
     def _name(self, addr: tuple[str, int]) -> str:
         text = endpoint(*addr)
-        return self.names.get(text) or self.names.get(addr[0]) or text
+        names = self.names
+        # A node bound to every interface names itself by its port alone.
+        return (
+            names.get(text)
+            or names.get(addr[0])
+            or names.get(f"0.0.0.0:{addr[1]}")
+            or names.get(f"[::]:{addr[1]}")
+            or text
+        )
 
     def _problem(self, conn: _Conn) -> str | None:
         if not conn.supported:
@@ -758,6 +770,7 @@ class CaptureDecoder:
                 "client_name": self._name(conn.client),
                 "server_name": self._name(conn.server),
                 "version": version_name(conn.version),
+                "supported": conn.supported,
                 "decrypted": decrypted,
                 "protocol_type": ["QUIC"],
             },
@@ -795,7 +808,7 @@ def decode_capture(
     path: str, keylog: KeyLog | None = None, names: Mapping[str, str] | None = None
 ) -> tuple[Recording, CaptureSummary]:
     """Read a capture file into a Recording of network-vantage traces, and its counts."""
-    from .files import open_capture
+    from .files import node_names, open_capture
 
     capture = open_capture(path)
     keys = KeyLog()
@@ -823,6 +836,8 @@ def decode_capture(
             keys.add_text(text, f"{path} (decryption secrets block)")
     finally:
         capture.close()
+    for address, name in node_names(capture.comments).items():
+        decoder.names.setdefault(address, name)  # names the caller gave win over the capture's own
     warnings: list[str] = []
     if capture.truncated:
         warnings.append(f"{path}: {capture.truncated}")
@@ -839,5 +854,9 @@ def decode_capture(
         packets=decoder.packets,
         decrypted=decoder.decrypted,
         connections=len(decoder.conns),
+        client_hellos=sum(1 for c in decoder.conns if c.client_random is not None),
+        matched_randoms=frozenset(decoder._used_randoms),
+        unsupported=tuple(dict.fromkeys(version_name(c.version) for c in decoder.conns if not c.supported)),
+        truncated=capture.truncated,
     )
     return rec, summary
