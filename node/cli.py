@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from dhtscope.tracing.cli import Parser, UsageError
@@ -160,6 +161,17 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help=f"drop fraction for --scenario loss (default {DEFAULT_LOSS})",
     )
     p.add_argument("--record", metavar="DIR", help="record qlog traces of this node into DIR")
+    p.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="write every datagram the node sends and receives to FILE (pcapng), as a sniffer would see them",
+    )
+    p.add_argument(
+        "--keylog",
+        metavar="FILE",
+        help="append the node's TLS secrets to FILE (NSS key log, SSLKEYLOGFILE format) to decrypt --pcap with "
+        "(default with --pcap: the capture's name with .keys)",
+    )
     p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
     p.add_argument("--control-token", metavar="TOKEN", help="token required on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
@@ -233,6 +245,9 @@ def service_options(args: argparse.Namespace) -> Any:
         discover_all=args.discover_all,
         ping_bootstrap=args.ping_bootstrap,
         max_datagram_bytes=args.max_datagram_bytes,
+        pcap=args.pcap,
+        # A capture is of little use without its keys: they go beside it unless told otherwise.
+        keylog=args.keylog or (str(Path(args.pcap).with_suffix(".keys")) if args.pcap else None),
     )
 
 
@@ -271,6 +286,11 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
         help="fault mode on the registry; the run ends once discovery succeeds or gives up",
     )
     p.add_argument("--record", metavar="DIR", help="record every node's qlog traces into DIR")
+    p.add_argument(
+        "--pcap",
+        metavar="DIR",
+        help="each node writes its datagrams to DIR/<name>.pcapng and its TLS secrets to DIR/<name>.keys",
+    )
 
 
 def cluster_plan(args: argparse.Namespace) -> Any:
@@ -284,6 +304,7 @@ def cluster_plan(args: argparse.Namespace) -> Any:
         base_port=args.base_port,
         scenario=args.scenario or "healthy",
         record_dir=args.record,
+        pcap_dir=args.pcap,
     )
 
 
@@ -303,7 +324,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     plan = cluster_plan(args)
     if args.check:
         return run_check(plan, sys.stdout, timeout_s=args.timeout)
-    if args.scenario or args.record:
+    if args.scenario or args.record or args.pcap:
         return run_scenario(plan, sys.stdout)
     return run_foreground(plan, sys.stdout)
 

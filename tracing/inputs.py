@@ -1,8 +1,9 @@
 """Every way in, opened by one function: recordings, qlog files and packet captures.
 
-`open_inputs` decides per path. A pcap or pcapng file is decoded with the key log given
-(and any its own Decryption Secrets Blocks carry); a directory yields its qlog traces and
-its captures, each with the `<name>.keys` beside it; anything else is read as qlog.
+`open_inputs` decides per path. A pcap or pcapng file is decoded with the key log given,
+the `<name>.keys` beside it (as `dhtscope node --pcap` writes them) and any Decryption
+Secrets Blocks it carries; a directory yields its qlog traces and its captures; anything
+else is read as qlog.
 `dhtscope diagnose`, `convert` and `replay` (its indexing and analysing children too) all
 open their inputs here, so a capture works wherever a recording does.
 """
@@ -62,7 +63,7 @@ def read_inputs(paths: Sequence[str | os.PathLike[str]], keylog: str | os.PathLi
             if not found or _has_traces(p):
                 qlog_paths.append(p)
         elif is_capture(p):
-            captures.append((p, None))
+            captures.append((p, _keys_beside(p)))
         elif p.suffix.lower() in CAPTURE_SUFFIXES and p.is_file():
             raise InputError(f"{p}: not a pcap or pcapng capture (starts with 0x{_head(p)})")
         else:

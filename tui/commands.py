@@ -194,7 +194,12 @@ def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = Non
     work = tempfile.mkdtemp(prefix="dhtscope-demo-")
     record = args.record or os.path.join(work, "recording")
     plan = ClusterPlan(
-        providers=args.providers, base_port=args.base_port, scenario=args.scenario, record_dir=record, control_dir=work
+        providers=args.providers,
+        base_port=args.base_port,
+        scenario=args.scenario,
+        record_dir=record,
+        control_dir=work,
+        pcap_dir=args.pcap,
     )
     cluster = Cluster(plan, log_dir=os.path.join(work, "logs"))
     try:
@@ -274,4 +279,9 @@ def add_commands(subparsers: Any) -> None:
         help="the registry's fault scenario at start (switch it live with `s`)",
     )
     p.add_argument("--record", metavar="DIR", help="keep the recording in DIR (default: a temporary directory)")
+    p.add_argument(
+        "--pcap",
+        metavar="DIR",
+        help="each node writes its datagrams to DIR/<name>.pcapng and its TLS secrets to DIR/<name>.keys",
+    )
     p.set_defaults(func=cmd_demo)

@@ -23,6 +23,9 @@ from .values import DONE, ERROR, MISSING, Evidence, StreamView
 Key = tuple[str, int]
 
 MAX_WIRE_EVIDENCE_STREAMS = 4
+# A jump in a sender's packet numbers wider than this is a choice (stacks skip numbers on
+# purpose), not packets lost on the way to the capture point.
+MAX_PACKET_NUMBER_GAP = 64
 
 
 def on_wire(conn_ends: tuple[TraceFacts | None, TraceFacts | None]) -> bool:
@@ -122,7 +125,7 @@ class WireFates:
 
     sent: int = 0  # packets seen, plus those missing from the sender's numbering
     unacked: list[Key] = field(default_factory=list)  # never acknowledged, though later packets were
-    resent: list[Key] = field(default_factory=list)  # never acknowledged, and their data sent again
+    resent: list[Key] = field(default_factory=list)  # as `unacked`, and their data sent again
     missing: list[tuple[Key, int]] = field(default_factory=list)  # (packet after the gap, packets missing)
     spurious: list[Key] = field(default_factory=list)  # data sent again though the packet was acknowledged
 
@@ -136,12 +139,19 @@ class WireFates:
 
 
 def wire_fates(f: TraceFacts, other: TraceFacts) -> WireFates:
-    """Loss and retransmission of the packets `f` sent, from `f`'s packets and the peer's ACKs on the wire."""
+    """Loss and retransmission of the packets `f` sent, from `f`'s packets and the peer's ACKs on the wire.
+
+    A packet is lost when the receiver acknowledged a later packet of its number space and never
+    it: ACK ranges repeat until acknowledged, so a packet received shows in some ACK. A packet
+    never acknowledged and nothing after it either (the last Handshake packets, whose keys are
+    dropped once the handshake is confirmed) is not judged.
+    """
     fates = WireFates(sent=len(f.sent_pkts))
     resent_of = _resent(f)
     by_space: dict[str, list[int]] = defaultdict(list)
     for space, pn in f.sent_pkts:
         by_space[space].append(pn)
+    used = {pn for _, pn in f.sent_pkts}
     for space, pns in by_space.items():
         pns.sort()
         acked = f.peer_acked.get(space)
@@ -150,15 +160,19 @@ def wire_fates(f: TraceFacts, other: TraceFacts) -> WireFates:
             key = (space, pn)
             _t, _rec, _size, _sids, eliciting, closes = f.sent_pkts[key]
             was_acked = acked is not None and pn in acked
-            if key in resent_of:
-                (fates.spurious if was_acked else fates.resent).append(key)
-            elif eliciting and not closes and not was_acked and top is not None and pn < top:
-                fates.unacked.append(key)
-        # Packets that could not be opened have no number: gaps then say nothing.
+            if was_acked:
+                if key in resent_of:
+                    fates.spurious.append(key)
+            elif eliciting and not closes and top is not None and pn < top:
+                (fates.resent if key in resent_of else fates.unacked).append(key)
+        # Packets that could not be opened have no number: gaps then say nothing. Some stacks
+        # (aioquic) number all spaces from one counter: a number another space used is no gap.
         if other.dropped == 0:
             for a, b in zip(pns, pns[1:], strict=False):
-                if b - a > 1:
-                    fates.missing.append(((space, b), b - a - 1))
+                if 1 < b - a <= MAX_PACKET_NUMBER_GAP:
+                    gone = sum(1 for x in range(a + 1, b) if x not in used)
+                    if gone:
+                        fates.missing.append(((space, b), gone))
     fates.sent += sum(n for _, n in fates.missing)
     return fates
 
@@ -194,7 +208,7 @@ def wire_summary(fates: list[WireFates]) -> str:
     missing = sum(n for x in fates for _, n in x.missing)
     parts = []
     if resent:
-        parts.append(f"{resent} never acknowledged and their data sent again")
+        parts.append(f"{resent} never acknowledged though later ones were, and their data sent again")
     if unacked:
         parts.append(f"{unacked} never acknowledged though later ones were")
     if missing:

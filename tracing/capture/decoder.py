@@ -42,6 +42,8 @@ _LONG_TYPES = {
 QUIC_TRANSPORT_PARAMETERS_EXT = 0x39  # TLS extension carrying QUIC transport parameters (RFC 9001 8.2)
 TLS_HANDSHAKE_HEADER_BYTES = 4  # message type + 24-bit length
 MAX_CID_BYTES = 20  # RFC 9000 17.2
+MIN_INITIAL_DCID_BYTES = 8  # RFC 9000 7.2: a client's first Destination Connection ID
+MIN_INITIAL_DATAGRAM_BYTES = 1200  # RFC 9000 14.1: datagrams with a client's Initial are padded to this
 RESET_TOKEN_BYTES = 16
 # RFC 9000 10.3: a stateless reset is at least 21 bytes (5 unpredictable + 16 token).
 MIN_STATELESS_RESET_BYTES = 21
@@ -288,7 +290,7 @@ class CaptureDecoder:
             return None
 
         found = self._by_cid.get(dcid) if dcid else None
-        if found is None:
+        if found is None and not self._opens_connection(version, first, dcid, n):
             flow = self._by_flow.get((src[0], src[1], dst[0], dst[1]))
             if flow is not None:
                 found = flow
@@ -418,6 +420,17 @@ class CaptureDecoder:
             header["token"] = {"length": token_len}
         self._protected(time_ms, frame, conn, c2s, data[pos:end], p - pos, ptype, header, version)
         return conn, c2s, end
+
+    @staticmethod
+    def _opens_connection(version: int, first: int, dcid: bytes, size: int) -> bool:
+        """A client's first Initial: a padded datagram to a connection id nobody has used yet.
+
+        Two nodes that each connect to the other share one address pair; only the connection
+        id tells their connections apart, so such a packet never joins an earlier one by address.
+        """
+        if version not in SUPPORTED or len(dcid) < MIN_INITIAL_DCID_BYTES or size < MIN_INITIAL_DATAGRAM_BYTES:
+            return False
+        return _LONG_TYPES[version][(first & 0x30) >> 4] == "initial"
 
     def _new_conn(self, dcid: bytes, src: tuple[str, int], dst: tuple[str, int], version: int, frame: int) -> _Conn:
         conn = _Conn(len(self.conns), dcid, src, dst, version)
