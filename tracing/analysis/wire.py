@@ -23,6 +23,11 @@ from .values import DONE, ERROR, MISSING, Evidence, StreamView
 Key = tuple[str, int]
 
 MAX_WIRE_EVIDENCE_STREAMS = 4
+# A requester that abandons a stream sooner than this after the peer got it cancelled it (a lookup
+# that finished elsewhere), rather than gave up waiting for an answer...
+GAVE_UP_MIN_WAIT_MS = 100.0
+# ...and on slow paths, sooner than this many round trips.
+GAVE_UP_MIN_RTTS = 10.0
 # A jump in a sender's packet numbers wider than this is a choice (stacks skip numbers on
 # purpose), not packets lost on the way to the capture point.
 MAX_PACKET_NUMBER_GAP = 64
@@ -48,11 +53,14 @@ def find_not_answered(ctx: Context) -> None:
         if v.step("answered").status != MISSING:
             continue
         received = v.step("received").time_ms
-        o = OF.streams.get(v.stream_id, EMPTY_SIDE)
-        gave_up = o.stop_sent is not None or bool(o.resets_sent)
-        # The connection went on carrying packets long after: the answer was not merely late.
-        lived_on = received is not None and PF.last_ms is not None and PF.last_ms - received >= NO_RESPONSE_GRACE_MS
-        if gave_up or lived_on:
+        if received is None:
+            continue
+        # The requester waited, then gave up (a cancel at once says nothing of the peer)...
+        waited = max(GAVE_UP_MIN_WAIT_MS, GAVE_UP_MIN_RTTS * (OF.rtt_ms or 0.0))
+        gave_up = _gave_up_at(OF, v.stream_id)
+        # ...or the connection went on carrying packets long after: the answer was not merely late.
+        lived_on = PF.last_ms is not None and PF.last_ms - received >= NO_RESPONSE_GRACE_MS
+        if (gave_up is not None and gave_up - received >= waited) or lived_on:
             by_node[v.peer].append(v)
     for node, views in by_node.items():
         sids, conns, refs = group_streams(views)
@@ -98,10 +106,16 @@ def find_not_answered(ctx: Context) -> None:
         )
 
 
+def _gave_up_at(opener: TraceFacts, sid: int) -> float | None:
+    """When the opener abandoned the stream (STOP_SENDING or its own reset), if it did."""
+    side = opener.streams.get(sid, EMPTY_SIDE)
+    times = [r[1] for r in (side.stop_sent, *side.resets_sent) if r is not None]
+    return min(times) if times else None
+
+
 def _gave_up(ctx: Context, v: StreamView) -> bool:
     OF, _ = ctx_ends(ctx, v)
-    side = OF.streams.get(v.stream_id, EMPTY_SIDE) if OF is not None else EMPTY_SIDE
-    return side.stop_sent is not None or bool(side.resets_sent)
+    return OF is not None and _gave_up_at(OF, v.stream_id) is not None
 
 
 def _credit_note(ctx: Context, node: str, conns: tuple[str, ...]) -> str:

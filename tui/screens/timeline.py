@@ -41,7 +41,8 @@ def credit_line(conn: ConnectionView | None, base_ms: float | None) -> Text | No
             # The first grant is the handshake's: only later raises need their time.
             when = "" if k == 0 or t is None or base_ms is None else f" at {(t - base_ms) / 1000:+.1f} s"
             steps.append(f"{limit}{when}")
-        text.append(f"{c.grantor} allows {' → '.join(steps)}, peer opened {c.peer_opened}")
+        allows = f"allows {' → '.join(steps)}" if steps else "sets a limit the traces do not show"
+        text.append(f"{c.grantor} {allows}, peer opened {c.peer_opened}")
         if c.text.endswith("blocked"):
             text.append(" (blocked)", style="bold red")
     return text
