@@ -74,7 +74,7 @@ def read_inputs(paths: Sequence[str | os.PathLike[str]], keylog: str | os.PathLi
         if not captures:
             raise InputError(f"--keylog {keylog}: no packet capture among the inputs to decrypt with it")
         try:
-            keys = read_keylog(keylog)
+            keys = read_keylog(Path(keylog))
         except CaptureError as exc:
             raise InputError(str(exc)) from None
 
@@ -148,10 +148,10 @@ def _read_captures(
         known = {n.name for n in rec.nodes}
         for trace in capture_rec.traces:
             for end in ("client", "server"):
-                name, address = trace.info.extra.get(f"{end}_name"), trace.info.extra.get(end)
-                if isinstance(name, str) and name not in known:
-                    known.add(name)
-                    rec.nodes.append(NodeEntry(name=name, node_id=None, address=address, role=None, dir=None))
+                who, where = trace.info.extra.get(f"{end}_name"), trace.info.extra.get(end)
+                if isinstance(who, str) and who not in known and isinstance(where, str):
+                    known.add(who)
+                    rec.nodes.append(NodeEntry(name=who, node_id=None, address=where, role=None, dir=None))
         rec.traces.extend(capture_rec.traces)
         rec.warnings.extend(capture_rec.warnings)
     if keys is not None and keys.secrets and not matched & keys.secrets.keys():
@@ -180,7 +180,7 @@ def check_inputs(paths: Sequence[str | os.PathLike[str]], keylog: str | os.PathL
         if not has_capture:
             raise InputError(f"--keylog {keylog}: no packet capture among the inputs to decrypt with it")
         try:
-            read_keylog(keylog)
+            read_keylog(Path(keylog))
         except CaptureError as exc:
             raise InputError(str(exc)) from None
 

@@ -424,7 +424,7 @@ class TraceFacts:
                     self._started(ev.data)
                 elif name == "quic:alpn_information":
                     d = ev.data
-                    keys = ("client_alpns", "server_alpns", "chosen_alpn", "alpn")
+                    keys: tuple[str, ...] = ("client_alpns", "server_alpns", "chosen_alpn", "alpn")
                     if self.on_wire:
                         # The wire shows what the client offered and what the server chose: each
                         # end's own, never the other's (a server that refused says nothing).
