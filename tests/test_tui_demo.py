@@ -10,9 +10,13 @@ from typing import Any
 
 from helpers.tui import cell, table_text, wait_until
 
+from dhtscope.tracing.analysis import analyse
+from dhtscope.tracing.inputs import open_inputs
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.commands import _ports_free, run_demo
 from dhtscope.tui.messages import ScenarioChosen
+
+NAMES = ("registry", "provider1", "provider2", "provider3", "client")
 
 
 def _base_port() -> int:
@@ -31,7 +35,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_demo_attaches_to_five_nodes_and_quitting_stops_every_process() -> None:
+def test_demo_attaches_to_five_nodes_and_quitting_stops_every_process(tmp_path) -> None:
     seen: dict[str, Any] = {}
 
     def on_started(cluster: Any) -> None:
@@ -75,8 +79,14 @@ def test_demo_attaches_to_five_nodes_and_quitting_stops_every_process() -> None:
 
         return asyncio.run(drive())
 
-    args = argparse.Namespace(providers=3, base_port=_base_port(), scenario="healthy", record=None)
+    pcap = tmp_path / "cap"
+    args = argparse.Namespace(providers=3, base_port=_base_port(), scenario="healthy", record=None, pcap=str(pcap))
     assert run_demo(args, runner=runner, on_started=on_started) == 0
     assert len(seen["pids"]) == 5
     assert not any(_alive(pid) for pid in seen["pids"])
     assert not os.path.exists(seen["work"])
+    # --pcap: each node's capture and key log outlive the demo, and decrypt whole.
+    assert sorted(p.name for p in pcap.glob("*.pcapng")) == [f"{n}.pcapng" for n in sorted(NAMES)]
+    rec = open_inputs([pcap / "registry.pcapng"])
+    assert rec.traces and {t.info.extra["decrypted"] for t in rec.traces} == {"full"}
+    assert "registry" in analyse(rec).nodes
