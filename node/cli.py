@@ -172,6 +172,12 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help="append the node's TLS secrets to FILE (NSS key log, SSLKEYLOGFILE format) to decrypt --pcap with "
         "(default with --pcap: the capture's name with .keys)",
     )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="keep this node's records and routing table in DIR (SQLite), and its key unless --key is given, "
+        "so a restart loses nothing",
+    )
     p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
     p.add_argument("--control-token", metavar="TOKEN", help="token required on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
@@ -248,6 +254,7 @@ def service_options(args: argparse.Namespace) -> Any:
         pcap=args.pcap,
         # A capture is of little use without its keys: they go beside it unless told otherwise.
         keylog=args.keylog or (str(Path(args.pcap).with_suffix(".keys")) if args.pcap else None),
+        data_dir=args.data_dir,
     )
 
 
@@ -291,6 +298,12 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="each node writes its datagrams to DIR/<name>.pcapng and its TLS secrets to DIR/<name>.keys",
     )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="each node keeps its key, records and routing table in DIR/NAME (default: a temporary directory "
+        "for the run)",
+    )
 
 
 def cluster_plan(args: argparse.Namespace) -> Any:
@@ -305,6 +318,7 @@ def cluster_plan(args: argparse.Namespace) -> Any:
         scenario=args.scenario or "healthy",
         record_dir=args.record,
         pcap_dir=args.pcap,
+        data_dir=args.data_dir,
     )
 
 

@@ -242,11 +242,16 @@ async def run_probe(node: Node, kind: str, args: list[str]) -> dict[str, Any]:
             "records": records,
             "ok": bool(records),
         }
-    # store and advertise: a signed record under the key (a name is hashed), republished while we run
+    # store and advertise: a signed record under the key (a name is hashed), republished while we run.
+    # Only an advertisement names its key: stores check its value as an endpoint, so a plain value
+    # stored under a name must not claim to be one.
     key_text, value = args
     key = NodeId.parse(key_text)
     name = key_text if key.hex() != key_text.lower() else None
-    report = await node.store(key, value.encode("utf-8"), name=name)
+    if kind == "store":
+        report = await node.store(key, value.encode("utf-8"))
+    else:
+        report = await node.store(key, value.encode("utf-8"), name=name)
     return {
         "op": op,
         "kind": kind,

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from .constants import FIND_VALUE_QUORUM, MAX_DATAGRAM_BYTES
 from .keys import Identity
 from .node import Node, NodeError
+from .persistence import key_path
 from .rpc import RpcError
 from .scenarios import Faults
 from .transport import Address
@@ -47,6 +48,7 @@ class ServiceOptions:
     max_datagram_bytes: int = MAX_DATAGRAM_BYTES
     pcap: str | None = None  # capture file for the node's datagrams
     keylog: str | None = None  # NSS key log for its TLS secrets
+    data_dir: str | None = None  # records and routing table in SQLite; the key too, unless key_file
 
     def node_kwargs(self) -> dict[str, Any]:
         """The Node settings these options carry (besides identity, address, name, role, faults)."""
@@ -57,7 +59,15 @@ class ServiceOptions:
         }
         if self.request_timeout_s:
             kwargs["request_timeout_s"] = self.request_timeout_s
+        if self.data_dir:
+            kwargs["data_dir"] = self.data_dir
         return kwargs
+
+    def key_path(self) -> str | None:
+        """The key file to use: the one given, else the one in the data dir, else none (a fresh key)."""
+        if self.key_file:
+            return self.key_file
+        return key_path(self.data_dir) if self.data_dir else None
 
     def make_node(self, identity: Identity, name: str, recorder: Any = None) -> Node:
         """The (unstarted) node these options describe: `dhtscope node` and `dhtscope tui` both build it here."""
@@ -97,7 +107,8 @@ async def run_service(
     opts: ServiceOptions, stop: asyncio.Event | None = None, on_started: Callable[[Node], None] | None = None
 ) -> None:
     """Run one node until `stop` is set or SIGINT/SIGTERM arrives."""
-    identity = Identity.load_or_create(opts.key_file) if opts.key_file else Identity.generate()
+    key_file = opts.key_path()
+    identity = Identity.load_or_create(key_file) if key_file else Identity.generate()
     name = opts.name or identity.node_id.short()
     report = Reporter(name, opts.json_lines)
     recorder = None
@@ -131,6 +142,14 @@ async def run_service(
         role=opts.role,
         control=control.description if control else None,
     )
+    if node.state_loaded is not None:
+        loaded = node.state_loaded
+        report(
+            "state_loaded",
+            f"loaded {loaded['records']} record(s) and {loaded['contacts']} contact(s) from {opts.data_dir}"
+            + (f"; {loaded['records_refused']} no longer valid" if loaded["records_refused"] else ""),
+            **loaded,
+        )
     if on_started is not None:
         on_started(node)
     work = asyncio.create_task(_work(node, opts, report, stop))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from helpers.traces import MANIFEST, recording, seed_bug_with_node_logs
 from helpers.tui import table_text
-from test_analysis import recording
-from test_analysis_causes import MANIFEST, _seed_bug_with_node_logs
 from textual.app import App, ComposeResult
 
 from dhtscope.tracing.analysis import Analysis, analyse
@@ -19,7 +18,7 @@ class _Findings(App[None]):
 
 
 def _analysis() -> Analysis:
-    return analyse(recording(*_seed_bug_with_node_logs(), nodes=MANIFEST))
+    return analyse(recording(*seed_bug_with_node_logs(), nodes=MANIFEST))
 
 
 async def test_roots_come_first_with_their_consequences_indented_and_counted() -> None:
