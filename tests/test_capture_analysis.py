@@ -88,6 +88,12 @@ def test_a_server_that_never_answers_the_handshake_is_named(tmp_path):
     assert "nothing came back" in a.findings[0].summary
 
 
+def test_a_client_that_gives_up_on_a_silent_server_is_a_handshake_timeout_whatever_code_it_closes_with(tmp_path):
+    a = diagnose(tmp_path, plan=Plan(give_up_s=0.5, drop=lambda n, from_client: from_client))
+    assert kinds(a) == [("handshake_timeout", ERROR, SERVER)]
+    assert "then it closed the connection" in a.findings[0].summary
+
+
 def test_a_peer_gone_silent_mid_connection_is_unresponsive_as_the_wire_shows(tmp_path):
     # Every server datagram after its first flight never reaches the wire: the client retransmits into silence.
     a = diagnose(tmp_path, plan=Plan(streams=2, close=False, hide=lambda n, from_client: not from_client and n >= 4))

@@ -79,6 +79,7 @@ class Plan:
     drop: Callable[[int, bool], bool] | None = None  # (datagram number, client sent) -> lose it after the sniffer
     hide: Callable[[int, bool], bool] | None = None  # ... -> lose it before the sniffer: never captured
     close_code: int = 0  # the client's CONNECTION_CLOSE error code (an application code)
+    give_up_s: float | None = None  # the client closes if its handshake is not done this long after it began
 
 
 def converse(
@@ -226,6 +227,15 @@ def converse(
             client.send_stream_data(sid, b"after key update", end_stream=True)
             conv.streams.append(sid)
             continue
+        if (
+            plan.give_up_s is not None
+            and not sent_requests
+            and now >= start_s + plan.give_up_s
+            and not getattr(client, "_closing", False)
+        ):
+            client._closing = True  # type: ignore[attr-defined]
+            client.close(error_code=plan.close_code, reason_phrase="handshake timeout")
+            continue
         done_streams = not plan.answer or len(answered) >= len(conv.streams) - (1 if plan.reset_stream else 0)
         close_due = sent_requests and done_streams and plan.close and not getattr(client, "_closing", False)
         if close_due and now >= requests_at + plan.linger_s:
@@ -235,6 +245,8 @@ def converse(
         timers = [t for t in (client.get_timer(), server.get_timer() if server else None) if t is not None]
         if close_due:
             timers.append(requests_at + plan.linger_s)
+        if plan.give_up_s is not None and not sent_requests and not getattr(client, "_closing", False):
+            timers.append(start_s + plan.give_up_s)
         if not timers:
             break
         t = min(timers)

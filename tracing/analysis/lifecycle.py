@@ -209,10 +209,12 @@ def find_connection_failures(ctx: Context) -> None:
                 key = ("version_negotiation_failed" if failed else "version_negotiation", "", ERROR if failed else INFO)
                 groups[key].append(_Item(conn, f.node, peer, BOTH, [f.evidence(ref)]))
         info = close_of(conn)
-        if info is None and conn.id not in ctx.silenced:
-            unanswered = _unanswered_handshake(conn)
+        if conn.id not in ctx.silenced:
+            unanswered = _unanswered_handshake(conn, info)
             if unanswered is not None:
+                # Nothing ever came back: whatever code the client closed with, it gave up waiting.
                 groups[("handshake_timeout", "", ERROR)].append(unanswered)
+                continue
         if info is None or is_alpn_close(info) or conn.id in ctx.silenced:
             continue
         closer, receiver = _ends_names(ctx, conn, info)
@@ -259,17 +261,25 @@ def find_connection_failures(ctx: Context) -> None:
             _emit(ctx, kind, severity, node, mine, names.get((kind, label, severity)))
 
 
-def _unanswered_handshake(conn: Joined) -> _Item | None:
-    """Seen on the wire: a client that kept sending its first packets while nothing came back."""
+def _unanswered_handshake(conn: Joined, info: CloseInfo | None) -> _Item | None:
+    """Seen on the wire: a client that kept sending its first packets, or closed, while nothing came back."""
     client, server = conn.client, conn.server
     if client is None or server is None or not (client.on_wire and server.on_wire) or server.packets_sent:
         return None
     sends = client.eliciting_sent
-    if len(sends) < 2 or sends[-1][0] - sends[0][0] < UNANSWERED_HANDSHAKE_MIN_MS:
+    if not sends:
+        return None
+    gave_up = info is not None and info.facts is client and info.by_local is not False
+    if not gave_up and (len(sends) < 2 or sends[-1][0] - sends[0][0] < UNANSWERED_HANDSHAKE_MIN_MS):
         return None
     evidence = [client.evidence((r, t, "quic:packet_sent", "")) for t, r, _ in sends[:4]]
+    if info is not None:
+        evidence.append(info.facts.evidence(info.ref))
     it = _Item(conn, client.node, server.node, RECEIVER, evidence)
-    it.reason = f"nothing came back to {len(sends)} packets over {(sends[-1][0] - sends[0][0]) / 1000:.1f} s"
+    span = (sends[-1][0] - sends[0][0]) / 1000
+    it.reason = f"nothing came back to {plural(len(sends), 'packet')} over {span:.1f} s" + (
+        ", then it closed the connection" if gave_up else ""
+    )
     return it
 
 

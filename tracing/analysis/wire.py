@@ -42,6 +42,7 @@ def on_wire(conn_ends: tuple[TraceFacts | None, TraceFacts | None]) -> bool:
 def find_not_answered(ctx: Context) -> None:
     """Requests the peer's transport acknowledged and the peer never answered, as the wire shows them."""
     by_node: dict[str, list[StreamView]] = defaultdict(list)
+    unseen: dict[int, list[float]] = {}  # per peer end: when packets it sent went missing before the capture point
     for v in ctx.streams.values():
         if v.one_ended or v.peer is None:
             continue
@@ -55,6 +56,11 @@ def find_not_answered(ctx: Context) -> None:
         received = v.step("received").time_ms
         if received is None:
             continue
+        gaps = unseen.get(id(PF))
+        if gaps is None:
+            gaps = unseen[id(PF)] = [PF.sent_pkts[k][0] for k, _ in wire_fates(PF, OF).missing]
+        if any(t >= received for t in gaps):
+            continue  # the answer may have gone out in packets lost before they reached the capture point
         # The requester waited, then gave up (a cancel at once says nothing of the peer)...
         waited = max(GAVE_UP_MIN_WAIT_MS, GAVE_UP_MIN_RTTS * (OF.rtt_ms or 0.0))
         gave_up = _gave_up_at(OF, v.stream_id)
