@@ -43,6 +43,15 @@ def test_a_peer_that_acknowledges_and_never_answers_is_an_error_that_claims_no_m
     assert [s.step("delivered").status for s in a.streams] == ["not visible", "not visible"]
 
 
+def test_a_peer_that_closes_the_connection_a_while_after_requests_it_never_answered_is_named(tmp_path):
+    (tmp_path / "late").mkdir()
+    (tmp_path / "soon").mkdir()
+    late = diagnose(tmp_path / "late", plan=Plan(streams=2, answer=False, close=False, server_close_s=0.5))
+    assert kinds(late) == [("stream_not_answered", ERROR, SERVER)]
+    soon = diagnose(tmp_path / "soon", plan=Plan(streams=2, answer=False, close=False, server_close_s=0.01))
+    assert kinds(soon) == []  # closed before an answer was due: nothing to say about the answer
+
+
 def test_no_finding_when_the_capture_ends_before_an_answer_was_due(tmp_path):
     a = diagnose(tmp_path, plan=Plan(streams=2, answer=False, linger_s=0.2))
     assert kinds(a) == []
@@ -80,6 +89,12 @@ def test_packets_lost_before_the_capture_point_leave_a_gap_in_the_senders_number
     a = diagnose(tmp_path, plan=Plan(streams=6, hide=lambda n, from_client: n in (9, 12)))
     f = only(a, "packet_loss")
     assert "2 missing from the sender's packet numbers" in f.summary
+
+
+def test_packets_sent_before_the_peer_ever_answered_are_not_judged_lost(tmp_path):
+    # The first Initial lost (a server still starting, say): retransmitted and answered, no loss to report.
+    a = diagnose(tmp_path, plan=Plan(streams=2, drop=lambda n, from_client: n == 1))
+    assert [f.kind for f in a.findings if f.kind == "packet_loss"] == []
 
 
 def test_a_server_that_never_answers_the_handshake_is_named(tmp_path):

@@ -88,6 +88,18 @@ def test_a_directory_of_node_captures_takes_each_ones_keys_and_names(tmp_path):
     assert [t.info.extra["decrypted"] for t in rec.traces] == ["full"]
 
 
+def test_a_connection_in_two_captures_is_analysed_once_from_the_one_holding_more(tmp_path):
+    from quicpair import record
+
+    conv, datagrams = record(plan=Plan(streams=2))
+    write_datagrams(tmp_path / "a.pcapng", datagrams, keylog=conv.keylog)
+    write_datagrams(tmp_path / "b.pcapng", datagrams[:-4], keylog=conv.keylog)  # a capture stopped early
+    rec = open_inputs([tmp_path])
+    [trace] = rec.traces
+    assert Path(trace.info.path).name == "a.pcapng"
+    assert any("is in b.pcapng and a.pcapng: analysed from a.pcapng" in w for w in rec.warnings)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -197,17 +209,24 @@ async def test_replay_of_a_capture_shows_every_tab_and_the_stream_timeline(unans
             lambda: app.main.analysis is not None and not app.source.replay.indexing, pilot, what="index and analysis"
         )
         main = app.main
-        nodes = table_text(main.query_one("#nodes-table"))
-        assert sorted(r.split(" | ")[1] for r in nodes) == ["10.0.0.1:50000", "10.1.0.1:4433"]
+
+        def node_names() -> list[str]:
+            return sorted(r.split(" | ")[1] for r in table_text(main.query_one("#nodes-table")))
+
+        await wait_until(lambda: len(node_names()) == 2, pilot, what="both ends as nodes")
+        assert node_names() == ["10.0.0.1:50000", "10.1.0.1:4433"]
         await pilot.press("2")
+        await wait_until(lambda: main.query_one("#connections-table").row_count() == 1, pilot, what="the connection")
         [conn] = table_text(main.query_one("#connections-table"))
         assert "2/128" in conn  # the client opened 2 of the 128 streams the server allows
         await pilot.press("3")
+        await wait_until(lambda: main.query_one("#streams-table").row_count() == 2, pilot, what="two streams")
         streams = table_text(main.query_one("#streams-table"))
         assert len(streams) == 2 and all(r.endswith("answered") for r in streams)
         await pilot.press("6")
         assert main.query_one("#event-log").row_count() == app.source.replay.total > 0
         await pilot.press("7")
+        await wait_until(lambda: main.query_one("#findings-table").row_count() >= 1, pilot, what="findings")
         findings = table_text(main.query_one("#findings-table"))
         assert findings[0].startswith("error | stream_not_answered | 10.1.0.1:4433")
         assert "#frame " in str(main.query_one("#finding-detail").render())

@@ -154,6 +154,7 @@ def _read_captures(
                     rec.nodes.append(NodeEntry(name=who, node_id=None, address=where, role=None, dir=None))
         rec.traces.extend(capture_rec.traces)
         rec.warnings.extend(capture_rec.warnings)
+    _one_vantage_per_connection(rec)
     if keys is not None and keys.secrets and not matched & keys.secrets.keys():
         which = ", ".join(Path(p).name for p, _ in captures)
         raise InputError(
@@ -183,6 +184,35 @@ def check_inputs(paths: Sequence[str | os.PathLike[str]], keylog: str | os.PathL
             read_keylog(Path(keylog))
         except CaptureError as exc:
             raise InputError(str(exc)) from None
+
+
+def _one_vantage_per_connection(rec: Recording) -> None:
+    """A connection captured at both its ends (each node's own capture) is analysed once, from the
+    capture that holds more of it; counting it twice would count its packets and streams twice."""
+    best: dict[tuple[str, object, object], int] = {}
+    for i, t in enumerate(rec.traces):
+        info = t.info
+        if info.vantage != "network" or info.odcid is None:
+            continue
+        key = (info.odcid, info.extra.get("client"), info.extra.get("server"))
+        kept = best.get(key)
+        if kept is None or len(t) > len(rec.traces[kept]):
+            best[key] = i
+    dropped = [
+        i
+        for i, t in enumerate(rec.traces)
+        if t.info.vantage == "network"
+        and t.info.odcid is not None
+        and best.get((t.info.odcid, t.info.extra.get("client"), t.info.extra.get("server"))) != i
+    ]
+    for i in dropped:
+        t = rec.traces[i]
+        kept = rec.traces[best[(t.info.odcid, t.info.extra.get("client"), t.info.extra.get("server"))]]
+        rec.warnings.append(
+            f"connection {t.info.node} (odcid {t.info.odcid}) is in {Path(t.info.path).name} and "
+            f"{Path(kept.info.path).name}: analysed from {Path(kept.info.path).name}, which holds more of it"
+        )
+    rec.traces = [t for i, t in enumerate(rec.traces) if i not in set(dropped)]
 
 
 def _captures_in(directory: Path) -> list[tuple[Path, Path | None]]:

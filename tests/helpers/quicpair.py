@@ -80,6 +80,7 @@ class Plan:
     hide: Callable[[int, bool], bool] | None = None  # ... -> lose it before the sniffer: never captured
     close_code: int = 0  # the client's CONNECTION_CLOSE error code (an application code)
     give_up_s: float | None = None  # the client closes if its handshake is not done this long after it began
+    server_close_s: float | None = None  # the server closes the connection this long after the requests
 
 
 def converse(
@@ -236,6 +237,13 @@ def converse(
             client._closing = True  # type: ignore[attr-defined]
             client.close(error_code=plan.close_code, reason_phrase="handshake timeout")
             continue
+        server_close_at = requests_at + plan.server_close_s if plan.server_close_s is not None else None
+        server_closes = server is not None and not getattr(server, "_closing", False)
+        if server_close_at is not None and sent_requests and server_closes and now >= server_close_at:
+            assert server is not None
+            server._closing = True  # type: ignore[attr-defined]
+            server.close(error_code=0, reason_phrase="shutting down")
+            continue
         done_streams = not plan.answer or len(answered) >= len(conv.streams) - (1 if plan.reset_stream else 0)
         close_due = sent_requests and done_streams and plan.close and not getattr(client, "_closing", False)
         if close_due and now >= requests_at + plan.linger_s:
@@ -247,6 +255,8 @@ def converse(
             timers.append(requests_at + plan.linger_s)
         if plan.give_up_s is not None and not sent_requests and not getattr(client, "_closing", False):
             timers.append(start_s + plan.give_up_s)
+        if server_close_at is not None and sent_requests and not getattr(server, "_closing", False):
+            timers.append(server_close_at)
         if not timers:
             break
         t = min(timers)

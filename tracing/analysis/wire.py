@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .context import Context, ctx_ends, group_streams, per_opener, plural
 from .delivery import NO_RESPONSE_GRACE_MS
 from .facts import EMPTY_SIDE, TraceFacts
+from .join import close_of, closed_by
 from .values import DONE, ERROR, MISSING, Evidence, StreamView
 
 Key = tuple[str, int]
@@ -61,12 +62,13 @@ def find_not_answered(ctx: Context) -> None:
             gaps = unseen[id(PF)] = [PF.sent_pkts[k][0] for k, _ in wire_fates(PF, OF).missing]
         if any(t >= received for t in gaps):
             continue  # the answer may have gone out in packets lost before they reached the capture point
-        # The requester waited, then gave up (a cancel at once says nothing of the peer)...
+        # The requester waited, then gave up (a cancel at once says nothing of the peer), or the
+        # peer itself closed the connection a while after it got the request...
         waited = max(GAVE_UP_MIN_WAIT_MS, GAVE_UP_MIN_RTTS * (OF.rtt_ms or 0.0))
-        gave_up = _gave_up_at(OF, v.stream_id)
+        ended = [t for t in (_gave_up_at(OF, v.stream_id), _closed_by(ctx, v.connection, PF)) if t is not None]
         # ...or the connection went on carrying packets long after: the answer was not merely late.
         lived_on = PF.last_ms is not None and PF.last_ms - received >= NO_RESPONSE_GRACE_MS
-        if (gave_up is not None and gave_up - received >= waited) or lived_on:
+        if any(t - received >= waited for t in ended) or lived_on:
             by_node[v.peer].append(v)
     for node, views in by_node.items():
         sids, conns, refs = group_streams(views)
@@ -117,6 +119,15 @@ def _gave_up_at(opener: TraceFacts, sid: int) -> float | None:
     side = opener.streams.get(sid, EMPTY_SIDE)
     times = [r[1] for r in (side.stop_sent, *side.resets_sent) if r is not None]
     return min(times) if times else None
+
+
+def _closed_by(ctx: Context, cid: str, end: TraceFacts) -> float | None:
+    """When `end` closed the connection, if it was the one to close it."""
+    conn = ctx.conn_by_id.get(cid)
+    info = close_of(conn) if conn is not None else None
+    if conn is None or info is None or closed_by(conn, info) != end.node:
+        return None
+    return info.time_ms
 
 
 def _gave_up(ctx: Context, v: StreamView) -> bool:
@@ -172,13 +183,19 @@ def wire_fates(f: TraceFacts, other: TraceFacts) -> WireFates:
     for space, pn in f.sent_pkts:
         by_space[space].append(pn)
     used = {pn for _, pn in f.sent_pkts}
+    # Before the peer ever answered it may not have been there yet (a server still starting): the
+    # fate of those packets is no loss to judge, as a trace that began later cannot judge it either.
+    heard = other.sent_times[0] if other.sent_times else float("inf")
     for space, pns in by_space.items():
         pns.sort()
         acked = f.peer_acked.get(space)
         top = acked.hi[-1] if acked is not None and acked.hi else None
         for pn in pns:
             key = (space, pn)
-            _t, _rec, _size, _sids, eliciting, closes = f.sent_pkts[key]
+            t, _rec, _size, _sids, eliciting, closes = f.sent_pkts[key]
+            if t < heard:
+                fates.sent -= 1
+                continue
             was_acked = acked is not None and pn in acked
             if was_acked:
                 if key in resent_of:
