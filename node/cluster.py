@@ -242,6 +242,15 @@ class Cluster:
     def exited(self) -> list[Member]:
         return [m for m in self.members if m.process is not None and m.process.poll() is not None]
 
+    def signal(self, signum: int) -> None:
+        """Send `signum` to every member still running; safe from any thread, never waits."""
+        for m in self.members:
+            if m.process is not None and m.process.poll() is None:
+                try:
+                    m.process.send_signal(signum)
+                except OSError:
+                    pass  # gone meanwhile
+
     def stop(self) -> None:
         procs = [m.process for m in self.members if m.process is not None]
         for p in procs:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .capture import CaptureError, KeyLog, is_capture, read_keylog
-from .model import NodeEntry, Recording
+from .model import NodeEntry, Recording, Trace
 from .reader import TRACE_SUFFIXES, TraceReadError, open_recording
 
 CAPTURE_SUFFIXES = (".pcapng", ".pcap", ".cap")
@@ -58,7 +58,7 @@ def read_inputs(paths: Sequence[str | os.PathLike[str]], keylog: str | os.PathLi
     qlog_paths: list[Path] = []
     for p in given:
         if p.is_dir():
-            found = _captures_in(p)
+            found = captures_in(p)
             captures.extend(found)
             if not found or _has_traces(p):
                 qlog_paths.append(p)
@@ -171,7 +171,7 @@ def check_inputs(paths: Sequence[str | os.PathLike[str]], keylog: str | os.PathL
     has_capture = False
     for p in map(Path, paths):
         if p.is_dir():
-            has_capture = has_capture or bool(_captures_in(p))
+            has_capture = has_capture or bool(captures_in(p))
             continue
         if sniff_capture(p) is not None:
             has_capture = True
@@ -189,35 +189,36 @@ def check_inputs(paths: Sequence[str | os.PathLike[str]], keylog: str | os.PathL
 def _one_vantage_per_connection(rec: Recording) -> None:
     """A connection captured at both its ends (each node's own capture) is analysed once, from the
     capture that holds more of it; counting it twice would count its packets and streams twice."""
-    best: dict[tuple[str, object, object], int] = {}
-    for i, t in enumerate(rec.traces):
+
+    def key(t: Trace) -> tuple[str, object, object] | None:
         info = t.info
         if info.vantage != "network" or info.odcid is None:
+            return None
+        return (info.odcid, info.extra.get("client"), info.extra.get("server"))
+
+    best: dict[tuple[str, object, object], Trace] = {}
+    for t in rec.traces:
+        k = key(t)
+        if k is not None and (k not in best or len(t) > len(best[k])):
+            best[k] = t
+    kept: list[Trace] = []
+    for t in rec.traces:
+        k = key(t)
+        if k is None or best[k] is t:
+            kept.append(t)
             continue
-        key = (info.odcid, info.extra.get("client"), info.extra.get("server"))
-        kept = best.get(key)
-        if kept is None or len(t) > len(rec.traces[kept]):
-            best[key] = i
-    dropped = [
-        i
-        for i, t in enumerate(rec.traces)
-        if t.info.vantage == "network"
-        and t.info.odcid is not None
-        and best.get((t.info.odcid, t.info.extra.get("client"), t.info.extra.get("server"))) != i
-    ]
-    for i in dropped:
-        t = rec.traces[i]
-        kept = rec.traces[best[(t.info.odcid, t.info.extra.get("client"), t.info.extra.get("server"))]]
+        where, other = Path(t.info.path).name, Path(best[k].info.path).name
         rec.warnings.append(
-            f"connection {t.info.node} (odcid {t.info.odcid}) is in {Path(t.info.path).name} and "
-            f"{Path(kept.info.path).name}: analysed from {Path(kept.info.path).name}, which holds more of it"
+            f"connection {t.info.node} (odcid {t.info.odcid}) is in {where} and {other}: analysed from {other}, "
+            "which holds more of it"
         )
-    rec.traces = [t for i, t in enumerate(rec.traces) if i not in set(dropped)]
+    rec.traces = kept
 
 
-def _captures_in(directory: Path) -> list[tuple[Path, Path | None]]:
+def captures_in(directory: str | os.PathLike[str]) -> list[tuple[Path, Path | None]]:
+    """The pcap/pcapng files under `directory`, each with the key log beside it (or None)."""
     out = []
-    for p in sorted(directory.rglob("*")):
+    for p in sorted(Path(directory).rglob("*")):
         if p.suffix.lower() in CAPTURE_SUFFIXES and is_capture(p):
             out.append((p, _keys_beside(p)))
     return out
