@@ -23,6 +23,7 @@ RECORDING_RATIO = 0.85
 ATTACK_PING_SUCCESS = 1.0
 ATTACK_P99_MS = 100.0
 ATTACK_RSS_MIB = 256.0
+CAPTURE_VS_TSHARK = 1.0  # packets decoded per second, at least tshark's on the same capture and keys
 
 
 def _load(results_dir: str, section: str) -> dict[str, Any] | None:
@@ -504,6 +505,46 @@ def _attacks_section(doc: dict[str, Any], t: Targets) -> list[str]:
             "",
         ]
         out += _attack_rows(before["rows"])
+
+
+def _capture_section(doc: dict[str, Any], t: Targets) -> list[str]:
+    res = doc["result"]
+    out = [
+        "## 6. Reading captures",
+        "",
+        "`bench/capture_bench.py`: a pcapng of many interleaved QUIC connections (aioquic client and server "
+        "in one process, every datagram written by `CaptureWriter`, 20 request streams of 2,000 bytes each "
+        "way per connection) and its key log file, decoded whole by `read_capture` (decrypt, attribute each "
+        "packet to its connection, parse every frame, build the qlog events) and by "
+        "`tshark -o tls.keylog_file:KEYS -T json -r CAP > /dev/null`. Packets per second are QUIC packets "
+        "(coalesced ones counted each) over wall time, each tool in its own process.",
+    ]
+    if "error" in res:
+        t.add("capture decode rate ≥ tshark's", f"failed: {res['error']}", False)
+        return out + ["", f"The run failed: {res['error']}"]
+    ours, theirs = res["dhtscope_packets_per_s"], res.get("tshark_packets_per_s")
+    out += [
+        "",
+        "| figure | dhtscope | tshark |",
+        "|---|---:|---:|",
+        f"| capture | {res['connections']:,} connections, {res['datagrams']:,} datagrams, {res['packets']:,} "
+        f"packets, {res['capture_bytes'] / 1e6:.1f} MB | the same file and keys |",
+        f"| time | {res['dhtscope_s']} s | {_num(res.get('tshark_s'), 2)} s |",
+        f"| packets per second | {ours:,} | {_num(theirs)} |",
+        f"| qlog events built | {res['events']:,} | – |",
+    ]
+    if theirs:
+        ratio = ours / theirs
+        out += ["", f"dhtscope decodes at {_x(ratio)} tshark's rate ({res.get('tshark_version', 'tshark')})."]
+        t.add(
+            "capture decode rate ≥ tshark's (packets/s)",
+            f"{ours:,} vs {theirs:,}: {_x(ratio)}",
+            ratio >= CAPTURE_VS_TSHARK,
+        )
+    else:
+        why = res.get("tshark_missing", "tshark was not measured")
+        out += ["", f"tshark's column is empty: {why}."]
+        t.add("capture decode rate ≥ tshark's (packets/s)", f"{ours:,} packets/s; {why}", None)
     return out
 
 
@@ -574,7 +615,7 @@ def _experiments_section(results_dir: str) -> list[str]:
 
 
 def write_report(results_dir: str, path: str, run_s: float | None, sections_run: list[str]) -> str:
-    docs = {s: _load(results_dir, s) for s in ("rpc", "lookup", "sim", "recording", "tui")}
+    docs = {s: _load(results_dir, s) for s in ("rpc", "lookup", "sim", "recording", "tui", "capture")}
     t = Targets()
     body: list[str] = []
     chart = ""
@@ -592,6 +633,8 @@ def write_report(results_dir: str, path: str, run_s: float | None, sections_run:
     attacks = _load(results_dir, "attacks")
     if attacks:
         body += _attacks_section(attacks, t) + [""]
+    if docs["capture"]:
+        body += _capture_section(docs["capture"], t) + [""]
     body += _experiments_section(results_dir)
     any_doc = next((d for d in docs.values() if d), None)
     facts = any_doc["machine"] if any_doc else {}

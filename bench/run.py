@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -33,8 +34,8 @@ sys.path.insert(0, BENCH_DIR)
 from benchlib import load_average, machine_facts  # noqa: E402
 from procs import BenchError, Proc  # noqa: E402
 
-SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "attacks")
-QUICK_SECTIONS = ("rpc", "recording", "lookup", "sim", "tui")  # the attacks would double a quick run
+SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture", "attacks")
+QUICK_SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture")  # the attacks would double a quick run
 LEVELS = (1, 16, 128)
 LIBP2P_RAISED_CAP = 4096
 
@@ -277,6 +278,38 @@ def bench_tui(full: bool) -> dict[str, Any]:
     return result
 
 
+# -- reading captures -------------------------------------------------------------------------------
+
+
+def bench_capture(full: bool) -> dict[str, Any]:
+    """bench/capture_bench.py in its own process: decode rate beside tshark's on the same capture and keys."""
+    connections = "3000" if full else "1000"
+    tshark = shutil.which("tshark")
+    log(f"capture: {connections} interleaved connections decoded by dhtscope" + (" and tshark" if tshark else ""))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH_DIR, "capture_bench.py"), "--connections", connections, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        log(f"  failed: {tail[0]}")
+        return {"error": tail[0]}
+    result: dict[str, Any] = json.loads(proc.stdout)
+    if tshark is None:
+        result["tshark_missing"] = "tshark is not installed here (apt-get install -y tshark to measure it)"
+    else:
+        said = subprocess.run([tshark, "--version"], capture_output=True, text=True).stdout
+        version = re.search(r"\d+\.\d+\.\d+", said)
+        result["tshark_version"] = f"tshark {version.group(0)}" if version else "tshark"
+    log(
+        f"  dhtscope {result['dhtscope_packets_per_s']:,} packets/s"
+        + (f", tshark {result['tshark_packets_per_s']:,} packets/s" if result.get("tshark_packets_per_s") else "")
+    )
+    return result
+
+
 def bench_attacks(full: bool) -> None:
     """bench/attacks/run.py in its own process; it writes bench/results/attacks.json itself."""
     log("attacks: issue 13's attacks against a node on 127.0.0.1, an honest peer PINGing throughout")
@@ -290,6 +323,7 @@ RUNNERS = {
     "sim": bench_sim,
     "tui": bench_tui,
     "attacks": bench_attacks,
+    "capture": bench_capture,
 }
 
 

@@ -47,11 +47,17 @@ class ServiceOptions:
     discover_all: bool = False  # ask all k closest nodes, not just the first few holders
     ping_bootstrap: int = 0  # PING each bootstrap node this many times after joining
     max_datagram_bytes: int = MAX_DATAGRAM_BYTES
+    pcap: str | None = None  # capture file for the node's datagrams
+    keylog: str | None = None  # NSS key log for its TLS secrets
     data_dir: str | None = None  # records and routing table in SQLite; the key too, unless key_file
 
     def node_kwargs(self) -> dict[str, Any]:
         """The Node settings these options carry (besides identity, address, name, role, faults)."""
-        kwargs: dict[str, Any] = {"max_datagram_bytes": self.max_datagram_bytes}
+        kwargs: dict[str, Any] = {
+            "max_datagram_bytes": self.max_datagram_bytes,
+            "pcap": self.pcap,
+            "keylog": self.keylog,
+        }
         if self.request_timeout_s:
             kwargs["request_timeout_s"] = self.request_timeout_s
         if self.data_dir:
@@ -63,6 +69,11 @@ class ServiceOptions:
         if self.key_file:
             return self.key_file
         return key_path(self.data_dir) if self.data_dir else None
+
+    def identity(self) -> Identity:
+        """The node's key: loaded from (or created in) `key_path()`, or a fresh one when there is none."""
+        key_file = self.key_path()
+        return Identity.load_or_create(key_file) if key_file else Identity.generate()
 
     def make_node(self, identity: Identity, name: str, recorder: Any = None) -> Node:
         """The (unstarted) node these options describe: `dhtscope node` and `dhtscope tui` both build it here."""
@@ -102,8 +113,7 @@ async def run_service(
     opts: ServiceOptions, stop: asyncio.Event | None = None, on_started: Callable[[Node], None] | None = None
 ) -> None:
     """Run one node until `stop` is set or SIGINT, SIGTERM or SIGHUP (its terminal closed) arrives."""
-    key_file = opts.key_path()
-    identity = Identity.load_or_create(key_file) if key_file else Identity.generate()
+    identity = opts.identity()
     name = opts.name or identity.node_id.short()
     report = Reporter(name, opts.json_lines)
     recorder = None

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import random
 from collections import deque
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aioquic.buffer import Buffer
 from aioquic.quic import events
@@ -50,6 +50,9 @@ from .ids import NodeId
 from .keys import Identity
 from .quic_internals import NodeQuicConnection
 from .scenarios import Faults
+
+if TYPE_CHECKING:
+    from .capture import PacketCapture
 
 log = logging.getLogger("dhtscope.transport")
 
@@ -471,8 +474,10 @@ class Endpoint(asyncio.DatagramProtocol):
         secrets_log: str | None = None,
         max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
         limits: AdmissionLimits | None = None,
+        capture: PacketCapture | None = None,
     ) -> None:
         self.identity = identity
+        self.capture = capture  # the datagrams that cross the socket, written as a sniffer sees them
         self.owner = owner
         self.faults = faults or Faults()
         self.loop = asyncio.get_running_loop()
@@ -485,7 +490,8 @@ class Endpoint(asyncio.DatagramProtocol):
         self._flush_handle: asyncio.Handle | None = None
         self._rng = random.Random(self.faults.seed)
         self._quic_logger = _EndingLogger(quic_logger, self) if quic_logger is not None else None
-        self._secrets = open(secrets_log, "a") if secrets_log else None  # noqa: SIM115
+        # Line-buffered: each secret is on disk before the packets it opens are worth reading.
+        self._secrets = open(secrets_log, "a", buffering=1) if secrets_log else None  # noqa: SIM115
         cert = make_certificate(identity)
         self._config_args: dict[str, Any] = dict(
             certificate=cert,
@@ -504,7 +510,6 @@ class Endpoint(asyncio.DatagramProtocol):
 
     async def listen(self, host: str, port: int) -> Address:
         transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        self._transport = transport
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
         return self.local_addr
@@ -537,8 +542,12 @@ class Endpoint(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A datagram endpoint's transport (uvloop's does not subclass asyncio's class).
         self._transport = cast(asyncio.DatagramTransport, transport)
+        if self.capture is not None:
+            self._transport = self.capture.wrap(self._transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.capture is not None:
+            self.capture.received(data, addr)  # it arrived, whatever the loss fault makes of it
         if self.faults.loss and self._rng.random() < self.faults.loss:
             return
         addr = (addr[0], addr[1])
@@ -798,6 +807,8 @@ class Endpoint(asyncio.DatagramProtocol):
             self._transport.close()
         if self._secrets is not None:
             self._secrets.close()
+        if self.capture is not None:
+            self.capture.close()
 
 
 def _resolve(host: str) -> str:

@@ -259,3 +259,17 @@ def test_cluster_members_each_get_a_data_dir_for_their_key_and_state(tmp_path) -
     assert all(m.args[m.args.index("--data-dir") + 1].startswith(own) for m in cluster.members)
     cluster.stop()
     assert not os.path.exists(own)
+
+
+def test_tui_and_node_take_the_key_kept_in_the_data_dir(tmp_path: Path) -> None:
+    """`dhtscope tui --data-dir D` is the same node across runs, as `dhtscope node --data-dir D` is."""
+    import argparse
+
+    from dhtscope.node.cli import add_node_options, service_options
+
+    parser = argparse.ArgumentParser()
+    add_node_options(parser)
+    opts = service_options(parser.parse_args(["--data-dir", str(tmp_path / "d")]))
+    (tmp_path / "d").mkdir()
+    first = opts.identity()
+    assert opts.identity().node_id == first.node_id
