@@ -505,6 +505,7 @@ def _attacks_section(doc: dict[str, Any], t: Targets) -> list[str]:
             "",
         ]
         out += _attack_rows(before["rows"])
+    return out
 
 
 def _capture_section(doc: dict[str, Any], t: Targets) -> list[str]:
