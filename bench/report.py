@@ -457,7 +457,7 @@ def _attack_rows(rows: list[dict[str, Any]]) -> list[str]:
         out.append(
             f"| {r['label']} | {r['size']} | {r['ping_ok']}/{r['pings']} | {p99} | "
             f"{_num(r.get('rss_before_mib'))} → {_num(r.get('rss_peak_mib'))} | {r.get('records_lost', 0)} | "
-            f"{r.get('tracebacks', 0)} | {ok} | {r.get('detail') or ''} |"
+            f"{r.get('tracebacks', 0)} | {ok} | {r.get('detail') or ''} (load {r.get('loadavg_before', '?')}) |"
         )
     return out
 
@@ -480,8 +480,8 @@ def _attacks_section(doc: dict[str, Any], t: Targets) -> list[str]:
     if current:
         facts = current.get("machine") or {}
         out += [
-            f"Run {facts.get('date_utc', '?')}, {current.get('elapsed_s', 0) / 60:.1f} min, load average "
-            f"{(facts.get('loadavg') or ['?'])[0]} before, {(current.get('loadavg_after') or ['?'])[0]} after.",
+            f"Each row is the last run of its attack (the latest {facts.get('date_utc', '?')}); the load "
+            "average (1 min) when it began is given with it.",
             "",
         ]
         out += _attack_rows(current["rows"])
@@ -500,7 +500,8 @@ def _attacks_section(doc: dict[str, Any], t: Targets) -> list[str]:
     if before:
         out += [
             "",
-            f"Before the defences (the node of `{before.get('node_src')}`, attacked the same way, "
+            f"Before the defences (the node of {before.get('note') or '`' + str(before.get('node_src')) + '`'}, "
+            "attacked the same way, "
             f"{(before.get('machine') or {}).get('date_utc', '?')}):",
             "",
         ]

@@ -339,6 +339,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma list of attacks (default: all)")
     parser.add_argument("--node-src", help="run the node from this checkout (node/, tracing/, tui/ at its root)")
     parser.add_argument("--label", default="current", help="stored under this label (default: current)")
+    parser.add_argument("--note", help="what the node is, for the table (e.g. 'main at 46bd70c')")
     parser.add_argument("--no-report", action="store_true", help="do not rebuild BENCHMARKS.md")
     args = parser.parse_args()
     names = [a.name for a in ATTACKS]
@@ -375,6 +376,7 @@ def main() -> int:
     run = {
         "rows": [rows[n] for n in names if n in rows],
         "node_src": args.node_src,
+        "note": args.note or run.get("note"),
         "machine": machine_facts(),
         "loadavg_after": load_average(),
         "elapsed_s": round(time.monotonic() - started, 1),
