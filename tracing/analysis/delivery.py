@@ -13,10 +13,22 @@ from .values import DONE, ERROR, MISSING, WARNING, Evidence, StreamView
 # How long a peer must keep running after taking a request before "no answer" is a fact
 # rather than a recording that stopped too soon.
 NO_RESPONSE_GRACE_MS = 1000.0
+# A requester that abandons a stream this soon after it arrived (a lookup cancelling its other
+# requests once answered) gave even a prompt application no time to take it.
+ABANDONED_AT_ONCE_MS = 100.0
+
+
+def _slowest_delivery_ms(f: TraceFacts) -> float:
+    """The longest an application took to take a stream's first bytes after its transport received them."""
+    return max(
+        (s.delivered[1] - s.first_recv[1] for s in f.streams.values() if s.delivered and s.first_recv),
+        default=0.0,
+    )
 
 
 def find_not_delivered(ctx: Context) -> None:
     by_node: dict[str, list[StreamView]] = defaultdict(list)
+    slowest: dict[int, float] = {}
     for v in ctx.streams.values():
         if v.one_ended or v.peer is None:
             continue
@@ -26,8 +38,18 @@ def find_not_delivered(ctx: Context) -> None:
             continue  # MISSING already implies the peer's trace shows application events
         _, PF = ctx_ends(ctx, v)
         rcv = v.step("received")
-        if PF is None or PF.last_ms is None or rcv.time_ms is None or PF.last_ms <= rcv.time_ms:
-            continue  # the peer's trace stops at the receipt: too soon to say
+        if PF is None or PF.last_ms is None or rcv.time_ms is None:
+            continue
+        # A slow application (as slow as it was with the streams it did take) may yet take it:
+        # not if its trace stops sooner, nor if the requester abandoned the stream sooner.
+        if id(PF) not in slowest:
+            slowest[id(PF)] = _slowest_delivery_ms(PF)
+        may_take = rcv.time_ms + slowest[id(PF)]
+        gave_up = _gave_up_ms(ctx, v)
+        if PF.last_ms <= may_take:
+            continue
+        if gave_up is not None and gave_up <= max(may_take, rcv.time_ms + ABANDONED_AT_ONCE_MS):
+            continue
         by_node[v.peer].append(v)
     for node, views in by_node.items():
         sids, conns, refs = group_streams(views)
@@ -71,14 +93,14 @@ def find_no_response(ctx: Context) -> None:
         p = PF.streams.get(v.stream_id)
         if p is None:
             continue
+        if p.delivered is not None and _partly_taken(ctx, v):
+            continue  # the rest of the request never reached the application in time: not its handler's fault
+        took = p.taken_whole()
         delivered = v.step("delivered")
-        took = p.rpc_received[0] if p.rpc_received else None
-        took_ms = took[1] if took else (delivered.time_ms if delivered.status == DONE else None)
+        took_ms = took[1] if took is not None else (delivered.time_ms if delivered.status == DONE else None)
         if took_ms is None or v.step("answered").status != MISSING:
             continue
-        gave_up = v.timed_out is not None or (
-            OF is not None and bool(OF.streams.get(v.stream_id, EMPTY_SIDE).resets_sent)
-        )
+        gave_up = _gave_up_ms(ctx, v) is not None
         ran_on = PF.last_ms is not None and PF.last_ms - took_ms >= NO_RESPONSE_GRACE_MS
         if gave_up or ran_on:
             by_node[v.peer].append(v)
@@ -120,6 +142,29 @@ def find_no_response(ctx: Context) -> None:
         )
 
 
+def _gave_up_ms(ctx: Context, v: StreamView) -> float | None:
+    """When the requester gave up on the stream (timed out or reset its side), if it did."""
+    OF, _ = ctx_ends(ctx, v)
+    o = OF.streams.get(v.stream_id, EMPTY_SIDE) if OF is not None else EMPTY_SIDE
+    times = [r[1] for r in o.resets_sent]
+    if v.timed_out is not None and v.timed_out.time_ms is not None:
+        times.append(v.timed_out.time_ms)
+    return min(times) if times else None
+
+
+def _partly_taken(ctx: Context, v: StreamView) -> bool:
+    """The peer's application took some of the request, but not all of it before the requester gave up."""
+    _, PF = ctx_ends(ctx, v)
+    p = PF.streams.get(v.stream_id) if PF is not None else None
+    if p is None or p.delivered is None:
+        return False
+    whole = p.taken_whole()
+    if whole is None:
+        return True
+    gave_up = _gave_up_ms(ctx, v)
+    return gave_up is not None and whole[1] > gave_up
+
+
 def find_rpc_timeouts(ctx: Context) -> None:
     groups: dict[tuple[str, str], list[tuple[TraceFacts, Ref, dict[str, Any], Joined | None]]] = defaultdict(list)
     conn_of = {id(f): c for c in ctx.conns for f in (c.client, c.server) if f is not None}
@@ -141,6 +186,8 @@ def find_rpc_timeouts(ctx: Context) -> None:
         wait = f" after {waits[0]:.0f} ms" if len(waits) == 1 else ""
         stuck = Counter(v.missing for v in views if v.missing)
         where = stuck.most_common(1)[0][0] if stuck else None
+        if where == "answered" and all(_partly_taken(ctx, v) for v in views if v.missing == "answered"):
+            where = "partly delivered"
         cause = {
             "sent": (
                 "The requests never left the requester (no stream credit or flow control); see stream_limit_exhausted"
@@ -152,6 +199,10 @@ def find_rpc_timeouts(ctx: Context) -> None:
                 "(see stream_not_delivered)"
             ),
             "answered": f"{peer} took the requests and never answered (see no_response)",
+            "partly delivered": (
+                f"{peer}'s application had taken only part of each request when the requester gave up; the rest "
+                "came too late or not at all, held back by flow control or lost (see flow_control_blocked, packet_loss)"
+            ),
         }.get(
             where or "",
             f"{peer} did not answer in time: a slow or blocked peer, or loss on the path; "

@@ -177,6 +177,9 @@ class StreamSide:
         "fin_recv",
         "delivered",
         "delivered_http",
+        "taken_bytes",
+        "taken_fin",
+        "last_taken",
         "ack_received",
         "ack_sent",
         "resets_sent",
@@ -202,6 +205,9 @@ class StreamSide:
         self.fin_recv: Ref | None = None
         self.delivered: Ref | None = None
         self.delivered_http: Ref | None = None
+        self.taken_bytes = 0  # bytes the application took, in all
+        self.taken_fin: Ref | None = None  # the application took the FIN
+        self.last_taken: Ref | None = None
         self.ack_received: Ref | None = None
         self.ack_sent: Ref | None = None
         self.resets_sent: list[Ref] = []
@@ -217,6 +223,16 @@ class StreamSide:
     @property
     def has_data(self) -> bool:
         return bool(self.first_sent or self.first_recv or self.app_write or self.delivered)
+
+    def taken_whole(self) -> Ref | None:
+        """When the application had taken all the peer sent on the stream, through its FIN; None if not (yet)."""
+        if self.rpc_received is not None:
+            return self.rpc_received[0]
+        if self.taken_fin is not None:
+            return self.taken_fin
+        if self.fin_recv is not None and self.last_taken is not None and self.taken_bytes >= self.recv_end:
+            return self.last_taken
+        return None
 
 
 EMPTY_SIDE = StreamSide()
@@ -887,5 +903,10 @@ def app_moved(s: StreamSide, ref: Ref, wrote: bool, length: int, fin: bool) -> N
         s.app_bytes += length
         if fin and s.app_fin is None:
             s.app_fin = ref
-    elif s.delivered is None:
-        s.delivered = ref
+    else:
+        if s.delivered is None:
+            s.delivered = ref
+        s.taken_bytes += length
+        s.last_taken = ref
+        if fin and s.taken_fin is None:
+            s.taken_fin = ref

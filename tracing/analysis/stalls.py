@@ -124,10 +124,21 @@ def _silences_of(ctx: Context, conn: Joined, f: TraceFacts) -> list[_Silence]:
         silent = other.node if other is not None else ctx.peer_of(conn, f)
         s = _Silence(f, conn, silent, start, end, resumed, sends, verdict, died)
         for (cid, _sid), v in ctx.streams.items():
-            if cid == conn.id and v.timed_out is not None and start <= (v.timed_out.time_ms or 0.0) <= end:
+            if cid == conn.id and _gave_up_within(conn, v, start, end):
                 s.failed.append(v)
         out.append(s)
     return out
+
+
+def _gave_up_within(conn: Joined, v: StreamView, start: float, end: float) -> bool:
+    """The requester gave up on the stream during the silence: it timed out, or it abandoned it unanswered."""
+    if v.timed_out is not None:
+        return start <= (v.timed_out.time_ms or 0.0) <= end
+    if v.missing is None:
+        return False
+    opener = conn.end(v.opener_role)
+    side = opener.streams.get(v.stream_id) if opener is not None else None
+    return side is not None and any(start <= r[1] <= end for r in side.resets_sent)
 
 
 def _backoff(sends: list[tuple[float, int, tuple[str, int] | None]]) -> str:
@@ -215,7 +226,14 @@ def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[
     if died or died_own:
         effects.append(f"{plural(len(died) + len(died_own), 'connection')} ended by {(died or died_own)[0].died}")
     if failed:
-        effects.append(f"{plural(len(failed), 'request')} timed out")
+        timed_out = sum(1 for v in failed if v.timed_out is not None)
+        if timed_out == len(failed):
+            how = "timed out"
+        elif timed_out:
+            how = f"went unanswered ({timed_out} timed out, the rest abandoned)"
+        else:
+            how = "went unanswered (abandoned by the requester)"
+        effects.append(f"{plural(len(failed), 'request')} {how}")
     effect = f"; {', '.join(effects)}" if effects else ""
     where = f"on {plural(len(conns), 'connection')}"
     if kind == "peer_unresponsive":

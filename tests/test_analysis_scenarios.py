@@ -1,0 +1,140 @@
+"""What the new fault scenarios look like in traces, and what the analysis must not mistake them for:
+a request held back by flow control is not left unanswered, a request abandoned at once was never
+the application's to take, crossed closes are named by the first one sent, a silence that left
+requests unanswered is an error."""
+
+from __future__ import annotations
+
+from test_analysis import End, ack, deliver, kinds, only, recording, start, stream
+
+from dhtscope.tracing.analysis import ERROR, analyse
+
+
+def _slow_store(c: End, s: End, sid: int, t: float, *, rest_at: float | None, gave_up_at: float) -> None:
+    """A 300-byte STORE whose peer grants 128 bytes of credit at a time and takes each part 750 ms late."""
+    c.log(t, "dht:rpc_sent", {"stream_id": sid, "type": "STORE", "request_id": sid, "offset": 0, "length": 300})
+    first = deliver(c, s, t + 1, stream(sid, 128, fin=False))
+    deliver(s, c, t + 2, ack([first, first]))
+    s.log(
+        t + 750,
+        "quic:stream_data_moved",
+        {"stream_id": sid, "offset": 0, "length": 128, "from": "transport", "to": "application"},
+    )
+    deliver(s, c, t + 751, {"frame_type": "max_stream_data", "stream_id": sid, "maximum": 256})
+    second = deliver(c, s, t + 752, stream(sid, 128, fin=False, offset=128))
+    deliver(s, c, t + 753, ack([second, second]))
+    if rest_at is not None:
+        s.log(
+            t + 1500,
+            "quic:stream_data_moved",
+            {"stream_id": sid, "offset": 128, "length": 128, "from": "transport", "to": "application"},
+        )
+        deliver(s, c, t + 1501, {"frame_type": "max_stream_data", "stream_id": sid, "maximum": 384})
+        last = deliver(c, s, t + 1502, stream(sid, 44, fin=True, offset=256))
+        deliver(s, c, t + 1503, ack([last, last]))
+        s.log(
+            t + rest_at,
+            "quic:stream_data_moved",
+            {"stream_id": sid, "offset": 256, "length": 44, "fin": True, "from": "transport", "to": "application"},
+        )
+    c.log(
+        t + gave_up_at,
+        "dht:rpc_timeout",
+        {"stream_id": sid, "type": "STORE", "request_id": sid, "timeout_ms": gave_up_at},
+    )
+    c.log(t + gave_up_at + 1, "quic:stream_state_updated", {"stream_id": sid, "new": "reset_sent", "error_code": 9})
+
+
+def test_a_request_held_back_by_flow_control_is_not_called_unanswered() -> None:
+    c, s = End("provider1", "client", "sc01"), End("registry", "server", "sc01")
+    start(c, s)
+    c.log(
+        0.5,
+        "quic:parameters_set",
+        {"owner": "remote", "initial_max_stream_data_bidi_remote": 128, "initial_max_data": 512},
+    )
+    _slow_store(c, s, 0, 10, rest_at=None, gave_up_at=2000)  # the rest never reached the application
+    _slow_store(c, s, 4, 3000, rest_at=2250, gave_up_at=2000)  # the whole of it, after the requester gave up
+    deliver(c, s, 6000, {"frame_type": "ping"})
+    a = analyse(recording(c, s))
+    assert "no_response" not in kinds(a)
+    assert only(a, "flow_control_blocked").node == "registry"
+    timeout = only(a, "rpc_timeout")
+    assert "only part of each request" in timeout.cause
+    assert timeout.caused_by == "flow_control_blocked/registry"
+    view = a.stream("sc01", 0)
+    assert view is not None and "took 128 of the 300 bytes" in view.step("delivered").note
+
+
+def test_a_request_abandoned_as_soon_as_sent_was_never_the_applications_to_take() -> None:
+    c, s = End("client", "client", "sc02"), End("registry", "server", "sc02")
+    start(c, s)
+    c.log(10, "dht:rpc_sent", {"stream_id": 0, "type": "FIND_VALUE", "request_id": 1, "offset": 0, "length": 95})
+    pn = deliver(c, s, 11, stream(0, 95))
+    deliver(s, c, 12, ack([pn, pn]))
+    deliver(c, s, 20, {"frame_type": "reset_stream", "stream_id": 0, "error_code": 9, "final_size": 95})
+    c.log(20, "quic:stream_state_updated", {"stream_id": 0, "new": "reset_sent", "error_code": 9})
+    deliver(c, s, 3000, {"frame_type": "ping"})
+    assert "stream_not_delivered" not in kinds(analyse(recording(c, s)))
+    # Abandoned only after the application had long had the chance: never taken is a finding.
+    c2, s2 = End("client", "client", "sc03"), End("registry", "server", "sc03")
+    start(c2, s2)
+    pn = deliver(c2, s2, 11, stream(0, 95))
+    deliver(s2, c2, 12, ack([pn, pn]))
+    c2.log(2000, "quic:stream_state_updated", {"stream_id": 0, "new": "reset_sent", "error_code": 9})
+    deliver(c2, s2, 3000, {"frame_type": "ping"})
+    assert only(analyse(recording(c2, s2)), "stream_not_delivered").node == "registry"
+
+
+def test_closes_that_cross_are_named_by_the_one_sent_first() -> None:
+    c, s = End("client", "client", "sc04"), End("registry", "server", "sc04")
+    c.log(0, "quic:connection_started", {"role": "client", "alpn_offered": "dhtscope/1"})
+    s.log(0, "quic:connection_started", {"role": "server", "alpn_offered": "dhtscope/1"})
+    s.send(
+        19,
+        {"frame_type": "connection_close", "error_space": "transport", "error_code": 0x0C, "reason": ""},
+        ptype="handshake",
+    )
+    c.send(
+        31,
+        {
+            "frame_type": "connection_close",
+            "error_space": "transport",
+            "error_code": 0x12D,
+            "reason": "certificate expired",
+        },
+        ptype="handshake",
+    )
+    c.recv(
+        31,
+        0,
+        {"frame_type": "connection_close", "error_space": "transport", "error_code": 0x0C, "reason": ""},
+        ptype="handshake",
+    )
+    c.log(
+        269,
+        "quic:connection_closed",
+        {"owner": "local", "trigger": "error", "connection_code": 0x12D, "reason": "certificate expired"},
+    )
+    a = analyse(recording(c, s))
+    closed = only(a, "application_close")
+    assert closed.node == "registry" and "certificate" not in closed.summary
+
+
+def test_a_silence_that_left_requests_unanswered_is_an_error() -> None:
+    c, s = End("client", "client", "sc05"), End("registry", "server", "sc05")
+    start(c, s)
+    pn = deliver(c, s, 10, {"frame_type": "ping"})
+    deliver(s, c, 11, ack([pn, pn]))
+    c.log(100, "dht:rpc_sent", {"stream_id": 0, "type": "FIND_VALUE", "request_id": 1, "offset": 0, "length": 95})
+    t = 100.0
+    for gap in (0, 300, 600, 1200, 2400):  # PTO backoff into the silence
+        t += gap
+        c.send(t, stream(0, 95))
+    c.log(150, "quic:stream_state_updated", {"stream_id": 0, "new": "reset_sent", "error_code": 9})
+    s.send(200, {"frame_type": "ping"})  # the registry's own packets go nowhere either
+    s.log(5000, "quic:recovery_metrics_updated", {"smoothed_rtt": 1.0})
+    c.log(5000, "quic:recovery_metrics_updated", {"smoothed_rtt": 1.0})
+    f = only(analyse(recording(c, s)), "peer_unresponsive")
+    assert f.node == "registry" and f.severity == ERROR
+    assert "1 request went unanswered (abandoned by the requester)" in f.summary
