@@ -138,3 +138,50 @@ def test_a_silence_that_left_requests_unanswered_is_an_error() -> None:
     f = only(analyse(recording(c, s)), "peer_unresponsive")
     assert f.node == "registry" and f.severity == ERROR
     assert "1 request went unanswered (abandoned by the requester)" in f.summary
+
+
+def _dialled_early(started_ms: float) -> list[End]:
+    """provider3 dials the registry at +0.1 s, retransmitting its Initial with PTO backoff; the
+    registry's node trace says it started at `started_ms`; its end answers from +3.1 s on."""
+    from test_analysis import NodeLog
+
+    c, s, reg = End("provider3", "client", "ns01"), End("registry", "server", "ns01"), NodeLog("registry")
+    c.log(0, "quic:connection_started", {"role": "client", "alpn_offered": "dhtscope/1"})
+    reg.log(started_ms, "dht:node_started", {"node_id": "registry-id", "role": "registry", "name": "registry"})
+    crypto = {"frame_type": "crypto", "offset": 0, "length": 300}
+    t = 100.0
+    for gap in (0, 200, 400, 800, 1600):
+        t += gap
+        c.send(t, crypto, ptype="initial")
+    s.log(3100, "quic:connection_started", {"role": "server", "alpn_offered": "dhtscope/1"})
+    s.recv(3100, c.pn - 1, crypto, ptype="initial")
+    c.recv(3102, s.send(3101, ack([c.pn - 1, c.pn - 1]), crypto, ptype="initial"), crypto, ptype="initial")
+    for i in range(5):
+        pn = deliver(c, s, 3200 + 10 * i, {"frame_type": "ping"})
+        deliver(s, c, 3201 + 10 * i, ack([pn, pn]))
+    return [c, s, reg]
+
+
+def test_a_peer_dialled_before_its_process_ran_is_told_at_info_not_as_a_stall() -> None:
+    a = analyse(recording(*_dialled_early(started_ms=3050)))
+    assert kinds(a, "warning") == [] and kinds(a, ERROR) == []
+    f = only(a, "connection_stalled")
+    assert f.node == "registry" and "before it was running" in f.summary
+    # Running all along, the registry left provider3 waiting three seconds: that is a stall.
+    a = analyse(recording(*_dialled_early(started_ms=-500)))
+    assert only(a, "connection_stalled").severity == "warning"
+
+
+def test_the_masked_copy_of_a_clean_close_sent_in_handshake_packets_is_not_a_failure() -> None:
+    c, s = End("client", "client", "mc01"), End("registry", "server", "mc01")
+    start(c, s)
+    pn = deliver(c, s, 10, {"frame_type": "ping"})
+    deliver(s, c, 11, ack([pn, pn]))
+    masked = {"frame_type": "connection_close", "error_space": "transport", "error_code": 0x0C, "reason": ""}
+    real = {"frame_type": "connection_close", "error_space": "application", "error_code": 0, "reason": "bye"}
+    s.recv(20.5, c.send(20, masked, ptype="handshake"), masked, ptype="handshake")
+    s.recv(20.5, c.send(20, real), real)
+    c.log(30, "quic:connection_closed", {"owner": "local", "trigger": "clean", "connection_code": 0, "reason": "bye"})
+    a = analyse(recording(c, s))
+    assert kinds(a) == []
+    assert a.connections[0].close_trigger == "clean"

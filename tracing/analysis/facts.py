@@ -692,9 +692,9 @@ class TraceFacts:
                 ref = (rec, t, name, f"pn {pn} CONNECTION_CLOSE")
                 self._closing(t)
                 if received:
-                    if self.close_recv is None:
+                    if _first_close(self.close_recv, fr, t):
                         self.close_recv = (ref, fr)
-                elif self.close_sent is None:
+                elif _first_close(self.close_sent, fr, t):
                     self.close_sent = (ref, fr)
         if not received:
             if pn is not None:
@@ -889,6 +889,25 @@ class TraceFacts:
             self.app_events = True
             app_moved(s, ref, moved, length or 0, fin)
         s.refs.append(ref)
+
+
+# RFC 9000 §10.2.3: an application's close sent in Initial or Handshake packets is masked as the
+# transport's APPLICATION_ERROR; the 1-RTT copy sent with it carries the real code.
+APPLICATION_ERROR = 0x0C
+MASKED_CLOSE_WINDOW_MS = 10.0  # the copies go out in one flight
+
+
+def _masked(frame: dict[str, Any]) -> bool:
+    code = frame.get("error_code", frame.get("raw_error_code"))
+    named = isinstance(code, str) and code.lower() == "application_error"
+    return frame.get("error_space") != "application" and (named or as_int(code) == APPLICATION_ERROR)
+
+
+def _first_close(current: tuple[Ref, dict[str, Any]] | None, frame: dict[str, Any], t: float) -> bool:
+    """Does `frame` name the close better than the one kept: the first, or the real code beside its masked copy?"""
+    if current is None:
+        return True
+    return _masked(current[1]) and not _masked(frame) and t - current[0][1] <= MASKED_CLOSE_WINDOW_MS
 
 
 def move_text(wrote: bool, length: int, fin: bool) -> str:
