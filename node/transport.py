@@ -565,7 +565,7 @@ class Endpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         faults = self.faults
-        if (faults.loss or faults.blackhole) and self._fault_drops(sending=False):
+        if (faults.loss or faults.blackhole or self._blackhole_at is not None) and self._fault_drops(sending=False):
             return
         addr = (addr[0], addr[1])
         try:
@@ -687,7 +687,7 @@ class Endpoint(asyncio.DatagramProtocol):
         if self._transport is None:
             return
         faults = self.faults
-        faulty = faults.loss or faults.send_loss or faults.blackhole
+        faulty = faults.loss or faults.send_loss or faults.blackhole or self._blackhole_at is not None
         for data, addr in conn.quic.datagrams_to_send(now=now):
             if faulty and self._fault_drops(sending=True):
                 continue

@@ -86,6 +86,9 @@ async def test_a_blackhole_switched_on_live_silences_the_node_until_switched_off
         await client.ping(("127.0.0.1", registry.port))
     registry.set_scenario("healthy")
     assert await client.ping(("127.0.0.1", registry.port)) > 0  # the same connection carries on
+    registry.faults.blackhole_after_s = 60.0
+    registry.set_scenario("blackhole")  # on again: silent only once its own delay has passed
+    assert await client.ping(("127.0.0.1", registry.port)) > 0
 
 
 async def test_healthy_recording_has_no_error_finding(tmp_path):
