@@ -20,8 +20,9 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP_RUN)
 
+# make demo ARGS="--base-port 4600 --providers 5": the cluster's options (dhtscope demo --help).
 demo: $(STAMP_RUN)
-	$(BIN)/dhtscope demo
+	$(BIN)/dhtscope demo $(ARGS)
 
 # make test: lint, types, then the suite; each must be clean.
 test: lint typecheck

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -23,6 +24,8 @@ from .constants import MAX_DATAGRAM_BYTES, MAX_UDP_PAYLOAD_BYTES, MIN_DATAGRAM_B
 from .endpoints import EndpointError, check_endpoint, parse_address
 from .scenarios import DEFAULT_LOSS, SCENARIO_HELP, SCENARIOS
 
+CONTROL_TOKEN_ENV = "DHTSCOPE_CONTROL_TOKEN"  # where a control token can come from without `ps` showing it
+MAX_TOKEN_FILE_BYTES = 4096  # a token is a line; anything bigger is the wrong file
 MAX_TIMEOUT_S = 24 * 3600.0  # longer than any wait a person means to type
 MAX_CLUSTER_PROVIDERS = 64  # processes on one machine; more is a typo, not a test
 MAX_SIM_NODES = 1_000_000  # the simulator holds every table in memory (about 1 GB at 100,000)
@@ -94,6 +97,48 @@ def datagram_bytes(text: str) -> int:
 positive = whole(1)
 
 
+def control_token(token: str | None, token_file: str | None) -> str | None:
+    """The control token: given as an option, read from a file, or from DHTSCOPE_CONTROL_TOKEN.
+
+    A token on the command line is visible to every user through `ps`; the file and the
+    environment are not. UsageError when the file cannot be read or holds no token.
+    """
+    if token is not None:
+        if not token.strip():
+            raise UsageError("the control token is empty")
+        return token.strip()
+    if token_file is not None:
+        try:
+            with open(token_file, "rb") as fh:
+                raw = fh.read(MAX_TOKEN_FILE_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read token file {token_file}: {exc.strerror or exc}") from None
+        if len(raw) > MAX_TOKEN_FILE_BYTES:
+            raise UsageError(f"token file {token_file} is over {MAX_TOKEN_FILE_BYTES} bytes: not a token")
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            raise UsageError(f"token file {token_file} is empty")
+        return text
+    from_env = os.environ.get(CONTROL_TOKEN_ENV, "").strip()
+    return from_env or None
+
+
+def add_control_token_options(p: argparse.ArgumentParser, for_what: str) -> None:
+    """--control-token and --control-token-file (one or the other); DHTSCOPE_CONTROL_TOKEN otherwise."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--control-token",
+        metavar="TOKEN",
+        help=f"{for_what}; other users can read it with `ps`, so prefer --control-token-file or "
+        f"the {CONTROL_TOKEN_ENV} environment variable",
+    )
+    group.add_argument(
+        "--control-token-file",
+        metavar="FILE",
+        help=f"file whose first line is the control token ({for_what})",
+    )
+
+
 @contextlib.contextmanager
 def node_errors() -> Iterator[None]:
     """The node's own errors, as the one line a user reads."""
@@ -160,8 +205,14 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help=f"drop fraction for --scenario loss (default {DEFAULT_LOSS})",
     )
     p.add_argument("--record", metavar="DIR", help="record qlog traces of this node into DIR")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="keep this node's records and routing table in DIR (SQLite), and its key unless --key is given, "
+        "so a restart loses nothing",
+    )
     p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
-    p.add_argument("--control-token", metavar="TOKEN", help="token required on a tcp control endpoint")
+    add_control_token_options(p, "token a client must give on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
     p.add_argument(
         "--request-timeout",
@@ -225,7 +276,7 @@ def service_options(args: argparse.Namespace) -> Any:
         faults=Faults.for_scenario(args.scenario, loss=args.loss),
         record_dir=args.record,
         control=args.control,
-        control_token=args.control_token,
+        control_token=control_token(args.control_token, args.control_token_file),
         json_lines=args.json_lines,
         request_timeout_s=args.request_timeout,
         discover_interval_s=args.discover_interval,
@@ -233,6 +284,7 @@ def service_options(args: argparse.Namespace) -> Any:
         discover_all=args.discover_all,
         ping_bootstrap=args.ping_bootstrap,
         max_datagram_bytes=args.max_datagram_bytes,
+        data_dir=args.data_dir,
     )
 
 
@@ -250,8 +302,12 @@ def cmd_node(args: argparse.Namespace) -> int:
 # -- cluster ---------------------------------------------------------------------------------------------
 
 
-def add_cluster_options(p: argparse.ArgumentParser) -> None:
-    """The options `cluster` and `demo` share."""
+def add_cluster_options(
+    p: argparse.ArgumentParser,
+    scenario_help: str = "fault mode on the registry; the run ends once discovery succeeds or gives up",
+    record_help: str = "record every node's qlog traces into DIR",
+) -> None:
+    """The options `cluster` and `demo` share (each says what its scenario and recording do)."""
     p.add_argument(
         "--providers",
         type=whole(1, MAX_CLUSTER_PROVIDERS),
@@ -268,9 +324,15 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
         "--scenario",
         choices=SCENARIOS,
         default=None,
-        help="fault mode on the registry; the run ends once discovery succeeds or gives up",
+        help=scenario_help,
     )
-    p.add_argument("--record", metavar="DIR", help="record every node's qlog traces into DIR")
+    p.add_argument("--record", metavar="DIR", help=record_help)
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="each node keeps its key, records and routing table in DIR/NAME (default: a temporary directory "
+        "for the run)",
+    )
 
 
 def cluster_plan(args: argparse.Namespace) -> Any:
@@ -284,6 +346,7 @@ def cluster_plan(args: argparse.Namespace) -> Any:
         base_port=args.base_port,
         scenario=args.scenario or "healthy",
         record_dir=args.record,
+        data_dir=args.data_dir,
     )
 
 
@@ -360,7 +423,11 @@ async def _probe(args: argparse.Namespace, kind: str, probe_args: list[str]) -> 
 
 def print_probe(result: dict[str, Any]) -> None:
     """A probe's result as text: each lookup hop, then what it found."""
+    from .probes import lookup_summary, store_result_summary
+
     op = result["op"]
+    if result.get("target_note"):
+        print(result["target_note"])
     if op == "ping":
         print(f"PING {result['to']}: rtt {result['rtt_ms']:.2f} ms")
         return
@@ -372,9 +439,8 @@ def print_probe(result: dict[str, Any]) -> None:
         if hop["error"]:
             what = hop["error"]
         print(f"round {hop['round']}  {hop['node'][:8]} {hop['address']:<21} rtt {rtt}  {what}")
-    rounds = result.get("rounds", 0)
     print(
-        f"{rounds} round{'s' if rounds != 1 else ''}, {result.get('messages', 0)} messages, "
+        f"{lookup_summary(result.get('rounds', 0), result.get('hops', []), result.get('messages', 0))}, "
         f"{result['elapsed_ms']:.0f} ms"
     )
     if op in ("find-value", "discover"):
@@ -391,7 +457,7 @@ def print_probe(result: dict[str, Any]) -> None:
         for c in result["closest"]:
             print(f"  {c['node'][:16]}  {c['address']}")
     else:
-        print(f"stored on {result['replicas']} of the {result['targets']} closest nodes")
+        print(store_result_summary(result))
         for r in result["refused"]:
             print(f"  refused by {r['node'][:8]}: {r['reason']}")
 
@@ -460,8 +526,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "args",
         nargs="*",
-        help="ping: none; find-node ID|NAME; find-value KEY|NAME; discover SERVICE; store KEY VALUE; "
-        "advertise SERVICE ENDPOINT",
+        help="ping: none; find-node ID|ID-PREFIX|NAME (a node's id, a unique prefix of a known node's id, "
+        "or a name, hashed); find-value KEY|NAME; discover SERVICE; store KEY VALUE; advertise SERVICE ENDPOINT",
     )
     p.set_defaults(func=cmd_probe)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +58,9 @@ class ClusterPlan:
     scenario: str = "healthy"
     record_dir: str | None = None
     control_dir: str | None = None
+    # Each member keeps its key, records and routing table in <data_dir>/<name> (`--data-dir`);
+    # None: a Cluster gives them a temporary directory for the run.
+    data_dir: str | None = None
     members: list[Member] = field(default_factory=list)
 
     def build(self) -> list[Member]:
@@ -114,6 +119,8 @@ class ClusterPlan:
             if self.control_dir:
                 m.control = os.path.join(self.control_dir, f"{m.name}.sock")
                 m.args += ["--control", m.control]
+            if self.data_dir:
+                m.args += ["--data-dir", os.path.join(self.data_dir, m.name)]
         self.members = members
         return members
 
@@ -146,6 +153,9 @@ class Cluster:
         self.plan = plan
         self.python = python
         self.log_dir = log_dir
+        self._own_data_dir: str | None = None
+        if plan.data_dir is None:
+            self._own_data_dir = plan.data_dir = tempfile.mkdtemp(prefix="dhtscope-cluster-")
         self.members = plan.build()
 
     def start(self) -> None:
@@ -235,6 +245,15 @@ class Cluster:
     def exited(self) -> list[Member]:
         return [m for m in self.members if m.process is not None and m.process.poll() is not None]
 
+    def signal(self, signum: int) -> None:
+        """Send `signum` to every member still running; safe from any thread, never waits."""
+        for m in self.members:
+            if m.process is not None and m.process.poll() is None:
+                try:
+                    m.process.send_signal(signum)
+                except OSError:
+                    pass  # gone meanwhile
+
     def stop(self) -> None:
         procs = [m.process for m in self.members if m.process is not None]
         for p in procs:
@@ -254,6 +273,8 @@ class Cluster:
                         pipe.close()
                     except OSError:
                         pass  # a member that died mid-write: nothing left to flush
+        if self._own_data_dir is not None:
+            shutil.rmtree(self._own_data_dir, ignore_errors=True)
 
 
 def run_check(

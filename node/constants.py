@@ -13,16 +13,50 @@ CONTACT_FAILURES_BEFORE_EVICT = 1  # unanswered requests before a contact leaves
 FIND_VALUE_QUORUM = 3  # a FIND_VALUE lookup stops after this many nodes returned records
 MAINTENANCE_INTERVAL_S = 1.0  # how often a node expires records, republishes and refreshes
 
+# Routing table diversity (libp2p kad-dht's peer diversity filter, S/Kademlia): ids are free to
+# mint, addresses are not, so one host or network cannot fill a table with identities. Public
+# addresses count per address and per subnet, private ones per address, loopback not at all
+# (a local cluster shares 127.0.0.1); see node/diversity.py.
+MAX_CONTACTS_PER_ADDRESS_PER_BUCKET = 2  # a host runs one node, two behind a shared NAT
+MAX_CONTACTS_PER_ADDRESS_PER_TABLE = 4  # a few NAT neighbours, not 30 identities of one host
+MAX_CONTACTS_PER_SUBNET_PER_BUCKET = 3  # one operator's block seldom holds more honest nodes
+MAX_CONTACTS_PER_SUBNET_PER_TABLE = 8  # so 20 fake identities in one /24 leave most of a table honest
+SUBNET_V4_PREFIX_BITS = 24  # the block one operator usually holds
+SUBNET_V6_PREFIX_BITS = 48  # the usual site allocation
+
+# Dialling: dead contacts must not stall a join or a lookup.
+# A lookup or an address check waits this long for a handshake: aioquic resends its first
+# packet after 0.2, 0.4 and 0.8 s, so four tries fit, at well under CONNECT_TIMEOUT_S.
+LOOKUP_DIAL_TIMEOUT_S = 2.0
+DIAL_FAILURE_MEMORY_S = 60.0  # a contact that failed is skipped by lookups for this long
+MAX_REMEMBERED_FAILURES = 4096  # addresses kept in that memory; a flood of fakes forgets the oldest
+MAX_PENDING_VERIFICATIONS = 16  # claimed addresses PINGed at once before a contact enters the table
+
 # Records
 RECORD_TTL_S = 300.0  # provider records expire after this
 REPUBLISH_MARGIN_S = 60.0  # providers republish this long before expiry
 MAX_RECORD_TTL_S = 3600.0  # a record claiming to live longer is refused
+# A node keeps a record at most this long from its arrival; a longer TTL is clamped (the STORE
+# result says so), so squatters cannot hold slots for an hour. Twice RECORD_TTL_S: an honest
+# publisher republishes well within it.
+MAX_KEPT_TTL_S = 600.0
 MAX_CLOCK_SKEW_S = 30.0  # tolerated difference between clocks of peers
 MAX_RECORDS_PER_KEY = 64  # providers kept per service
 MAX_RECORDS_PER_PEER = 256  # records one publisher may hold on one node
 MAX_RECORDS_TOTAL = 100_000  # records one node stores in all
+# Records one network (subnet if public, address if private; loopback exempt) may hold under
+# one key: 64 identities from one place cannot monopolise a service.
+MAX_RECORDS_PER_NETWORK_PER_KEY = 8
+# STORE rate per connection (token bucket, in records): an honest provider stores a handful of
+# records every few minutes; one connection cannot fill the store in a minute.
+STORE_RECORDS_PER_S = 10.0
+STORE_BURST_RECORDS = 64  # a whole STORE of MAX_RECORDS_PER_MESSAGE records at once
 MAX_VALUE_BYTES = 1024  # a record's value (an endpoint)
 MAX_SERVICE_NAME_BYTES = 256
+# With a data dir, changes are committed at most this far apart: a crash loses at most the last
+# second of writes, with room for a slow commit.
+PERSIST_COMMIT_INTERVAL_S = 0.5
+MAX_KEY_FILE_BYTES = 16 * 1024  # an Ed25519 PEM is about 120 bytes; --key /dev/zero reads no more
 
 # Wire and transport
 ALPN = "dhtscope/1"

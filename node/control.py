@@ -45,7 +45,7 @@ from dhtscope.tracing.version import dhtscope_version
 from .endpoints import parse_address
 from .ids import Contact, NodeId
 from .node import Node, NodeError, record_view
-from .probes import PROBE_KINDS, ProbeError, check_probe_args
+from .probes import PROBE_KINDS, KnownNode, NodeRef, ProbeError, check_probe_args, resolve_node
 from .rpc import RpcError
 from .scenarios import DEFAULT_LOSS, SCENARIOS
 from .transport import Conn, TransportError
@@ -199,36 +199,62 @@ def lookup_view(result: Any) -> dict[str, Any]:
     }
 
 
-def _ping_target(node: Node, text: str) -> tuple[Contact | tuple[str, int], str | None]:
-    """HOST:PORT, or the hex id of a contact in the routing table."""
-    if ":" not in text:
+def known_nodes(node: Node) -> list[KnownNode]:
+    """The nodes `node` can name: itself and every contact in its routing table."""
+    return [KnownNode(node.id.hex(), node.name, node.address)] + [
+        KnownNode(c.node_id.hex(), None, c.address) for c in node.routing.contacts()
+    ]
+
+
+def _ping_target(node: Node, text: str) -> tuple[Contact | tuple[str, int], NodeRef | None]:
+    """HOST:PORT, or a node's name, id or id prefix that this node knows (with its address)."""
+    if ":" in text:
         try:
-            node_id = NodeId(int(text, 16)) if len(text) == 64 else None
-        except ValueError:
-            node_id = None
-        if node_id is None:
-            raise _BadRequest(f"ping target {text!r} must be HOST:PORT or a 64-digit node id")
-        contact = node.routing.get(node_id)
-        if contact is None:
-            raise _BadRequest(f"node {text[:16]}... is not in this node's routing table; give HOST:PORT")
-        return contact, node_id.hex()
+            return parse_address(text), None
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
     try:
-        return parse_address(text), None
-    except ValueError as exc:
+        ref = resolve_node(text, known_nodes(node))
+    except ProbeError as exc:
         raise _BadRequest(str(exc)) from None
+    contact = node.routing.get(NodeId(int(ref.node_id, 16))) if ref.how != "hashed" else None
+    if contact is None:
+        raise _BadRequest(
+            f"ping target {text!r} is not a node in this node's routing table; give HOST:PORT, "
+            "or the name, id or id prefix of a node it knows"
+        )
+    return contact, ref
 
 
 async def run_probe(node: Node, kind: str, args: list[str]) -> dict[str, Any]:
     """One probe on `node`; the result has the shape of `dhtscope probe --json` plus `kind`."""
     op = kind.replace("_", "-")  # the CLI's spelling, so its printer reads these too
     if kind == "ping":
-        target, node_hex = _ping_target(node, args[0])
+        target, ref = _ping_target(node, args[0])
         rtt = await node.ping(target)
         to = target.address if isinstance(target, Contact) else f"{target[0]}:{target[1]}"
-        return {"op": op, "kind": kind, "to": to, "node": node_hex, "rtt_ms": round(rtt * 1000, 3), "ok": True}
+        return {
+            "op": op,
+            "kind": kind,
+            "to": to,
+            "node": ref.node_id if ref else None,
+            "target_note": ref.note() if ref else None,
+            "rtt_ms": round(rtt * 1000, 3),
+            "ok": True,
+        }
     if kind == "find_node":
-        result = await node.find_node(NodeId.parse(args[0]))
-        return {"op": op, "kind": kind, "target": args[0], **lookup_view(result), "ok": result.found}
+        ref = resolve_node(args[0], known_nodes(node))  # ProbeError (a ValueError) when ambiguous
+        result = await node.find_node(NodeId(int(ref.node_id, 16)))
+        return {
+            "op": op,
+            "kind": kind,
+            "target": ref.node_id,
+            "given": args[0],
+            "resolved_as": ref.how,
+            "target_note": ref.note(),
+            **lookup_view(result),
+            "ok": result.found,
+        }
     if kind in ("find_value", "discover"):
         key = NodeId.parse(args[0])
         result = await node.find_value(key, quorum=None)
@@ -242,11 +268,16 @@ async def run_probe(node: Node, kind: str, args: list[str]) -> dict[str, Any]:
             "records": records,
             "ok": bool(records),
         }
-    # store and advertise: a signed record under the key (a name is hashed), republished while we run
+    # store and advertise: a signed record under the key (a name is hashed), republished while we run.
+    # Only an advertisement names its key: stores check its value as an endpoint, so a plain value
+    # stored under a name must not claim to be one.
     key_text, value = args
     key = NodeId.parse(key_text)
     name = key_text if key.hex() != key_text.lower() else None
-    report = await node.store(key, value.encode("utf-8"), name=name)
+    if kind == "store":
+        report = await node.store(key, value.encode("utf-8"))
+    else:
+        report = await node.store(key, value.encode("utf-8"), name=name)
     return {
         "op": op,
         "kind": kind,
@@ -254,8 +285,10 @@ async def run_probe(node: Node, kind: str, args: list[str]) -> dict[str, Any]:
         "name": name,
         "value": value,
         **(lookup_view(report.lookup) if report.lookup else {}),
-        "replicas": report.replicas,
-        "targets": len(report.targets),
+        "replicas": report.replicas,  # accepted + this node's own copy
+        "targets": len(report.targets),  # the closest nodes found, never this node
+        "accepted": len(report.accepted),
+        "stored_locally": report.stored_locally,
         "refused": [{"node": c.node_id.hex(), "reason": r} for c, r in report.refused],
         "ok": report.replicas > 0,
     }
@@ -276,8 +309,8 @@ class ControlServer:
         self.target = parse_control_target(target)
         if self.target.kind == "tcp" and not token:
             raise ControlError(
-                f"control endpoint {self.target.description} is TCP and needs a token "
-                "(--control-token); without one anyone who reaches the port controls the node"
+                f"control endpoint {self.target.description} is TCP and needs a token (--control-token-file, "
+                "or DHTSCOPE_CONTROL_TOKEN); without one anyone who reaches the port controls the node"
             )
         if self.target.kind == "unix" and len(os.fsencode(self.target.path or "")) > UNIX_PATH_MAX_BYTES:
             raise ControlError(

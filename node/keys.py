@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .constants import MAX_KEY_FILE_BYTES
 from .ids import NodeId
 
 PUBLIC_KEY_BYTES = 32
@@ -39,10 +41,10 @@ class Identity:
     def load_or_create(cls, path: str | os.PathLike[str]) -> Identity:
         """Read the key at `path`, or create one there (mode 0600) if the file does not exist."""
         p = Path(path)
-        if p.exists():
+        if p.exists() or p.is_symlink():
             try:
-                key = serialization.load_pem_private_key(p.read_bytes(), password=None)
-            except (ValueError, TypeError, OSError) as exc:
+                key = serialization.load_pem_private_key(read_key_file(p), password=None)
+            except (ValueError, TypeError) as exc:
                 raise KeyFileError(f"cannot read key file {p}: {exc}") from None
             if not isinstance(key, Ed25519PrivateKey):
                 raise KeyFileError(f"key file {p} does not hold an Ed25519 private key")
@@ -64,6 +66,38 @@ class Identity:
 
     def sign(self, data: bytes) -> bytes:
         return self.private_key.sign(data)
+
+
+def read_key_file(path: Path) -> bytes:
+    """A private key file's bytes: only a regular file, private to its owner, of key size; KeyFileError if not."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        # As ssh does: a private key others may read is as good as published.
+        if os.name == "posix" and info.st_mode & 0o077:
+            raise KeyFileError(
+                f"key file {path} is accessible by others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                f"run: chmod 600 {path}"
+            )
+        chunks = []
+        left = MAX_KEY_FILE_BYTES + 1
+        while left > 0 and (chunk := os.read(fd, left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(f"key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes; it is not a key")
+    return data
 
 
 def verify_signature(public_key: bytes, signature: bytes, data: bytes) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import random
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,23 +18,32 @@ from .constants import (
     BUCKET_REFRESH_S,
     CONNECT_TIMEOUT_S,
     FIND_VALUE_QUORUM,
+    LOOKUP_DIAL_TIMEOUT_S,
     MAINTENANCE_INTERVAL_S,
     MAX_DATAGRAM_BYTES,
+    MAX_PENDING_VERIFICATIONS,
     MAX_RECORDS_PER_MESSAGE,
     MAX_UDP_PAYLOAD_BYTES,
     MIN_DATAGRAM_BYTES,
+    PERSIST_COMMIT_INTERVAL_S,
     RECORD_TTL_S,
     REQUEST_TIMEOUT_S,
+    STORE_BURST_RECORDS,
+    STORE_RECORDS_PER_S,
     STREAM_CREDIT_WAIT_S,
     K,
 )
+from .diversity import AddressLimits
+from .guards import RecentFailures, TokenBucket
 from .ids import Contact, NodeId
 from .keys import Identity
 from .lookup import Hop, Lookup, LookupResult
-from .records import Advertisements, Record, RecordError, RecordStore, verify
-from .routing import RoutingChange, RoutingTable
-from .rpc import RemoteError, RpcEndpoint, RpcError, contact_of
+from .persistence import NodeState, PersistenceError
+from .records import Advertisements, Record, RecordError, verify
+from .routing import REFUSED, RoutingChange, RoutingTable
+from .rpc import PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of
 from .scenarios import DEFAULT_LOSS, Faults, apply_scenario
+from .store import RecordStore
 from .transport import Address, Conn, Endpoint, TransportError
 from .wire import (
     Error,
@@ -50,6 +61,8 @@ from .wire import (
 )
 
 log = logging.getLogger("dhtscope.node")
+
+DEFAULT_ADDRESS_LIMITS = AddressLimits()
 
 EventListener = Callable[[str, dict[str, Any], "Conn | None"], None]
 
@@ -86,6 +99,10 @@ class NodeStats:
     requests_handled: dict[str, int] = field(default_factory=dict)
     lookups: int = 0
     identity_mismatches: int = 0
+    contacts_refused: int = 0  # over an address or subnet limit of the routing table
+    contacts_unverified: int = 0  # their claimed address did not answer as them
+    lookup_skips: int = 0  # contacts a lookup did not dial because they failed lately
+    stores_overloaded: int = 0  # STOREs refused by the per-connection rate limit
 
 
 class Node:
@@ -109,6 +126,12 @@ class Node:
         clock: Callable[[], float] = time.time,
         client_mode: bool = False,
         max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
+        address_limits: AddressLimits | None = DEFAULT_ADDRESS_LIMITS,
+        dial_timeout_s: float = LOOKUP_DIAL_TIMEOUT_S,
+        store_records_per_s: float = STORE_RECORDS_PER_S,
+        store_burst_records: int = STORE_BURST_RECORDS,
+        store: RecordStore | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.identity = identity or Identity.generate()
         self.id = self.identity.node_id
@@ -130,8 +153,15 @@ class Node:
         self.request_timeout_s = request_timeout_s
         self.maintenance_interval_s = maintenance_interval_s
         self.bucket_refresh_s = bucket_refresh_s
-        self.routing = RoutingTable(self.id)
-        self.store_ = RecordStore()
+        self.dial_timeout_s = min(dial_timeout_s, CONNECT_TIMEOUT_S)
+        self.routing = RoutingTable(self.id, limits=address_limits)
+        self.store_ = store if store is not None else RecordStore()
+        self.failures = RecentFailures()
+        self.store_rate = (store_records_per_s, store_burst_records)
+        self.data_dir = os.fspath(data_dir) if data_dir is not None else None
+        self.persistence: NodeState | None = None
+        self.state_loaded: dict[str, Any] | None = None  # what start() read back from data_dir
+        self._persist_failing = False
         ad_args: dict[str, Any] = {"ttl_s": record_ttl_s}
         if republish_margin_s is not None:
             ad_args["margin_s"] = republish_margin_s
@@ -146,6 +176,8 @@ class Node:
         self._rng = random.Random()
         self._stopping = False
         self._pinging: set[NodeId] = set()  # oldest contacts being checked, one PING each
+        self._verifying: set[tuple[NodeId, str, int]] = set()  # claimed addresses being PINGed
+        self._store_rate: weakref.WeakKeyDictionary[Conn, TokenBucket] = weakref.WeakKeyDictionary()
 
     # -- life -----------------------------------------------------------------
 
@@ -157,6 +189,20 @@ class Node:
         return Contact(self.id, self.host, self.port)
 
     async def start(self) -> None:
+        if self.data_dir is not None:
+            try:
+                self.persistence = NodeState(self.data_dir)
+            except PersistenceError as exc:
+                raise NodeError(str(exc)) from None
+        try:
+            await self._start()
+        except BaseException:
+            if self.persistence is not None:
+                self.persistence.close()
+                self.persistence = None
+            raise
+
+    async def _start(self) -> None:
         quic_logger = self.recorder.quic_logger() if self.recorder is not None else None
 
         def make_endpoint(owner: RpcEndpoint) -> Endpoint:
@@ -187,6 +233,9 @@ class Node:
                 "scenario": self.faults.names(),
             },
         )
+        if self.persistence is not None:
+            self._load_state(self.persistence)
+            self._spawn(self._persist())
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def stop(self) -> None:
@@ -198,8 +247,60 @@ class Node:
         await asyncio.gather(*(t for t in [self._maintenance, *self._tasks] if t), return_exceptions=True)
         if self.rpc is not None:
             await self.rpc.close()
+        if self.persistence is not None:
+            self._commit_state()
+            self.persistence.close()
+            self.persistence = None
         if self.recorder is not None:
             self.recorder.close()
+
+    # -- persistence ------------------------------------------------------------------
+
+    def _load_state(self, state: NodeState) -> None:
+        """Records and contacts saved by an earlier run, each checked again as if it had just arrived."""
+        now = self.clock()
+        records = refused = 0
+        for saved in state.load_records():
+            outcome = self.store_.put(saved.record, now, origin=saved.origin, keep_until=saved.kept_until)
+            if outcome.accepted:
+                records += 1
+                for gone in (*outcome.evicted, *outcome.purged):
+                    state.record_removed(gone)
+            else:
+                refused += 1
+                state.record_removed(saved.record)
+        contacts = 0
+        for contact, last_seen in state.load_contacts():
+            if contact.node_id != self.id and self.routing.seen(contact, last_seen).action == "added":
+                contacts += 1
+        self.state_loaded = {
+            "data_dir": self.data_dir,
+            "records": records,
+            "records_refused": refused,
+            "contacts": contacts,
+        }
+        self.emit("dht:state_loaded", self.state_loaded)
+
+    async def _persist(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(PERSIST_COMMIT_INTERVAL_S)
+            self._commit_state()
+
+    def _commit_state(self) -> None:
+        state = self.persistence
+        if state is None or not state.pending:
+            return
+        contacts = ((e.contact, e.last_seen) for b in self.routing.buckets() for e in b.contacts)
+        try:
+            state.commit(contacts)
+        except PersistenceError as exc:
+            if not self._persist_failing:  # once per outage, not once per commit
+                log.warning("%s; the node keeps serving and retries", exc)
+            self._persist_failing = True
+            return
+        if self._persist_failing:
+            log.warning("writing %s works again", self.data_dir)
+            self._persist_failing = False
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -245,7 +346,7 @@ class Node:
                     reason=f"claimed id {claimed} is not SHA-256 of your TLS key ({actual})",
                 )
             conn.peer_port = request.sender.port
-            self._saw(contact)
+            self._learn(conn, contact)
         now = self.clock()
         rid = request.request_id
         if isinstance(request, Ping):
@@ -259,14 +360,34 @@ class Node:
                 contacts=tuple(self.routing.closest(request.key, K, exclude=conn.peer_id)),
             )
         if isinstance(request, Store):
-            results = []
-            for record in request.records:
-                results.append(self._accept_record(record, now, conn.peer_id))
+            bucket = self._store_rate.get(conn)
+            if bucket is None:
+                bucket = self._store_rate[conn] = TokenBucket(*self.store_rate, now)
+            wait_s = bucket.take(len(request.records), now)
+            if wait_s is not None:
+                self.stats.stores_overloaded += 1
+                return Error(
+                    rid,
+                    code=ErrorCode.OVERLOADED,
+                    reason=f"STORE rate limit: {bucket.rate_per_s:g} records/s per connection "
+                    f"(burst {bucket.burst:g}); retry in {min(wait_s, 3600.0):.1f} s",
+                )
+            origin = conn.addr[0]
+            results = [self._accept_record(record, now, conn.peer_id, origin) for record in request.records]
             return StoreResult(rid, results=tuple(results))
         return Error(rid, code=ErrorCode.UNKNOWN_TYPE, reason=f"{kind} is not handled")
 
-    def _accept_record(self, record: Record, now: float, from_peer: NodeId | None) -> tuple[bool, str]:
-        outcome = self.store_.put(record, now, from_peer=from_peer)
+    def _accept_record(
+        self, record: Record, now: float, from_peer: NodeId | None, origin: str | None
+    ) -> tuple[bool, str]:
+        outcome = self.store_.put(record, now, from_peer=from_peer, origin=origin)
+        if self.persistence is not None:
+            self.persistence.record_outcome(outcome, origin)
+        for gone in outcome.evicted:
+            self.emit(
+                "dht:record_evicted",
+                {"key": gone.key.hex(), "publisher": gone.publisher.hex(), "name": gone.name, "for": record.key.hex()},
+            )
         base = {
             "key": record.key.hex(),
             "publisher": record.publisher.hex(),
@@ -281,25 +402,84 @@ class Node:
                     "action": outcome.action,
                     "expires_at_ms": round(record.expires_at * 1000),
                     "name": record.name,
+                    **({"clamped": outcome.clamped} if outcome.clamped else {}),
                 },
             )
         else:
             self.emit("dht:record_refused", {**base, "reason": outcome.reason})
-        return outcome.accepted, outcome.action if outcome.accepted else outcome.reason
+        return outcome.accepted, outcome.summary
 
     # -- routing ----------------------------------------------------------------
+
+    def _learn(self, conn: Conn, contact: Contact) -> None:
+        """A peer proved its id on `conn` and claims to listen at `contact`'s address.
+
+        An address the connection itself came from is proven: we dialled it, or the peer's
+        datagrams came from it and its handshake completed, which QUIC allows only when the
+        peer receives at that address (RFC 9000 section 8.1), and a node sends from the
+        socket it listens on. Any other claim enters the table only once a PING to it, on a
+        connection we open, is answered by the same node id.
+        """
+        if contact.node_id == self.id:
+            return
+        if conn.addr == (contact.host, contact.port):
+            self._saw(contact)
+            return
+        known = self.routing.get(contact.node_id)
+        if known is not None and (known.host, known.port) == (contact.host, contact.port):
+            self._saw(contact)
+            return
+        self._verify_later(contact)
+
+    def _verify_later(self, contact: Contact) -> None:
+        key = (contact.node_id, contact.host, contact.port)
+        if key in self._verifying or len(self._verifying) >= MAX_PENDING_VERIFICATIONS or self._stopping:
+            return  # the peer's next request tries again
+        if self.failures.recent((contact.host, contact.port), self.clock()) is not None:
+            self.stats.contacts_unverified += 1
+            return
+        if self.routing.admissible(contact) is not None:
+            self.stats.contacts_refused += 1
+            return  # not worth a handshake: the table would refuse it anyway
+        self._verifying.add(key)
+        self._spawn(self._verify(contact, key))
+
+    async def _verify(self, contact: Contact, key: tuple[NodeId, str, int]) -> None:
+        rpc = self._require_started()
+        try:
+            await self._call(contact, Ping(rpc.next_request_id()), dial_timeout_s=self.dial_timeout_s, verify=True)
+        except (NodeError, RemoteError) as exc:
+            self.stats.contacts_unverified += 1
+            self.emit(
+                "dht:routing_updated",
+                {
+                    "action": "unverified",
+                    "peer_id": contact.node_id.hex(),
+                    "address": contact.address,
+                    "bucket": self.id.bucket_index(contact.node_id),
+                    "reason": f"claimed address did not answer as this node: {exc}",
+                },
+            )
+        finally:
+            self._verifying.discard(key)
 
     def _saw(self, contact: Contact) -> None:
         if contact.node_id == self.id:
             return
         change = self.routing.seen(contact, self.clock())
+        if change.action == REFUSED:
+            self.stats.contacts_refused += 1
         self._log_change(change)
         if change.ping is not None and change.ping.node_id not in self._pinging:
             self._pinging.add(change.ping.node_id)
             self._spawn(self._check_oldest(change.ping))
 
     def _log_change(self, change: RoutingChange | None) -> None:
-        if change is None or change.action in ("updated", "ignored"):
+        if change is None or change.action == "ignored" or (change.action == "updated" and change.previous is None):
+            return
+        if self.persistence is not None and change.action != REFUSED:
+            self.persistence.routing_changed()
+        if change.action == "updated":
             return
         self.emit(
             "dht:routing_updated",
@@ -308,6 +488,7 @@ class Node:
                 "peer_id": change.contact.node_id.hex(),
                 "address": change.contact.address,
                 "bucket": change.bucket,
+                **({"reason": change.reason} if change.reason else {}),
             },
         )
         if change.promoted is not None:
@@ -340,15 +521,34 @@ class Node:
             raise NodeError("node is not started")
         return self.rpc
 
-    async def _call(self, target: Contact | Address, message: Message) -> tuple[Message, float, Conn]:
-        """One request to a contact (or a bare address); the contact is marked failed if it does not answer."""
+    async def _call(
+        self,
+        target: Contact | Address,
+        message: Message,
+        *,
+        dial_timeout_s: float = CONNECT_TIMEOUT_S,
+        verify: bool = False,
+    ) -> tuple[Message, float, Conn]:
+        """One request to a contact (or a bare address); the contact is marked failed if it does not answer.
+
+        `verify`: on a connection we dial to the contact's address, never on one the peer opened,
+        and a failure costs the contact nothing but this attempt.
+        """
         rpc = self._require_started()
         if isinstance(target, Contact):
             addr, expected = (target.host, target.port), target.node_id
         else:
             addr, expected = target, None
         try:
-            conn = await rpc.connection_to(addr, expected, min(CONNECT_TIMEOUT_S, self.request_timeout_s))
+            timeout_s = min(dial_timeout_s, self.request_timeout_s)
+            if verify:
+                conn = await rpc.connection_to(addr, None, timeout_s)
+                if conn.peer_id != expected:
+                    seen = conn.peer_id.short() if conn.peer_id else "an unidentified node"
+                    want = expected.short() if expected else "the node asked for"
+                    raise PeerMismatch(f"{addr[0]}:{addr[1]} is {seen}, not {want}")
+            else:
+                conn = await rpc.connection_to(addr, expected, timeout_s)
             response, rtt = await rpc.request(
                 conn,
                 message,
@@ -359,11 +559,16 @@ class Node:
         except RemoteError:
             raise
         except (RpcError, TransportError) as exc:
-            if isinstance(target, Contact):
+            self.failures.failed(addr, self.clock(), str(exc))
+            if isinstance(target, Contact) and not verify:
                 self._failed(target)
             raise NodeError(str(exc)) from None
+        self.failures.succeeded(addr)
         if conn.peer_id is not None and response.sender is not None and response.sender.node_id == conn.peer_id:
-            self._saw(Contact(conn.peer_id, conn.addr[0], response.sender.port))  # the address dialled, resolved
+            # On a connection we dialled, the address is the one that answered; on one the peer
+            # opened, its claimed port is checked before it counts.
+            port = conn.addr[1] if conn.role == "client" else response.sender.port
+            self._learn(conn, Contact(conn.peer_id, conn.addr[0], port))
         return response, rtt, conn
 
     async def ping(self, target: Contact | Address) -> float:
@@ -424,7 +629,7 @@ class Node:
         return result
 
     async def _lookup(self, target: NodeId, kind: str, quorum: int | None = None) -> LookupResult:
-        rpc = self._require_started()
+        self._require_started()
         self._lookup_ids += 1
         lookup_id = f"{self.id.short()}-{self._lookup_ids}"
         self.stats.lookups += 1
@@ -464,13 +669,7 @@ class Node:
         logged = 0
         try:
             while not lookup.done:
-                for contact in lookup.next_queries(self.clock()):
-                    message: Message = (
-                        FindValue(rpc.next_request_id(), key=target)
-                        if kind == "find_value"
-                        else FindNode(rpc.next_request_id(), target=target)
-                    )
-                    pending[asyncio.create_task(self._call(contact, message))] = contact
+                self._launch_queries(lookup, pending, kind, target)
                 if not pending:
                     break
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -500,6 +699,30 @@ class Node:
                 },
             )
         return result
+
+    def _launch_queries(
+        self, lookup: Lookup, pending: dict[asyncio.Task[Any], Contact], kind: str, target: NodeId
+    ) -> None:
+        """Query whom the lookup asks for; a contact that failed lately counts as failed at once."""
+        rpc = self._require_started()
+        while True:
+            now = self.clock()
+            batch = lookup.next_queries(now)
+            if not batch:
+                return
+            for contact in batch:
+                recent = self.failures.recent((contact.host, contact.port), now)
+                if recent is not None:
+                    self.stats.lookup_skips += 1
+                    lookup.on_failure(contact, now, f"skipped: {recent}")
+                    continue
+                message: Message = (
+                    FindValue(rpc.next_request_id(), key=target)
+                    if kind == "find_value"
+                    else FindNode(rpc.next_request_id(), target=target)
+                )
+                task = asyncio.create_task(self._call(contact, message, dial_timeout_s=self.dial_timeout_s))
+                pending[task] = contact
 
     def _lookup_answer(self, lookup: Lookup, contact: Contact, task: asyncio.Task[Any]) -> None:
         now = self.clock()
@@ -560,7 +783,10 @@ class Node:
         if not self.client_mode and (
             len(targets) < K or record.key.distance(self.id) < record.key.distance(targets[-1].node_id)
         ):
-            stored_locally = self.store_.put(record, self.clock(), from_peer=self.id).accepted
+            outcome = self.store_.put(record, self.clock(), from_peer=self.id)
+            if self.persistence is not None:
+                self.persistence.record_outcome(outcome, None)
+            stored_locally = outcome.accepted
 
         async def one(contact: Contact) -> tuple[Contact, bool, str]:
             try:
@@ -612,6 +838,8 @@ class Node:
     async def _maintain_once(self) -> None:
         now = self.clock()
         for record in self.store_.expire(now):
+            if self.persistence is not None:
+                self.persistence.record_removed(record)
             self.emit(
                 "dht:record_expired",
                 {"key": record.key.hex(), "publisher": record.publisher.hex(), "name": record.name},
@@ -683,6 +911,10 @@ class Node:
                 "requests_handled": dict(self.stats.requests_handled),
                 "lookups": self.stats.lookups,
                 "identity_mismatches": self.stats.identity_mismatches,
+                "contacts_refused": self.stats.contacts_refused,
+                "contacts_unverified": self.stats.contacts_unverified,
+                "lookup_skips": self.stats.lookup_skips,
+                "stores_overloaded": self.stats.stores_overloaded,
             },
         }
 

@@ -1,4 +1,4 @@
-"""Signed provider records, the store that keeps them, and the advertisements this node republishes.
+"""Signed provider records, and the advertisements this node republishes (the store is node/store.py).
 
 Sans-I/O: nothing here reads a clock, a socket or an event loop; `now` is always an argument
 (unix seconds, float).
@@ -7,22 +7,18 @@ Sans-I/O: nothing here reads a clock, a socket or an event loop; `now` is always
 from __future__ import annotations
 
 import hashlib
-import heapq
-import itertools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgpack
 
 from .constants import (
     ID_BYTES,
     MAX_CLOCK_SKEW_S,
+    MAX_KEPT_TTL_S,
     MAX_RECORD_TTL_S,
-    MAX_RECORDS_PER_KEY,
-    MAX_RECORDS_PER_PEER,
-    MAX_RECORDS_TOTAL,
     MAX_SERVICE_NAME_BYTES,
     MAX_VALUE_BYTES,
     RECORD_TTL_S,
@@ -37,8 +33,6 @@ SIGNATURE_DOMAIN = b"dhtscope-record-v1\0"
 
 # msgpack's largest unsigned integer; a wire seq beyond it could not be re-encoded.
 MAX_SEQ = (1 << 64) - 1
-
-Action = Literal["stored", "replaced", "refreshed", "refused"]
 
 
 class RecordError(ValueError):
@@ -358,195 +352,6 @@ def _id_field(obj: Mapping[Any, Any], name: str) -> NodeId:
 
 
 # --------------------------------------------------------------------------------------------
-# The store
-
-
-@dataclass(frozen=True, slots=True)
-class StoreOutcome:
-    """What `RecordStore.put` did with a record, and why."""
-
-    accepted: bool
-    action: Action
-    reason: str
-    record: Record
-    previous: Record | None = None  # the record this one replaced or refreshed, if any
-    purged: tuple[Record, ...] = ()  # expired records removed while making room
-    from_peer: NodeId | None = None  # who sent it (may differ from the publisher)
-
-
-class RecordStore:
-    """Live signed records, one per (key, publisher), with explicit limits and expiry."""
-
-    def __init__(
-        self,
-        max_per_key: int = MAX_RECORDS_PER_KEY,
-        max_per_peer: int = MAX_RECORDS_PER_PEER,
-        max_total: int = MAX_RECORDS_TOTAL,
-    ) -> None:
-        if min(max_per_key, max_per_peer, max_total) < 1:
-            raise ValueError("record store limits must be at least 1")
-        self.max_per_key = max_per_key
-        self.max_per_peer = max_per_peer
-        self.max_total = max_total
-        self._by_key: dict[NodeId, dict[NodeId, Record]] = {}
-        self._per_publisher: dict[NodeId, int] = {}
-        self._total = 0
-        # (expires_at, tie-breaker, record). An entry is stale once its record is no longer the
-        # one stored for its (key, publisher); stale entries are skipped when they surface.
-        self._heap: list[tuple[float, int, Record]] = []
-        self._tiebreak = itertools.count()
-
-    def put(self, record: Record, now: float, from_peer: NodeId | None = None) -> StoreOutcome:
-        """Verify and store `record`; never raises for a bad record, the outcome says why."""
-        # Expired records always go first, so they never hold a slot a live record could use.
-        purged = tuple(self.expire(now))
-
-        def refuse(reason: str, previous: Record | None = None) -> StoreOutcome:
-            return StoreOutcome(False, "refused", reason, record, previous, purged, from_peer)
-
-        try:
-            verify(record, now)
-        except RecordRejected as exc:
-            return refuse(exc.reason)
-
-        slots = self._by_key.get(record.key)
-        existing = slots.get(record.publisher) if slots else None
-        if existing is not None:
-            if record.seq > existing.seq:
-                self._set(record, existing)
-                return StoreOutcome(
-                    True,
-                    "replaced",
-                    f"sequence number {record.seq} replaces {existing.seq}",
-                    record,
-                    existing,
-                    purged,
-                    from_peer,
-                )
-            if record.seq == existing.seq:
-                if record.signed_payload() == existing.signed_payload():
-                    return StoreOutcome(
-                        True,
-                        "refreshed",
-                        "the same record is already stored",
-                        existing,
-                        existing,
-                        purged,
-                        from_peer,
-                    )
-                # Two different records with one seq means the publisher (or its key) is
-                # equivocating; keeping the first is the only answer every node agrees on.
-                return refuse(
-                    f"same sequence number ({record.seq}) as the stored record but different "
-                    "contents; the publisher must increase its sequence number",
-                    existing,
-                )
-            return refuse(
-                f"older sequence number than the stored record ({record.seq} < {existing.seq})",
-                existing,
-            )
-
-        # A full store refuses rather than evicting someone else. Ids are free to mint, so
-        # eviction would let anyone with enough key pairs push out honest providers; a refusal
-        # instead tells the sender, who can store at another of the k closest nodes, while a
-        # silent eviction would lose a record with no one ever seeing why.
-        held = len(slots) if slots else 0
-        if held >= self.max_per_key:
-            return refuse(f"this key already has {held} records, the limit per key (max_per_key={self.max_per_key})")
-        by_publisher = self._per_publisher.get(record.publisher, 0)
-        if by_publisher >= self.max_per_peer:
-            return refuse(
-                f"this publisher already has {by_publisher} records on this node, the limit per "
-                f"publisher (max_per_peer={self.max_per_peer})"
-            )
-        if self._total >= self.max_total:
-            return refuse(
-                f"this node already stores {self._total} records, its total limit (max_total={self.max_total})"
-            )
-        self._set(record, None)
-        return StoreOutcome(True, "stored", "new record", record, None, purged, from_peer)
-
-    def get(self, key: NodeId, now: float) -> list[Record]:
-        """Live records under `key`, ordered by publisher id."""
-        slots = self._by_key.get(key)
-        if not slots:
-            return []
-        return [slots[p] for p in sorted(slots) if slots[p].expires_at > now]
-
-    def expire(self, now: float) -> list[Record]:
-        """Remove and return every record with expires_at <= now, soonest first."""
-        expired: list[Record] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, record = heapq.heappop(heap)
-            if self._is_current(record):
-                self._remove(record)
-                expired.append(record)
-        return expired
-
-    def next_expiry(self) -> float | None:
-        """When the soonest stored record expires, or None if the store is empty."""
-        heap = self._heap
-        while heap and not self._is_current(heap[0][2]):
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-    def keys(self, now: float | None = None) -> list[NodeId]:
-        """Keys with at least one record (live at `now`, if given), in id order."""
-        if now is None:
-            return sorted(self._by_key)
-        return sorted(k for k, slots in self._by_key.items() if any(r.expires_at > now for r in slots.values()))
-
-    def records(self, now: float | None = None) -> list[Record]:
-        """All records (live at `now`, if given), ordered by key then publisher."""
-        return [
-            slots[p]
-            for k, slots in sorted(self._by_key.items())
-            for p in sorted(slots)
-            if now is None or slots[p].expires_at > now
-        ]
-
-    def count_for_publisher(self, publisher: NodeId) -> int:
-        """How many records `publisher` holds on this node."""
-        return self._per_publisher.get(publisher, 0)
-
-    def __len__(self) -> int:
-        """Records held, including any expired ones `expire()` has not removed yet."""
-        return self._total
-
-    def __iter__(self) -> Iterator[Record]:
-        return iter(self.records())
-
-    def _is_current(self, record: Record) -> bool:
-        slots = self._by_key.get(record.key)
-        return slots is not None and slots.get(record.publisher) is record
-
-    def _set(self, record: Record, previous: Record | None) -> None:
-        self._by_key.setdefault(record.key, {})[record.publisher] = record
-        if previous is None:
-            self._per_publisher[record.publisher] = self._per_publisher.get(record.publisher, 0) + 1
-            self._total += 1
-        heapq.heappush(self._heap, (record.expires_at, next(self._tiebreak), record))
-        # Replacements leave stale heap entries behind until their time comes; a publisher that
-        # republishes often (long TTL, short margin) would otherwise grow the heap without bound.
-        if len(self._heap) > 2 * self._total + 64:
-            self._heap = [(r.expires_at, next(self._tiebreak), r) for s in self._by_key.values() for r in s.values()]
-            heapq.heapify(self._heap)
-
-    def _remove(self, record: Record) -> None:
-        slots = self._by_key[record.key]
-        del slots[record.publisher]
-        if not slots:
-            del self._by_key[record.key]
-        left = self._per_publisher[record.publisher] - 1
-        if left:
-            self._per_publisher[record.publisher] = left
-        else:
-            del self._per_publisher[record.publisher]
-        self._total -= 1
-
-
-# --------------------------------------------------------------------------------------------
 # What this node publishes
 
 
@@ -567,8 +372,9 @@ class Advertisements:
     _last_seq: int = field(default=-1, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not 0 < self.ttl_s <= MAX_RECORD_TTL_S:
-            raise ValueError(f"ttl_s must be in (0, {MAX_RECORD_TTL_S}] seconds, got {self.ttl_s}")
+        # Stores keep a record at most MAX_KEPT_TTL_S: a longer TTL would vanish before republishing.
+        if not 0 < self.ttl_s <= MAX_KEPT_TTL_S:
+            raise ValueError(f"ttl_s must be in (0, {MAX_KEPT_TTL_S}] seconds, got {self.ttl_s}")
         if not 0 <= self.margin_s < self.ttl_s:
             raise ValueError(f"margin_s must be at least 0 and below ttl_s ({self.ttl_s}), got {self.margin_s}")
 

@@ -7,6 +7,9 @@ when it reports that contact `failed` is it evicted and a replacement promoted.
 
 Buckets are created lazily and hold plain parallel lists (contacts, last
 seen) so that a simulator can keep 100,000 tables in memory.
+
+With `limits`, one address or subnet may hold only a few contacts per bucket
+and in all (node/diversity.py); a contact over a limit is refused, not cached.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from .constants import BUCKET_REFRESH_S, CONTACT_FAILURES_BEFORE_EVICT, ID_BITS, REPLACEMENT_CACHE_SIZE, K
+from .diversity import AddressLimits
 from .ids import Contact, NodeId
 
 # Kademlia evicts a contact after one unanswered request once a bucket is
@@ -28,6 +32,7 @@ REPLACEMENT_CACHED = "replacement_cached"
 EVICTED = "evicted"
 REMOVED = "removed"
 IGNORED = "ignored"
+REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +42,8 @@ class RoutingChange:
     action: "added", "updated" (known contact seen again; `previous` is set
     if its address changed), "replacement_cached" (bucket full: PING `ping`),
     "evicted" (removed from its bucket; `promoted` took its place, if any),
-    "removed" (dropped from a replacement cache), "ignored" (our own id).
+    "removed" (dropped from a replacement cache), "ignored" (our own id),
+    "refused" (its address or subnet holds enough contacts already; `reason` says which).
     """
 
     action: str
@@ -46,6 +52,7 @@ class RoutingChange:
     ping: Contact | None = None
     promoted: Contact | None = None
     previous: Contact | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,9 @@ class RoutingTable:
         "_buckets",
         "_touched",
         "_count",
+        "limits",
+        "_per_address",
+        "_per_subnet",
     )
 
     def __init__(
@@ -121,6 +131,7 @@ class RoutingTable:
         k: int = K,
         replacement_size: int = REPLACEMENT_CACHE_SIZE,
         failures_before_evict: int = FAILURES_BEFORE_EVICT,
+        limits: AddressLimits | None = None,
     ) -> None:
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -134,6 +145,10 @@ class RoutingTable:
         self._buckets: dict[int, _Bucket] = {}
         self._touched: dict[int, float] | None = None
         self._count = 0
+        self.limits = limits
+        # Contacts in buckets per address and per subnet (only counted with limits).
+        self._per_address: dict[str, int] = {}
+        self._per_subnet: dict[str, int] = {}
 
     # -- updates ---------------------------------------------------------
 
@@ -148,15 +163,29 @@ class RoutingTable:
             bucket = self._buckets[index] = _Bucket()
         i = bucket.find(value)
         if i >= 0:
-            old = bucket.pop(i)
+            old = bucket.contacts[i]
+            moved = (old.host, old.port) != (contact.host, contact.port)
+            if moved and self.limits is not None and old.host != contact.host:
+                self._uncount(old)
+                reason = self._over_limit(contact, bucket, exclude=value)
+                if reason is not None:
+                    self._count_in(old)
+                    return RoutingChange(REFUSED, contact, index, previous=old, reason=reason)
+                self._count_in(contact)
+            bucket.pop(i)
             bucket.contacts.append(contact)
             bucket.seen_at.append(now)
-            previous = old if (old.host, old.port) != (contact.host, contact.port) else None
-            return RoutingChange(UPDATED, contact, index, previous=previous)
+            return RoutingChange(UPDATED, contact, index, previous=old if moved else None)
+        if self.limits is not None:
+            reason = self._over_limit(contact, bucket)
+            if reason is not None:
+                self._drop_if_empty(index, bucket)
+                return RoutingChange(REFUSED, contact, index, reason=reason)
         if len(bucket.contacts) < self.k:
             bucket.contacts.append(contact)
             bucket.seen_at.append(now)
             self._count += 1
+            self._count_in(contact)
             # A contact that made it into the bucket is no longer a candidate.
             j = bucket.find_replacement(value)
             if j >= 0 and bucket.replacements is not None:
@@ -164,6 +193,88 @@ class RoutingTable:
             return RoutingChange(ADDED, contact, index)
         self._cache_replacement(bucket, contact, now)
         return RoutingChange(REPLACEMENT_CACHED, contact, index, ping=bucket.contacts[0])
+
+    def admissible(self, contact: Contact) -> str | None:
+        """Why `contact` could not enter the table now (an address or subnet limit), or None."""
+        if self.limits is None:
+            return None
+        value = contact.node_id.value
+        index = (value ^ self._self_value).bit_length() - 1
+        if index < 0:
+            return None
+        bucket = self._buckets.get(index)
+        if bucket is not None and (i := bucket.find(value)) >= 0:
+            old = bucket.contacts[i]
+            if old.host == contact.host:
+                return None
+            self._uncount(old)
+            try:
+                return self._over_limit(contact, bucket, exclude=value)
+            finally:
+                self._count_in(old)
+        return self._over_limit(contact, bucket)
+
+    def _over_limit(self, contact: Contact, bucket: _Bucket | None, exclude: int = -1) -> str | None:
+        limits = self.limits
+        if limits is None:
+            return None
+        group = limits.group(contact.host)
+        if group.address is None:
+            return None
+        if self._per_address.get(group.address, 0) >= limits.per_address_per_table:
+            return (
+                f"{group.address} already holds {limits.per_address_per_table} contacts of this table "
+                "(the limit per address)"
+            )
+        if group.subnet is not None and self._per_subnet.get(group.subnet, 0) >= limits.per_subnet_per_table:
+            return (
+                f"{group.subnet} already holds {limits.per_subnet_per_table} contacts of this table "
+                "(the limit per subnet)"
+            )
+        if bucket is None:
+            return None
+        same_address = same_subnet = 0
+        for other in bucket.contacts:
+            if other.node_id.value == exclude:
+                continue
+            theirs = limits.group(other.host)
+            if theirs.address == group.address:
+                same_address += 1
+            if group.subnet is not None and theirs.subnet == group.subnet:
+                same_subnet += 1
+        if same_address >= limits.per_address_per_bucket:
+            return (
+                f"{group.address} already holds {limits.per_address_per_bucket} contacts of this bucket "
+                "(the limit per address)"
+            )
+        if same_subnet >= limits.per_subnet_per_bucket:
+            return (
+                f"{group.subnet} already holds {limits.per_subnet_per_bucket} contacts of this bucket "
+                "(the limit per subnet)"
+            )
+        return None
+
+    def _count_in(self, contact: Contact) -> None:
+        if self.limits is None:
+            return
+        group = self.limits.group(contact.host)
+        if group.address is not None:
+            self._per_address[group.address] = self._per_address.get(group.address, 0) + 1
+        if group.subnet is not None:
+            self._per_subnet[group.subnet] = self._per_subnet.get(group.subnet, 0) + 1
+
+    def _uncount(self, contact: Contact) -> None:
+        if self.limits is None:
+            return
+        group = self.limits.group(contact.host)
+        for counts, name in ((self._per_address, group.address), (self._per_subnet, group.subnet)):
+            if name is None:
+                continue
+            left = counts.get(name, 0) - 1
+            if left > 0:
+                counts[name] = left
+            else:
+                counts.pop(name, None)
 
     def _cache_replacement(self, bucket: _Bucket, contact: Contact, now: float) -> None:
         if self.replacement_size == 0:
@@ -196,14 +307,17 @@ class RoutingTable:
                     return None
             contact = bucket.pop(i)
             self._count -= 1
+            self._uncount(contact)
             promoted = None
-            if bucket.replacements:
-                promoted, seen_at = bucket.replacements.pop()
+            j = self._promotable(bucket)
+            if j >= 0:
+                promoted, seen_at = bucket.replacements.pop(j)  # type: ignore[union-attr]
                 # Keep the bucket in last-seen order: the candidate may be older than some members.
                 at = bisect_right(bucket.seen_at, seen_at)
                 bucket.contacts.insert(at, promoted)
                 bucket.seen_at.insert(at, seen_at)
                 self._count += 1
+                self._count_in(promoted)
             self._drop_if_empty(index, bucket)
             return RoutingChange(EVICTED, contact, index, promoted=promoted)
         j = bucket.find_replacement(value)
@@ -212,6 +326,15 @@ class RoutingTable:
             self._drop_if_empty(index, bucket)
             return RoutingChange(REMOVED, contact, index)
         return None
+
+    def _promotable(self, bucket: _Bucket) -> int:
+        """The most recently seen replacement within the address limits, or -1."""
+        if not bucket.replacements:
+            return -1
+        for j in range(len(bucket.replacements) - 1, -1, -1):
+            if self._over_limit(bucket.replacements[j][0], bucket) is None:
+                return j
+        return -1
 
     def _drop_if_empty(self, index: int, bucket: _Bucket) -> None:
         if not bucket.contacts and not bucket.replacements:

@@ -115,6 +115,38 @@ class Faults:
             out.append(f"one-way-loss={self.send_loss:g}")
         return out
 
+    @classmethod
+    def from_names(cls, names: list[str] | tuple[str, ...]) -> Faults:
+        """The faults `names()` describes (what snapshots and hello carry), for `active_scenario()`."""
+        faults = cls()
+        for name in names:
+            if name.startswith("loss="):
+                try:
+                    faults.loss = float(name.split("=", 1)[1])
+                except ValueError:
+                    faults.loss = DEFAULT_LOSS
+            elif name == "no-accept":
+                faults.no_accept = True
+            elif name == "stream-limit":
+                faults.never_fin = True
+                faults.stream_credit = STREAM_LIMIT_SCENARIO_STREAMS
+            elif name == "alpn-mismatch":
+                faults.alpn = MISMATCHED_ALPN
+            elif name == "stall":
+                faults.stall = True
+            elif name.startswith("bad-certificate="):
+                faults.certificate = name.split("=", 1)[1]
+            elif name == "flow-control":
+                faults.flow_control = True
+            elif name == "blackhole":
+                faults.blackhole = True
+            elif name.startswith("one-way-loss="):
+                try:
+                    faults.send_loss = float(name.split("=", 1)[1])
+                except ValueError:
+                    faults.send_loss = DEFAULT_LOSS
+        return faults
+
     def active_scenario(self) -> str:
         """The scenario these faults are, or 'custom' when they match none exactly."""
         for name in SCENARIOS:

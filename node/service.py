@@ -14,6 +14,8 @@ from typing import Any, TextIO
 from .constants import FIND_VALUE_QUORUM, MAX_DATAGRAM_BYTES
 from .keys import Identity
 from .node import Node, NodeError
+from .persistence import key_path
+from .probes import store_summary
 from .rpc import RpcError
 from .scenarios import Faults
 from .transport import Address
@@ -45,13 +47,27 @@ class ServiceOptions:
     discover_all: bool = False  # ask all k closest nodes, not just the first few holders
     ping_bootstrap: int = 0  # PING each bootstrap node this many times after joining
     max_datagram_bytes: int = MAX_DATAGRAM_BYTES
+    data_dir: str | None = None  # records and routing table in SQLite; the key too, unless key_file
 
     def node_kwargs(self) -> dict[str, Any]:
         """The Node settings these options carry (besides identity, address, name, role, faults)."""
         kwargs: dict[str, Any] = {"max_datagram_bytes": self.max_datagram_bytes}
         if self.request_timeout_s:
             kwargs["request_timeout_s"] = self.request_timeout_s
+        if self.data_dir:
+            kwargs["data_dir"] = self.data_dir
         return kwargs
+
+    def key_path(self) -> str | None:
+        """The key file to use: the one given, else the one in the data dir, else none (a fresh key)."""
+        if self.key_file:
+            return self.key_file
+        return key_path(self.data_dir) if self.data_dir else None
+
+    def identity(self) -> Identity:
+        """The node's key: loaded from (or created in) `key_path()`, or a fresh one when there is none."""
+        key_file = self.key_path()
+        return Identity.load_or_create(key_file) if key_file else Identity.generate()
 
     def make_node(self, identity: Identity, name: str, recorder: Any = None) -> Node:
         """The (unstarted) node these options describe: `dhtscope node` and `dhtscope tui` both build it here."""
@@ -90,8 +106,8 @@ class Reporter:
 async def run_service(
     opts: ServiceOptions, stop: asyncio.Event | None = None, on_started: Callable[[Node], None] | None = None
 ) -> None:
-    """Run one node until `stop` is set or SIGINT/SIGTERM arrives."""
-    identity = Identity.load_or_create(opts.key_file) if opts.key_file else Identity.generate()
+    """Run one node until `stop` is set or SIGINT, SIGTERM or SIGHUP (its terminal closed) arrives."""
+    identity = opts.identity()
     name = opts.name or identity.node_id.short()
     report = Reporter(name, opts.json_lines)
     recorder = None
@@ -102,7 +118,9 @@ async def run_service(
     node = opts.make_node(identity, name, recorder)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a node whose terminal closes stops as cleanly as on Ctrl-C (files flushed,
+    # control socket removed) instead of dying where it stands.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
@@ -125,6 +143,14 @@ async def run_service(
         role=opts.role,
         control=control.description if control else None,
     )
+    if node.state_loaded is not None:
+        loaded = node.state_loaded
+        report(
+            "state_loaded",
+            f"loaded {loaded['records']} record(s) and {loaded['contacts']} contact(s) from {opts.data_dir}"
+            + (f"; {loaded['records_refused']} no longer valid" if loaded["records_refused"] else ""),
+            **loaded,
+        )
     if on_started is not None:
         on_started(node)
     work = asyncio.create_task(_work(node, opts, report, stop))
@@ -157,13 +183,16 @@ async def _work(node: Node, opts: ServiceOptions, report: Report, stop: asyncio.
         while not stop.is_set():
             try:
                 stored = await node.advertise(service, endpoint)
+                summary = store_summary(len(stored.accepted), len(stored.targets), stored.stored_locally)
                 report(
                     "advertised",
-                    f"advertised {service}={endpoint}: stored on {stored.replicas} "
-                    f"node(s) of the {len(stored.targets)} closest found",
+                    f"advertised {service}={endpoint}: {summary}",
                     service=service,
                     endpoint=endpoint,
                     replicas=stored.replicas,
+                    accepted=len(stored.accepted),
+                    closest=len(stored.targets),
+                    stored_locally=stored.stored_locally,
                 )
                 break
             except NodeError as exc:

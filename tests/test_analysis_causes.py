@@ -6,31 +6,29 @@ import json
 from pathlib import Path
 
 import pytest
-from test_analysis import End, NodeLog, deliver, no_accept_cluster, node_started, only, recording, rpc, start
+from helpers.traces import (
+    MANIFEST,
+    End,
+    NodeLog,
+    deliver,
+    node_started,
+    only,
+    recording,
+    rpc,
+    seed_bug_with_node_logs,
+    start,
+)
 
 from dhtscope.tracing.analysis import INFO, WARNING, Finding, analyse
 from dhtscope.tracing.analysis.causes import assign_ids, link, root_first
-from dhtscope.tracing.model import NodeEntry
 from dhtscope.tracing.reader import open_recording
 from dhtscope.tracing.report import render_json
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "recordings"
 
 
-MANIFEST = [NodeEntry(n, f"{n}-id", None, n) for n in ("registry", "provider1", "client")]
-
-
-def _seed_bug_with_node_logs() -> list[End]:
-    ends, _ = no_accept_cluster()
-    logs = [NodeLog(n) for n in ("registry", "provider1")]
-    for log in logs:
-        node_started(log, 0)
-    logs[0].log(9000, "dht:record_expired", {"key": "00", "publisher": "11"})
-    return [*ends, *logs]
-
-
 def test_consequences_point_at_the_root_and_follow_it() -> None:
-    a = analyse(recording(*_seed_bug_with_node_logs(), nodes=MANIFEST))
+    a = analyse(recording(*seed_bug_with_node_logs(), nodes=MANIFEST))
     root = only(a, "stream_not_delivered")
     assert root.caused_by is None and root.id == "stream_not_delivered/registry"
     timeout = only(a, "rpc_timeout")
@@ -46,8 +44,8 @@ def test_consequences_point_at_the_root_and_follow_it() -> None:
 
 
 def test_ids_are_unique_and_stable_and_json_carries_the_links() -> None:
-    a = analyse(recording(*_seed_bug_with_node_logs(), nodes=MANIFEST))
-    b = analyse(recording(*_seed_bug_with_node_logs(), nodes=MANIFEST))
+    a = analyse(recording(*seed_bug_with_node_logs(), nodes=MANIFEST))
+    b = analyse(recording(*seed_bug_with_node_logs(), nodes=MANIFEST))
     assert [f.id for f in a.findings] == [f.id for f in b.findings]
     assert len({f.id for f in a.findings}) == len(a.findings)
     doc = json.loads(render_json(a))
@@ -68,7 +66,7 @@ def test_an_unrelated_finding_stays_its_own_root() -> None:
         {"lookup_id": "x", "round": 1, "peer_id": "gone-id", "rtt_ms": None, "returned": [], "error": "timed out"},
     )
     p1.log(3000, "dht:record_expired", {"key": "00", "publisher": "11"})
-    ends = _seed_bug_with_node_logs()
+    ends = seed_bug_with_node_logs()
     a = analyse(recording(*ends, p1, nodes=MANIFEST))
     stale = only(a, "stale_contacts")
     assert stale.caused_by is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_analysis import End, NodeLog, deliver, kinds, node_started, only, recording, rpc, start, stream
+from helpers.traces import End, NodeLog, deliver, kinds, node_started, only, recording, rpc, start, stream
 
 from dhtscope.tracing.analysis import ERROR, INFO, WARNING, analyse
 from dhtscope.tracing.model import NodeEntry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_analysis import End, ack, deliver, kinds, only, recording, rpc, start, stream
+from helpers.traces import End, ack, deliver, kinds, only, recording, rpc, start, stream
 
 from dhtscope.tracing.analysis import ERROR, INFO, WARNING, analyse
 from dhtscope.tracing.model import NodeEntry
@@ -135,7 +135,7 @@ def test_loss_in_one_direction_only_says_so() -> None:
 
 
 def test_a_healthy_cluster_with_spurious_pto_retransmissions_has_nothing_above_info() -> None:
-    from test_analysis import healthy_cluster
+    from helpers.traces import healthy_cluster
 
     ends = healthy_cluster()
     reg_p1 = ends[0]
@@ -173,7 +173,9 @@ def test_with_one_end_packets_left_out_of_the_peers_acks_are_a_loss_that_cannot_
 
 
 def test_the_quinn_sample_under_loss_says_what_one_end_can() -> None:
-    from test_analysis import SAMPLES, reader
+    from helpers.traces import SAMPLES
+
+    from dhtscope.tracing import reader
 
     sample = SAMPLES / "quinn_moq_clock_pub_loss.sqlog"
     if not sample.exists():

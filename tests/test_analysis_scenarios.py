@@ -5,7 +5,7 @@ requests unanswered is an error."""
 
 from __future__ import annotations
 
-from test_analysis import End, ack, deliver, kinds, only, recording, start, stream
+from helpers.traces import End, NodeLog, ack, deliver, kinds, only, recording, start, stream
 
 from dhtscope.tracing.analysis import ERROR, analyse
 
@@ -143,8 +143,6 @@ def test_a_silence_that_left_requests_unanswered_is_an_error() -> None:
 def _dialled_early(started_ms: float) -> list[End]:
     """provider3 dials the registry at +0.1 s, retransmitting its Initial with PTO backoff; the
     registry's node trace says it started at `started_ms`; its end answers from +3.1 s on."""
-    from test_analysis import NodeLog
-
     c, s, reg = End("provider3", "client", "ns01"), End("registry", "server", "ns01"), NodeLog("registry")
     c.log(0, "quic:connection_started", {"role": "client", "alpn_offered": "dhtscope/1"})
     reg.log(started_ms, "dht:node_started", {"node_id": "registry-id", "role": "registry", "name": "registry"})

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from test_analysis import End, ack, deliver, kinds, only, recording, rpc, start, stream
+from helpers.traces import End, ack, deliver, kinds, only, recording, rpc, start, stream
 
 from dhtscope.tracing.analysis import ERROR, INFO, MISSING, WARNING, analyse
 from dhtscope.tracing.reader import open_recording

@@ -85,6 +85,33 @@ def test_diagnose_refuses_a_fifo_instead_of_hanging(tmp_path: Path, capsys: pyte
     assert "not a regular file or directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", ["empty file", "binary file", "empty directory", "/dev/null", "only a manifest"])
+def test_replay_of_something_that_holds_no_qlog_is_one_line_and_exit_1(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dhtscope.tui import commands
+
+    def no_app(*args: object, **kwargs: object) -> int:
+        raise AssertionError("the app opened")
+
+    monkeypatch.setattr(commands, "_run_app", no_app)
+    paths = {
+        "empty file": tmp_path / "empty.sqlog",
+        "binary file": tmp_path / "binary.qlog",
+        "empty directory": tmp_path / "dir",
+        "/dev/null": Path("/dev/null"),
+        "only a manifest": tmp_path / "rec",
+    }
+    paths["empty file"].write_bytes(b"")
+    paths["binary file"].write_bytes(bytes(range(256)) * 4)
+    paths["empty directory"].mkdir()
+    paths["only a manifest"].mkdir()
+    (paths["only a manifest"] / "manifest.json").write_text('{"nodes": []}')
+    assert main(["replay", str(paths[kind])]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dhtscope replay: ") and "Traceback" not in err
+
+
 def test_sim_text_output_is_aligned(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "--nodes", "200", "--lookups", "10"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_analysis import SAMPLES, End, _write_sqlog, healthy_cluster, no_accept_cluster
+from helpers.traces import SAMPLES, End, healthy_cluster, no_accept_cluster, write_sqlog
 
 from dhtscope.tracing import cli as tracing_cli
 from dhtscope.tracing import report
@@ -16,7 +16,7 @@ from dhtscope.tui.cli import main
 def _write(tmp_path: Path, ends: list[End]) -> Path:
     for e in ends:
         path = tmp_path / str(e.node) / f"{e.odcid}-{e.vantage}-0.sqlog"
-        _write_sqlog(path, str(e.node), e.vantage, e.odcid, e.events)
+        write_sqlog(path, str(e.node), e.vantage, e.odcid, e.events)
     return tmp_path
 
 

@@ -65,6 +65,12 @@ def count_datagrams(*nodes) -> dict[str, Any]:
     return sent
 
 
+async def meet(a: Any, b: Any) -> None:
+    """b PINGs a, and a has checked b's claimed address: no handshake left to happen in the background."""
+    await b.ping(("127.0.0.1", a.port))
+    await eventually(lambda: b.id in a.routing, "a to check b's claimed address")
+
+
 def frame(raw: bytes) -> bytes:
     return len(raw).to_bytes(FRAME_HEADER_BYTES, "big") + raw
 
@@ -73,8 +79,10 @@ async def test_ping_answers_with_pong_and_adds_both_contacts(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
     rtt = await b.ping(("127.0.0.1", a.port))
     assert 0 < rtt < 1
-    assert b.id in a.routing  # a learned b from the request
-    assert a.id in b.routing  # b learned a from the answer
+    assert a.id in b.routing  # b learned a from the answer on the connection it dialled
+    # a learns b from the request only once b's claimed address answers a PING of a's own
+    await eventually(lambda: b.id in a.routing, "a to check b's claimed address")
+    assert a.routing.get(b.id) == b.contact()
 
 
 async def test_each_rpc_over_quic(make_nodes):
@@ -99,8 +107,13 @@ async def test_each_rpc_over_quic(make_nodes):
 
 async def test_connection_is_reused_for_every_request_to_a_peer(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
+    await b.ping(("127.0.0.1", a.port))
+    # b's claimed address is the one its datagrams come from, proven by its handshake: a
+    # needs no connection of its own to check it, and both directions share one.
+    assert b.id in a.routing
     for _ in range(20):
-        await b.ping(a.contact() if a.id in b.routing else ("127.0.0.1", a.port))
+        await b.ping(a.contact())
+        await a.ping(b.contact())
     assert len(b.rpc.connections()) == 1
     assert len(a.rpc.connections()) == 1
 
@@ -162,7 +175,7 @@ async def test_contact_at_an_address_that_is_another_node_is_not_trusted(make_no
 
 async def test_record_with_forged_publisher_is_refused_with_reason(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     good = Record.create(b.identity, NodeId.for_name("svc"), b"x:1", 1, 300, b.clock(), name="svc")
     forged = dataclasses.replace(good, publisher=Identity.generate().node_id)
     stored, _, _ = await b._call(a.contact(), Store(1, records=(forged,)))
@@ -261,7 +274,7 @@ async def test_thousand_random_requests_leave_the_node_answering_ping(make_nodes
 
 async def test_more_requests_than_stream_credit_all_succeed(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     count = 2 * MAX_STREAMS_PER_CONNECTION + 100
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(count)))
     assert len(results) == count and all(r > 0 for r in results)
@@ -270,7 +283,7 @@ async def test_more_requests_than_stream_credit_all_succeed(make_nodes):
 async def test_a_peer_may_open_max_streams_per_connection_at_once(make_nodes):
     # aioquic grants 128 streams; the node raises it (node/quic_internals.py).
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     conn = b.rpc.pooled(a.id)
     assert conn is not None
     assert conn.quic.peer_stream_credit() == MAX_STREAMS_PER_CONNECTION
@@ -282,12 +295,12 @@ async def test_a_peer_may_open_max_streams_per_connection_at_once(make_nodes):
 @pytest.mark.parametrize("limit", [MAX_DATAGRAM_BYTES, 1350])
 async def test_datagrams_fill_up_to_the_configured_size_and_no_further(make_nodes, limit):
     a, b = await make_nodes(2, bootstrap=False, max_datagram_bytes=limit)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     key = NodeId.for_name("big")
     for _ in range(3):  # three providers: a VALUE answer of about 3.5 KB
         publisher = Identity.generate()
         a.store_.put(
-            Record.create(publisher, key, os.urandom(1000), 1, 300, a.clock(), name="big"),
+            Record.create(publisher, key, os.urandom(1000), 1, 300, a.clock()),  # a plain value
             a.clock(),
             from_peer=publisher.node_id,
         )
@@ -303,7 +316,7 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
     from aioquic.quic.connection import QuicConnection
 
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     offered, asked = [0], [0]
     original = QuicConnection._write_stream_frame
 
@@ -326,7 +339,7 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
 
 async def test_an_answer_carries_the_ack_of_its_request(make_nodes):
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     conn = b.rpc.pooled(a.id)
     assert conn is not None and conn.quic._ack_delay == ACK_DELAY_S
     await asyncio.sleep(3 * ACK_DELAY_S)
@@ -346,7 +359,7 @@ async def test_a_cancelled_request_costs_a_few_datagrams_not_a_storm(make_nodes)
     # one of our own made both sides trade them until the stream was gone (67-118
     # datagrams for one cancelled PING).
     a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    await meet(a, b)
     sent = count_datagrams(a, b)
     for spins in range(1, 5):  # cancel at each point between sending and reading the answer
         sent["n"] = 0
@@ -362,8 +375,8 @@ async def test_a_cancelled_request_costs_a_few_datagrams_not_a_storm(make_nodes)
 
 
 async def test_fin_arrives_after_a_burst_of_large_writes(make_nodes):
-    a, b = await make_nodes(2, bootstrap=False)
-    await b.ping(("127.0.0.1", a.port))
+    a, b = await make_nodes(2, bootstrap=False, store_burst_records=1000)
+    await meet(a, b)
     # Large records fill packets; the FIN of each stream must still reach the peer,
     # or the streams never finish and credit runs out (older aioquic dropped such FINs).
     records = tuple(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dhtscope.node.constants import (
     MAX_CLOCK_SKEW_S,
+    MAX_KEPT_TTL_S,
     MAX_RECORD_TTL_S,
     MAX_SERVICE_NAME_BYTES,
     MAX_VALUE_BYTES,
@@ -25,9 +26,9 @@ from dhtscope.node.records import (
     Record,
     RecordError,
     RecordRejected,
-    RecordStore,
     verify,
 )
+from dhtscope.node.store import RecordStore
 
 NOW = 1_700_000_000.0
 SERVICE = "calculator"
@@ -300,150 +301,6 @@ def test_verify_rejects_malformed_record_built_in_memory() -> None:
     assert "finite" in reason_of(dataclasses.replace(VALID, expires_at=float("nan")))
 
 
-# ---------------------------------------------------------------- RecordStore
-
-
-def test_store_keeps_many_providers_per_key_ordered_by_publisher() -> None:
-    store = RecordStore()
-    providers = [Identity.generate() for _ in range(10)]
-    for i, ident in enumerate(providers):
-        out = store.put(make(ident, value=f"10.0.0.{i}:9000".encode()), NOW)
-        assert (out.accepted, out.action) == (True, "stored")
-    got = store.get(KEY, NOW)
-    assert [r.publisher for r in got] == sorted(p.node_id for p in providers)
-    assert len(store) == 10 and store.keys() == [KEY]
-    assert store.get(NodeId.for_name("nothing"), NOW) == []
-
-
-def test_store_sequence_ordering_replaces_refreshes_and_refuses() -> None:
-    store = RecordStore()
-    v1, v2, v3 = make(seq=1), make(seq=2, value=b"a:1"), make(seq=3, value=b"b:2")
-    assert store.put(v2, NOW).action == "stored"
-
-    older = store.put(v1, NOW)
-    assert (older.accepted, older.action) == (False, "refused")
-    assert older.reason.startswith("older sequence number than the stored record")
-    assert older.previous == v2
-
-    same = store.put(v2, NOW + 1)
-    assert (same.accepted, same.action) == (True, "refreshed")
-
-    newer = store.put(v3, NOW)
-    assert (newer.accepted, newer.action, newer.previous) == (True, "replaced", v2)
-    assert store.get(KEY, NOW) == [v3]
-    assert len(store) == 1 and store.count_for_publisher(ALICE.node_id) == 1
-
-
-def test_store_refuses_equal_seq_with_different_contents() -> None:
-    store = RecordStore()
-    store.put(make(seq=5, value=b"a:1"), NOW)
-    out = store.put(make(seq=5, value=b"b:2"), NOW)
-    assert not out.accepted and "same sequence number (5)" in out.reason
-    assert store.get(KEY, NOW)[0].value == b"a:1"
-
-
-def test_store_refuses_bad_records_without_raising() -> None:
-    store = RecordStore()
-    out = store.put(dataclasses.replace(VALID, value=b"evil:1"), NOW, from_peer=BOB.node_id)
-    assert (out.accepted, out.action, out.from_peer) == (False, "refused", BOB.node_id)
-    assert "signature" in out.reason
-    assert store.put(VALID, VALID.expires_at).reason.startswith("record expired")
-    assert len(store) == 0
-
-
-def test_store_per_key_limit_refuses_with_its_value() -> None:
-    store = RecordStore(max_per_key=3)
-    providers = [Identity.generate() for _ in range(3)]
-    for ident in providers:
-        assert store.put(make(ident), NOW).accepted
-    out = store.put(make(BOB), NOW)
-    assert not out.accepted and "limit per key (max_per_key=3)" in out.reason
-    # A provider already there may still update its own record: same slot, no new space needed.
-    assert store.put(make(providers[0], seq=2), NOW).action == "replaced"
-
-
-def test_store_per_publisher_limit_refuses_with_its_value() -> None:
-    store = RecordStore(max_per_peer=2)
-    for service in ("a", "b"):
-        assert store.put(make(key=NodeId.for_name(service), name=service), NOW).accepted
-    out = store.put(make(key=NodeId.for_name("c"), name="c"), NOW)
-    assert not out.accepted and "limit per publisher (max_per_peer=2)" in out.reason
-    assert store.count_for_publisher(ALICE.node_id) == 2
-    assert store.put(make(BOB, key=NodeId.for_name("c"), name="c"), NOW).accepted  # others unaffected
-
-
-def test_store_total_limit_refuses_with_its_value() -> None:
-    store = RecordStore(max_total=2)
-    assert store.put(make(ALICE), NOW).accepted
-    assert store.put(make(BOB), NOW).accepted
-    out = store.put(make(Identity.generate(), key=NodeId.random(), name=None), NOW)
-    assert not out.accepted and "total limit (max_total=2)" in out.reason
-    assert len(store) == 2
-
-
-def test_store_purges_expired_records_first_to_make_room() -> None:
-    store = RecordStore(max_per_key=1)
-    short = make(ALICE, ttl_s=10)
-    store.put(short, NOW)
-    out = store.put(make(BOB, now=NOW + 10), NOW + 10)
-    assert (out.accepted, out.action) == (True, "stored")
-    assert out.purged == (short,)
-    assert [r.publisher for r in store.get(KEY, NOW + 10)] == [BOB.node_id]
-
-
-def test_expired_record_from_same_publisher_does_not_block_a_lower_seq() -> None:
-    # After its record expired, a restarted publisher may start over; the dead record is gone.
-    store = RecordStore()
-    store.put(make(seq=100, ttl_s=10), NOW)
-    assert store.put(make(seq=1, now=NOW + 20), NOW + 20).action == "stored"
-
-
-def test_expire_returns_exactly_the_expired_records() -> None:
-    store = RecordStore()
-    idents = [Identity.generate() for _ in range(6)]
-    records = [make(ident, ttl_s=10.0 * (i + 1)) for i, ident in enumerate(idents)]
-    for r in records:
-        store.put(r, NOW)
-    assert store.expire(NOW + 5) == []
-    assert store.expire(NOW + 20) == records[:2]  # expires_at == now counts as expired
-    assert store.expire(NOW + 20) == []
-    assert store.next_expiry() == NOW + 30
-    assert len(store) == 4
-    assert store.get(KEY, NOW + 45) == sorted(records[4:], key=lambda r: r.publisher)  # get hides expired
-    assert store.expire(NOW + 1000) == records[2:]
-    assert len(store) == 0 and store.next_expiry() is None and store.keys() == []
-
-
-def test_expire_skips_records_that_were_replaced() -> None:
-    store = RecordStore()
-    store.put(make(seq=1, ttl_s=10), NOW)
-    newer = make(seq=2, ttl_s=100)
-    store.put(newer, NOW)
-    assert store.next_expiry() == NOW + 100  # the stale heap entry at NOW+10 is skipped
-    assert store.expire(NOW + 50) == []
-    assert store.get(KEY, NOW + 50) == [newer]
-
-
-def test_heap_does_not_grow_without_bound_under_replacement() -> None:
-    store = RecordStore()
-    for seq in range(1, 400):
-        store.put(make(seq=seq, ttl_s=600), NOW)
-    assert len(store._heap) <= 2 * len(store) + 65
-
-
-def test_records_and_keys_list_live_ones_when_given_now() -> None:
-    store = RecordStore()
-    other = NodeId.for_name("other")
-    a = make(ttl_s=10)
-    b = make(BOB, key=other, name="other", ttl_s=100)
-    store.put(a, NOW)
-    store.put(b, NOW)
-    assert store.records() == sorted([a, b], key=lambda r: r.key)
-    assert store.records(NOW + 50) == [b]
-    assert store.keys(NOW + 50) == [other]
-    assert len(store) == 2  # nothing removed until expire() or put()
-
-
 # ---------------------------------------------------------------- Advertisements
 
 
@@ -500,7 +357,7 @@ def test_second_value_under_one_key_replaces_the_first() -> None:
     assert ads.all() == [second] and len(ads) == 1
 
 
-@pytest.mark.parametrize(("ttl_s", "margin_s"), [(0, 0), (MAX_RECORD_TTL_S + 1, 60), (20, 20), (20, -1)])
+@pytest.mark.parametrize(("ttl_s", "margin_s"), [(0, 0), (MAX_KEPT_TTL_S + 1, 60), (20, 20), (20, -1)])
 def test_advertisements_refuse_impossible_timing(ttl_s: float, margin_s: float) -> None:
     with pytest.raises(ValueError):
         Advertisements(ALICE, ttl_s=ttl_s, margin_s=margin_s)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from helpers.traces import End, healthy_cluster, no_accept_cluster, recording, rpc, start
 from rich.console import Console
-from test_analysis import End, healthy_cluster, no_accept_cluster, recording, rpc, start
 
 from dhtscope.tracing.analysis import analyse
 from dhtscope.tracing.report import render_json, render_text
@@ -88,9 +88,9 @@ def test_render_json_round_trips_the_findings() -> None:
 
 
 def test_consequences_are_folded_under_their_root_and_the_report_ends_with_the_fix() -> None:
-    from test_analysis_causes import MANIFEST, _seed_bug_with_node_logs
+    from helpers.traces import MANIFEST, seed_bug_with_node_logs
 
-    a = analyse(recording(*_seed_bug_with_node_logs(), nodes=MANIFEST))
+    a = analyse(recording(*seed_bug_with_node_logs(), nodes=MANIFEST))
     text = render(a)
     assert all(len(line) <= 80 for line in text.splitlines()), max(text.splitlines(), key=len)
     assert "Consequences (3), caused by this:" in text

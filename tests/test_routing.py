@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dhtscope.node.constants import ID_BITS, K
+from dhtscope.node.diversity import AddressLimits
 from dhtscope.node.ids import Contact, NodeId
 from dhtscope.node.routing import BucketSnapshot, RoutingChange, RoutingTable
 
@@ -340,3 +341,144 @@ def test_promoted_replacement_takes_its_place_in_last_seen_order() -> None:
     assert order == [(members[2], 2.0), (newcomer, 3.0), (members[1], 10.0)]
     # So the next full-bucket ping goes to the truly least recently seen.
     assert table.seen(contact(in_bucket(200, low=98)), 12.0).ping == members[2]
+
+
+# -- address diversity ----------------------------------------------------------
+
+
+LIMITS = AddressLimits()
+
+
+def spread(n: int, start: int = 0) -> list[NodeId]:
+    """n ids in distinct far buckets (255 down), so bucket sizes never get in the way."""
+    return [in_bucket(255 - (start + i) % 200, low=start + i + 1) for i in range(n)]
+
+
+def test_thirty_identities_on_one_public_address_get_at_most_the_table_cap() -> None:
+    table = RoutingTable(SELF, limits=LIMITS)
+    actions = [table.seen(contact(i, port=5000 + n, host="6.6.6.6"), float(n)).action for n, i in enumerate(spread(30))]
+    assert actions.count("added") == LIMITS.per_address_per_table
+    assert actions.count("refused") == 30 - LIMITS.per_address_per_table
+    assert len(table) == LIMITS.per_address_per_table
+    change = table.seen(contact(spread(1, 100)[0], host="6.6.6.6"), 99.0)
+    assert change.action == "refused" and "6.6.6.6" in change.reason and "per address" in change.reason
+
+
+def test_one_public_subnet_gets_at_most_the_subnet_cap() -> None:
+    table = RoutingTable(SELF, limits=LIMITS)
+    ids = spread(40)
+    added = [table.seen(contact(i, host=f"6.6.6.{n}"), 0.0).action == "added" for n, i in enumerate(ids)]
+    assert sum(added) == LIMITS.per_subnet_per_table
+    # IPv6: the /48 is the subnet
+    table = RoutingTable(SELF, limits=LIMITS)
+    for n, i in enumerate(ids):
+        table.seen(contact(i, host=f"2a00:1450:4001:{n:x}::1"), 0.0)
+    assert len(table) == LIMITS.per_subnet_per_table
+
+
+def test_per_bucket_caps_hold_inside_one_bucket() -> None:
+    table = RoutingTable(SELF, limits=LIMITS)
+    same_bucket = [in_bucket(250, low=n + 1) for n in range(10)]
+    by_address = [table.seen(contact(i, port=5000 + n, host="6.6.6.6"), 0.0).action for n, i in enumerate(same_bucket)]
+    assert by_address.count("added") == LIMITS.per_address_per_bucket
+    table = RoutingTable(SELF, limits=LIMITS)
+    by_subnet = [table.seen(contact(i, host=f"7.7.7.{n}"), 0.0).action for n, i in enumerate(same_bucket)]
+    assert by_subnet.count("added") == LIMITS.per_subnet_per_bucket
+
+
+def test_loopback_is_exempt_so_a_local_cluster_of_32_fits() -> None:
+    table = RoutingTable(SELF, limits=LIMITS)
+    for n, i in enumerate(spread(32)):
+        assert table.seen(contact(i, port=4500 + n, host="127.0.0.1"), 0.0).action == "added"
+    assert len(table) == 32
+    strict = RoutingTable(SELF, limits=AddressLimits(exempt_loopback=False))
+    for n, i in enumerate(spread(32)):
+        strict.seen(contact(i, port=4500 + n, host="127.0.0.1"), 0.0)
+    assert len(strict) == LIMITS.per_address_per_table
+
+
+def test_private_addresses_are_capped_per_address_but_not_per_subnet() -> None:
+    table = RoutingTable(SELF, limits=LIMITS)
+    for n, i in enumerate(spread(30)):
+        assert table.seen(contact(i, host=f"10.0.0.{n + 1}"), 0.0).action == "added"
+    extra = [table.seen(contact(i, port=6000 + n, host="10.0.0.1"), 0.0).action for n, i in enumerate(spread(5, 50))]
+    assert extra.count("added") == LIMITS.per_address_per_table - 1
+
+
+def test_an_evicted_contact_frees_its_address_for_another() -> None:
+    table = RoutingTable(SELF, limits=LIMITS)
+    ids = spread(LIMITS.per_address_per_table + 1)
+    for n, i in enumerate(ids[:-1]):
+        table.seen(contact(i, port=5000 + n, host="6.6.6.6"), 0.0)
+    assert table.admissible(contact(ids[-1], host="6.6.6.6")) is not None
+    table.failed(ids[0], 1.0)
+    assert table.admissible(contact(ids[-1], host="6.6.6.6")) is None
+    assert table.seen(contact(ids[-1], host="6.6.6.6"), 2.0).action == "added"
+
+
+def test_a_known_contact_moving_to_a_full_address_is_refused_and_keeps_its_old_one() -> None:
+    table = RoutingTable(SELF, limits=LIMITS)
+    ids = spread(LIMITS.per_address_per_table + 1)
+    for n, i in enumerate(ids[:-1]):
+        table.seen(contact(i, port=5000 + n, host="6.6.6.6"), 0.0)
+    mover = contact(ids[-1], host="1.2.3.4")
+    table.seen(mover, 0.0)
+    assert table.seen(contact(ids[-1], host="6.6.6.6"), 1.0).action == "refused"
+    assert table.get(ids[-1]) == mover
+    # moving to another port of the same address is not a new address
+    assert table.seen(contact(ids[-1], port=1, host="1.2.3.4"), 2.0).action == "updated"
+
+
+def test_promotion_skips_a_replacement_over_the_address_cap() -> None:
+    table = RoutingTable(SELF, k=2, limits=LIMITS)
+    index = 200
+    a, b = (contact(in_bucket(index, low=n + 1), host=f"1.2.{n}.1") for n in range(2))
+    table.seen(a, 0.0)
+    table.seen(b, 1.0)
+    fits = contact(in_bucket(index, low=10), host="5.5.5.5")
+    over = contact(in_bucket(index, low=11), host="6.6.6.6")
+    assert table.seen(fits, 2.0).action == "replacement_cached"
+    assert table.seen(over, 3.0).action == "replacement_cached"  # within the caps when cached
+    for n, i in enumerate(spread(LIMITS.per_address_per_table)):  # then 6.6.6.6 fills its share elsewhere
+        assert table.seen(contact(i, port=7000 + n, host="6.6.6.6"), 4.0).action == "added"
+    change = table.failed(a.node_id, 5.0)
+    assert change.promoted == fits  # the most recent candidate is over the cap now
+    assert over.node_id not in table
+
+
+hosts = st.sampled_from(["6.6.6.6", "6.6.6.7", "7.7.7.7", "10.0.0.1", "127.0.0.1", "2a00:1450::1", "2a00:1450::2"])
+limited_ops = st.lists(st.tuples(st.sampled_from(["seen", "failed"]), ids, hosts, st.integers(4000, 4003)), max_size=80)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(limited_ops, st.integers(1, 4), st.integers(0, 3))
+def test_address_caps_hold_under_any_sequence_of_seen_and_failed(
+    operations: list[tuple[str, NodeId, str, int]], k: int, replacement_size: int
+) -> None:
+    limits = AddressLimits(1, 2, 2, 3)
+    table = RoutingTable(SELF, k=k, replacement_size=replacement_size, limits=limits)
+    for t, (op, node_id, host, port) in enumerate(operations):
+        if op == "seen":
+            table.seen(contact(node_id, port, host), float(t))
+        else:
+            table.failed(node_id, float(t))
+        per_address: dict[str, int] = {}
+        per_subnet: dict[str, int] = {}
+        for snap in table.buckets():
+            in_bucket_address: dict[str, int] = {}
+            in_bucket_subnet: dict[str, int] = {}
+            for e in snap.contacts:
+                group = limits.group(e.contact.host)
+                for counts, name in (
+                    (per_address, group.address),
+                    (per_subnet, group.subnet),
+                    (in_bucket_address, group.address),
+                    (in_bucket_subnet, group.subnet),
+                ):
+                    if name is not None:
+                        counts[name] = counts.get(name, 0) + 1
+            assert max(in_bucket_address.values(), default=0) <= limits.per_address_per_bucket
+            assert max(in_bucket_subnet.values(), default=0) <= limits.per_subnet_per_bucket
+        assert max(per_address.values(), default=0) <= limits.per_address_per_table
+        assert max(per_subnet.values(), default=0) <= limits.per_subnet_per_table
+        assert per_address == table._per_address and per_subnet == table._per_subnet

@@ -73,6 +73,7 @@ def test_every_scenario_switched_on_is_recognised_and_explained(name):
     faults = Faults()
     apply_scenario(faults, name)
     assert faults.active_scenario() == name
+    assert Faults.from_names(faults.names()).active_scenario() == name  # as a viewer reads it back
     assert SCENARIO_HELP[name]
     assert bool(faults.names()) == (name != "healthy")
 

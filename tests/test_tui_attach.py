@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -12,13 +13,17 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.tui import cell, table_text, wait_until
 
+from dhtscope.node.cli import control_token
 from dhtscope.node.control import ControlServer
 from dhtscope.node.node import Node
+from dhtscope.tracing.cli import UsageError
 from dhtscope.tui.app import DhtscopeApp
+from dhtscope.tui.commands import check_targets
 from dhtscope.tui.screens.choose import ChooseScreen
 from dhtscope.tui.sources.attach import AttachSource
 
@@ -51,7 +56,7 @@ async def test_attach_every_screen_reconnect_probe_and_scenario(sock_dir: str) -
             await wait_until(lambda: cell(nodes, 0, 5) == "connected", pilot, what="attached")
             rows = table_text(nodes)
             assert rows[0].split(" | ")[1] == "registry"
-            assert rows[1].split(" | ")[5] == "disconnected"  # nobody listens on gone.sock
+            assert rows[1].split(" | ")[5] == "waiting"  # nobody has listened on gone.sock yet
             assert main.node == "registry"
 
             await pilot.press("2")
@@ -69,7 +74,7 @@ async def test_attach_every_screen_reconnect_probe_and_scenario(sock_dir: str) -
                 what="stored record",
             )
 
-            await pilot.press("8")
+            await pilot.press("8", "tab")  # the operation chooser has the focus; tab to its argument
             await pilot.press(*"calculator", "enter")
             panel = main.query_one("#probe-panel")
             await wait_until(lambda: main.query_one("#probe-result").row_count() == 1, pilot, what="probe result")
@@ -121,28 +126,26 @@ ATTACH = (
 
 
 def test_attach_with_a_wrong_token_prints_one_refusal_line_and_exits_non_zero(tmp_path: Path) -> None:
+    """The node takes its token from the environment, never the command line; so can attach."""
     port = _free_port()
     node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dhtscope.node",
-            "--json-lines",
-            "--control",
-            f"tcp:127.0.0.1:{port}",
-            "--control-token",
-            "right-token",
-        ],
+        [sys.executable, "-m", "dhtscope.node", "--json-lines", "--control", f"tcp:127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=dict(os.environ, DHTSCOPE_CONTROL_TOKEN="right-token"),
     )
     try:
         line = node.stdout.readline()  # type: ignore[union-attr]
         assert json.loads(line)["event"] == "started"
+        assert b"right-token" not in Path(f"/proc/{node.pid}/cmdline").read_bytes()
         token_file = tmp_path / "token"
         token_file.write_text("wrong-token\n")
-        for how in (["--token", "wrong-token"], ["--token-file", str(token_file)]):
+        for how, env in (
+            (["--token", "wrong-token"], {}),
+            (["--control-token-file", str(token_file)], {}),
+            ([], {"DHTSCOPE_CONTROL_TOKEN": "wrong-token"}),
+        ):
             started = time.monotonic()
             done = subprocess.run(
                 [sys.executable, "-c", ATTACH, "attach", f"tcp:127.0.0.1:{port}", *how],
@@ -150,12 +153,81 @@ def test_attach_with_a_wrong_token_prints_one_refusal_line_and_exits_non_zero(tm
                 text=True,
                 timeout=30,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **env},
             )
             assert done.returncode != 0
             lines = done.stderr.strip().splitlines()
             assert len(lines) == 1 and "refused" in lines[0] and "token" in lines[0], done.stderr
             assert done.stdout == ""  # the app never opened
             assert time.monotonic() - started < 20
+        token_file.write_text("right-token\n")
+        token = control_token(None, str(token_file))
+        asyncio.run(check_targets([f"tcp:127.0.0.1:{port}"], token, wait=False))  # answered: the app may open
     finally:
         node.terminate()
         node.wait(10)
+
+
+def test_the_control_token_comes_from_an_option_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DHTSCOPE_CONTROL_TOKEN", "from-env")
+    assert control_token(None, None) == "from-env"
+    (tmp_path / "t").write_text("from-file\n")
+    assert control_token(None, str(tmp_path / "t")) == "from-file"
+    assert control_token("from-option", None) == "from-option"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(UsageError, match="is empty"):
+        control_token(None, str(tmp_path / "empty"))
+    with pytest.raises(UsageError, match="cannot read token file"):
+        control_token(None, str(tmp_path / "missing"))
+    monkeypatch.delenv("DHTSCOPE_CONTROL_TOKEN")
+    assert control_token(None, None) is None
+
+
+@pytest.mark.parametrize("kind", ["missing", "regular file", "tcp nobody listens on"])
+def test_attach_to_nothing_is_one_line_and_exit_1_without_opening_the_app(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dhtscope.tui import commands
+    from dhtscope.tui.cli import main
+
+    def no_app(*args: Any, **kwargs: Any) -> int:
+        raise AssertionError("the app opened")
+
+    monkeypatch.setattr(commands, "_run_app", no_app)
+    (tmp_path / "file").write_text("x")
+    target = {
+        "missing": "/nonexistent.sock",
+        "regular file": str(tmp_path / "file"),
+        "tcp nobody listens on": f"tcp:127.0.0.1:{_free_port()}",
+    }[kind]
+    assert main(["attach", target]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dhtscope attach: ") and "Traceback" not in err
+
+
+def test_attach_wait_says_so_on_screen_and_exits_1_when_quit_before_any_node_answered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dhtscope.tui import commands
+    from dhtscope.tui.cli import main
+
+    seen: list[str] = []
+
+    def headless(source: Any, select: str | None = None, last_resort: Any = None) -> int:
+        async def drive() -> None:
+            app = DhtscopeApp(source)
+            async with app.run_test(size=(160, 30)) as pilot:
+                nodes = app.main.query_one("#nodes-table")
+                await wait_until(lambda: cell(nodes, 0, 5) == "waiting", pilot, what="waiting")
+                seen.extend(table_text(nodes))
+
+        asyncio.run(drive())
+        return 0
+
+    monkeypatch.setattr(commands, "_run_app", headless)
+    assert main(["attach", "--wait", "/nonexistent.sock"]) == 1
+    assert "waiting for the node to start" in seen[0]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "quit before any node answered" in err

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from helpers.traces import MANIFEST, End, deliver, recording, rpc, seed_bug_with_node_logs, start
 from helpers.tui import table_text
-from test_analysis import recording
-from test_analysis_causes import MANIFEST, _seed_bug_with_node_logs
 from textual.app import App, ComposeResult
 
 from dhtscope.tracing.analysis import Analysis, analyse
 from dhtscope.tui.widgets.finding_detail import FindingDetail
 from dhtscope.tui.widgets.findings_table import FindingsTable
+from dhtscope.tui.widgets.timeline_table import Gap, timeline_items
 
 
 class _Findings(App[None]):
@@ -19,7 +19,7 @@ class _Findings(App[None]):
 
 
 def _analysis() -> Analysis:
-    return analyse(recording(*_seed_bug_with_node_logs(), nodes=MANIFEST))
+    return analyse(recording(*seed_bug_with_node_logs(), nodes=MANIFEST))
 
 
 async def test_roots_come_first_with_their_consequences_indented_and_counted() -> None:
@@ -55,10 +55,6 @@ async def test_the_detail_names_what_caused_a_consequence_and_the_fix() -> None:
 
 
 def test_a_missing_fin_of_the_peer_is_drawn_after_the_last_event() -> None:
-    from test_analysis import End, deliver, rpc, start
-
-    from dhtscope.tui.widgets.timeline_table import Gap, timeline_items
-
     c, s = End("client", "client", "tf01"), End("registry", "server", "tf01")
     start(c, s)
     rpc(c, s, 10, 0, fin_back=False)  # answered, never finished

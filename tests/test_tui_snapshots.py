@@ -1,7 +1,9 @@
-"""Screens compared with accepted SVG snapshots (tests/snapshots/), at 80x24 and 160x48.
+"""Every tab compared with accepted SVG snapshots (tests/snapshots/), at 80x24 and 160x48, over a
+healthy and a no-accept recording; the stream timeline and the help too.
 
-Deterministic by construction: a fixed recording, times relative to it, clocks in UTC, and a
-replay (so countdowns count from the replay position, never from the wall clock).
+Deterministic by construction: fixed recordings, times relative to them, clocks in UTC, and a
+replay (so countdowns count from the replay position, never from the wall clock), opened in
+the test's own process.
 """
 
 from __future__ import annotations
@@ -12,22 +14,23 @@ from typing import Any
 
 import pytest
 import pytest_textual_snapshot
-from helpers.tui import wait_until, write_fixed_recording
+from helpers.tui import in_process_replay, replay_ready, write_fixed_recording
 
 from dhtscope.tui.app import DhtscopeApp
-from dhtscope.tui.sources.replay import ReplaySource
 
 SIZES = [(80, 24), (160, 48)]
-SCREENS = {
+RECORDINGS = ("healthy", "no-accept")
+TABS = {
     "nodes": [],
     "connections": ["2"],
     "streams": ["3", "a"],
+    "routing": ["4"],
     "records": ["5"],
     "events": ["6"],
     "findings": ["7"],
-    "timeline": ["7", "enter"],
-    "help": ["question_mark"],
+    "probe": ["8"],
 }
+OTHER_SCREENS = {"timeline": ["7", "enter"], "help": ["question_mark"]}
 
 
 class _SnapshotsDir(pytest_textual_snapshot.SVGImageExtension):
@@ -48,26 +51,21 @@ def _fixed_world(monkeypatch: pytest.MonkeyPatch) -> Any:
     time.tzset()
 
 
-MAIN_SCREENS = ("nodes", "streams", "events", "findings", "timeline")
-CASES = [(screen, size) for screen in SCREENS for size in (SIZES if screen in MAIN_SCREENS else SIZES[:1])]
+CASES = [
+    *((recording, tab, size) for recording in RECORDINGS for tab in TABS for size in SIZES),
+    *(("no-accept", "timeline", size) for size in SIZES),
+    ("no-accept", "help", SIZES[0]),
+]
 
 
-@pytest.mark.parametrize("screen,size", CASES, ids=[f"{s}-{w}x{h}" for s, (w, h) in CASES])
-def test_screen_snapshot(screen: str, size: tuple[int, int], tmp_path: Path, snap_compare: Any) -> None:
-    source = ReplaySource(str(write_fixed_recording(tmp_path / "rec")))
+@pytest.mark.parametrize("recording,screen,size", CASES, ids=[f"{r}-{s}-{w}x{h}" for r, s, (w, h) in CASES])
+def test_screen_snapshot(recording: str, screen: str, size: tuple[int, int], tmp_path: Path, snap_compare: Any) -> None:
+    source = in_process_replay(str(write_fixed_recording(tmp_path / "rec", recording)))
     app = DhtscopeApp(source)
 
     async def ready(pilot: Any) -> None:
-        await wait_until(
-            lambda: (
-                app.main.analysis is not None
-                and not source.state.indexing
-                and app.main.query_one("#nodes-table").row_count() == 3
-            ),
-            pilot,
-            what="analysis",
-        )
-        for key in SCREENS[screen]:
+        await replay_ready(app, pilot)
+        for key in {**TABS, **OTHER_SCREENS}[screen]:
             await pilot.press(key)
         await pilot.pause(0.1)
 

@@ -37,6 +37,68 @@ def check_input_paths(paths: list[str]) -> None:
             raise UsageError(f"{path}: not a regular file or directory")
 
 
+SNIFF_BYTES = 1 << 16  # what is read of each file to tell qlog from anything else, however large it is
+_NOT_TRACE_NAMES = frozenset({"manifest.json", "node.json"})
+
+
+def check_trace_inputs(paths: list[str]) -> None:
+    """Refuse, before any window opens, inputs that hold no qlog: an empty or binary file, a
+    directory without trace files. Reads the start of each file only, so it stays quick."""
+    check_input_paths(paths)
+    for path in paths:
+        if os.path.isdir(path):
+            _check_directory(path)
+        else:
+            problem = _sniff(path)
+            if problem:
+                raise UsageError(f"{path}: {problem}")
+
+
+def _check_directory(path: str) -> None:
+    from .reader import TRACE_SUFFIXES
+
+    problems = []
+    for root, _, files in os.walk(path):
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() not in TRACE_SUFFIXES or name in _NOT_TRACE_NAMES:
+                continue
+            problem = _sniff(os.path.join(root, name))
+            if problem is None:
+                return
+            problems.append(f"{os.path.join(root, name)}: {problem}")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"no readable qlog trace in {path}: {problems[0]}{more}")
+    raise UsageError(f"{path}: no qlog traces (.sqlog, .qlog, .qlognd, .json) in this directory")
+
+
+def _sniff(path: str) -> str | None:
+    """Why `path` is not a qlog file, or None if its start looks like one."""
+    from . import _json
+    from .reader import RS
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    body = head.lstrip(b" \t\r\n\xef\xbb\xbf")
+    if not body:
+        return "empty file"
+    if body[:1] == RS:
+        first = body[1:].split(RS, 1)[0].split(b"\n", 1)[0]
+        try:
+            record = _json.loads(first)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            return "not a qlog file (its first record is not a JSON object)"
+        return None
+    if body[:1] != b"{":
+        return f"not a qlog file (starts with {body[:12]!r})"
+    return None
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from rich.console import Console
 

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
+from rich.console import RenderableType
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
+from dhtscope.node.probes import ProbeError, name_probe_target
+
+from .export import ViewExport, write_export
 from .messages import AnalysisReady, ProbeFinished, ProbeRequested, ScenarioChosen
+from .screens.choose import QuitScreen
+from .screens.export import ExportScreen
 from .screens.help import HelpScreen
 from .screens.main import TABS, MainScreen
+from .screens.timeline import StreamTimelineScreen
 from .source import PROBE_KINDS, SCENARIOS, DataSource, SourceError
 from .widgets.event_log import EventLog
 from .widgets.probe_panel import ProbePanel
@@ -35,7 +44,7 @@ class DhtscopeApp(App[int]):
     CSS_PATH = "dhtscope.tcss"
     TITLE = "dhtscope"
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
+        Binding("q", "ask_quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("ctrl+p", "command_palette", "Commands", show=False),
     ]
@@ -52,15 +61,21 @@ class DhtscopeApp(App[int]):
         self.started = False
         self.start_error: str | None = None
         self._last_end_push = 0.0
+        self.exit_begins: Callable[[int], None] | None = None  # the entry point's watchdog (exit_guard)
+        self.last_export: Path | None = None
+        self._running_loop: asyncio.AbstractEventLoop | None = None
 
     def get_default_screen(self) -> Screen:
         return self.main
 
     async def on_mount(self) -> None:
+        self._running_loop = asyncio.get_running_loop()
         self.theme = "textual-dark"
         self.set_interval(1.0 / self._drain_hz, self._tick)
         self.set_interval(SLOW_REFRESH_S, self._slow)
         self.run_worker(self._start(), group="source", exit_on_error=False)
+        for notice in self.source.notices:
+            self.notify(notice, severity="warning", timeout=20)
 
     async def _start(self) -> None:
         try:
@@ -73,7 +88,24 @@ class DhtscopeApp(App[int]):
         self._slow()
 
     async def on_unmount(self) -> None:
+        self._exit_began(self.return_code or 0)  # also after a crash, which never calls exit()
         await self.source.stop()
+
+    # -- ending: whatever starts it, the entry point's watchdog hears of it
+
+    def exit(self, result: int | None = None, return_code: int = 0, message: RenderableType | None = None) -> None:
+        self._exit_began(return_code)
+        super().exit(result, return_code, message)
+
+    def request_exit(self) -> None:
+        """Ask the app to quit; safe from a signal handler or another thread."""
+        loop = self._running_loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.exit)
+
+    def _exit_began(self, status: int) -> None:
+        if self.exit_begins is not None:
+            self.exit_begins(status)
 
     # -- timers
 
@@ -195,8 +227,11 @@ class DhtscopeApp(App[int]):
     async def _probe(self, node: str, kind: str, args: list[str]) -> None:
         started = time.perf_counter()
         try:
+            args, note = name_probe_target(kind, args, self.main.known_nodes())
             result, error = await self.source.probe(node, kind, args), None
-        except SourceError as exc:
+            if note:
+                result["target_note"] = note  # ours knows the names the node does not
+        except (SourceError, ProbeError) as exc:
             result, error = None, str(exc)
         except Exception as exc:
             result, error = None, f"{type(exc).__name__}: {exc}"
@@ -214,6 +249,54 @@ class DhtscopeApp(App[int]):
         faults = ", ".join(result.get("faults") or []) or "none"
         self.notify(f"{node}: scenario {name} (faults: {faults})", timeout=4)
 
+    # -- taking results away: a file named on screen, or the clipboard
+
+    def save_export(self, what: str, view: str, fmt: str, build: Callable[[], ViewExport]) -> None:
+        """Ask where (and Markdown or JSON), then build and write the export in a thread."""
+
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                path, chosen_fmt = answer
+                self.run_worker(
+                    lambda: self._write_export(build, path, chosen_fmt, what),
+                    thread=True,
+                    group="export",
+                    exit_on_error=False,
+                )
+
+        self.push_screen(ExportScreen(what, view, fmt), chosen)
+
+    def _write_export(self, build: Callable[[], ViewExport], path: str, fmt: str, what: str) -> None:
+        try:
+            export = build()
+            written = write_export(export, path, fmt)
+        except (OSError, ValueError) as exc:
+            self.call_from_thread(self.notify, f"could not save {what}: {exc}", severity="error", timeout=12)
+            return
+        self.last_export = written
+        rows = f"{len(export.rows):,} row{'s' if len(export.rows) != 1 else ''}"
+        self.call_from_thread(self.notify, f"saved {what} ({rows}) to {written}", title="Exported", timeout=15)
+
+    def copy_text(self, what: str, text: str) -> None:
+        """Copy with OSC 52 (the terminal decides whether to allow it) and say so."""
+        self.copy_to_clipboard(text)
+        self.notify(
+            f"copied {what} ({len(text):,} characters) with OSC 52: in the clipboard where the terminal "
+            "allows it (tmux: set-clipboard on). e saves to a file instead.",
+            timeout=8,
+        )
+
+    def action_ask_quit(self) -> None:
+        """`q` asks first: a word meant for a text field must not end the session (ctrl+q does not ask)."""
+        if isinstance(self.screen, QuitScreen):
+            return
+
+        def answered(quit_: bool | None) -> None:
+            if quit_:
+                self.exit()
+
+        self.push_screen(QuitScreen(self.source.quit_note), answered)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -225,12 +308,21 @@ class DhtscopeApp(App[int]):
         main = self.main
         for tab, label, _ in TABS:
             yield SystemCommand(f"Show {label}", f"switch to the {tab} view", lambda t=tab: main.action_show_tab(t))
+        yield SystemCommand("Go to node…", "select a node by name, id or id prefix", main.action_go_to_node)
         yield SystemCommand("Next node", "select the next node", lambda: main.action_next_node(1))
         yield SystemCommand("Previous node", "select the previous node", lambda: main.action_next_node(-1))
         for n in main.nodes:
             yield SystemCommand(
                 f"Select node {n.name}", f"{n.role} at {n.address}", lambda name=n.name: main.select_node(name)
             )
+        if isinstance(screen, MainScreen | StreamTimelineScreen):
+            yield SystemCommand(
+                "Export this view as Markdown", "save what the view shows to a file", screen.action_export
+            )
+            yield SystemCommand(
+                "Export this view as JSON", "save what the view shows to a file", lambda: screen.action_export("json")
+            )
+            yield SystemCommand("Copy the highlighted row", "to the clipboard (OSC 52)", screen.action_copy)
         yield SystemCommand("Events: filter", "filter events by name, node or stream", main.action_filter)
         yield SystemCommand("Events: pause / resume", "freeze the event log", main.action_pause_events)
         yield SystemCommand("Events: follow", "keep the newest event in view", main.action_follow_events)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
+
+EPOCH_MS_FLOOR = 1e11  # a millisecond count at least this large is a date (after 1973), not a duration
 
 
 def short(hex_id: str | None, n: int = 8) -> str:
@@ -75,3 +78,28 @@ def evidence_address(root: str | None, path: str, record: int, trace: int = 0) -
         except (ValueError, OSError):
             shown = path
     return f"{shown}[{trace}]#{record}" if trace else f"{shown}#{record}"
+
+
+def local_time(time_ms: float) -> str:
+    """`2023-11-14 23:13:20.123 CET`: an epoch-ms time as local time with milliseconds and zone."""
+    when = datetime.fromtimestamp(time_ms / 1000.0).astimezone()
+    return f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} {when.tzname() or when.strftime('%z')}"
+
+
+def readable_times(data: Any) -> Any:
+    """A copy of event data in which `*_ms` fields holding dates read as local time (raw value kept)."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            is_date = (
+                isinstance(key, str)
+                and key.endswith("_ms")
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and value >= EPOCH_MS_FLOOR
+            )
+            out[key] = f"{local_time(value)} ({value:g})" if is_date else readable_times(value)
+        return out
+    if isinstance(data, list):
+        return [readable_times(v) for v in data]
+    return data

@@ -46,7 +46,7 @@ class NodeInfo:
     role: str
     node_id: str
     address: str
-    state: str  # running | connected | connecting | disconnected | refused | recorded
+    state: str  # running | connected | connecting | waiting | disconnected | refused | recorded
     connections: int = 0
     contacts: int = 0
     records: int = 0
@@ -156,6 +156,8 @@ class DataSource:
 
     def __init__(self) -> None:
         self.title = "dhtscope"
+        self.quit_note = ""  # what quitting also ends, said when `q` asks
+        self.notices: list[str] = []  # said on screen once the app is up (a demo that moved its ports)
         self.inbox: deque[EventRow] = deque(maxlen=INBOX_MAX_EVENTS)
         self.ring = EventRing(EVENT_RING_EVENTS)
         self.ingested = 0

@@ -48,9 +48,73 @@ def _ack(*ranges: list[int]) -> dict[str, Any]:
     return {"frame_type": "ack", "acked_ranges": [list(r) for r in ranges]}
 
 
-def write_fixed_recording(root: Path) -> Path:
-    """A small recording that never changes: provider1 PINGs the registry (answered), then its
-    STORE is acknowledged by the registry's transport and never delivered to its application."""
+Events = list[tuple[float, str, dict[str, Any]]]
+MOVED = "quic:stream_data_moved"
+
+
+def _moved(sid: int, length: int, origin: str, to: str) -> dict[str, Any]:
+    return {"stream_id": sid, "offset": 0, "length": length, "fin": True, "from": origin, "to": to}
+
+
+def _provider_store_timed_out() -> Events:
+    return [
+        (
+            1020.0,
+            "dht:rpc_timeout",
+            {"stream_id": 4, "type": "STORE", "request_id": 2, "peer_id": REG_ID, "timeout_ms": 1000},
+        ),
+        (1021.0, "quic:stream_state_updated", {"stream_id": 4, "new": "reset_sent", "error_code": 9}),
+    ]
+
+
+def _provider_store_answered() -> Events:
+    store_result = {"stream_id": 4, "type": "STORE_RESULT", "request_id": 2, "peer_id": REG_ID}
+    return [
+        (25.0, "transport:packet_received", _pkt(4, _ack([2, 4]), _stream(4, 0, 20))),
+        (25.1, MOVED, _moved(4, 20, "transport", "application")),
+        (25.2, "dht:rpc_response", {**store_result, "direction": "received", "rtt_ms": 5.1, "status": "ok"}),
+        (26.0, "transport:packet_sent", _pkt(5, _ack([4, 4]))),
+    ]
+
+
+def _registry_store_not_taken() -> Events:
+    return [
+        (22.5, "transport:packet_sent", _pkt(3, _ack([2, 4]))),
+        (1022.0, "transport:packet_received", _pkt(5, {"frame_type": "stop_sending", "stream_id": 4, "error_code": 9})),
+    ]
+
+
+def _registry_store_answered() -> Events:
+    return [
+        (22.1, MOVED, _moved(4, 300, "transport", "application")),
+        (22.2, "dht:rpc_received", {"stream_id": 4, "type": "STORE", "request_id": 2, "peer_id": P1_ID}),
+        (22.3, MOVED, _moved(4, 20, "application", "transport")),
+        (
+            22.4,
+            "dht:rpc_response",
+            {
+                "stream_id": 4,
+                "type": "STORE_RESULT",
+                "request_id": 2,
+                "peer_id": P1_ID,
+                "direction": "sent",
+                "status": "ok",
+            },
+        ),
+        (22.5, "transport:packet_sent", _pkt(3, _ack([2, 4]), _stream(4, 0, 20))),
+        (26.5, "transport:packet_received", _pkt(5, _ack([4, 4]))),
+    ]
+
+
+def write_fixed_recording(root: Path, scenario: str = "no-accept") -> Path:
+    """A small recording that never changes: provider1 PINGs the registry (answered), then STOREs.
+
+    `no-accept`: the STORE is acknowledged by the registry's transport and never delivered to
+    its application. `healthy`: the registry takes it, answers, and the provider reads the answer.
+    """
+    if scenario not in ("no-accept", "healthy"):
+        raise ValueError(f"no fixed recording for scenario {scenario!r}")
+    healthy = scenario == "healthy"
     nodes = [
         ("registry", REG_ID, "127.0.0.1:4500", "registry"),
         ("provider1", P1_ID, "127.0.0.1:4501", "provider"),
@@ -120,12 +184,7 @@ def write_fixed_recording(root: Path) -> Path:
             (21.0, "transport:packet_sent", _pkt(4, _stream(4, 0, 300))),
             (23.0, "transport:packet_received", _pkt(3, _ack([2, 4]))),
             (23.1, "recovery:metrics_updated", {"smoothed_rtt": 2.1, "latest_rtt": 2.2, "min_rtt": 2.0}),
-            (
-                1020.0,
-                "dht:rpc_timeout",
-                {"stream_id": 4, "type": "STORE", "request_id": 2, "peer_id": REG_ID, "timeout_ms": 1000},
-            ),
-            (1021.0, "quic:stream_state_updated", {"stream_id": 4, "new": "reset_sent", "error_code": 9}),
+            *(_provider_store_answered() if healthy else _provider_store_timed_out()),
             (1500.0, "quic:connection_closed", {"owner": "local", "trigger": "clean", "reason": "node shutting down"}),
         ],
     )
@@ -172,13 +231,9 @@ def write_fixed_recording(root: Path) -> Path:
                 },
             ),
             (12.5, "transport:packet_sent", _pkt(2, _ack([2, 2]), _stream(0, 0, 12))),
+            *([(14.5, "transport:packet_received", _pkt(3, _ack([2, 2])))] if healthy else []),
             (22.0, "transport:packet_received", _pkt(4, _stream(4, 0, 300))),
-            (22.5, "transport:packet_sent", _pkt(3, _ack([2, 4]))),
-            (
-                1022.0,
-                "transport:packet_received",
-                _pkt(5, {"frame_type": "stop_sending", "stream_id": 4, "error_code": 9}),
-            ),
+            *(_registry_store_answered() if healthy else _registry_store_not_taken()),
             (1500.5, "quic:connection_closed", {"owner": "remote", "trigger": "clean", "reason": "node shutting down"}),
         ],
     )
@@ -228,7 +283,13 @@ def write_fixed_recording(root: Path) -> Path:
                     "name": "calculator",
                 },
             ),
-            (18.0, "dht:scenario_changed", {"scenario": "no-accept", "faults": ["no-accept"], "previous": []}),
+            *(
+                []
+                if healthy
+                else [
+                    (18.0, "dht:scenario_changed", {"scenario": "no-accept", "faults": ["no-accept"], "previous": []})
+                ]
+            ),
         ],
     )
     _seq(
@@ -303,3 +364,114 @@ def cell(table: Any, row: int, column: int) -> str:
     """One cell's text, or "" while the row does not exist yet."""
     rows = table_text(table)
     return rows[row].split(" | ")[column] if row < len(rows) else ""
+
+
+def in_process_replay(*paths: str) -> Any:
+    """A ReplaySource that opens, indexes and analyses in the test's own process: no child
+    processes to start, so a Pilot or snapshot test over a small recording stays quick."""
+    from dhtscope.tui.sources.replay import ReplaySource
+
+    class InProcessReplay(ReplaySource):
+        async def start(self) -> None:
+            self.open_now()
+
+    return InProcessReplay(*paths)
+
+
+async def replay_ready(app: Any, pilot: Any, nodes: int = 3) -> None:
+    """Until the replay is indexed, analysed and lists its nodes."""
+    await wait_until(
+        lambda: (
+            app.main.analysis is not None
+            and not app.source.replay.indexing
+            and app.main.query_one("#nodes-table").row_count() == nodes
+        ),
+        pilot,
+        what="analysis, index and nodes",
+    )
+
+
+def fake_live_source(results: dict[str, dict[str, Any]] | None = None) -> Any:
+    """A live source without nodes behind it: fixed nodes and snapshots, probes answered from
+    `results` (kind -> the `probe --json` shape), every probe and scenario switch kept in `asked`."""
+    from dhtscope.tui.source import DataSource, NodeInfo
+
+    class Fake(DataSource):
+        kind = "fake"
+        live = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.title = "attach"
+            self.results = dict(results or {})
+            self.asked: list[tuple[str, str, list[str]]] = []
+            self.faults: dict[str, tuple[str, ...]] = {"registry": (), "provider1": (), "client": ()}
+            self.states: dict[str, tuple[str, str]] = {}  # name -> (state, detail); default connected
+
+        def nodes(self) -> list[Any]:
+            rows = [("registry", REG_ID, "127.0.0.1:4500"), ("provider1", P1_ID, "127.0.0.1:4501")]
+            rows.append(("client", CLIENT_ID, "127.0.0.1:4502"))
+            return [
+                NodeInfo(
+                    name,
+                    name if name != "provider1" else "provider",
+                    node_id,
+                    address,
+                    self.states.get(name, ("connected", ""))[0],
+                    connections=1,
+                    contacts=2,
+                    records=1,
+                    events=12345,
+                    faults=self.faults[name],
+                    detail=self.states.get(name, ("connected", ""))[1],
+                )
+                for name, node_id, address in rows
+            ]
+
+        def snapshot(self, node: str) -> dict[str, Any] | None:
+            info = next(n for n in self.nodes() if n.name == node)
+            others = [n for n in self.nodes() if n.name != node]
+            return {
+                "node": {"name": node, "id": info.node_id, "address": info.address, "faults": list(info.faults)},
+                "connections": [
+                    {
+                        "odcid": "c0ffee00000000" + str(i).zfill(2),
+                        "role": "client",
+                        "peer_address": n.address,
+                        "peer_id": n.node_id,
+                        "open": i == 0,
+                        "rtt_ms": 2.2,
+                        "rtt_series": [2.1, 2.2, 2.15, 2.1, 2.2] * 4,
+                        "bytes_sent": 123_456,
+                        "bytes_received": 7_890,
+                        "streams_open": 0,
+                        "streams_opened": 17,
+                        "close_reason": None if i == 0 else "idle timeout after 60 s",
+                    }
+                    for i, n in enumerate(others)
+                ],
+                "routing": [
+                    {
+                        "index": 250 + i,
+                        "contacts": [{"id": n.node_id, "address": n.address, "last_seen": 0.0, "failures": 0}],
+                        "replacements": [],
+                    }
+                    for i, n in enumerate(others)
+                ],
+                "records": [],
+                "advertisements": [],
+            }
+
+        def now(self) -> float:
+            return 0.0
+
+        async def probe(self, node: str, kind: str, args: list[str]) -> dict[str, Any]:
+            self.asked.append((node, kind, args))
+            return dict(self.results.get(kind, {"op": kind, "kind": kind, "ok": True}))
+
+        async def set_scenario(self, node: str, name: str) -> dict[str, Any]:
+            self.asked.append((node, "scenario", [name]))
+            self.faults[node] = () if name == "healthy" else (name,)
+            return {"scenario": name, "faults": list(self.faults[node])}
+
+    return Fake()

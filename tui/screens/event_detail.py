@@ -11,11 +11,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..format import local_time, readable_times
 from ..source import EventRow
 
 
 class EventDetailScreen(ModalScreen[None]):
-    """The event's name, node, connection and data as indented JSON."""
+    """The event's name, node, connection and data as indented JSON; times as local time."""
 
     DEFAULT_CSS = """
     EventDetailScreen { align: center middle; }
@@ -31,11 +32,12 @@ class EventDetailScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         row = self.row
-        body = json.dumps(
-            {"time_ms": row.time_ms, "node": row.node, "name": row.name, "conn": row.conn, "data": row.data},
+        when = local_time(row.time_ms)
+        self.body = body = json.dumps(
+            {"time": when, "node": row.node, "name": row.name, "conn": row.conn, "data": readable_times(row.data)},
             indent=2,
             default=str,
         )
         with VerticalScroll():
-            yield Static(f"{row.name} on {row.node}", id="event-head")
+            yield Static(f"{row.name} on {row.node} at {when}", id="event-head")
             yield Static(Syntax(body, "json", word_wrap=True, theme="ansi_dark"), id="event-body")

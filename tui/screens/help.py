@@ -16,14 +16,30 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("1…8", "Nodes, Connections, Streams, Routing, Records, Events, Findings, Probe"),
             ("n / N", "next / previous node"),
+            ("g", "go to a node by its name, id or id prefix"),
             ("s", "fault scenario of the selected node (live)"),
             ("ctrl+p", "command palette: every action by name"),
             ("?", "this help"),
-            ("escape", "back"),
-            ("q", "quit"),
+            ("escape", "back; out of a text field"),
+            ("q", "quit (asks first; ctrl+q does not)"),
+        ],
+    ),
+    (
+        "Text fields",
+        [
+            ("", "the Probe arguments and the Events filter take every key as text, digits and q too"),
+            ("escape / tab", "leave the field: 1…8, q and ? work again"),
         ],
     ),
     ("Tables", [("↑ ↓ pgup pgdn home end", "move"), ("enter / click", "open the row")]),
+    (
+        "Taking results away",
+        [
+            ("e", "save what the view shows as Markdown (the file is named on screen; ./dhtscope-<view>-<time>.md)"),
+            ("E", "the same as JSON, with the data behind each row"),
+            ("y", "copy the highlighted row, finding or event (OSC 52: where the terminal allows it)"),
+        ],
+    ),
     (
         "Streams",
         [
@@ -42,7 +58,13 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("Findings", [("enter", "open the stream timeline at the finding's evidence")]),
     ("Stream timeline", [("↑ ↓", "event by event"), ("n / p", "next / previous step"), ("escape", "back")]),
-    ("Probe", [("enter / Run", "run the operation on the selected node")]),
+    (
+        "Probe",
+        [
+            ("enter on the chooser", "pick the operation; tab moves on to its arguments"),
+            ("enter / Run", "run the operation on the selected node"),
+        ],
+    ),
     (
         "Replay",
         [

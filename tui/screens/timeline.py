@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any, cast
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -10,6 +13,7 @@ from textual.widgets import Footer, Static
 
 from dhtscope.tracing.analysis import DONE, MISSING, STEPS, Analysis, Evidence, Finding, StreamView
 
+from ..export import exported_at, timeline_export
 from ..format import evidence_address, short
 from ..widgets.timeline_table import Gap, TimelineTable, timeline_items
 from ..widgets.vtable import VirtualTable
@@ -40,6 +44,9 @@ class StreamTimelineScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("n", "step(1)", "Next step"),
         Binding("p", "step(-1)", "Prev step"),
+        Binding("e", "export('markdown')", "Export"),
+        Binding("E", "export('json')", "Export JSON", show=False),
+        Binding("y", "copy", "Copy", show=False),
     ]
 
     def __init__(
@@ -79,6 +86,26 @@ class StreamTimelineScreen(Screen[None]):
         table.focus()
         table.move_cursor(at)
         self._detail(at)
+
+    def action_export(self, fmt: str = "markdown") -> None:
+        """Save the timeline: every event of the stream on both ends, and the gap."""
+        table = self.query_one(TimelineTable)
+        app = cast("Any", self.app)
+        context = {"source": app.source.title, "exported at": exported_at()}
+        build = partial(
+            timeline_export, self.stream, list(table.items), table.base_ms, context, self.analysis.recording_path
+        )
+        app.save_export(
+            f"the timeline of stream {self.stream.stream_id}", f"stream-{self.stream.stream_id}", fmt, build
+        )
+
+    def action_copy(self) -> None:
+        """The highlighted event (or the gap) and its evidence, as text."""
+        table = self.query_one(TimelineTable)
+        if not table.items:
+            return
+        detail = self.query_one("#timeline-detail", Static).render()
+        cast("Any", self.app).copy_text("the highlighted timeline row", str(detail))
 
     def action_step(self, direction: int) -> None:
         table = self.query_one(TimelineTable)

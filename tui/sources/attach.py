@@ -57,6 +57,7 @@ class AttachSource(DataSource):
                 name = spec
             self.targets.append(Target(spec, name))
         self.memory = MemoryRecording()
+        self.ever_connected = False  # any target answered at least once
         self._closing = False
         self.title = "attach"
 
@@ -86,11 +87,13 @@ class AttachSource(DataSource):
             try:
                 client = await ControlClient.connect(target.spec, self.token, timeout_s=CONNECT_TIMEOUT_S)
             except ControlError as exc:
-                target.detail = str(exc)
                 if REFUSED in str(exc):
-                    target.state = "refused"
+                    target.state, target.detail = "refused", str(exc)
                     return  # a wrong token does not get better by retrying
-                target.state = "disconnected"
+                if target.hello:
+                    target.state, target.detail = "disconnected", str(exc)
+                else:
+                    target.state, target.detail = "waiting", f"waiting for the node to start ({exc})"
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
@@ -103,6 +106,7 @@ class AttachSource(DataSource):
             )
             target.state = "connected"
             target.detail = client.target.description
+            self.ever_connected = True
             pump = asyncio.create_task(self._pump(target, client))
             try:
                 await client.request("subscribe")

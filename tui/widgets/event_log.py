@@ -53,7 +53,7 @@ class EventLog(VirtualTable):
                 Column("time", 12),
                 Column("node", 10),
                 Column("event", 28),
-                Column("conn", 8),
+                Column("conn", 8, priority=1),
                 Column("data"),
             ],
             empty="no events yet",

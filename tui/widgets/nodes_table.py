@@ -14,6 +14,7 @@ STATE_TONE = {
     "connected": "ok",
     "recorded": "ok",
     "connecting": "warning",
+    "waiting": "warning",
     "disconnected": "error",
     "refused": "error",
     "not started": "dim",
@@ -35,15 +36,15 @@ class NodesTable(VirtualTable):
         super().__init__(
             [
                 Column("", 1),
-                Column("node", 10),
-                Column("role", 8),
-                Column("id", 8),
-                Column("address", 15),
-                Column("state", 10),
-                Column("conn", 4, "right"),
-                Column("cont", 4, "right"),
-                Column("recs", 4, "right"),
-                Column("events", 7, "right"),
+                Column("node", 8),
+                Column("role", 8, priority=1),
+                Column("id", 8, priority=1),
+                Column("address", 14),
+                Column("state", 9),
+                Column("conns", 5, "right", priority=3),
+                Column("contacts", 8, "right", priority=3),
+                Column("records", 7, "right", priority=3),
+                Column("events", 6, "right", priority=2),
                 Column("faults / detail"),
             ],
             empty="no nodes yet",
@@ -53,7 +54,11 @@ class NodesTable(VirtualTable):
     def _rebuild(self) -> None:
         rows = []
         for n in self.nodes:
-            detail = ", ".join(n.faults) if n.faults else (n.detail if n.state in ("disconnected", "refused") else "")
+            detail = (
+                ", ".join(n.faults)
+                if n.faults
+                else (n.detail if n.state in ("disconnected", "refused", "waiting") else "")
+            )
             rows.append(
                 Row(
                     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -11,10 +12,13 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Button, Input, Select, Static
 
+from dhtscope.node.probes import lookup_summary, store_result_summary
+
+from ..export import ViewExport
 from ..format import countdown, ms, short
 from ..messages import ProbeFinished, ProbeRequested
 from ..source import PROBES
-from .vtable import Column, Row, VirtualTable
+from .vtable import Column, Row, VirtualTable, cell_text
 
 LABELS = {
     "ping": "PING",
@@ -25,8 +29,8 @@ LABELS = {
     "discover": "discover",
 }
 HINTS = {
-    "ping": ("HOST:PORT or node id", ""),
-    "find_node": ("id (64 hex) or name", ""),
+    "ping": ("HOST:PORT, or a node's name, id or id prefix", ""),
+    "find_node": ("a node's name, id or id prefix", ""),
     "find_value": ("key (64 hex) or name, e.g. calculator", ""),
     "discover": ("service, e.g. calculator", ""),
     "store": ("key or name", "value"),
@@ -84,18 +88,7 @@ def result_rows(result: dict[str, Any]) -> list[Row]:
                 )
             )
     elif "replicas" in result:
-        rows.append(
-            Row(
-                [
-                    ("stored", "ok" if result.get("ok") else "error"),
-                    f"on {result['replicas']} of the {result.get('targets', 0)} closest nodes",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
-        )
+        rows.append(Row([(store_result_summary(result), "ok" if result.get("ok") else "error")]))
         for r in result.get("refused", []):
             rows.append(Row([("refused", "error"), short(r.get("node")), str(r.get("reason")), "", "", ""]))
     elif "rtt_ms" in result and "hops" not in result:
@@ -127,6 +120,26 @@ class ProbePanel(Vertical):
     def __init__(self, live: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.live = live
+        self.last: ProbeFinished | None = None
+
+    def export(self, context: dict[str, str]) -> Callable[[], ViewExport]:
+        """The last probe: its summary, each lookup round, and what it found (JSON: the result)."""
+        last = self.last
+        rounds = self.query_one("#probe-rounds", VirtualTable)
+        results = self.query_one("#probe-result", VirtualTable)
+        status = str(self.query_one("#probe-status", Static).render())
+        columns = [c.label for c in rounds.columns]
+        rows = [[cell_text(c) for c in rounds.get_row(i).cells] for i in range(rounds.row_count())]
+        found = "\n".join(
+            "- " + " · ".join(t for t in (cell_text(c) for c in results.get_row(i).cells) if t)
+            for i in range(results.row_count())
+        )
+        title = f"dhtscope probe {LABELS.get(last.kind, last.kind)} on {last.node}" if last else "dhtscope probe"
+        record: dict[str, Any] = (
+            {"node": last.node, "kind": last.kind, "error": last.error, "result": last.result} if last else {}
+        )
+        sections = [("summary", status)] + ([("result", found)] if found else [])
+        return lambda: ViewExport("probe", title, context, columns, rows, [record], sections)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="probe-form"):
@@ -135,7 +148,11 @@ class ProbePanel(Vertical):
             yield Input(placeholder="", id="probe-arg2", disabled=True)
             yield Button("Run", id="probe-run", variant="primary")
         yield Static(
-            Text("Choose an operation, give its arguments, press enter or Run.", style="dim")
+            Text(
+                "enter opens the operations; tab moves to its arguments; enter runs. "
+                "In a text field every key is text: escape leaves it.",
+                style="dim",
+            )
             if self.live
             else Text(
                 "Probes run on live nodes: use `dhtscope tui`, `attach` or `demo`. A recording can only be replayed.",
@@ -216,6 +233,7 @@ class ProbePanel(Vertical):
     def show(self, message: ProbeFinished) -> None:
         """Fill the tables from a finished probe."""
         self.running = False
+        self.last = message
         status = self.query_one("#probe-status", Static)
         rounds = self.query_one("#probe-rounds", VirtualTable)
         result_table = self.query_one("#probe-result", VirtualTable)
@@ -227,9 +245,11 @@ class ProbePanel(Vertical):
             return
         result = message.result
         text = Text()
+        if result.get("target_note"):
+            text.append(f"{result['target_note']}\n", style="dim")
         text.append(f"{label} on {message.node}: ", style="bold")
         if "hops" in result:
-            text.append(f"{result.get('rounds', 0)} rounds, {result.get('messages', 0)} messages")
+            text.append(lookup_summary(result.get("rounds", 0), result["hops"], result.get("messages", 0)))
         if "records" in result:
             n = len(result["records"])
             text.append(
@@ -237,7 +257,7 @@ class ProbePanel(Vertical):
                 style="bold green" if n else "bold red",
             )
         elif "replicas" in result:
-            text.append(f", stored on {result['replicas']} of {result.get('targets', 0)}")
+            text.append(f", {store_result_summary(result)}", style="bold green" if result.get("ok") else "bold red")
         elif "rtt_ms" in result and "hops" not in result:
             text.append(f"rtt {ms(result.get('rtt_ms'), 2)} ms", style="bold green")
         text.append(f"  ({message.elapsed_s * 1000:.0f} ms)", style="dim")

@@ -24,10 +24,10 @@ class RecordsTable(VirtualTable):
         super().__init__(
             [
                 Column("held", 6),
-                Column("service/key", 12),
-                Column("value", 18),
-                Column("publisher", 9),
-                Column("seq", 13, "right"),
+                Column("service/key", 11),
+                Column("value", 14),
+                Column("publisher", 9, priority=2),
+                Column("seq", 5, "right", priority=3),
                 Column("expires", 7, "right"),
                 Column("signature"),
             ],

@@ -24,12 +24,12 @@ class RoutingTable(VirtualTable):
         super().__init__(
             [
                 Column("bucket", 6, "right"),
-                Column("distance", 9),
+                Column("distance", 8, priority=3),
                 Column("contact", 16),
-                Column("address", 21),
-                Column("last seen", 11),
-                Column("failures", 8, "right"),
-                Column("kind"),
+                Column("address", 14),
+                Column("last seen", 9, priority=1),
+                Column("failures", 8, "right", priority=2),
+                Column("kind", 11),
             ],
             empty="routing table is empty",
             **kwargs,
@@ -64,7 +64,7 @@ class RoutingTable(VirtualTable):
                             str(c.get("address")),
                             ago(self.now - c["last_seen"]) if c.get("last_seen") else "-",
                             "-",
-                            "replacement cache",
+                            "replacement",
                         ],
                         tone="dim",
                     )

@@ -39,12 +39,12 @@ class StreamsTable(VirtualTable):
     def __init__(self, **kwargs: str | None) -> None:
         super().__init__(
             [
-                Column("conn", 8),
-                Column("id", 4, "right"),
-                Column("rpc", 10),
-                Column("opener → peer", 20),
+                Column("conn", 8, priority=2),
+                Column("id", 3, "right"),
+                Column("rpc", 4),
+                Column("opener → peer", 14, priority=1),
                 Column("s a r d A", 9),
-                Column("furthest", 9),
+                Column("furthest", 8, priority=3),
                 Column("missing step"),
             ],
             empty="no streams (analysis runs in the background)",

@@ -20,13 +20,76 @@ from textual.strip import Strip
 # or a list of (text, tone) pieces (a strip of step marks).
 Cell = str | tuple[str, str] | list[tuple[str, str]]
 TONES = ("error", "warning", "ok", "dim", "info", "gap", "accent")
-MIN_FLEX_WIDTH = 4
+MIN_FLEX_WIDTH = 8  # the flexible column never shrinks below this, so it is never a stub
+MAX_AUTO_WIDTH = 40  # a column sized to its content grows at most this wide; the rest is in the detail
+MAX_MEASURED_ROWS = 5_000  # rows measured for column widths; more rows cost more than they tell
 
 
 class Column(NamedTuple):
     label: str
-    width: int = 0  # 0: shares what is left of the row
+    width: int = 0  # the least it takes; 0: flexible, it takes what is left of the row
     justify: str = "left"
+    priority: int = 0  # 0: a key column, always shown; higher numbers give way first when narrow
+
+
+class Layout(NamedTuple):
+    """How a row is laid out at one width: each column's width, 0 for a hidden column."""
+
+    widths: list[int]
+    total: int
+
+    @property
+    def hidden(self) -> list[int]:
+        return [i for i, w in enumerate(self.widths) if not w]
+
+
+def cell_text(cell: Cell) -> str:
+    """A cell's text without its tones."""
+    if isinstance(cell, list):
+        return "".join(piece for piece, _ in cell)
+    if isinstance(cell, tuple):
+        return cell[0]
+    return cell
+
+
+def layout(columns: Sequence[Column], content: Sequence[int], width: int) -> Layout:
+    """Column widths at `width`. A column is as wide as its content (up to MAX_AUTO_WIDTH; its
+    declared width while it has none); the flexible column takes what is left. When the row is
+    too narrow, columns give way by priority (highest first), then shrink to their least."""
+    want = []
+    least = []
+    for col, seen in zip(columns, content, strict=True):
+        label = len(col.label)
+        if not col.width:
+            want.append(max(MIN_FLEX_WIDTH, label))
+            least.append(MIN_FLEX_WIDTH)
+        else:
+            want.append(max(label, min(seen, MAX_AUTO_WIDTH)) if seen else max(col.width, label))
+            least.append(min(col.width, max(label, 3)))
+    shown = list(range(len(columns)))
+
+    def need(indices: list[int]) -> int:
+        return sum(want[i] for i in indices) + len(indices) - 1
+
+    while need(shown) > width:
+        candidates = [i for i in shown if columns[i].priority > 0]
+        if not candidates:
+            break
+        shown.remove(max(candidates, key=lambda i: (columns[i].priority, i)))
+    widths = [want[i] if i in shown else 0 for i in range(len(columns))]
+    excess = need(shown) - width
+    for i in sorted(shown, key=lambda i: -widths[i]):  # the widest give first
+        if excess <= 0:
+            break
+        give = min(excess, widths[i] - least[i])
+        if give > 0:
+            widths[i] -= give
+            excess -= give
+    if excess < 0 and shown:  # room to spare: to the flexible column, or the last one shown
+        flex = [i for i in shown if not columns[i].width]
+        widths[(flex or shown)[-1]] += -excess
+    total = sum(widths[i] for i in shown) + len(shown) - 1
+    return Layout(widths, max(total, 0))
 
 
 class Row(NamedTuple):
@@ -103,6 +166,9 @@ class VirtualTable(ScrollView, can_focus=True):
         self.empty_text = empty
         self._rows: list[Row] = []
         self._count = 0
+        self._content = [0] * len(self.columns)  # the widest text seen in each column
+        self._layout: tuple[int, Layout] | None = None  # (width, layout) last drawn at
+        self._hidden: list[int] = []
 
     # -- rows (subclasses with their own storage override these two)
 
@@ -113,17 +179,75 @@ class VirtualTable(ScrollView, can_focus=True):
         return self._rows[index]
 
     def set_rows(self, rows: list[Row]) -> None:
-        """Replace every row, keeping the cursor where it was (clamped)."""
+        """Replace every row, keeping the cursor where it was (clamped).
+
+        The row under the cursor may now be another one: say so, so that whatever shows
+        the highlighted row (a detail pane) never keeps the old row's text.
+        """
+        had_rows = self._count > 0
         self._rows = rows
         self.rows_changed()
+        if had_rows and self._count:
+            self.post_message(self.Highlighted(self, self.cursor))
+
+    def content_widths(self) -> list[int]:
+        """The widest text in each column (rows held in memory are measured; others override)."""
+        widths = [0] * len(self.columns)
+        for row in self._rows[:MAX_MEASURED_ROWS]:
+            if len(row.cells) == 1 and len(self.columns) > 1:
+                continue  # a heading across the row sizes no column
+            for i, cell in enumerate(row.cells[: len(widths)]):
+                n = len(cell_text(cell))
+                if n > widths[i]:
+                    widths[i] = n
+        return widths
+
+    def current_layout(self) -> Layout:
+        """The layout at the table's present width."""
+        width = max(self.scrollable_content_region.width, 1)
+        if self._layout is None or self._layout[0] != width:
+            self._layout = (width, layout(self.columns, self._content, width))
+            # Wider than the table only when its key columns do not fit: then it scrolls sideways.
+            size = Size(max(self._layout[1].total, width), self._count + 1)
+            if size != self.virtual_size:
+                self.virtual_size = size
+            hidden = self._layout[1].hidden
+            if hidden != self._hidden:
+                self._hidden = hidden
+                if self._count:  # the detail of the highlighted row now holds other columns
+                    self.post_message(self.Highlighted(self, self.cursor))
+        return self._layout[1]
+
+    def hidden_cells(self, index: int) -> list[tuple[str, str]]:
+        """(label, text) of the columns row `index` cannot show here: hidden, or cut short."""
+        if not 0 <= index < self._count:
+            return []
+        cells = self.get_row(index).cells
+        if len(cells) == 1 and len(self.columns) > 1:
+            return []
+        widths = self.current_layout().widths
+        out = []
+        for i, (col, cell) in enumerate(zip(self.columns, cells, strict=False)):
+            text = cell_text(cell)
+            if text and (widths[i] == 0 or len(text) > widths[i]):
+                out.append((col.label or "·", text))
+        return out
+
+    def on_resize(self) -> None:
+        self._relayout()
+
+    def _relayout(self) -> None:
+        self._layout = None
+        self.current_layout()
 
     def rows_changed(self) -> None:
         """The row count or contents changed: resize, clamp the cursor, redraw."""
         before = self._count
         self._count = self.row_count()
-        fixed = sum(c.width for c in self.columns) + len(self.columns) - 1
-        flex = sum(1 for c in self.columns if not c.width)
-        self.virtual_size = Size(fixed + flex * MIN_FLEX_WIDTH, self._count + 1)
+        content = self.content_widths()
+        if content != self._content:
+            self._content = content
+        self._relayout()
         if self._count and self.cursor >= self._count:
             self.cursor = self._count - 1
         elif self._count and not before:
@@ -174,29 +298,20 @@ class VirtualTable(ScrollView, can_focus=True):
 
     # -- drawing
 
-    def _widths(self, width: int) -> list[int]:
-        fixed = sum(c.width for c in self.columns if c.width) + len(self.columns) - 1
-        flex = [c for c in self.columns if not c.width]
-        spare = max(width - fixed, MIN_FLEX_WIDTH * len(flex))
-        share = spare // len(flex) if flex else 0
-        out = []
-        for c in self.columns:
-            out.append(c.width or share)
-        if flex:
-            last = max(i for i, c in enumerate(self.columns) if not c.width)
-            out[last] += spare - share * len(flex)
-        return out
-
     def _tone(self, tone: str) -> Style:
         return self.get_component_rich_style(f"vtable--{tone}", partial=True)
 
     def _line(self, cells: Sequence[Cell], widths: list[int], base: Style) -> Text:
         if len(cells) == 1 and len(widths) > 1:
-            widths = [sum(widths) + len(widths) - 1]  # one cell: a heading across the row
+            widths = [sum(w for w in widths if w) + sum(1 for w in widths if w) - 1]  # a heading across the row
         line = Text(style=base, no_wrap=True, end="")
+        first = True
         for i, (cell, width) in enumerate(zip(cells, widths, strict=False)):
-            if i:
+            if not width:
+                continue  # hidden at this width: the detail pane shows it
+            if not first:
                 line.append(" ")
+            first = False
             if isinstance(cell, list):
                 used = 0
                 for piece, tone in cell:
@@ -222,8 +337,7 @@ class VirtualTable(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width
         scroll_x = round(self.scroll_x)
         base = self.rich_style
-        total = max(width + scroll_x, self.virtual_size.width)
-        widths = self._widths(total)
+        widths = self.current_layout().widths
         if y == 0:
             header = self.get_component_rich_style("vtable--header")
             text = self._line([c.label for c in self.columns], widths, header)
