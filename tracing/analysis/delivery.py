@@ -13,9 +13,6 @@ from .values import DONE, ERROR, MISSING, WARNING, Evidence, StreamView
 # How long a peer must keep running after taking a request before "no answer" is a fact
 # rather than a recording that stopped too soon.
 NO_RESPONSE_GRACE_MS = 1000.0
-# A requester that abandons a stream this soon after it arrived (a lookup cancelling its other
-# requests once answered) gave even a prompt application no time to take it.
-ABANDONED_AT_ONCE_MS = 100.0
 
 
 def _slowest_delivery_ms(f: TraceFacts) -> float:
@@ -46,9 +43,7 @@ def find_not_delivered(ctx: Context) -> None:
             slowest[id(PF)] = _slowest_delivery_ms(PF)
         may_take = rcv.time_ms + slowest[id(PF)]
         gave_up = _gave_up_ms(ctx, v)
-        if PF.last_ms <= may_take:
-            continue
-        if gave_up is not None and gave_up <= max(may_take, rcv.time_ms + ABANDONED_AT_ONCE_MS):
+        if PF.last_ms <= may_take or (gave_up is not None and gave_up <= may_take):
             continue
         by_node[v.peer].append(v)
     for node, views in by_node.items():
