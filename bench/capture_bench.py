@@ -6,7 +6,7 @@ datagram written by CaptureWriter, secrets in a key log file), then times
     dhtscope: read_capture (decrypt, attribute, parse every frame, build qlog events)
     tshark:   tshark -o tls.keylog_file:KEYS -T json -r CAP > /dev/null   (where installed)
 
-and prints packets per second for each and their ratio. Not part of `make bench` yet.
+and prints packets per second for each and their ratio; `make bench` runs it as its capture section.
 
     .venv/bin/python bench/capture_bench.py                      # 1,000 connections
     .venv/bin/python bench/capture_bench.py --connections 5000 --streams 40 --json

@@ -19,6 +19,7 @@ LOOKUP_VS_LIBP2P = 1 / 100  # ... and at most this times py-libp2p's
 RSS_LIMIT_MIB = 33.0
 SIM_100K_LIMIT_BYTES = 2 * 10**9
 RECORDING_RATIO = 0.85
+CAPTURE_VS_TSHARK = 1.0  # packets decoded per second, at least tshark's on the same capture and keys
 
 
 def _load(results_dir: str, section: str) -> dict[str, Any] | None:
@@ -431,12 +432,53 @@ def _tui_section(doc: dict[str, Any], t: Targets) -> list[str]:
     return out
 
 
+def _capture_section(doc: dict[str, Any], t: Targets) -> list[str]:
+    res = doc["result"]
+    out = [
+        "## 6. Reading captures",
+        "",
+        "`bench/capture_bench.py`: a pcapng of many interleaved QUIC connections (aioquic client and server "
+        "in one process, every datagram written by `CaptureWriter`, 20 request streams of 2,000 bytes each "
+        "way per connection) and its key log file, decoded whole by `read_capture` (decrypt, attribute each "
+        "packet to its connection, parse every frame, build the qlog events) and by "
+        "`tshark -o tls.keylog_file:KEYS -T json -r CAP > /dev/null`. Packets per second are QUIC packets "
+        "(coalesced ones counted each) over wall time, each tool in its own process.",
+    ]
+    if "error" in res:
+        t.add("capture decode rate ≥ tshark's", f"failed: {res['error']}", False)
+        return out + ["", f"The run failed: {res['error']}"]
+    ours, theirs = res["dhtscope_packets_per_s"], res.get("tshark_packets_per_s")
+    out += [
+        "",
+        "| figure | dhtscope | tshark |",
+        "|---|---:|---:|",
+        f"| capture | {res['connections']:,} connections, {res['datagrams']:,} datagrams, {res['packets']:,} "
+        f"packets, {res['capture_bytes'] / 1e6:.1f} MB | the same file and keys |",
+        f"| time | {res['dhtscope_s']} s | {_num(res.get('tshark_s'), 2)} s |",
+        f"| packets per second | {ours:,} | {_num(theirs)} |",
+        f"| qlog events built | {res['events']:,} | – |",
+    ]
+    if theirs:
+        ratio = ours / theirs
+        out += ["", f"dhtscope decodes at {_x(ratio)} tshark's rate ({res.get('tshark_version', 'tshark')})."]
+        t.add(
+            "capture decode rate ≥ tshark's (packets/s)",
+            f"{ours:,} vs {theirs:,}: {_x(ratio)}",
+            ratio >= CAPTURE_VS_TSHARK,
+        )
+    else:
+        why = res.get("tshark_missing", "tshark was not measured")
+        out += ["", f"tshark's column is empty: {why}."]
+        t.add("capture decode rate ≥ tshark's (packets/s)", f"{ours:,} packets/s; {why}", None)
+    return out
+
+
 def _accuracy_section(doc: dict[str, Any], t: Targets) -> list[str]:
     res = doc["result"]
     per, tot = res["scenarios"], res["totals"]
     load = f"{(doc.get('loadavg_before') or ['?'])[0]} → {(doc.get('loadavg_after') or ['?'])[0]}"
     out = [
-        "## 6. Diagnosis accuracy",
+        "## 7. Diagnosis accuracy",
         "",
         f"`bench/accuracy.py` (`make accuracy`; also `make bench FULL=1`): every scenario of `dhtscope cluster` "
         f"(1 registry with the fault, 3 providers, 1 client) recorded {res['runs_per_scenario']} times on random "
@@ -461,9 +503,11 @@ def _accuracy_section(doc: dict[str, Any], t: Targets) -> list[str]:
         f"**{tot['false_alarms']} ({tot['runs_with_false_alarms']})** |"
     )
     failures = [(name, f) for name, p in per.items() for f in p["failures"]]
-    out += ["", "Failures, each with its finding:" if failures else "Failures: none.", ""]
-    for name, f in failures:
-        out.append(f"- `{name}` run {f['run']}, {f['what']}: {f['finding']}")
+    if failures:
+        out += ["", "Failures, each with its finding:", ""]
+        out += [f"- `{name}` run {f['run']}, {f['what']}: {f['finding']}" for name, f in failures]
+    else:
+        out += ["", "Failures: none."]
     t.add(
         f"diagnosis recall 100% ({len(per)} scenarios x {res['runs_per_scenario']} recordings)",
         f"{tot['found']} of {tot['runs']}",
@@ -544,7 +588,7 @@ def _experiments_section(results_dir: str) -> list[str]:
 
 
 def write_report(results_dir: str, path: str, run_s: float | None, sections_run: list[str]) -> str:
-    docs = {s: _load(results_dir, s) for s in ("rpc", "lookup", "sim", "recording", "tui")}
+    docs = {s: _load(results_dir, s) for s in ("rpc", "lookup", "sim", "recording", "tui", "capture")}
     t = Targets()
     body: list[str] = []
     chart = ""
@@ -559,6 +603,8 @@ def write_report(results_dir: str, path: str, run_s: float | None, sections_run:
         body += _recording_section(docs["recording"], t) + [""]
     if docs["tui"]:
         body += _tui_section(docs["tui"], t) + [""]
+    if docs["capture"]:
+        body += _capture_section(docs["capture"], t) + [""]
     accuracy = _load(results_dir, "accuracy")  # its own run (`make accuracy`): not in the timing above
     if accuracy:
         body += _accuracy_section(accuracy, t) + [""]

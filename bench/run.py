@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -30,7 +31,7 @@ sys.path.insert(0, BENCH_DIR)
 from benchlib import load_average, machine_facts  # noqa: E402
 from procs import BenchError, Proc  # noqa: E402
 
-SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "accuracy")
+SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture", "accuracy")
 LEVELS = (1, 16, 128)
 LIBP2P_RAISED_CAP = 4096
 
@@ -273,6 +274,38 @@ def bench_tui(full: bool) -> dict[str, Any]:
     return result
 
 
+# -- reading captures -------------------------------------------------------------------------------
+
+
+def bench_capture(full: bool) -> dict[str, Any]:
+    """bench/capture_bench.py in its own process: decode rate beside tshark's on the same capture and keys."""
+    connections = "3000" if full else "1000"
+    tshark = shutil.which("tshark")
+    log(f"capture: {connections} interleaved connections decoded by dhtscope" + (" and tshark" if tshark else ""))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH_DIR, "capture_bench.py"), "--connections", connections, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        log(f"  failed: {tail[0]}")
+        return {"error": tail[0]}
+    result: dict[str, Any] = json.loads(proc.stdout)
+    if tshark is None:
+        result["tshark_missing"] = "tshark is not installed here (apt-get install -y tshark to measure it)"
+    else:
+        said = subprocess.run([tshark, "--version"], capture_output=True, text=True).stdout
+        version = re.search(r"\d+\.\d+\.\d+", said)
+        result["tshark_version"] = f"tshark {version.group(0)}" if version else "tshark"
+    log(
+        f"  dhtscope {result['dhtscope_packets_per_s']:,} packets/s"
+        + (f", tshark {result['tshark_packets_per_s']:,} packets/s" if result.get("tshark_packets_per_s") else "")
+    )
+    return result
+
+
 def bench_accuracy(full: bool) -> dict[str, Any] | None:
     """The diagnosis accuracy table (bench/accuracy.py): 5 runs of every scenario take about 13 minutes,
     more than quick mode's budget, so only full mode runs it; quick mode keeps the last accuracy.json."""
@@ -292,6 +325,7 @@ RUNNERS = {
     "lookup": bench_lookup,
     "sim": bench_sim,
     "tui": bench_tui,
+    "capture": bench_capture,
     "accuracy": bench_accuracy,
 }
 

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from dhtscope.tracing.cli import Parser, UsageError
@@ -206,6 +207,17 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--record", metavar="DIR", help="record qlog traces of this node into DIR")
     p.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="write every datagram the node sends and receives to FILE (pcapng), as a sniffer would see them",
+    )
+    p.add_argument(
+        "--keylog",
+        metavar="FILE",
+        help="append the node's TLS secrets to FILE (NSS key log, SSLKEYLOGFILE format) to decrypt --pcap with "
+        "(default with --pcap: the capture's name with .keys)",
+    )
+    p.add_argument(
         "--data-dir",
         metavar="DIR",
         help="keep this node's records and routing table in DIR (SQLite), and its key unless --key is given, "
@@ -284,6 +296,9 @@ def service_options(args: argparse.Namespace) -> Any:
         discover_all=args.discover_all,
         ping_bootstrap=args.ping_bootstrap,
         max_datagram_bytes=args.max_datagram_bytes,
+        pcap=args.pcap,
+        # A capture is of little use without its keys: they go beside it unless told otherwise.
+        keylog=args.keylog or (str(Path(args.pcap).with_suffix(".keys")) if args.pcap else None),
         data_dir=args.data_dir,
     )
 
@@ -328,6 +343,11 @@ def add_cluster_options(
     )
     p.add_argument("--record", metavar="DIR", help=record_help)
     p.add_argument(
+        "--pcap",
+        metavar="DIR",
+        help="each node writes its datagrams to DIR/<name>.pcapng and its TLS secrets to DIR/<name>.keys",
+    )
+    p.add_argument(
         "--data-dir",
         metavar="DIR",
         help="each node keeps its key, records and routing table in DIR/NAME (default: a temporary directory "
@@ -346,6 +366,7 @@ def cluster_plan(args: argparse.Namespace) -> Any:
         base_port=args.base_port,
         scenario=args.scenario or "healthy",
         record_dir=args.record,
+        pcap_dir=args.pcap,
         data_dir=args.data_dir,
     )
 
@@ -366,7 +387,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     plan = cluster_plan(args)
     if args.check:
         return run_check(plan, sys.stdout, timeout_s=args.timeout)
-    if args.scenario or args.record:
+    if args.scenario or args.record or args.pcap:
         return run_scenario(plan, sys.stdout)
     return run_foreground(plan, sys.stdout)
 

@@ -58,6 +58,7 @@ class ClusterPlan:
     scenario: str = "healthy"
     record_dir: str | None = None
     control_dir: str | None = None
+    pcap_dir: str | None = None  # each member's capture and key log: <name>.pcapng, <name>.keys
     # Each member keeps its key, records and routing table in <data_dir>/<name> (`--data-dir`);
     # None: a Cluster gives them a temporary directory for the run.
     data_dir: str | None = None
@@ -116,6 +117,9 @@ class ClusterPlan:
                 m.args += ["--request-timeout", str(SCENARIO_REQUEST_TIMEOUT_S)]
             if self.record_dir:
                 m.args += ["--record", self.record_dir]
+            if self.pcap_dir:
+                base = os.path.join(self.pcap_dir, m.name)
+                m.args += ["--pcap", f"{base}.pcapng", "--keylog", f"{base}.keys"]
             if self.control_dir:
                 m.control = os.path.join(self.control_dir, f"{m.name}.sock")
                 m.args += ["--control", m.control]
@@ -167,6 +171,10 @@ class Cluster:
             write_cluster_manifest(
                 self.plan.record_dir, [(m.name, m.role, f"{self.plan.host}:{m.port}") for m in self.members]
             )
+        if self.plan.pcap_dir:
+            os.makedirs(self.plan.pcap_dir, exist_ok=True)
+            for m in self.members:
+                open(os.path.join(self.plan.pcap_dir, f"{m.name}.keys"), "w").close()  # a new run, new keys
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
         for m in self.members:
@@ -393,6 +401,11 @@ def run_scenario(plan: ClusterPlan, out: TextIO, timeout_s: float | None = None)
         )
         if plan.record_dir:
             out.write(f"recording in {plan.record_dir}: run `dhtscope diagnose {plan.record_dir}`\n")
+        if plan.pcap_dir:
+            out.write(
+                f"captures in {plan.pcap_dir}: run `dhtscope diagnose {plan.pcap_dir}/registry.pcapng "
+                f"--keylog {plan.pcap_dir}/registry.keys`\n"
+            )
         return 0
     finally:
         cluster.stop()

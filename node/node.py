@@ -132,7 +132,11 @@ class Node:
         store_burst_records: int = STORE_BURST_RECORDS,
         store: RecordStore | None = None,
         data_dir: str | os.PathLike[str] | None = None,
+        pcap: str | None = None,
+        keylog: str | None = None,
     ) -> None:
+        """`pcap` and `keylog`: write every datagram the node sends and receives to a pcapng
+        capture, and its TLS secrets to an NSS key log, so the capture can be decrypted."""
         self.identity = identity or Identity.generate()
         self.id = self.identity.node_id
         self.name = name or self.id.short()
@@ -141,6 +145,8 @@ class Node:
         self.port = port
         self.faults = faults or Faults()
         self.recorder = recorder
+        self.pcap = pcap
+        self.keylog = keylog
         self.clock = clock
         # A client-mode node (a probe) never tells peers its port, so nobody adds it
         # to a routing table where it would linger after the process is gone.
@@ -204,6 +210,22 @@ class Node:
 
     async def _start(self) -> None:
         quic_logger = self.recorder.quic_logger() if self.recorder is not None else None
+        if self.keylog is not None:
+            try:
+                with open(self.keylog, "a"):
+                    pass
+            except OSError as exc:
+                raise NodeError(f"{self.keylog}: cannot write the key log ({exc.strerror or exc})") from None
+        capture = None
+        if self.pcap is not None:
+            from dhtscope.tracing.capture import CaptureError
+
+            from .capture import PacketCapture
+
+            try:
+                capture = PacketCapture(self.pcap, self.name)
+            except CaptureError as exc:
+                raise NodeError(str(exc)) from None
 
         def make_endpoint(owner: RpcEndpoint) -> Endpoint:
             return Endpoint(
@@ -212,6 +234,8 @@ class Node:
                 faults=self.faults,
                 quic_logger=quic_logger,
                 max_datagram_bytes=self.max_datagram_bytes,
+                secrets_log=self.keylog,
+                capture=capture,
             )
 
         self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults)

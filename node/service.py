@@ -47,11 +47,17 @@ class ServiceOptions:
     discover_all: bool = False  # ask all k closest nodes, not just the first few holders
     ping_bootstrap: int = 0  # PING each bootstrap node this many times after joining
     max_datagram_bytes: int = MAX_DATAGRAM_BYTES
+    pcap: str | None = None  # capture file for the node's datagrams
+    keylog: str | None = None  # NSS key log for its TLS secrets
     data_dir: str | None = None  # records and routing table in SQLite; the key too, unless key_file
 
     def node_kwargs(self) -> dict[str, Any]:
         """The Node settings these options carry (besides identity, address, name, role, faults)."""
-        kwargs: dict[str, Any] = {"max_datagram_bytes": self.max_datagram_bytes}
+        kwargs: dict[str, Any] = {
+            "max_datagram_bytes": self.max_datagram_bytes,
+            "pcap": self.pcap,
+            "keylog": self.keylog,
+        }
         if self.request_timeout_s:
             kwargs["request_timeout_s"] = self.request_timeout_s
         if self.data_dir:

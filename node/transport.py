@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aioquic.buffer import Buffer
 from aioquic.quic import events
@@ -43,6 +43,9 @@ from .scenarios import (
     FLOW_CONTROL_STREAM_WINDOW_BYTES,
     Faults,
 )
+
+if TYPE_CHECKING:
+    from .capture import PacketCapture
 
 log = logging.getLogger("dhtscope.transport")
 
@@ -449,8 +452,10 @@ class Endpoint(asyncio.DatagramProtocol):
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         secrets_log: str | None = None,
         max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
+        capture: PacketCapture | None = None,
     ) -> None:
         self.identity = identity
+        self.capture = capture  # the datagrams that cross the socket, written as a sniffer sees them
         self.owner = owner
         self.faults = faults or Faults()
         self.loop = asyncio.get_running_loop()
@@ -463,7 +468,8 @@ class Endpoint(asyncio.DatagramProtocol):
         self._flush_handle: asyncio.Handle | None = None
         self._rng = random.Random(self.faults.seed)
         self._quic_logger = _EndingLogger(quic_logger, self) if quic_logger is not None else None
-        self._secrets = open(secrets_log, "a") if secrets_log else None  # noqa: SIM115
+        # Line-buffered: each secret is on disk before the packets it opens are worth reading.
+        self._secrets = open(secrets_log, "a", buffering=1) if secrets_log else None  # noqa: SIM115
         # Ours, and those the bad-certificate fault presents, made once each.
         self._certificates: dict[str | None, tuple[x509.Certificate, PrivateKey]] = {}
         self._blackhole_at: float | None = None  # when the blackhole fault starts dropping
@@ -481,7 +487,6 @@ class Endpoint(asyncio.DatagramProtocol):
 
     async def listen(self, host: str, port: int) -> Address:
         transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        self._transport = transport
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
         return self.local_addr
@@ -562,8 +567,12 @@ class Endpoint(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A datagram endpoint's transport (uvloop's does not subclass asyncio's class).
         self._transport = cast(asyncio.DatagramTransport, transport)
+        if self.capture is not None:
+            self._transport = self.capture.wrap(self._transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.capture is not None:
+            self.capture.received(data, addr)  # it arrived, whatever the loss fault makes of it
         faults = self.faults
         if (faults.loss or faults.blackhole or self._blackhole_at is not None) and self._fault_drops(sending=False):
             return
@@ -731,6 +740,8 @@ class Endpoint(asyncio.DatagramProtocol):
             self._transport.close()
         if self._secrets is not None:
             self._secrets.close()
+        if self.capture is not None:
+            self.capture.close()
 
 
 def _resolve(host: str) -> str:

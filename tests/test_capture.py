@@ -3,7 +3,6 @@ read back: containers, link types, QUIC versions, keys right, wrong and missing,
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -16,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 from quicpair import V1, V2, Plan, record, write_capture, write_datagrams
+from tshark import decoded_packets, tshark_packets
 
 from dhtscope.tracing.capture import CaptureError, is_capture, read_capture, read_capture_with_summary, read_keylog
 from dhtscope.tracing.capture.files import open_capture
@@ -455,86 +455,12 @@ def test_importing_the_capture_package_does_not_load_aioquic():
 # ----------------------------------------------------------------------------- tshark
 
 
-def _tshark_packets(cap: Path, keys: Path) -> list[tuple[int, int, list[str]]]:
-    out = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(cap),
-            "-o",
-            f"tls.keylog_file:{keys}",
-            "-T",
-            "json",
-            "--no-duplicate-keys",
-            "-J",
-            "frame quic",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    result = []
-    for pkt in json.loads(out.stdout):
-        layers = pkt["_source"]["layers"]
-        number = int(layers["frame"]["frame.number"]) if "frame" in layers else None
-        quic = layers.get("quic")
-        for q in quic if isinstance(quic, list) else [quic]:
-            if not isinstance(q, dict):
-                continue
-            pn = q.get("quic.packet_number", (q.get("quic.short") or {}).get("quic.packet_number"))
-            if pn is None:
-                continue
-            frames = q.get("quic.frame", [])
-            frames = frames if isinstance(frames, list) else [frames]
-            types = [int(f["quic.frame_type"]) for f in frames if isinstance(f, dict) and "quic.frame_type" in f]
-            result.append((number, int(pn), types))
-    return result
-
-
-_TSHARK_TYPES = {
-    0x00: "padding",
-    0x01: "ping",
-    0x02: "ack",
-    0x03: "ack",
-    0x04: "reset_stream",
-    0x05: "stop_sending",
-    0x06: "crypto",
-    0x07: "new_token",
-    0x10: "max_data",
-    0x11: "max_stream_data",
-    0x12: "max_streams",
-    0x13: "max_streams",
-    0x14: "data_blocked",
-    0x15: "stream_data_blocked",
-    0x16: "streams_blocked",
-    0x17: "streams_blocked",
-    0x18: "new_connection_id",
-    0x19: "retire_connection_id",
-    0x1A: "path_challenge",
-    0x1B: "path_response",
-    0x1C: "connection_close",
-    0x1D: "connection_close",
-    0x1E: "handshake_done",
-    0x30: "datagram",
-    0x31: "datagram",
-}
-
-
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt-get install tshark)")
 def test_decoded_frames_agree_with_tshark(tmp_path):
     cap, keys = tmp_path / "c.pcapng", tmp_path / "keys.log"
     write_capture(cap, dsb=False, keylog_path=keys, plan=Plan(key_update=True, reset_stream=True, ping=True))
-    theirs = [
-        (n, pn, [_TSHARK_TYPES.get(t, "stream" if 0x08 <= t <= 0x0F else "unknown") for t in types])
-        for n, pn, types in _tshark_packets(cap, keys)
-    ]
-    trace = read_capture(cap, keylog=keys).traces[0]
-    frames = trace.info.extra["frames"]
-    ours = [
-        (frames[e.record], e.data["header"]["packet_number"], [f["frame_type"] for f in e.data["frames"]])
-        for e in packets(trace)
-    ]
+    theirs = tshark_packets(cap, keys)
+    ours = decoded_packets(read_capture(cap, keylog=keys))
     assert len(ours) == len(theirs) > 10
     assert ours == theirs
 

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from helpers.tui import cell, table_text, wait_until
 
+from dhtscope.tracing.analysis import analyse
 from dhtscope.tracing.cli import check_trace_inputs
+from dhtscope.tracing.inputs import open_inputs
 from dhtscope.tui.app import DhtscopeApp
 from dhtscope.tui.commands import _ports_free, free_port_run, run_demo
 from dhtscope.tui.messages import ScenarioChosen
@@ -89,7 +91,9 @@ def test_demo_attaches_to_five_nodes_and_quitting_stops_every_process_and_keeps_
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     taken.bind(("127.0.0.1", asked))  # someone else's: the demo must move, and say where
     try:
-        args = argparse.Namespace(providers=3, base_port=asked, scenario="healthy", record=None, no_keep=False)
+        args = argparse.Namespace(
+            providers=3, base_port=asked, scenario="healthy", record=None, no_keep=False, pcap=str(tmp_path / "cap")
+        )
         assert run_demo(args, runner=runner, on_started=on_started) == 0
     finally:
         taken.close()
@@ -109,6 +113,11 @@ def test_demo_attaches_to_five_nodes_and_quitting_stops_every_process_and_keeps_
     replay = ReplaySource(str(recording))
     replay.open_now()
     assert [n.name for n in replay.nodes()] == names
+    # --pcap: each node's capture and key log outlive the demo, and decrypt whole.
+    assert sorted(p.name for p in (tmp_path / "cap").glob("*.pcapng")) == sorted(f"{n}.pcapng" for n in names)
+    rec = open_inputs([tmp_path / "cap" / "registry.pcapng"])
+    assert rec.traces and {t.info.extra["decrypted"] for t in rec.traces} == {"full"}
+    assert "registry" in analyse(rec).nodes
 
 
 def test_a_demo_whose_ports_are_taken_picks_the_next_free_run() -> None:

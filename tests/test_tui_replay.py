@@ -197,7 +197,7 @@ async def test_replay_indexes_and_analyses_in_child_processes_that_stop_with_the
     def not_here(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the app's own process parsed the recording")
 
-    for name in ("walk", "open_recording", "analyse"):
+    for name in ("walk", "open_replay", "analyse"):
         monkeypatch.setattr(replay, name, not_here)
     source = ReplaySource(str(recording))
     app = DhtscopeApp(source)

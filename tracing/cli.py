@@ -1,4 +1,4 @@
-"""The trace layer's commands (`diagnose`), and what every layer's commands share.
+"""The trace layer's commands (`diagnose`, `convert`), and what every layer's commands share.
 
 Each layer owns its commands and registers them with `add_commands(subparsers)`;
 `dhtscope.tui.cli` assembles the `dhtscope` command from all three. A command turns its
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+import sys
 from typing import Any, NoReturn
 
 
@@ -41,14 +42,23 @@ SNIFF_BYTES = 1 << 16  # what is read of each file to tell qlog from anything el
 _NOT_TRACE_NAMES = frozenset({"manifest.json", "node.json"})
 
 
-def check_trace_inputs(paths: list[str]) -> None:
-    """Refuse, before any window opens, inputs that hold no qlog: an empty or binary file, a
-    directory without trace files. Reads the start of each file only, so it stays quick."""
-    check_input_paths(paths)
+def check_trace_inputs(paths: list[str], keylog: str | None = None) -> None:
+    """Refuse, before any window opens, inputs that hold no qlog and no capture: an empty or
+    binary file, a directory without trace files, a key log without secrets. Reads the start
+    of each file only, so it stays quick."""
+    from .capture import is_capture
+    from .inputs import InputError, captures_in, check_inputs
+
+    check_input_paths(paths + ([keylog] if keylog is not None else []))
+    try:
+        check_inputs(paths, keylog)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
     for path in paths:
         if os.path.isdir(path):
-            _check_directory(path)
-        else:
+            if not captures_in(path):
+                _check_directory(path)
+        elif not is_capture(path):
             problem = _sniff(path)
             if problem:
                 raise UsageError(f"{path}: {problem}")
@@ -99,39 +109,82 @@ def _sniff(path: str) -> str | None:
     return None
 
 
+def _read(args: argparse.Namespace) -> Any:
+    """The command's inputs (recordings, qlog files, captures), or UsageError with one line."""
+    from .inputs import InputError, read_inputs
+
+    check_input_paths(args.paths)
+    if args.keylog is not None:
+        check_input_paths([args.keylog])
+    try:
+        opened = read_inputs(args.paths, args.keylog)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    if not opened.recording.traces:
+        raise UsageError(f"no qlog traces or QUIC connections found in {', '.join(args.paths)}")
+    return opened
+
+
+def _cut_short(command: str, lines: list[str]) -> int:
+    """A capture that stops early was read up to there; say where, and fail."""
+    for line in lines:
+        print(f"dhtscope {command}: {line}", file=sys.stderr)
+    return 1 if lines else 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .analysis import analyse
-    from .reader import TraceReadError, open_recording
     from .report import exit_code, render_json, render_text
 
-    check_input_paths(args.paths)
-    try:
-        recording = open_recording(*args.paths)
-    except TraceReadError as exc:
-        raise UsageError(str(exc)) from None
-    if not recording.traces:
-        raise UsageError(f"no qlog traces found in {', '.join(args.paths)}")
-    analysis = analyse(recording)
+    opened = _read(args)
+    analysis = analyse(opened.recording)
     if args.json:
         print(render_json(analysis))
     else:
         render_text(analysis, Console(), verbose=args.verbose)
-    return exit_code(analysis, args.fail_on)
+    return max(exit_code(analysis, args.fail_on), _cut_short("diagnose", opened.cut_short))
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertError, write_network_qlog
+
+    opened = _read(args)
+    if not opened.captures:
+        raise UsageError(f"no pcap or pcapng capture among {', '.join(args.paths)}: convert reads captures")
+    rec = opened.recording
+    try:
+        written = write_network_qlog(rec, args.output)
+    except ConvertError as exc:
+        raise UsageError(str(exc)) from None
+    for warning in rec.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    print(f"wrote {len(written)} qlog file{'' if len(written) == 1 else 's'} (one per connection) to {args.output}")
+    return _cut_short("convert", opened.cut_short)
 
 
 FAIL_ON = ("error", "warning")  # the severities --fail-on accepts, worst first
+KEYLOG_HELP = (
+    "TLS key log (SSLKEYLOGFILE, NSS format) to decrypt captures with; "
+    "not needed for a pcapng that carries its keys (a decryption secrets block)"
+)
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register `diagnose` on the `dhtscope` subparsers."""
+    """Register `diagnose` and `convert` on the `dhtscope` subparsers."""
     p = subparsers.add_parser(
         "diagnose",
-        help="a recording's findings: where each stream's bytes went",
-        description="Analyse a recording (directory) or qlog files and report findings.",
+        help="a recording's or a capture's findings: where each stream's bytes went",
+        description="Analyse a recording (directory), qlog files or packet captures and report findings.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="recording directory or .sqlog/.qlog/.qlognd files")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="recording directory, .sqlog/.qlog/.qlognd files, or pcap/pcapng captures (several may be given)",
+    )
+    p.add_argument("--keylog", metavar="FILE", help=KEYLOG_HELP)
     p.add_argument("--json", action="store_true", help="one JSON document with a top-level findings list")
     p.add_argument("--verbose", action="store_true", help="show every stream, not only the affected ones")
     p.add_argument(
@@ -141,3 +194,16 @@ def add_commands(subparsers: Any) -> None:
         help="exit 1 when a finding of this severity or worse exists (for CI); 0 otherwise",
     )
     p.set_defaults(func=cmd_diagnose)
+
+    p = subparsers.add_parser(
+        "convert",
+        help="a packet capture as qlog: one file per QUIC connection",
+        description=(
+            "Decrypt a pcap/pcapng capture with its TLS keys and write one qlog file (JSON-SEQ, network vantage) "
+            "per QUIC connection, for `dhtscope replay DIR`, `dhtscope diagnose DIR` and qvis."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="CAPTURE", help="pcap or pcapng capture(s)")
+    p.add_argument("--keylog", metavar="FILE", help=KEYLOG_HELP)
+    p.add_argument("-o", "--output", metavar="DIR", required=True, help="directory to write the qlog files into")
+    p.set_defaults(func=cmd_convert)

@@ -223,6 +223,12 @@ def _extra(header: dict[str, Any], trace: dict[str, Any], common: dict[str, Any]
     vantage = _as_dict(trace.get("vantage_point"))
     if vantage.get("flow") in ("client", "server"):
         extra["vantage_flow"] = vantage["flow"]  # a network observer's: whose packets are "sent"
+    capture = _as_dict(trace.get("capture"))  # a capture converted by `dhtscope convert`: who the ends were
+    for key in ("client", "server", "client_name", "server_name", "version", "decrypted"):
+        if isinstance(capture.get(key), str):
+            extra[key] = capture[key]
+    if isinstance(capture.get("file"), str):
+        extra["capture_file"] = capture["file"]
     return extra
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import DONE, ERROR, INFO, MISSING, NOT_VISIBLE, UNKNOWN, WARNING, Analysis, Evidence, Finding, StreamView
-from .analysis.values import SEVERITY_RANK
+from .analysis.values import SEVERITY_RANK, evidence_address
 
 MAX_STREAM_TABLES = 5
 MAX_EVIDENCE_SHOWN = 5
@@ -47,10 +47,7 @@ def _file(analysis: Analysis, path: str) -> str:
 
 
 def _address(analysis: Analysis, ev: Evidence) -> str:
-    where = _file(analysis, ev.path)
-    if ev.trace:
-        where += f"[{ev.trace}]"
-    return f"{where}#{ev.record}"
+    return evidence_address(_file(analysis, ev.path), ev.record, ev.trace, ev.frame)
 
 
 def _rel(t: float | None, base: float | None) -> str:
@@ -198,7 +195,8 @@ def _stream_block(analysis: Analysis, stream: StreamView) -> Group:
     for st in stream.steps:
         first_missing = st.name == stream.missing
         if st.evidence is not None:
-            where = Text(f"{Path(st.evidence.path).name}#{st.evidence.record}", style="cyan")
+            e = st.evidence
+            where = Text(evidence_address(Path(e.path).name, e.record, 0, e.frame), style="cyan")
             if st.note:
                 where.append(f" ({st.note})", style="dim")
         else:

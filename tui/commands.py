@@ -171,10 +171,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from .sources.replay import GcBulkLoad, ReplaySource
 
-    check_trace_inputs(args.paths)
+    check_trace_inputs(args.paths, args.keylog)
     heap = GcBulkLoad()  # the collector is process-wide: the entry point decides
     try:
-        return _run_app(ReplaySource(*args.paths, heap=heap))
+        return _run_app(ReplaySource(*args.paths, heap=heap, keylog=args.keylog))
     finally:
         heap.close()
 
@@ -265,6 +265,7 @@ def run_demo(args: argparse.Namespace, runner: Any = None, on_started: Any = Non
         control_dir=work,
         # The nodes' keys, records and routing tables: kept in --data-dir if given, else with the sockets.
         data_dir=getattr(args, "data_dir", None) or os.path.join(work, "data"),
+        pcap_dir=getattr(args, "pcap", None),
     )
     cluster = Cluster(plan, log_dir=os.path.join(work, "logs"))
     status = 1
@@ -360,10 +361,17 @@ def add_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "replay",
-        help="a TUI over a recording",
-        description="Replay a recording directory or trace files: play, pause, step, seek.",
+        help="a TUI over a recording or a packet capture",
+        description="Replay a recording directory, trace files or pcap/pcapng captures: play, pause, step, seek.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="recording directory or .sqlog/.qlog files")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="recording directory, .sqlog/.qlog files, or pcap/pcapng captures"
+    )
+    p.add_argument(
+        "--keylog",
+        metavar="FILE",
+        help="TLS key log (SSLKEYLOGFILE) for the captures; not needed for a pcapng carrying its keys",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = subparsers.add_parser(

@@ -67,8 +67,8 @@ def data_text(data: dict[str, Any], limit: int = 400) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def evidence_address(root: str | None, path: str, record: int, trace: int = 0) -> str:
-    """`node/file.sqlog#12`: relative to the recording when the file is inside it."""
+def evidence_address(root: str | None, path: str, record: int, trace: int = 0, frame: int | None = None) -> str:
+    """`node/file.sqlog#12` (`capture.pcapng#frame 7` from a capture): relative to the recording when inside it."""
     from pathlib import Path
 
     shown = path
@@ -77,6 +77,8 @@ def evidence_address(root: str | None, path: str, record: int, trace: int = 0) -
             shown = str(Path(path).resolve().relative_to(Path(root).resolve()))
         except (ValueError, OSError):
             shown = path
+    if frame is not None:
+        return f"{shown}#frame {frame}"
     return f"{shown}[{trace}]#{record}" if trace else f"{shown}#{record}"
 
 

@@ -76,7 +76,11 @@ class Plan:
     ping: bool = False
     close: bool = True
     linger_s: float = 0.2  # the client closes this long after its requests, once answered
-    drop: Callable[[int, bool], bool] | None = None  # (datagram number, client sent) -> lose it
+    drop: Callable[[int, bool], bool] | None = None  # (datagram number, client sent) -> lose it after the sniffer
+    hide: Callable[[int, bool], bool] | None = None  # ... -> lose it before the sniffer: never captured
+    close_code: int = 0  # the client's CONNECTION_CLOSE error code (an application code)
+    give_up_s: float | None = None  # the client closes if its handshake is not done this long after it began
+    server_close_s: float | None = None  # the server closes the connection this long after the requests
 
 
 def converse(
@@ -88,6 +92,7 @@ def converse(
     server_port: int = 4433,
     retry: bool = False,
     server_alpn: str = ALPN,
+    client_verify: bool = False,
     plan: Plan | None = None,
     start_s: float = T0,
     host_suffix: int = 1,
@@ -105,7 +110,7 @@ def converse(
         is_client=True,
         alpn_protocols=[ALPN],
         secrets_log_file=secrets,
-        verify_mode=ssl.CERT_NONE,
+        verify_mode=ssl.CERT_REQUIRED if client_verify else ssl.CERT_NONE,
         supported_versions=[version],
         max_datagram_frame_size=65536 if plan.datagram else None,
     )
@@ -131,6 +136,8 @@ def converse(
     def deliver(data: bytes, from_client: bool) -> None:
         nonlocal server, retried, number
         number += 1
+        if plan.hide is not None and plan.hide(number, from_client):
+            return  # lost on the way to the sniffer
         if plan.drop is not None and plan.drop(number, from_client):
             if writer is not None:
                 writer.write(now, caddr if from_client else saddr, saddr if from_client else caddr, data)
@@ -221,15 +228,35 @@ def converse(
             client.send_stream_data(sid, b"after key update", end_stream=True)
             conv.streams.append(sid)
             continue
+        if (
+            plan.give_up_s is not None
+            and not sent_requests
+            and now >= start_s + plan.give_up_s
+            and not getattr(client, "_closing", False)
+        ):
+            client._closing = True  # type: ignore[attr-defined]
+            client.close(error_code=plan.close_code, reason_phrase="handshake timeout")
+            continue
+        server_close_at = requests_at + plan.server_close_s if plan.server_close_s is not None else None
+        server_closes = server is not None and not getattr(server, "_closing", False)
+        if server_close_at is not None and sent_requests and server_closes and now >= server_close_at:
+            assert server is not None
+            server._closing = True  # type: ignore[attr-defined]
+            server.close(error_code=0, reason_phrase="shutting down")
+            continue
         done_streams = not plan.answer or len(answered) >= len(conv.streams) - (1 if plan.reset_stream else 0)
         close_due = sent_requests and done_streams and plan.close and not getattr(client, "_closing", False)
         if close_due and now >= requests_at + plan.linger_s:
             client._closing = True  # type: ignore[attr-defined]
-            client.close(error_code=0, reason_phrase="done")
+            client.close(error_code=plan.close_code, reason_phrase="done")
             continue
         timers = [t for t in (client.get_timer(), server.get_timer() if server else None) if t is not None]
         if close_due:
             timers.append(requests_at + plan.linger_s)
+        if plan.give_up_s is not None and not sent_requests and not getattr(client, "_closing", False):
+            timers.append(start_s + plan.give_up_s)
+        if server_close_at is not None and sent_requests and not getattr(server, "_closing", False):
+            timers.append(server_close_at)
         if not timers:
             break
         t = min(timers)

@@ -34,6 +34,7 @@ from .values import (
     Evidence,
     Finding,
     Step,
+    StreamCredit,
     StreamView,
     TimelineEntry,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Evidence",
     "Finding",
     "Step",
+    "StreamCredit",
     "StreamView",
     "TimelineEntry",
     "analyse",

@@ -22,7 +22,11 @@ def blind_spots(ctx: Context, conns: list[Joined]) -> list[str]:
             f"{plural(n, 'connection')} of {node} {'has' if n == 1 else 'have'} no trace from the other end: "
             "on their streams the peer's steps (received, delivered, answered) are unknown."
         )
+    captures: dict[str, int] = Counter()
     for f in ctx.facts:
+        if f.is_connection and f.on_wire:
+            captures[str(f.info.extra.get("capture_file") or f.path)] += 1
+            continue
         if f.is_connection and not f.app_visible:
             out.append(
                 f"{f.node} ({Path(f.path).name}, {f.info.format}) logs no application events: delivery to "
@@ -34,6 +38,11 @@ def blind_spots(ctx: Context, conns: list[Joined]) -> list[str]:
             out.append(
                 f"{Path(f.path).name}: {plural(f.malformed, 'event')} could not be interpreted and were skipped."
             )
+    for path, n in captures.items():
+        out.append(
+            f"{Path(path).name} is seen from the network ({plural(n // 2 or 1, 'connection')}): delivery to each "
+            "application is not visible; a request counts as answered when bytes came back on its stream."
+        )
     has_dht_conn = any(f.dht_events for f in ctx.facts if f.is_connection)
     has_node_trace = any(f.node_events for f in ctx.facts)
     if has_dht_conn and not has_node_trace:

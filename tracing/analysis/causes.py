@@ -21,6 +21,7 @@ KIND_RANK = {
     "stateless_reset": 0,
     "connection_error": 0,
     "stream_not_delivered": 1,
+    "stream_not_answered": 1,
     "no_response": 1,
     "stream_limit_exhausted": 1,
     "peer_unresponsive": 1,
@@ -41,6 +42,7 @@ DHT_CONSEQUENCES = frozenset(
 TIMEOUT_CAUSES = frozenset(
     {
         "stream_not_delivered",
+        "stream_not_answered",
         "no_response",
         "stream_limit_exhausted",
         "flow_control_blocked",

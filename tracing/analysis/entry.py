@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..model import Recording
+from ..vantage import split_network_traces
 from .blind import blind_spots
 from .causes import assign_ids, link, root_first
 from .context import Context
@@ -16,10 +17,15 @@ from .stalls import find_stalls
 from .streams import stream_view
 from .transport import find_loss, find_not_visible
 from .values import SEVERITY_RANK, Analysis, ConnectionView, StreamView
+from .wire import find_not_answered
 
 
 def analyse(recording: Recording) -> Analysis:
-    """Analyse a recording: one pass per trace, then joins and findings over the facts."""
+    """Analyse a recording: one pass per trace, then joins and findings over the facts.
+
+    A network-vantage trace (a capture) is first split into its client and server ends.
+    """
+    recording = split_network_traces(recording)
     facts: list[TraceFacts] = []
     for i, trace in enumerate(recording.traces):
         f = TraceFacts(trace, i)
@@ -56,6 +62,7 @@ def analyse(recording: Recording) -> Analysis:
 
     ctx = Context(recording, facts, conns, streams)
     find_not_delivered(ctx)
+    find_not_answered(ctx)
     find_no_response(ctx)
     find_stream_limit(ctx)
     find_stream_credit_low(ctx)

@@ -184,6 +184,7 @@ class StreamSide:
         "ack_sent",
         "resets_sent",
         "resets_recv",
+        "stop_sent",
         "rpc_sent",
         "rpc_received",
         "resp_sent",
@@ -212,6 +213,7 @@ class StreamSide:
         self.ack_sent: Ref | None = None
         self.resets_sent: list[Ref] = []
         self.resets_recv: list[Ref] = []
+        self.stop_sent: Ref | None = None  # STOP_SENDING this end sent: it wants no more of the stream
         self.rpc_sent: tuple[Ref, dict[str, Any]] | None = None
         self.rpc_received: tuple[Ref, dict[str, Any]] | None = None
         self.resp_sent: Ref | None = None
@@ -253,6 +255,8 @@ class TraceFacts:
         # An end split from a network observer's trace: what it "received" is what the wire
         # carried towards it, not what reached it.
         self.on_wire = bool(info.extra.get("seen_on_wire"))
+        frames = info.extra.get("frames")
+        self._frames: list[int | None] | None = frames if isinstance(frames, list) else None
         title = info.title or ""
         protocols = info.extra.get("protocol_type") or ()
         self.dhtscope = title.startswith("dhtscope") or (isinstance(protocols, list) and "DHT" in protocols)
@@ -315,6 +319,11 @@ class TraceFacts:
         self.latest_rtt: float | None = None
         self.blocked: list[tuple[Ref, int]] = []
         self.max_streams_recv: list[tuple[float, int]] = []
+        self.max_streams_sent: list[tuple[float, int]] = []  # the bidi stream credit this end granted
+        self.params_ms: float | None = None  # when this end's own transport parameters were set
+        # Seen on the wire only: the data each sent packet carried, (stream id or "crypto <space>",
+        # offset, end), to find data sent twice; and what the peer's ACKs told this end.
+        self.sent_data: dict[tuple[str, int], list[tuple[int | str, int, int]]] = {}
         self.node_events: list[tuple[float, str, dict[str, Any], Ref]] = []
         self.rpc_timeouts: list[tuple[Ref, dict[str, Any]]] = []
         self.rpc_ok: list[tuple[float, str]] = []
@@ -357,7 +366,9 @@ class TraceFacts:
         return min(self._rtt_samples) if self._rtt_samples else None
 
     def evidence(self, ref: Ref) -> Evidence:
-        return Evidence(self.path, ref[0], ref[2], ref[1], self.index)
+        frames = self._frames
+        frame = frames[ref[0]] if frames is not None and 0 <= ref[0] < len(frames) else None
+        return Evidence(self.path, ref[0], ref[2], ref[1], self.index, frame)
 
     def stream(self, sid: int) -> StreamSide:
         s = self.streams.get(sid)
@@ -373,6 +384,7 @@ class TraceFacts:
         self.sent_times = []
         self.eliciting_sent = []
         self.peer_acked = {}
+        self.sent_data = {}
         self.dropped_keys = set()
         self._unacked_sent = {}
         self._sent_sids = {}
@@ -418,6 +430,8 @@ class TraceFacts:
                             self.stateless_reset = (ev.record, t, name, "closed by a stateless reset")
                 elif name == "quic:parameters_set":
                     self._parameters(ev.data)
+                    if ev.data.get("owner") != "remote" and self.params_ms is None:
+                        self.params_ms = t
                 elif name == "quic:version_information":
                     d = ev.data
                     if d.get("server_versions") and d.get("chosen_version") is None and self.version_failed is None:
@@ -426,7 +440,12 @@ class TraceFacts:
                     self._started(ev.data)
                 elif name == "quic:alpn_information":
                     d = ev.data
-                    for key in ("client_alpns", "server_alpns", "chosen_alpn", "alpn"):
+                    keys: tuple[str, ...] = ("client_alpns", "server_alpns", "chosen_alpn", "alpn")
+                    if self.on_wire:
+                        # The wire shows what the client offered and what the server chose: each
+                        # end's own, never the other's (a server that refused says nothing).
+                        keys = ("client_alpns",) if self.role == "client" else ("server_alpns", "chosen_alpn")
+                    for key in keys:
                         for a in alpn_values(d.get(key)):
                             if a not in self.alpns:
                                 self.alpns.append(a)
@@ -582,6 +601,8 @@ class TraceFacts:
         sids: list[int] = []
         eliciting = False
         closes = False
+        on_wire = self.on_wire
+        carried: list[tuple[int | str, int, int]] = []
         for fr in frames:
             if fr.__class__ is not dict:
                 continue
@@ -627,6 +648,8 @@ class TraceFacts:
                         s.fin_sent = ref
                     if pn is not None:
                         self._pend(self._unacked_sent, self._sent_sids, space, pn, sid)
+                        if on_wire:
+                            carried.append((sid, off, end))
             elif ft == "ack":
                 if received:
                     acked = self.peer_acked.get(space)
@@ -651,6 +674,8 @@ class TraceFacts:
                 s.refs.append(ref)
                 if ft != "stop_sending":
                     (s.resets_recv if received else s.resets_sent).append(ref)
+                elif not received and s.stop_sent is None:
+                    s.stop_sent = ref
             elif ft == "streams_blocked":
                 if not received and fr.get("stream_type") != "unidirectional":
                     limit = as_int(fr.get("limit"))
@@ -658,10 +683,14 @@ class TraceFacts:
                         ((rec, t, name, f"pn {pn} STREAMS_BLOCKED limit {limit}"), limit if limit is not None else -1)
                     )
             elif ft == "max_streams":
-                if received and fr.get("stream_type") != "unidirectional":
+                if fr.get("stream_type") != "unidirectional":
                     maximum = as_int(fr.get("maximum"))
                     if maximum is not None:
-                        self.max_streams_recv.append((t, maximum))
+                        (self.max_streams_recv if received else self.max_streams_sent).append((t, maximum))
+            elif ft == "crypto":
+                if on_wire and not received and pn is not None:
+                    off = as_int(fr.get("offset")) or 0
+                    carried.append((f"crypto {space}", off, off + (as_int(fr.get("length")) or 0)))
             elif ft == "max_data":
                 maximum = as_int(fr.get("maximum"))
                 if received and maximum is not None:
@@ -703,6 +732,8 @@ class TraceFacts:
                 if size is None:
                     size = as_int(header.get("packet_size", data.get("packet_size"))) or 0
                 self.sent_pkts[(space, pn)] = (t, rec, size, tuple(sids), eliciting, closes)
+                if carried:
+                    self.sent_data[(space, pn)] = carried
             if eliciting:
                 self.eliciting_sent.append((t, rec, (space, pn) if pn is not None else None))
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..codes import Code, close_code, transport_code_by_name
 from .facts import Ref, TraceFacts, as_int
-from .values import ALPN_MISMATCH_CODE, ConnectionEnd, ConnectionView
+from .values import ALPN_MISMATCH_CODE, ConnectionEnd, ConnectionView, StreamCredit
 
 
 class Joined:
@@ -187,6 +187,42 @@ def close_name(conn: Joined, info: CloseInfo | None) -> Code | None:
     return close_code(info.code, info.space, connection_alpns(conn))
 
 
+def _credit(conn: Joined, role: str) -> StreamCredit | None:
+    """What the `role` end allowed its peer: from its own trace, else from what its peer's trace received."""
+    mine = conn.end(role)
+    peer = conn.end("server" if role == "client" else "client")
+    grants: list[tuple[float | None, int]] = []
+    initial = None
+    raises: list[tuple[float, int]] = []
+    if mine is not None:
+        initial = as_int(mine.params_local.get("initial_max_streams_bidi"))
+        raises = list(mine.max_streams_sent)
+    if peer is not None and initial is None:
+        initial = as_int(peer.params_remote.get("initial_max_streams_bidi"))
+    if peer is not None and not raises:
+        raises = list(peer.max_streams_recv)
+    if initial is not None:
+        grants.append((mine.params_ms if mine is not None else None, initial))
+    for t, limit in sorted(raises):
+        if not grants or limit > grants[-1][1]:
+            grants.append((t, limit))
+    peer_parity = 1 if role == "client" else 0  # the streams the other end opened
+    opened = 0
+    blocked: list[tuple[float, int]] = []
+    for f in (mine, peer):
+        if f is None:
+            continue
+        for sid, side in f.streams.items():
+            if sid & 3 == peer_parity and (side.first_sent is not None or side.first_recv is not None):
+                opened = max(opened, sid // 4 + 1)
+    if peer is not None:
+        blocked = [(ref[1], limit) for ref, limit in peer.blocked]
+    if not grants and not opened and not blocked:
+        return None
+    node = mine.node if mine is not None else (f"{peer.node}'s peer" if peer is not None else "?")
+    return StreamCredit(node, role, tuple(grants), opened, tuple(blocked))
+
+
 def connection_view(conn: Joined, n_streams: int) -> ConnectionView:
     c, s = conn.client, conn.server
     info = close_of(conn)
@@ -223,4 +259,5 @@ def connection_view(conn: Joined, n_streams: int) -> ConnectionView:
         first_ms=min(firsts) if firsts else None,
         last_ms=max(lasts) if lasts else None,
         close_name=named.label if named is not None else None,
+        stream_credit=tuple(c for c in (_credit(conn, "client"), _credit(conn, "server")) if c is not None),
     )

@@ -17,6 +17,9 @@ from .join import CloseInfo, Joined, close_name, close_of
 from .values import ALPN_MISMATCH_CODE, ERROR, INFO, WARNING, Evidence
 
 MAX_REASON_CHARS = 200  # a peer's reason phrase is quoted, not dumped
+# A client whose first packets go unanswered this long has met no server: well past the
+# first retransmissions (aioquic's first PTO is under half a second), short of any give-up.
+UNANSWERED_HANDSHAKE_MIN_MS = 1000.0
 
 
 @dataclass
@@ -140,12 +143,23 @@ def find_alpn(ctx: Context) -> None:
         culprits: list[str] = []
         if majority is not None:
             culprits = [e.node for e in ends if alpn[e.node] is not None and alpn[e.node] != majority]
+            silent = [e.node for e in ends if alpn[e.node] is None and e.on_wire]
+            if not culprits and len(ends) == 2 and len(silent) == 1:
+                # On the wire a server that refuses never names its own ALPNs: it refused the one most offer.
+                culprits = silent
         if not culprits:
             culprits = [e.node for e in ends]
             if len(ends) == 1:
                 culprits.append("its peer")
         key = ", ".join(culprits)
-        offered = "; ".join(f"{n} offers {a!r}" for n, a in alpn.items() if a) or "ALPNs not logged"
+        offered = "; ".join(
+            f"{n} offers {a!r}"
+            if a
+            else f"{n} refused it (its own ALPNs are not on the wire)"
+            if any(e.node == n and e.on_wire for e in ends)
+            else f"{n}'s ALPNs not logged"
+            for n, a in alpn.items()
+        )
         code = f"0x{info.code:x}" if info.code is not None else "?"
         groups[key].append((conn, info.facts.evidence(info.ref), offered, code))
     for key, items in groups.items():
@@ -195,6 +209,12 @@ def find_connection_failures(ctx: Context) -> None:
                 key = ("version_negotiation_failed" if failed else "version_negotiation", "", ERROR if failed else INFO)
                 groups[key].append(_Item(conn, f.node, peer, BOTH, [f.evidence(ref)]))
         info = close_of(conn)
+        if conn.id not in ctx.silenced:
+            unanswered = _unanswered_handshake(conn, info)
+            if unanswered is not None:
+                # Nothing ever came back: whatever code the client closed with, it gave up waiting.
+                groups[("handshake_timeout", "", ERROR)].append(unanswered)
+                continue
         if info is None or is_alpn_close(info) or conn.id in ctx.silenced:
             continue
         closer, receiver = _ends_names(ctx, conn, info)
@@ -239,6 +259,28 @@ def find_connection_failures(ctx: Context) -> None:
     for (kind, label, severity), items in groups.items():
         for node, mine in _attribute(items).items():
             _emit(ctx, kind, severity, node, mine, names.get((kind, label, severity)))
+
+
+def _unanswered_handshake(conn: Joined, info: CloseInfo | None) -> _Item | None:
+    """Seen on the wire: a client that kept sending its first packets, or closed, while nothing came back."""
+    client, server = conn.client, conn.server
+    if client is None or server is None or not (client.on_wire and server.on_wire) or server.packets_sent:
+        return None
+    sends = client.eliciting_sent
+    if not sends:
+        return None
+    gave_up = info is not None and info.facts is client and info.by_local is not False
+    if not gave_up and (len(sends) < 2 or sends[-1][0] - sends[0][0] < UNANSWERED_HANDSHAKE_MIN_MS):
+        return None
+    evidence = [client.evidence((r, t, "quic:packet_sent", "")) for t, r, _ in sends[:4]]
+    if info is not None:
+        evidence.append(info.facts.evidence(info.ref))
+    it = _Item(conn, client.node, server.node, RECEIVER, evidence)
+    span = (sends[-1][0] - sends[0][0]) / 1000
+    it.reason = f"nothing came back to {plural(len(sends), 'packet')} over {span:.1f} s" + (
+        ", then it closed the connection" if gave_up else ""
+    )
+    return it
 
 
 def _timed_out(info: CloseInfo) -> bool:

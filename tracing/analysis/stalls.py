@@ -41,7 +41,7 @@ class _Silence:
     resumed: bool
     sends: list[tuple[float, int, tuple[str, int] | None]]
     # "frozen", "unreachable", "mute" (the peer stopped), "lost" (its packets were), "one end",
-    # "not started" (the peer's process began after the silence did)
+    # "wire" (both ends seen from a capture point), "not started" (the peer's process began after the silence did)
     verdict: str
     died: str | None = None  # the close trigger, when the connection ended of it
     failed: list[StreamView] = field(default_factory=list)
@@ -116,6 +116,10 @@ def _silences_of(ctx: Context, conn: Joined, f: TraceFacts) -> list[_Silence]:
         began = _started_ms(ctx, silent)
         if resumed and began is not None and start < began <= end:
             verdict = "not started"  # dialled before its process ran; the handshake waited for it
+        elif other is not None and other.on_wire and f.on_wire:
+            if other.packets_sent == 0:
+                continue  # a server that never answered at all: the handshake's finding names it
+            verdict = "wire"  # every packet of both ends is seen, and nothing came from it
         elif (
             other is None
             or not other.has_packets
@@ -262,6 +266,11 @@ def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[
         why = f"; nothing arrived either way: what {node} sent was lost too"
     elif verdicts == {"mute"}:
         why = f"; {node} received those packets and sent nothing back"
+    elif verdicts == {"wire"}:
+        why = (
+            f"; on the wire nothing came from {node} meanwhile: whether the packets sent to it reached it cannot "
+            "be seen from where the capture was made"
+        )
     elif "one end" in verdicts and node in lossy:
         why = f"; packets to and from {node} are lost on its other connections too"
     elif "one end" in verdicts:
@@ -319,7 +328,7 @@ def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[
     evidence: list[Evidence] = []
     for s in group[:3]:
         for t, rec, _ in s.sends[:3] + s.sends[-1:]:
-            evidence.append(Evidence(s.waiter.path, rec, "quic:packet_sent", t, s.waiter.index))
+            evidence.append(s.waiter.evidence((rec, t, "quic:packet_sent", "")))
         info = close_of(s.conn) if s.died else None
         if info is not None:
             evidence.append(info.facts.evidence(info.ref))

@@ -100,6 +100,10 @@ def stream_view(conn: Joined, sid: int) -> StreamView:
         delivered = _step("delivered", DONE, p.delivered, PF, part)
     elif p.delivered_http is not None:
         delivered = _step("delivered", DONE, p.delivered_http, PF, "HTTP/3 layer parsed a frame")
+    elif PF.on_wire:
+        delivered = _step(
+            "delivered", NOT_VISIBLE, facts=PF, note="seen from the network: delivery to the application is not visible"
+        )
     elif not PF.app_visible:
         delivered = _step(
             "delivered", NOT_VISIBLE, facts=PF, note="the peer's stack logs no delivery to the application"
@@ -111,7 +115,8 @@ def stream_view(conn: Joined, sid: int) -> StreamView:
 
     # answered: the peer wrote back on the stream (or refused it with a reset before the
     # opener gave up), seen at the peer or, failing that, arriving at the opener.
-    opener_gave_up = min((r[1] for r in (*o.resets_sent, o.timeout) if r is not None), default=None)
+    # A STOP_SENDING from the opener abandons the answer: stacks reset their side in reply to it.
+    opener_gave_up = min((r[1] for r in (*o.resets_sent, o.timeout, o.stop_sent) if r is not None), default=None)
     peer_reset = min(p.resets_sent, key=lambda r: r[1]) if p.resets_sent else None
     if peer_reset is not None and opener_gave_up is not None and peer_reset[1] >= opener_gave_up:
         peer_reset = None  # the peer only reset because the opener abandoned the stream
@@ -155,6 +160,9 @@ def stream_view(conn: Joined, sid: int) -> StreamView:
         if f is not None:
             resets.extend(f.evidence(r) for r in (*side.resets_sent, *side.resets_recv))
     resets.sort(key=lambda e: e.time_ms or 0.0)
+    if OF is not None and OF.on_wire:
+        # On the wire one frame is both ends' reset, sent by one and received by the other.
+        resets = list({(e.path, e.frame if e.frame is not None else (e.trace, e.record)): e for e in resets}.values())
 
     req = o.rpc_sent or p.rpc_received
     rtype = str(req[1].get("type")) if req and req[1].get("type") is not None else None
@@ -182,6 +190,8 @@ def stream_view(conn: Joined, sid: int) -> StreamView:
         note = f"only {PF.node if PF else '?'}'s trace exists: the opener's steps are unknown"
     elif PF is None:
         note = f"only {OF.node}'s trace (the opener) exists: the peer's steps are unknown"
+    elif PF.on_wire:
+        note = f"seen from the network: delivery to {PF.node}'s application is not visible"
     elif not PF.app_visible:
         note = f"{PF.node}'s trace logs no application events: delivery is not visible"
     else:

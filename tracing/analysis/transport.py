@@ -17,6 +17,7 @@ from .context import Context, plural
 from .facts import TraceFacts
 from .join import Joined
 from .values import ERROR, INFO, WARNING, Evidence, StreamView
+from .wire import WireFates, wire_fates, wire_summary
 
 # Packets sent this close to the receiver's last event (or its close) may be in flight, not lost.
 LOSS_TAIL_MARGIN_MS = 50.0
@@ -41,6 +42,12 @@ class _Direction:
     spurious: list[Key] = field(default_factory=list)  # declared lost, yet received
     unconfirmed: list[Key] = field(default_factory=list)  # declared lost; receipt unknowable
     skipped: int = 0  # of the unconfirmed: not declared lost, but left out of the peer's later ACKs
+    wire: WireFates | None = None  # judged from a network vantage: how the loss shows there
+
+    @property
+    def lost_count(self) -> int:
+        """Lost packets, counting those missing from the sender's numbering on the wire."""
+        return self.wire.lost_count if self.wire is not None else len(self.lost)
 
 
 def _received(f: TraceFacts, other: TraceFacts | None, key: Key) -> bool:
@@ -57,6 +64,11 @@ def _directions(ctx: Context) -> list[_Direction]:
             if f is None or f.packets_sent == 0:
                 continue
             other = conn.other(f)
+            if other is not None and f.on_wire and other.on_wire:
+                fates = wire_fates(f, other)
+                d = _Direction(f, other.node, conn, True, fates.sent, fates.lost, fates.spurious, wire=fates)
+                out.append(d)
+                continue
             both = other is not None and other.has_packets and not (f.on_wire or other.on_wire)
             d = _Direction(f, ctx.peer_of(conn, f), conn, both)
             declared = {k for k in f.lost_keys if k is not None}
@@ -101,12 +113,16 @@ def _directions(ctx: Context) -> list[_Direction]:
 
 def _attribute(directions: list[_Direction], weight_of: str) -> list[tuple[str, list[_Direction]]]:
     """Group directions under the node common to most of their packets: a lossy node's peers are not to blame."""
-    remaining = [d for d in directions if getattr(d, weight_of)]
+
+    def count(d: _Direction) -> int:
+        return d.lost_count if weight_of == "lost" else len(getattr(d, weight_of))
+
+    remaining = [d for d in directions if count(d)]
     groups: list[tuple[str, list[_Direction]]] = []
     while remaining:
         weight: Counter[str] = Counter()
         for d in remaining:
-            n = len(getattr(d, weight_of))
+            n = count(d)
             weight[d.sender.node] += n
             weight[d.receiver] += n
         node = weight.most_common(1)[0][0]
@@ -140,7 +156,7 @@ def _failed(ctx: Context, view: StreamView) -> bool:
 
 def _sent_evidence(d: _Direction, keys: list[Key]) -> list[Evidence]:
     f = d.sender
-    return [Evidence(f.path, f.sent_pkts[k][1], "quic:packet_sent", f.sent_pkts[k][0], f.index) for k in keys]
+    return [f.evidence((f.sent_pkts[k][1], f.sent_pkts[k][0], "quic:packet_sent", "")) for k in keys]
 
 
 def find_loss(ctx: Context) -> None:
@@ -148,7 +164,7 @@ def find_loss(ctx: Context) -> None:
     for node, dirs in _attribute(directions, "lost"):
         conns = {d.conn.id for d in dirs}
         # The clean directions of the same connections count too: they show loss that is one-way.
-        clean = [d for d in directions if d.conn.id in conns and not d.lost and d.both_ends]
+        clean = [d for d in directions if d.conn.id in conns and not d.lost_count and d.both_ends]
         _real_loss(ctx, node, dirs + [d for d in clean if node in (d.sender.node, d.receiver)])
     for node, dirs in _attribute(directions, "unconfirmed"):
         _unconfirmed_loss(ctx, node, dirs)
@@ -159,10 +175,10 @@ def find_loss(ctx: Context) -> None:
 
 def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
     sent = sum(d.sent for d in dirs)
-    lost = sum(len(d.lost) for d in dirs)
+    lost = sum(d.lost_count for d in dirs)
     rate = lost / sent if sent else 1.0
     out_sent = sum(d.sent for d in dirs if d.sender.node == node)
-    out_lost = sum(len(d.lost) for d in dirs if d.sender.node == node)
+    out_lost = sum(d.lost_count for d in dirs if d.sender.node == node)
     in_sent, in_lost = sent - out_sent, lost - out_lost
     conns = tuple(dict.fromkeys(d.conn.id for d in dirs))
     peers = sorted({d.receiver if d.sender.node == node else d.sender.node for d in dirs})
@@ -198,7 +214,16 @@ def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
     evidence: list[Evidence] = []
     for d in dirs:
         evidence.extend(_sent_evidence(d, d.lost[:MAX_LOSS_EVIDENCE]))
+        if d.wire is not None:
+            # The packet right after a gap in the sender's numbering shows where the gap is.
+            evidence.extend(_sent_evidence(d, [k for k, _ in d.wire.missing[:MAX_LOSS_EVIDENCE]]))
     evidence = sorted(evidence, key=lambda e: e.time_ms or 0.0)[:MAX_LOSS_EVIDENCE]
+    wire = [d.wire for d in dirs if d.wire is not None]
+    seen = (
+        f"seen on the wire: {wire_summary(wire)}"
+        if wire and len(wire) == len(dirs)
+        else "the receiver's trace never shows them"
+    )
     evidence += [v.timed_out for v in failed[:3] if v.timed_out is not None]
     shown = failed or views
     ctx.add(
@@ -212,7 +237,7 @@ def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
         stream_refs=tuple((v.connection, v.stream_id) for v in shown),
         summary=(
             f"{lost} of {sent} packets lost ({rate:.1%}) on {plural(len(conns), 'connection')} of {node} "
-            f"({'; '.join(parts)}): the receiver's trace never shows them{one_way}{effect}."
+            f"({'; '.join(parts)}): {seen}{one_way}{effect}."
         ),
         cause=(
             f"Packets are lost on the path to or from {node} (network loss, congestion, a full socket buffer or "
@@ -291,6 +316,8 @@ def _spurious(ctx: Context, dirs: list[_Direction]) -> None:
         for k in d.spurious:
             sent = f.sent_pkts.get(k)
             lost_ref = when_lost.get(k)
+            if sent is not None and lost_ref is None and d.wire is not None and len(evidence) < MAX_LOSS_EVIDENCE:
+                evidence.append(f.evidence((sent[1], sent[0], "quic:packet_sent", "")))
             if sent is None or lost_ref is None:
                 continue
             declared_after.append(lost_ref[1] - sent[0])
@@ -300,17 +327,20 @@ def _spurious(ctx: Context, dirs: list[_Direction]) -> None:
             if len(evidence) < MAX_LOSS_EVIDENCE:
                 evidence.append(f.evidence(lost_ref))
                 if other is not None and got is not None:
-                    evidence.append(Evidence(other.path, got[1], "quic:packet_received", got[0], other.index))
+                    evidence.append(other.evidence((got[1], got[0], "quic:packet_received", "")))
     conns = tuple(dict.fromkeys(d.conn.id for d in dirs))
     peers = sorted({d.receiver for d in dirs} - {node})
-    proof = "received" if any(d.both_ends for d in dirs) else "acknowledged"
+    proof = "received" if any(d.both_ends and d.wire is None for d in dirs) else "acknowledged"
+    # From the wire a loss declaration is not visible; the data sent again is.
+    declared = "resent the data of" if all(d.wire is not None for d in dirs) else "declared"
+    lost_word = "" if declared != "declared" else " lost"
     if len(by_sender) == 1:
-        who = f"{node} declared {plural(n, 'packet')} lost that {', '.join(peers)} {proof}"
+        who = f"{node} {declared} {plural(n, 'packet')}{lost_word} that {', '.join(peers)} {proof}"
     else:
         most = ", ".join(f"{s} {k}" for s, k in by_sender.most_common(4))
         more = f", and {len(by_sender) - 4} more" if len(by_sender) > 4 else ""
         senders = plural(len(by_sender), "node")
-        who = f"{senders} declared {plural(n, 'packet')} lost that their peers {proof} ({most}{more})"
+        who = f"{senders} {declared} {plural(n, 'packet')}{lost_word} that their peers {proof} ({most}{more})"
     timing = ""
     if declared_after:
         timing = f"; declared lost {statistics.median(declared_after):.0f} ms after sending (median)"
@@ -340,10 +370,36 @@ def _spurious(ctx: Context, dirs: list[_Direction]) -> None:
 
 def find_not_visible(ctx: Context) -> None:
     by_node: dict[str, list[TraceFacts]] = defaultdict(list)
+    by_capture: dict[str, list[Joined]] = defaultdict(list)
     for conn in ctx.conns:
         for f in (conn.client, conn.server):
-            if f is not None and not f.app_visible:
+            if f is not None and f.on_wire:
+                source = f.info.extra.get("capture_file") or f.path  # a converted capture counts as its capture
+                if conn not in by_capture[source]:
+                    by_capture[source].append(conn)
+            elif f is not None and not f.app_visible:
                 by_node[f.node].append(f)
+    for path, conns in by_capture.items():
+        ends = [{f.node for f in (c.client, c.server) if f is not None} for c in conns]
+        common = set.intersection(*ends) if ends else set()
+        ctx.add(
+            kind="application_not_visible",
+            severity=INFO,
+            node=sorted(common)[0] if len(common) == 1 else None,
+            connection=conns[0].id if len(conns) == 1 else None,
+            streams=(),
+            connections=tuple(c.id for c in conns),
+            summary=(
+                f"{Path(path).name} shows {plural(len(conns), 'connection')} as the network saw "
+                f"{'it' if len(conns) == 1 else 'them'}: what each end sent and what the other acknowledged, never "
+                "what an application took from its transport."
+            ),
+            cause=(
+                "A packet capture sees the wire, not the processes at its ends: a request acknowledged and never "
+                "answered may never have reached the application, or reached it and stayed unanswered."
+            ),
+            evidence=[],
+        )
     for node, traces in by_node.items():
         files = ", ".join(sorted({Path(t.path).name for t in traces})[:4])
         fmt = ", ".join(sorted({t.info.format for t in traces}))

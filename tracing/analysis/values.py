@@ -25,28 +25,42 @@ ALPN_MISMATCH_CODE = 0x178  # CRYPTO_ERROR + TLS alert 120 no_application_protoc
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Where to look: an event by file, trace number in that file, and record number."""
+    """Where to look: an event by file, trace number in that file, and record number.
+
+    From a packet capture, `frame` is the capture's frame number (as Wireshark counts) of the
+    packet the event stands for: the address people can look up.
+    """
 
     path: str
     record: int
     name: str
     time_ms: float | None
     trace: int = 0
+    frame: int | None = None
 
     @property
     def address(self) -> str:
-        """`file#record` (or `file[trace]#record` for the second and later traces of a file)."""
-        where = self.path if self.trace == 0 else f"{self.path}[{self.trace}]"
-        return f"{where}#{self.record}"
+        """`file#record` (`file[trace]#record` for later traces of a file), `capture#frame N` from a capture."""
+        return evidence_address(self.path, self.record, self.trace, self.frame)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "file": self.path,
             "trace": self.trace,
             "record": self.record,
             "name": self.name,
             "time_ms": self.time_ms,
         }
+        if self.frame is not None:
+            out["frame"] = self.frame
+        return out
+
+
+def evidence_address(path: str, record: int, trace: int = 0, frame: int | None = None) -> str:
+    """How an evidence event is named to people: `file#record`, `file[trace]#record`, `capture#frame N`."""
+    if frame is not None:
+        return f"{path}#frame {frame}"
+    return f"{path}[{trace}]#{record}" if trace else f"{path}#{record}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +120,49 @@ class ConnectionEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamCredit:
+    """The bidirectional streams one end allowed its peer to open (MAX_STREAMS), over time.
+
+    `grants` are (time ms, limit) with rising limits: the handshake's transport parameter
+    first (time None when the trace does not say when), then each MAX_STREAMS that raised it.
+    `peer_opened` is how many the peer opened; `blocked` the peer's STREAMS_BLOCKED (time, limit).
+    """
+
+    grantor: str  # the node granting the credit
+    role: str  # its end: "client" | "server"
+    grants: tuple[tuple[float | None, int], ...]
+    peer_opened: int
+    blocked: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def limit(self) -> int | None:
+        """The last limit granted, or None if the traces never say."""
+        return self.grants[-1][1] if self.grants else None
+
+    @property
+    def text(self) -> str:
+        """`12/128`, `130/128 blocked` or `4/512 ↑2`: opened by the peer of the limit, raised how often."""
+        limit = self.limit
+        out = f"{self.peer_opened}/{limit if limit is not None else '?'}"
+        raised = len(self.grants) - 1
+        if raised > 0:
+            out += f" ↑{raised}"
+        if self.blocked and (limit is None or self.blocked[-1][1] >= limit):
+            out += " blocked"
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "grantor": self.grantor,
+            "role": self.role,
+            "grants": [{"time_ms": t, "limit": n} for t, n in self.grants],
+            "limit": self.limit,
+            "peer_opened": self.peer_opened,
+            "blocked": [{"time_ms": t, "limit": n} for t, n in self.blocked],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionView:
     """A connection, its ends joined by ODCID. `id` is unique in the analysis (the ODCID,
     suffixed when one ODCID names several connections, or the file for traces without one)."""
@@ -127,6 +184,15 @@ class ConnectionView:
     first_ms: float | None
     last_ms: float | None
     close_name: str | None = None  # the close code named: "TLS alert 42 (bad certificate)", "H3_NO_ERROR (0x100)"
+    stream_credit: tuple[StreamCredit, ...] = ()  # what each end allowed the other, client's first
+
+    def credit_from(self, node: str) -> StreamCredit | None:
+        """The stream credit `node` granted its peer on this connection."""
+        return next((c for c in self.stream_credit if c.grantor == node), None)
+
+    def credit_to(self, node: str) -> StreamCredit | None:
+        """The stream credit `node`'s peer granted it on this connection."""
+        return next((c for c in self.stream_credit if c.grantor != node), None)
 
     @property
     def ends(self) -> tuple[ConnectionEnd, ...]:
@@ -163,6 +229,7 @@ class ConnectionView:
             "first_ms": self.first_ms,
             "last_ms": self.last_ms,
             "one_ended": self.one_ended,
+            "stream_credit": [c.to_json() for c in self.stream_credit],
         }
 
 

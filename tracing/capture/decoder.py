@@ -42,6 +42,8 @@ _LONG_TYPES = {
 QUIC_TRANSPORT_PARAMETERS_EXT = 0x39  # TLS extension carrying QUIC transport parameters (RFC 9001 8.2)
 TLS_HANDSHAKE_HEADER_BYTES = 4  # message type + 24-bit length
 MAX_CID_BYTES = 20  # RFC 9000 17.2
+MIN_INITIAL_DCID_BYTES = 8  # RFC 9000 7.2: a client's first Destination Connection ID
+MIN_INITIAL_DATAGRAM_BYTES = 1200  # RFC 9000 14.1: datagrams with a client's Initial are padded to this
 RESET_TOKEN_BYTES = 16
 # RFC 9000 10.3: a stateless reset is at least 21 bytes (5 unpredictable + 16 token).
 MIN_STATELESS_RESET_BYTES = 21
@@ -63,6 +65,10 @@ class CaptureSummary:
     packets: int
     decrypted: int
     connections: int
+    client_hellos: int = 0  # connections whose ClientHello was read (what a key log is matched by)
+    matched_randoms: frozenset[bytes] = frozenset()  # client randoms the key log had secrets for
+    unsupported: tuple[str, ...] = ()  # QUIC versions seen and not decrypted, named
+    truncated: str | None = None  # where the capture stops early, if it does
 
 
 class _Crypto:
@@ -284,7 +290,7 @@ class CaptureDecoder:
             return None
 
         found = self._by_cid.get(dcid) if dcid else None
-        if found is None:
+        if found is None and not self._opens_connection(version, first, dcid, n):
             flow = self._by_flow.get((src[0], src[1], dst[0], dst[1]))
             if flow is not None:
                 found = flow
@@ -414,6 +420,17 @@ class CaptureDecoder:
             header["token"] = {"length": token_len}
         self._protected(time_ms, frame, conn, c2s, data[pos:end], p - pos, ptype, header, version)
         return conn, c2s, end
+
+    @staticmethod
+    def _opens_connection(version: int, first: int, dcid: bytes, size: int) -> bool:
+        """A client's first Initial: a padded datagram to a connection id nobody has used yet.
+
+        Two nodes that each connect to the other share one address pair; only the connection
+        id tells their connections apart, so such a packet never joins an earlier one by address.
+        """
+        if version not in SUPPORTED or len(dcid) < MIN_INITIAL_DCID_BYTES or size < MIN_INITIAL_DATAGRAM_BYTES:
+            return False
+        return _LONG_TYPES[version][(first & 0x30) >> 4] == "initial"
 
     def _new_conn(self, dcid: bytes, src: tuple[str, int], dst: tuple[str, int], version: int, frame: int) -> _Conn:
         conn = _Conn(len(self.conns), dcid, src, dst, version)
@@ -698,7 +715,15 @@ class CaptureDecoder:
 
     def _name(self, addr: tuple[str, int]) -> str:
         text = endpoint(*addr)
-        return self.names.get(text) or self.names.get(addr[0]) or text
+        names = self.names
+        # A node bound to every interface names itself by its port alone.
+        return (
+            names.get(text)
+            or names.get(addr[0])
+            or names.get(f"0.0.0.0:{addr[1]}")
+            or names.get(f"[::]:{addr[1]}")
+            or text
+        )
 
     def _problem(self, conn: _Conn) -> str | None:
         if not conn.supported:
@@ -758,6 +783,7 @@ class CaptureDecoder:
                 "client_name": self._name(conn.client),
                 "server_name": self._name(conn.server),
                 "version": version_name(conn.version),
+                "supported": conn.supported,
                 "decrypted": decrypted,
                 "protocol_type": ["QUIC"],
             },
@@ -795,7 +821,7 @@ def decode_capture(
     path: str, keylog: KeyLog | None = None, names: Mapping[str, str] | None = None
 ) -> tuple[Recording, CaptureSummary]:
     """Read a capture file into a Recording of network-vantage traces, and its counts."""
-    from .files import open_capture
+    from .files import node_names, open_capture
 
     capture = open_capture(path)
     keys = KeyLog()
@@ -823,6 +849,8 @@ def decode_capture(
             keys.add_text(text, f"{path} (decryption secrets block)")
     finally:
         capture.close()
+    for address, name in node_names(capture.comments).items():
+        decoder.names.setdefault(address, name)  # names the caller gave win over the capture's own
     warnings: list[str] = []
     if capture.truncated:
         warnings.append(f"{path}: {capture.truncated}")
@@ -839,5 +867,9 @@ def decode_capture(
         packets=decoder.packets,
         decrypted=decoder.decrypted,
         connections=len(decoder.conns),
+        client_hellos=sum(1 for c in decoder.conns if c.client_random is not None),
+        matched_randoms=frozenset(decoder._used_randoms),
+        unsupported=tuple(dict.fromkeys(version_name(c.version) for c in decoder.conns if not c.supported)),
+        truncated=capture.truncated,
     )
     return rec, summary

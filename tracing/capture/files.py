@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import stat
 import struct
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ BT_DSB = 0x0000000A
 DSB_TLS_KEY_LOG = 0x544C534B  # "TLSK": NSS key log text
 
 OPT_END = 0
+OPT_COMMENT = 1
 OPT_IF_TSRESOL = 9
 OPT_IF_TSOFFSET = 14
 
@@ -42,6 +44,25 @@ PCAPNG_MAX_BLOCK_BYTES = 256 * 1024 * 1024
 
 # (frame number 1-based, time ms since the epoch, link type, frame bytes, original length)
 Frame = tuple[int, float, int, bytes, int]
+
+# The section comment a dhtscope node writes into its own capture: which address is which node.
+_NODE_COMMENT = re.compile(r"^dhtscope node (\S+) at (\S+)$")
+
+
+def node_comment(name: str, address: str) -> str:
+    """The pcapng comment that names the node at `address` ("ip:port") in a capture it wrote."""
+    return f"dhtscope node {name} at {address}"
+
+
+def node_names(comments: list[str]) -> dict[str, str]:
+    """{"ip:port": name} from the node comments among a capture's section comments."""
+    out: dict[str, str] = {}
+    for comment in comments:
+        for line in comment.splitlines():
+            m = _NODE_COMMENT.match(line.strip())
+            if m is not None:
+                out[m.group(2)] = m.group(1)
+    return out
 
 
 @dataclass
@@ -59,6 +80,7 @@ class CaptureFile:
     path: str
     kind: str  # "pcap" | "pcapng"
     keylogs: list[str] = field(default_factory=list)  # NSS key log texts from DSBs
+    comments: list[str] = field(default_factory=list)  # section header comments (opt_comment)
     truncated: str | None = None
     notes: list[str] = field(default_factory=list)
     frames_read: int = 0
@@ -149,6 +171,9 @@ class CaptureFile:
                 head = struct.Struct(order + "II").unpack_from
                 epb = struct.Struct(order + "IIIII").unpack_from
                 interfaces = []  # interface ids are per section
+                shb_len = head(mm, pos)[1]
+                if shb_len >= PCAPNG_MIN_BLOCK_BYTES and pos + shb_len <= size:
+                    self._section_comments(order, pos + 24, pos + shb_len - 4)
             btype, blen = head(mm, pos)
             if blen < PCAPNG_MIN_BLOCK_BYTES or blen % 4 or blen > PCAPNG_MAX_BLOCK_BYTES:
                 if pos + blen > size or blen < PCAPNG_MIN_BLOCK_BYTES:
@@ -208,6 +233,17 @@ class CaptureFile:
                 elif stype != DSB_TLS_KEY_LOG:
                     self.notes.append(f"decryption secrets block at byte {pos} of type 0x{stype:08x} ignored")
             pos = end
+
+    def _section_comments(self, order: str, pos: int, end: int) -> None:
+        mm = self._mm
+        while pos + 4 <= end:
+            code, length = struct.unpack_from(order + "HH", mm, pos)
+            if code == OPT_END:
+                break
+            value = pos + 4
+            if code == OPT_COMMENT and value + length <= end:
+                self.comments.append(bytes(mm[value : value + length]).decode("utf-8", errors="replace"))
+            pos = value + ((length + 3) & ~3)
 
     def _interface(self, order: str, linktype: int, snaplen: int, pos: int, end: int) -> _Interface:
         ms_per_unit = 1e-3  # default resolution: microseconds

@@ -67,7 +67,7 @@ class KeyLog:
 
 
 def read_keylog(path: str | Path) -> KeyLog:
-    """Read an NSS key log file; a file that holds no QUIC secret at all is an error."""
+    """Read an NSS key log file; a file with lines but no QUIC secret among them is an error."""
     p = Path(path)
     if not p.is_file():
         what = "a directory" if p.is_dir() else ("not a regular file" if p.exists() else "no such file")
@@ -77,6 +77,8 @@ def read_keylog(path: str | Path) -> KeyLog:
     except OSError as exc:
         raise CaptureError(f"{p}: cannot read the key log ({exc.strerror or exc})") from None
     keys = KeyLog()
+    if not text.strip():
+        return keys  # a node whose handshakes all failed early writes an empty key log: no secrets, no error
     if keys.add_text(text, str(p)) == 0:
         raise CaptureError(
             f"{p}: not an NSS key log with TLS 1.3 secrets (no CLIENT_HANDSHAKE_TRAFFIC_SECRET or "

@@ -19,7 +19,7 @@ from pathlib import Path
 import dpkt
 
 from .errors import CaptureError
-from .files import BT_DSB, BT_EPB, BT_IDB, DSB_TLS_KEY_LOG, PCAP_MAGIC_NS, PCAPNG_BOM, PCAPNG_SHB
+from .files import BT_DSB, BT_EPB, BT_IDB, DSB_TLS_KEY_LOG, OPT_COMMENT, PCAP_MAGIC_NS, PCAPNG_BOM, PCAPNG_SHB
 from .link import LINKTYPE_ETHERNET, LINKTYPE_RAW
 
 FLUSH_INTERVAL_S = 0.1  # a crash loses at most this much of the capture
@@ -55,7 +55,9 @@ class CaptureWriter:
         link: str = "ethernet",
         keylog: str | None = None,
         flush_interval_s: float = FLUSH_INTERVAL_S,
+        comment: str | None = None,
     ) -> None:
+        """`comment` goes into the pcapng section header (Wireshark shows it; pcap has no place for it)."""
         if fmt not in ("pcapng", "pcap"):
             raise CaptureError(f"capture format {fmt!r} unknown: use pcapng or pcap")
         if link not in ("ethernet", "raw"):
@@ -81,6 +83,9 @@ class CaptureWriter:
             self._append(struct.pack("<IHHiIII", PCAP_MAGIC_NS, 2, 4, 0, 0, SNAPLEN_BYTES, self.linktype))
         else:
             shb = struct.pack("<IHHq", PCAPNG_BOM, 1, 0, -1)
+            if comment:
+                text = comment.encode()
+                shb += struct.pack("<HH", OPT_COMMENT, len(text)) + _pad4(text) + b"\0\0\0\0"
             tsresol = struct.pack("<HH", _OPT_IF_TSRESOL, 1) + _pad4(bytes([_TSRESOL_NS]))
             idb = struct.pack("<HHI", self.linktype, 0, SNAPLEN_BYTES) + tsresol + b"\0\0\0\0"
             self._append(_block(PCAPNG_SHB, shb) + _block(BT_IDB, idb))

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from dhtscope.tracing.analysis import DONE, MISSING, STEPS, Analysis, Evidence, Finding, StreamView
+from dhtscope.tracing.analysis import DONE, MISSING, STEPS, Analysis, ConnectionView, Evidence, Finding, StreamView
 
 from ..export import exported_at, timeline_export
 from ..format import evidence_address, short
@@ -29,6 +29,26 @@ def step_bar(stream: StreamView) -> Text:
             text.append(" → ", style="dim")
         mark = "✓" if st.status == DONE else "✗" if st.status == MISSING else "?"
         text.append(f"{mark} {name}", style=STEP_STYLE.get(st.status, "dim"))
+    return text
+
+
+def credit_line(conn: ConnectionView | None, base_ms: float | None) -> Text | None:
+    """The connection's stream credit: what each end allowed the other (MAX_STREAMS) and when it rose."""
+    if conn is None or not conn.stream_credit:
+        return None
+    text = Text("stream credit: ", style="bold")
+    for i, c in enumerate(conn.stream_credit):
+        if i:
+            text.append("; ")
+        steps = []
+        for k, (t, limit) in enumerate(c.grants):
+            # The first grant is the handshake's: only later raises need their time.
+            when = "" if k == 0 or t is None or base_ms is None else f" at {(t - base_ms) / 1000:+.1f} s"
+            steps.append(f"{limit}{when}")
+        allows = f"allows {' → '.join(steps)}" if steps else "sets a limit the traces do not show"
+        text.append(f"{c.grantor} {allows}, peer opened {c.peer_opened}")
+        if c.text.endswith("blocked"):
+            text.append(" (blocked)", style="bold red")
     return text
 
 
@@ -69,6 +89,10 @@ class StreamTimelineScreen(Screen[None]):
         if s.missing:
             head.append("   missing: ", style="bold")
             head.append(s.missing, style="bold red")
+        credit = credit_line(self.analysis.connection(s.connection), s.first_ms)
+        if credit is not None:
+            head.append("\n")
+            head.append_text(credit)
         yield Static(head, id="timeline-head")
         yield TimelineTable(id="timeline")
         yield Static(id="timeline-detail")
@@ -137,7 +161,6 @@ class StreamTimelineScreen(Screen[None]):
             text.append(f"  on {item.node} ({item.end})  t+{item.time_ms - table.base_ms:,.3f} ms\n")
             text.append(item.detail + "\n")
             ev = item.evidence
-            text.append(
-                f"evidence {evidence_address(self.analysis.recording_path, ev.path, ev.record, ev.trace)}", style="dim"
-            )
+            where = evidence_address(self.analysis.recording_path, ev.path, ev.record, ev.trace, ev.frame)
+            text.append(f"evidence {where}", style="dim")
         detail.update(text)

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from dhtscope.tracing.analysis import Analysis, StreamView, TimelineEntry, analyse
+from dhtscope.tracing.inputs import InputError
 from dhtscope.tracing.model import NodeEntry, Recording
-from dhtscope.tracing.reader import TraceReadError, open_recording, read_nodes
+from dhtscope.tracing.reader import read_nodes
 
 from ..source import DataSource, EventRow, NodeInfo, ReplayState
-from .replay_worker import NODE_EVENTS, RTT_SAMPLES_PER_TRACE, IndexChunk, node_of, walk
+from .replay_worker import NODE_EVENTS, RTT_SAMPLES_PER_TRACE, IndexChunk, node_of, open_replay, walk
 
 __all__ = ["NODE_EVENTS", "RTT_SAMPLES_PER_TRACE", "SPEEDS", "ReplaySource"]
 
@@ -44,13 +45,14 @@ TIMELINE_WAIT_S = 10.0
 class _Worker:
     """One replay_worker child process and the pipe to it."""
 
-    def __init__(self, job: str, paths: list[str]) -> None:
+    def __init__(self, job: str, paths: list[str], keylog: str | None = None) -> None:
         self.job = job
         ours, theirs = Pipe()
+        keys = ["--keylog", keylog] if keylog is not None else []
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for the child's lifetime
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, job, str(theirs.fileno()), *paths],
+                [sys.executable, "-m", WORKER_MODULE, job, str(theirs.fileno()), *keys, *paths],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=self._stderr,
@@ -216,14 +218,15 @@ class ReplaySource(DataSource):
     live = False
     analysis_interval_s = None
 
-    def __init__(self, *paths: str, heap: HeapPolicy | None = None) -> None:
+    def __init__(self, *paths: str, heap: HeapPolicy | None = None, keylog: str | None = None) -> None:
         """`heap`: what the process does about the collector while a big analysis loads (the
-        entry point decides; by default nothing)."""
+        entry point decides; by default nothing). `keylog`: TLS secrets for captures among the paths."""
         super().__init__()
         self._heap = heap or HeapPolicy()
         if not paths:
             raise ValueError("replay needs a recording directory or trace files")
         self.paths = [str(p) for p in paths]
+        self.keylog = keylog
         self.title = f"replay {Path(self.paths[0]).name or self.paths[0]}"
         self.recording: Recording | None = None
         self.error: str | None = None
@@ -257,9 +260,9 @@ class ReplaySource(DataSource):
             self._listed_nodes = read_nodes(*self.paths)
         except OSError:
             pass  # the indexing child reports what is wrong with the paths
-        self._indexer = _Worker("index", self.paths)
+        self._indexer = _Worker("index", self.paths, self.keylog)
         try:
-            self._analyser = _Worker("analyse", self.paths)
+            self._analyser = _Worker("analyse", self.paths, self.keylog)
         except BaseException:
             self._indexer.close()
             raise
@@ -284,8 +287,8 @@ class ReplaySource(DataSource):
     def open_now(self) -> None:
         """Open and index in the calling thread (tests and the benchmark's baseline)."""
         try:
-            rec = open_recording(*self.paths)
-        except (TraceReadError, OSError) as exc:
+            rec = open_replay(self.paths, self.keylog)
+        except (InputError, OSError) as exc:
             self._failed(str(exc))
             return
         self._opened(rec)
@@ -625,6 +628,7 @@ class ReplaySource(DataSource):
                     "streams_open": sum(1 for s in streams if s.last_ms is not None and s.last_ms > t_ms),
                     "close_reason": (c.close_reason or c.close_trigger) if closed else None,
                     "close_trigger": c.close_trigger if closed else None,
+                    "stream_credit": credit.text if (credit := c.credit_to(name)) is not None else None,
                 }
             )
         return out

@@ -1,13 +1,14 @@
 """A replay's heavy work: indexing a recording and analysing it, run in a child process.
 
-    python -m dhtscope.tui.sources.replay_worker index|analyse FD PATH...
+    python -m dhtscope.tui.sources.replay_worker index|analyse FD [--keylog FILE] PATH...
 
 `ReplaySource.start()` runs two of these beside the app, one per job, so parsing every
 event never competes with the screen for the interpreter lock:
 
 * `index` opens the recording, sends it (the traces pickle as their record index, so
   the app reads single events without scanning the files again), then walks every
-  event once and sends the global time order in chunks as it goes.
+  event once and sends the global time order in chunks as it goes. A capture's
+  connections come split into their two ends, as the analysis sees them.
 * `analyse` opens the recording, analyses it and sends the Analysis with its stream
   list in chunks; it then stays to answer stream-timeline requests, so the per-trace
   facts behind the timelines never have to cross.
@@ -46,8 +47,9 @@ from dhtscope.tracing.analysis import (
     TimelineEntry,
     analyse,
 )
+from dhtscope.tracing.inputs import open_inputs
 from dhtscope.tracing.model import Event, NodeEntry, Recording, Trace, TraceInfo
-from dhtscope.tracing.reader import open_recording
+from dhtscope.tracing.vantage import split_network_traces
 
 NODE_EVENTS = frozenset(
     {
@@ -220,10 +222,20 @@ def _analyse(conn: Connection, rec: Recording) -> None:
             conn.send_bytes(dumps(("timeline", analysis.timeline(stream) if stream is not None else [])))
 
 
+def open_replay(paths: list[str], keylog: str | None = None) -> Recording:
+    """What a replay shows: every input, a capture's connections split into their two ends."""
+    return split_network_traces(open_inputs(paths, keylog))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    keylog = None
+    if len(args) >= 4 and args[2] == "--keylog":
+        keylog = args[3]
+        args = args[:2] + args[4:]
     if len(args) < 3 or args[0] not in ("index", "analyse"):
-        print(f"usage: python -m {__spec__.name if __spec__ else __name__} index|analyse FD PATH...", file=sys.stderr)
+        usage = f"python -m {__spec__.name if __spec__ else __name__} index|analyse FD [--keylog FILE] PATH..."
+        print(f"usage: {usage}", file=sys.stderr)
         return 2
     job, fd, paths = args[0], int(args[1]), args[2:]
     conn = Connection(fd)
@@ -233,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         pass
     try:
-        rec = open_recording(*paths)
+        rec = open_replay(paths, keylog)
         if job == "index":
             _index(conn, rec)
         else:

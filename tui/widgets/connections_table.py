@@ -1,4 +1,4 @@
-"""The selected node's connections: peer, state, RTT, bytes, streams, closure reason."""
+"""The selected node's connections: peer, state, RTT, bytes, streams, stream credit, closure reason."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from ..format import ms, short, size
 from .vtable import Column, Row, VirtualTable
 
 RTT_HISTORY = 120
+
+
+def _credit(text: object) -> str | tuple[str, str]:
+    """Streams this node opened of those its peer allows (MAX_STREAMS), `blocked` when it ran out."""
+    if not isinstance(text, str):
+        return "-"
+    return (text, "error") if text.endswith("blocked") else text
 
 
 class ConnectionsTable(VirtualTable):
@@ -33,6 +40,7 @@ class ConnectionsTable(VirtualTable):
                 Column("sent", 6, "right", priority=1),
                 Column("received", 8, "right", priority=1),
                 Column("streams open/all", 7, "right", priority=3),
+                Column("credit used/max", 9, "right", priority=3),
                 Column("closed because"),
             ],
             empty="no connections",
@@ -67,6 +75,7 @@ class ConnectionsTable(VirtualTable):
                         size(c.get("bytes_sent")),
                         size(c.get("bytes_received")),
                         f"{c.get('streams_open', 0)}/{c.get('streams_opened', 0)}",
+                        _credit(c.get("stream_credit")),
                         (reason, "warning") if reason and reason not in ("clean", "node shutting down") else reason,
                     ]
                 )

@@ -41,7 +41,7 @@ class FindingDetail(Static):
             text.append("fix: ", style="bold")
             text.append(f.fix + "\n")
         for e in f.evidence[:MAX_EVIDENCE_LINES]:
-            where = evidence_address(self.root, e.path, e.record, e.trace)
+            where = evidence_address(self.root, e.path, e.record, e.trace, e.frame)
             text.append(f"  {e.name:<26} {where}\n", style="dim")
         if len(f.evidence) > MAX_EVIDENCE_LINES:
             text.append(f"  … {len(f.evidence) - MAX_EVIDENCE_LINES} more evidence events\n", style="dim")
