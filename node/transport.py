@@ -204,9 +204,9 @@ class Conn:
         self.quic.ack_with_next_packet()
         try:
             self.quic.send_stream_data(stream_id, data, end_stream=fin)
-        except RuntimeError as exc:
-            # The peer sent STOP_SENDING (aioquic reset our side) or we finished it already:
-            # nobody will read these bytes.
+        except (RuntimeError, ValueError) as exc:
+            # The peer sent STOP_SENDING (aioquic reset our side), we finished it already, or
+            # aioquic discarded the finished stream (ValueError): nobody will read these bytes.
             log.debug("not sending on stream %d of %s: %s", stream_id, self.addr_text, exc)
             return
         self._sent_offsets[stream_id] = offset + len(data)
@@ -309,8 +309,7 @@ class Conn:
             ):
                 continue  # a stream the application never learned of: nothing of it reaches it
             elif isinstance(event, events.StreamReset):
-                if self._unread:
-                    self._unread = deque(u for u in self._unread if u[1] != event.stream_id)
+                self._drop_unread(event.stream_id)
                 self.log(
                     "quic:stream_state_updated",
                     {
@@ -321,6 +320,7 @@ class Conn:
                 )
                 owner.stream_reset(self, event.stream_id, event.error_code)
             elif isinstance(event, events.StopSendingReceived):
+                self._drop_unread(event.stream_id)  # the requester gave up: the slow reader need not take it
                 owner.stop_sending(self, event.stream_id, event.error_code)
             elif isinstance(event, events.HandshakeCompleted):
                 self.alpn = event.alpn_protocol
@@ -384,6 +384,10 @@ class Conn:
         self._unread.append((loop.time() + FLOW_CONTROL_READ_DELAY_S, stream_id, data, fin))
         if self._reader is None:
             self._reader = loop.call_at(self._unread[0][0], self._read_due)
+
+    def _drop_unread(self, stream_id: int) -> None:
+        if self._unread:
+            self._unread = deque(u for u in self._unread if u[1] != stream_id)
 
     def _read_due(self) -> None:
         """The slow application takes what has waited long enough; its credit grows by as much."""
