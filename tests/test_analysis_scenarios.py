@@ -187,3 +187,23 @@ def test_the_masked_copy_of_a_clean_close_sent_in_handshake_packets_is_not_a_fai
     a = analyse(recording(c, s))
     assert kinds(a) == []
     assert a.connections[0].close_trigger == "clean"
+
+
+def test_an_application_that_takes_whole_requests_after_their_requesters_timed_out_is_named() -> None:
+    c, s = End("provider1", "client", "sl01"), End("registry", "server", "sl01")
+    start(c, s)
+    for i, sid in enumerate((0, 4)):
+        t = 10.0 + 1000 * i
+        c.log(t, "dht:rpc_sent", {"stream_id": sid, "type": "PING", "request_id": sid, "offset": 0, "length": 59})
+        pn = deliver(c, s, t, stream(sid, 59))  # the whole request, FIN and all
+        deliver(s, c, t + 1, ack([pn, pn]))
+        c.log(t + 500, "dht:rpc_timeout", {"stream_id": sid, "type": "PING", "request_id": sid, "timeout_ms": 500})
+        c.log(t + 501, "quic:stream_state_updated", {"stream_id": sid, "new": "reset_sent", "error_code": 9})
+        taken = {"stream_id": sid, "type": "PING", "request_id": sid, "offset": 0, "length": 59, "fin": True}
+        s.log(t + 750, "dht:rpc_received", taken)
+    deliver(c, s, 4000, {"frame_type": "ping"})
+    a = analyse(recording(c, s))
+    f = only(a, "no_response")
+    assert f.node == "registry" and f.severity == ERROR and f.stream_count == 2
+    assert "only after the requesters had timed out" in f.summary and "750 ms (median)" in f.summary
+    assert all(t.caused_by == f.id for t in a.findings if t.kind == "rpc_timeout")

@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from .context import Context, counts_text, ctx_ends, group_streams, per_opener, plural
-from .facts import EMPTY_SIDE, Ref, TraceFacts, as_float, as_int
+from .facts import EMPTY_SIDE, Ref, StreamSide, TraceFacts, as_float, as_int
 from .join import Joined
 from .values import DONE, ERROR, MISSING, WARNING, Evidence, StreamView
 
@@ -81,6 +81,7 @@ def find_not_delivered(ctx: Context) -> None:
 
 def find_no_response(ctx: Context) -> None:
     by_node: dict[str, list[StreamView]] = defaultdict(list)
+    late: dict[str, list[tuple[StreamView, float]]] = defaultdict(list)
     for v in ctx.streams.values():
         OF, PF = ctx_ends(ctx, v)
         if PF is None or v.peer is None:
@@ -89,6 +90,9 @@ def find_no_response(ctx: Context) -> None:
         if p is None:
             continue
         if p.delivered is not None and _partly_taken(ctx, v):
+            slow = _taken_late(v, OF, p)
+            if slow is not None:
+                late[v.peer].append((v, slow))
             continue  # the rest of the request never reached the application in time: not its handler's fault
         took = p.taken_whole()
         delivered = v.step("delivered")
@@ -135,6 +139,56 @@ def find_no_response(ctx: Context) -> None:
             fix=f"make {node} answer every request (or reset the stream with an error code) without blocking",
             evidence=evidence,
         )
+    for node, items in late.items():
+        _late(ctx, node, items)
+
+
+def _taken_late(v: StreamView, OF: TraceFacts | None, p: StreamSide) -> float | None:
+    """How long the application let a whole request wait at its transport before taking it, when the
+    requester timed out meanwhile and no flow-control wait held the request back; else None."""
+    took = p.taken_whole()
+    if took is None or p.fin_recv is None or v.timed_out is None or v.timed_out.time_ms is None:
+        return None
+    if not p.fin_recv[1] <= v.timed_out.time_ms < took[1]:
+        return None
+    if OF is not None and any(
+        w.scope in (None, v.stream_id) and w.start <= v.timed_out.time_ms for w in OF.credit_waits
+    ):
+        return None  # the request waited for credit: flow_control_blocked tells it
+    return took[1] - p.fin_recv[1]
+
+
+def _late(ctx: Context, node: str, items: list[tuple[StreamView, float]]) -> None:
+    views = [v for v, _ in items]
+    sids, conns, refs = group_streams(views)
+    waits = sorted(w for _, w in items)
+    kinds = counts_text(v.request_type or "" for v in views)
+    evidence: list[Evidence] = []
+    for v in views[:4]:
+        for e in (v.step("received").evidence, v.timed_out, v.step("delivered").evidence):
+            if e is not None:
+                evidence.append(e)
+    ctx.add(
+        kind="no_response",
+        severity=ERROR,
+        node=node,
+        connection=conns[0] if len(conns) == 1 else None,
+        streams=sids,
+        connections=conns,
+        stream_refs=refs,
+        peer=", ".join(sorted({v.opener for v in views if v.opener})) or None,
+        summary=(
+            f"{node} took {plural(len(views), 'request')}{f' ({kinds})' if kinds else ''} from its peers "
+            f"({per_opener(views)}) only after the requesters had timed out: its application left each whole "
+            f"request at its transport {waits[len(waits) // 2]:.0f} ms (median) before taking it."
+        ),
+        cause=(
+            f"{node}'s application reads its streams too slowly (a busy or blocked event loop, or a reader that "
+            "takes one stream at a time), so requests wait at its transport longer than their requesters do."
+        ),
+        fix=f"make {node}'s application take each request as it arrives",
+        evidence=evidence,
+    )
 
 
 def _gave_up_ms(ctx: Context, v: StreamView) -> float | None:
