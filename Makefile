@@ -51,7 +51,7 @@ $(STAMP_BENCH): pyproject.toml | $(BIN)/python
 bench: $(STAMP_BENCH)
 	$(BIN)/python bench/run.py $(if $(FULL),--full,)
 
-# make accuracy: every scenario recorded 5 times and diagnosed; the table goes into BENCHMARKS.md (about 13 minutes).
+# make accuracy: every scenario recorded 5 times and diagnosed; the table goes into BENCHMARKS.md (about 10 minutes).
 accuracy: $(STAMP_RUN)
 	$(BIN)/python bench/accuracy.py
 

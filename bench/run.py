@@ -307,10 +307,10 @@ def bench_capture(full: bool) -> dict[str, Any]:
 
 
 def bench_accuracy(full: bool) -> dict[str, Any] | None:
-    """The diagnosis accuracy table (bench/accuracy.py): 5 runs of every scenario take about 13 minutes,
+    """The diagnosis accuracy table (bench/accuracy.py): 5 runs of every scenario take about 10 minutes,
     more than quick mode's budget, so only full mode runs it; quick mode keeps the last accuracy.json."""
     if not full:
-        log("accuracy: not run in quick mode (about 13 minutes); `make accuracy` or `make bench FULL=1` runs it")
+        log("accuracy: not run in quick mode (about 10 minutes); `make accuracy` or `make bench FULL=1` runs it")
         return None
     from accuracy import RUNS, run_accuracy
 
