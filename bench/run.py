@@ -31,7 +31,7 @@ sys.path.insert(0, BENCH_DIR)
 from benchlib import load_average, machine_facts  # noqa: E402
 from procs import BenchError, Proc  # noqa: E402
 
-SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture")
+SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture", "accuracy")
 LEVELS = (1, 16, 128)
 LIBP2P_RAISED_CAP = 4096
 
@@ -306,6 +306,19 @@ def bench_capture(full: bool) -> dict[str, Any]:
     return result
 
 
+def bench_accuracy(full: bool) -> dict[str, Any] | None:
+    """The diagnosis accuracy table (bench/accuracy.py): 5 runs of every scenario take about 10 minutes,
+    more than quick mode's budget, so only full mode runs it; quick mode keeps the last accuracy.json."""
+    if not full:
+        log("accuracy: not run in quick mode (about 10 minutes); `make accuracy` or `make bench FULL=1` runs it")
+        return None
+    from accuracy import RUNS, run_accuracy
+
+    from dhtscope.node.scenarios import SCENARIOS
+
+    return run_accuracy(RUNS, list(SCENARIOS), keep=None)
+
+
 RUNNERS = {
     "rpc": bench_rpc,
     "recording": bench_recording,
@@ -313,6 +326,7 @@ RUNNERS = {
     "sim": bench_sim,
     "tui": bench_tui,
     "capture": bench_capture,
+    "accuracy": bench_accuracy,
 }
 
 
@@ -339,6 +353,8 @@ def main() -> int:
             t0 = time.monotonic()
             load_before = load_average()
             result = RUNNERS[section](args.full)
+            if result is None:
+                continue  # not run in this mode: the results on disk stand
             doc = {
                 "section": section,
                 "mode": mode,

@@ -188,10 +188,13 @@ def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
     if in_sent:
         parts.append(f"sent to {node}: {in_lost}/{in_sent}")
     one_way = ""
+    direction = None
     if out_lost and not in_lost and in_sent >= LOSS_NOISE_MIN_PACKETS:
         one_way = f"; only packets sent by {node} were lost (one direction)"
+        direction = "sent"
     elif in_lost and not out_lost and out_sent >= LOSS_NOISE_MIN_PACKETS:
         one_way = f"; only packets sent to {node} were lost (one direction)"
+        direction = "received"
 
     views = _streams_of(ctx, dirs)
     failed = [v for v in views if _failed(ctx, v)]
@@ -242,6 +245,7 @@ def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
         ),
         fix=f"check the link and socket buffers of {node} (or its loss setting)",
         evidence=evidence,
+        direction=direction,
     )
 
 
