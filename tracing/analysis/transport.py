@@ -121,11 +121,16 @@ def _attribute(directions: list[_Direction], weight_of: str) -> list[tuple[str, 
     groups: list[tuple[str, list[_Direction]]] = []
     while remaining:
         weight: Counter[str] = Counter()
+        sent: Counter[str] = Counter()
         for d in remaining:
             n = count(d)
             weight[d.sender.node] += n
             weight[d.receiver] += n
-        node = weight.most_common(1)[0][0]
+            sent[d.sender.node] += n
+        # A tie (one lossy direction, say) goes to the node that sent the lost packets, then by
+        # name: never to whichever happened to be counted first.
+        top = max(weight.values())
+        node = min((n for n, w in weight.items() if w == top), key=lambda n: (-sent[n], n))
         mine = [d for d in remaining if node in (d.sender.node, d.receiver)]
         remaining = [d for d in remaining if d not in mine]
         groups.append((node, mine))
