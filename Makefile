@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck bench attacks recordings clean
+.PHONY: demo test lint typecheck bench attacks accuracy recordings clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,9 +55,13 @@ bench: $(STAMP_BENCH)
 attacks: $(STAMP_TEST)
 	$(BIN)/python bench/attacks/run.py
 
-SCENARIOS := healthy no-accept stream-limit loss alpn-mismatch stall
+# make accuracy: every scenario recorded 5 times and diagnosed; the table goes into BENCHMARKS.md (about 10 minutes).
+accuracy: $(STAMP_RUN)
+	$(BIN)/python bench/accuracy.py
 
-# make recordings: regenerate recordings/<scenario>/ for every scenario (about 2 minutes).
+SCENARIOS := healthy no-accept stream-limit loss alpn-mismatch stall bad-certificate flow-control blackhole one-way-loss
+
+# make recordings: regenerate recordings/<scenario>/ for every scenario (about 3 minutes).
 recordings: $(STAMP_RUN)
 	@for s in $(SCENARIOS); do \
 		rm -rf recordings/$$s; \

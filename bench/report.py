@@ -550,6 +550,54 @@ def _capture_section(doc: dict[str, Any], t: Targets) -> list[str]:
     return out
 
 
+def _accuracy_section(doc: dict[str, Any], t: Targets) -> list[str]:
+    res = doc["result"]
+    per, tot = res["scenarios"], res["totals"]
+    load = f"{(doc.get('loadavg_before') or ['?'])[0]} → {(doc.get('loadavg_after') or ['?'])[0]}"
+    out = [
+        "## 7. Diagnosis accuracy",
+        "",
+        f"`bench/accuracy.py` (`make accuracy`; also `make bench FULL=1`): every scenario of `dhtscope cluster` "
+        f"(1 registry with the fault, 3 providers, 1 client) recorded {res['runs_per_scenario']} times on random "
+        "free base ports with `dhtscope cluster --scenario S --record DIR`, each recording diagnosed with "
+        "`dhtscope diagnose DIR --json`. Recall: the runs in which the expected finding (its kind, on its node, "
+        "above info) was found. False alarms: findings above info that should not be there; on `healthy` any, on "
+        "a fault scenario any that is neither the expected finding nor `caused_by` it. "
+        f"Run {doc['machine'].get('date_utc', '?')}, {doc['elapsed_s'] / 60:.1f} min, load average (1 min) {load}.",
+        "",
+        "| scenario | expected finding | runs | found | recall | false alarms (runs with any) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, p in per.items():
+        recall = f"{p['recall']:.0%}" if p["recall"] is not None else "–"
+        out.append(
+            f"| `{name}` | {p['expected']} | {p['runs']} | {p['found']} | {recall} | "
+            f"{p['false_alarms']} ({p['runs_with_false_alarms']}) |"
+        )
+    recall = f"{tot['recall']:.0%}" if tot["recall"] is not None else "–"
+    out.append(
+        f"| **total** | | **{tot['runs']}** | **{tot['found']}** | **{recall}** | "
+        f"**{tot['false_alarms']} ({tot['runs_with_false_alarms']})** |"
+    )
+    failures = [(name, f) for name, p in per.items() for f in p["failures"]]
+    if failures:
+        out += ["", "Failures, each with its finding:", ""]
+        out += [f"- `{name}` run {f['run']}, {f['what']}: {f['finding']}" for name, f in failures]
+    else:
+        out += ["", "Failures: none."]
+    t.add(
+        f"diagnosis recall 100% ({len(per)} scenarios x {res['runs_per_scenario']} recordings)",
+        f"{tot['found']} of {tot['runs']}",
+        tot["runs"] > 0 and tot["found"] == tot["runs"],
+    )
+    t.add(
+        "diagnosis false alarms 0 (findings above info that should not be there)",
+        f"{tot['false_alarms']} in {tot['runs_with_false_alarms']} of {tot['runs']} runs",
+        tot["false_alarms"] == 0,
+    )
+    return out
+
+
 def _experiment_table(doc: dict[str, Any], title: str) -> list[str]:
     load = doc["machine"].get("loadavg")
     out = [
@@ -637,6 +685,9 @@ def write_report(results_dir: str, path: str, run_s: float | None, sections_run:
         body += _attacks_section(attacks, t) + [""]
     if docs["capture"]:
         body += _capture_section(docs["capture"], t) + [""]
+    accuracy = _load(results_dir, "accuracy")  # its own run (`make accuracy`): not in the timing above
+    if accuracy:
+        body += _accuracy_section(accuracy, t) + [""]
     body += _experiments_section(results_dir)
     any_doc = next((d for d in docs.values() if d), None)
     facts = any_doc["machine"] if any_doc else {}

@@ -34,8 +34,9 @@ sys.path.insert(0, BENCH_DIR)
 from benchlib import load_average, machine_facts  # noqa: E402
 from procs import BenchError, Proc  # noqa: E402
 
-SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture", "attacks")
-QUICK_SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture")  # the attacks would double a quick run
+SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture", "accuracy", "attacks")
+# The attacks would double a quick run: they run with --full or --only attacks.
+QUICK_SECTIONS = tuple(s for s in SECTIONS if s != "attacks")
 LEVELS = (1, 16, 128)
 LIBP2P_RAISED_CAP = 4096
 
@@ -316,6 +317,19 @@ def bench_attacks(full: bool) -> None:
     subprocess.run([sys.executable, os.path.join(BENCH_DIR, "attacks", "run.py"), "--no-report"], timeout=3600)
 
 
+def bench_accuracy(full: bool) -> dict[str, Any] | None:
+    """The diagnosis accuracy table (bench/accuracy.py): 5 runs of every scenario take about 10 minutes,
+    more than quick mode's budget, so only full mode runs it; quick mode keeps the last accuracy.json."""
+    if not full:
+        log("accuracy: not run in quick mode (about 10 minutes); `make accuracy` or `make bench FULL=1` runs it")
+        return None
+    from accuracy import RUNS, run_accuracy
+
+    from dhtscope.node.scenarios import SCENARIOS
+
+    return run_accuracy(RUNS, list(SCENARIOS), keep=None)
+
+
 RUNNERS = {
     "rpc": bench_rpc,
     "recording": bench_recording,
@@ -324,6 +338,7 @@ RUNNERS = {
     "tui": bench_tui,
     "attacks": bench_attacks,
     "capture": bench_capture,
+    "accuracy": bench_accuracy,
 }
 
 
@@ -351,8 +366,8 @@ def main() -> int:
             t0 = time.monotonic()
             load_before = load_average()
             result = RUNNERS[section](args.full)
-            if result is None:  # the section wrote its own results
-                continue
+            if result is None:
+                continue  # the section wrote its own results, or was not run in this mode: the results on disk stand
             doc = {
                 "section": section,
                 "mode": mode,

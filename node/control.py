@@ -58,13 +58,14 @@ from typing import Any, Generic, TypeVar
 
 from dhtscope.tracing.version import dhtscope_version
 
+from .certificates import make_certificate
 from .endpoints import parse_address
 from .ids import Contact, NodeId
 from .node import Node, NodeError, record_view
 from .probes import PROBE_KINDS, KnownNode, NodeRef, ProbeError, check_probe_args, resolve_node
 from .rpc import RpcError
 from .scenarios import DEFAULT_LOSS, SCENARIOS
-from .transport import Conn, TransportError, make_certificate
+from .transport import Conn, TransportError
 
 log = logging.getLogger("dhtscope.control")
 
@@ -225,7 +226,8 @@ def _server_tls(node: Node) -> ssl.SSLContext:
     from cryptography.hazmat.primitives import serialization
 
     identity = node.identity
-    cert = make_certificate(identity).public_bytes(serialization.Encoding.PEM)
+    certificate, _ = make_certificate(identity, time.time())  # the node's own key, never a fault's
+    cert = certificate.public_bytes(serialization.Encoding.PEM)
     key = identity.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

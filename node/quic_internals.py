@@ -8,11 +8,15 @@ does all of them here and nowhere else. `CONTRACT` lists each private name and o
 signature; `check_contract()` compares it with the installed aioquic, and a test runs it,
 so an upgrade fails one clear test instead of slowing or breaking silently.
 pyproject.toml pins aioquic to the series this contract was checked against.
+Two more uses: every node judges its peer's certificate inside the handshake, so a refusal
+is the TLS alert that says why; the flow-control scenario grants credit as its application
+reads rather than as its transport receives.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +25,28 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.logger import QuicLoggerTrace
 
+from .certificates import CertificateRefused
 from .constants import ACK_DELAY_S, MAX_STREAMS_PER_CONNECTION
 
 SMALLEST_STREAM_FRAME_BYTES = 4  # type, stream id, 2-byte length: a FIN with no data
 CHECKED_SERIES = "1.7"  # the aioquic release series CONTRACT was checked against
+
+# The peer's certificate (cryptography x509) in, nothing out; CertificateRefused refuses it.
+CertificateCheck = Callable[[Any], object]
+# A refusal's TLS alert as aioquic raises it; any other alert number is sent as bad_certificate.
+_ALERTS: dict[int, type[tls.Alert]] = {
+    42: tls.AlertBadCertificate,
+    43: tls.AlertUnsupportedCertificate,
+    45: tls.AlertCertificateExpired,
+}
+
+
+@dataclass(frozen=True)
+class ReadWindow:
+    """Flow-control credit granted beyond what the application has read, per stream and per connection."""
+
+    stream_bytes: int
+    connection_bytes: int
 
 
 class NodeQuicConnection(QuicConnection):
@@ -33,12 +55,26 @@ class NodeQuicConnection(QuicConnection):
     Changes: the peer may open `max_streams` request streams at once instead of 128; once
     the handshake is done ACKs wait up to ACK_DELAY_S for a packet to ride on instead of
     1 ms; a full packet stops asking streams for frames; a server asks the client for its
-    certificate (mutual TLS); who began the close is remembered.
+    certificate (mutual TLS); `check_certificate` judges the peer's certificate as the
+    handshake receives it, and a refusal closes with its TLS alert; with a `read_window`,
+    flow-control credit grows only as the application reads (`application_read`); who
+    began the close is remembered.
     """
 
     close_owner: str | None = None
 
-    def __init__(self, *args: Any, max_streams: int = MAX_STREAMS_PER_CONNECTION, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_streams: int = MAX_STREAMS_PER_CONNECTION,
+        check_certificate: CertificateCheck | None = None,
+        read_window: ReadWindow | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._check_certificate = check_certificate
+        self._read_window = read_window
+        self._read_total = 0
+        self._read_by_stream: dict[int, int] = {}
         super().__init__(*args, **kwargs)
         # Before the handshake, so our transport parameters carry it.
         limit = self._local_max_streams_bidi
@@ -74,6 +110,68 @@ class NodeQuicConnection(QuicConnection):
         if not self._is_client:
             # Mutual TLS: the client's certificate key is what its node id must hash from.
             self.tls._request_client_certificate = True
+        if self._check_certificate is not None:
+            self._check_in_handshake(self.tls, self._check_certificate)
+
+    @staticmethod
+    def _check_in_handshake(context: tls.Context, check: CertificateCheck) -> None:
+        # aioquic parses the peer's certificate in _set_peer_certificate, on both sides, before
+        # the CertificateVerify that proves the key: the place to refuse it, so the refusal is
+        # a TLS alert aioquic turns into CRYPTO_ERROR + alert, with the reason as its phrase.
+        parse = context._set_peer_certificate
+
+        def parse_and_check(certificate: Any) -> None:
+            parse(certificate)
+            try:
+                check(context._peer_certificate)
+            except CertificateRefused as exc:
+                raise _ALERTS.get(exc.alert, tls.AlertBadCertificate)(exc.reason) from None
+
+        context._set_peer_certificate = parse_and_check  # type: ignore[method-assign]
+
+    def application_read(self, stream_id: int, nbytes: int, fin: bool) -> None:
+        """The application took `nbytes` of a stream; with a read window, credit grows by as much."""
+        if self._read_window is None:
+            return
+        self._read_total += nbytes
+        if fin:
+            self._read_by_stream.pop(stream_id, None)
+        else:
+            self._read_by_stream[stream_id] = self._read_by_stream.get(stream_id, 0) + nbytes
+
+    @property
+    def credit_follows_reads(self) -> bool:
+        return self._read_window is not None
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        window = self._read_window
+        if window is None:
+            super()._write_connection_limits(builder, space)
+            return
+        limit = self._local_max_data
+        limit.value = max(limit.value, self._read_total + window.connection_bytes)
+        # aioquic doubles MAX_DATA once half of it was received; hiding what was received
+        # leaves the value set above, which follows what the application read.
+        used, limit.used = limit.used, 0
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            limit.used = used
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        window = self._read_window
+        if window is None or not stream.max_stream_data_local:
+            super()._write_stream_limits(builder, space, stream)
+            return
+        read = self._read_by_stream.get(stream.stream_id, 0)
+        stream.max_stream_data_local = max(stream.max_stream_data_local, read + window.stream_bytes)
+        # As for MAX_DATA: aioquic doubles MAX_STREAM_DATA by what its transport received.
+        receiver = stream.receiver
+        highest, receiver.highest_offset = receiver.highest_offset, 0
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            receiver.highest_offset = highest
 
     def _set_state(self, state: QuicConnectionState) -> None:
         if self.close_owner is None:
@@ -152,11 +250,19 @@ CONTRACT: tuple[Clause, ...] = (
     Clause("QuicConnection", "_write_stream_frame", ("builder", "space", "stream", "max_offset")),
     Clause("QuicConnection", "_initialize", ("peer_cid",)),
     Clause("QuicConnection", "_set_state", ("state",)),
+    Clause("QuicConnection", "_write_connection_limits", ("builder", "space")),
+    Clause("QuicConnection", "_write_stream_limits", ("builder", "space", "stream")),
+    Clause("tls.Context", "_set_peer_certificate", ("certificate",)),
     Clause("QuicPacketBuilder", "remaining_flight_space"),
+    Clause("QuicStream", "max_stream_data_local"),
+    Clause("QuicStream.receiver", "highest_offset"),
     Clause("connection", "_local_max_streams_bidi"),
     Clause("connection._local_max_streams_bidi", "value"),
     Clause("connection._local_max_streams_bidi", "sent"),
     Clause("connection", "_remote_max_streams_bidi"),
+    Clause("connection", "_local_max_data"),
+    Clause("connection._local_max_data", "value"),
+    Clause("connection._local_max_data", "used"),
     Clause("connection", "_ack_delay"),
     Clause("connection", "_spaces"),
     Clause("connection", "_streams"),
@@ -193,6 +299,9 @@ def _owners() -> dict[str, Any]:
         "connection._local_max_streams_bidi": getattr(conn, "_local_max_streams_bidi", None),
         "one_rtt_space": getattr(conn, "_spaces", {}).get(tls.Epoch.ONE_RTT),
     }
+    owners["QuicStream.receiver"] = getattr(owners["QuicStream"], "receiver", None)
+    owners["tls.Context"] = tls.Context
+    owners["connection._local_max_data"] = getattr(conn, "_local_max_data", None)
     return owners
 
 

@@ -197,7 +197,7 @@ class RpcEndpoint:
                 pending = self.loop.create_future()
                 self._dialing[addr] = pending
                 try:
-                    conn = await self.endpoint.connect(addr, timeout_s)
+                    conn = await self.endpoint.connect(addr, timeout_s, expected)
                 except BaseException as exc:
                     pending.set_exception(exc if isinstance(exc, Exception) else TransportError("cancelled"))
                     pending.exception()

@@ -10,10 +10,10 @@ transport failures on purpose.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import logging
 import random
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -22,11 +22,14 @@ from aioquic.quic import events
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.logger import QuicLogger
-from aioquic.quic.packet import QuicErrorCode, QuicPacketType, encode_quic_version_negotiation, pull_quic_header
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.x509.oid import NameOID
 
 from .admission import (
     INVALID_TOKEN_ERROR,
@@ -39,6 +42,7 @@ from .admission import (
     close_datagram,
     retry_datagram,
 )
+from .certificates import PrivateKey, check_peer_certificate, make_certificate, peer_id_from_certificate
 from .constants import (
     ALPN,
     CONNECT_TIMEOUT_S,
@@ -48,8 +52,13 @@ from .constants import (
 )
 from .ids import NodeId
 from .keys import Identity
-from .quic_internals import NodeQuicConnection
-from .scenarios import Faults
+from .quic_internals import NodeQuicConnection, ReadWindow
+from .scenarios import (
+    FLOW_CONTROL_CONNECTION_WINDOW_BYTES,
+    FLOW_CONTROL_READ_DELAY_S,
+    FLOW_CONTROL_STREAM_WINDOW_BYTES,
+    Faults,
+)
 
 if TYPE_CHECKING:
     from .capture import PacketCapture
@@ -76,33 +85,6 @@ class ConnectionOwner(Protocol):
     def stream_reset(self, conn: Conn, stream_id: int, error_code: int) -> None: ...
     def stop_sending(self, conn: Conn, stream_id: int, error_code: int) -> None: ...
     def connection_lost(self, conn: Conn) -> None: ...
-
-
-def make_certificate(identity: Identity) -> x509.Certificate:
-    """A self-signed certificate for the node's Ed25519 key; peers check the key, not the issuer."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.node_id.hex())])
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(identity.private_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .sign(identity.private_key, None)
-    )
-
-
-def peer_id_from_certificate(cert: x509.Certificate | None) -> NodeId | None:
-    """SHA-256 of the peer's raw Ed25519 key; None if there is no such key."""
-    if cert is None:
-        return None
-    key = cert.public_key()
-    if not isinstance(key, Ed25519PublicKey):
-        return None
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return NodeId.from_public_key(raw)
 
 
 class Conn:
@@ -136,6 +118,10 @@ class Conn:
         self._sent_offsets: dict[int, int] = {}
         self._credit_waiters: deque[asyncio.Future[None]] = deque()
         self._blocked_probe_sent = False
+        # The flow-control fault's slow application: (due, stream, data, fin) of peer-opened
+        # streams, taken FLOW_CONTROL_READ_DELAY_S after they arrived.
+        self._unread: deque[tuple[float, int, bytes, bool]] | None = deque() if quic.credit_follows_reads else None
+        self._reader: asyncio.TimerHandle | None = None
 
     # -- facts --------------------------------------------------------------
 
@@ -241,7 +227,7 @@ class Conn:
             self.quic.send_stream_data(stream_id, data, end_stream=fin)
         except (RuntimeError, ValueError) as exc:
             # The peer sent STOP_SENDING (aioquic reset our side), we finished it already, or
-            # aioquic discarded the stream once both sides ended: nobody will read these bytes.
+            # aioquic discarded the finished stream (ValueError): nobody will read these bytes.
             log.debug("not sending on stream %d of %s: %s", stream_id, self.addr_text, exc)
             return
         self._sent_offsets[stream_id] = offset + len(data)
@@ -304,7 +290,12 @@ class Conn:
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         if not self.closed:
-            self.quic.close(error_code=error_code, reason_phrase=reason)
+            if error_code == 0 and not self.ready.done():
+                # Before the handshake completes an application's close goes out as the transport's
+                # APPLICATION_ERROR (RFC 9000 §10.2.3), which reads as a failure: a clean close is NO_ERROR.
+                self.quic.close(error_code=0, frame_type=QuicFrameType.PADDING, reason_phrase=reason)
+            else:
+                self.quic.close(error_code=error_code, reason_phrase=reason)
             self.endpoint.schedule(self)
 
     def abandon(self, reason: str) -> None:
@@ -339,12 +330,17 @@ class Conn:
                     # The seed's bug: the transport has acknowledged these bytes, and the
                     # application never learns the stream exists.
                     continue
+                if self._unread is not None and self.is_peer_stream(sid):
+                    self._hold(sid, event.data, event.end_stream)
+                    continue
                 self._received_offsets[sid] = self._received_offsets.get(sid, 0) + len(event.data)
                 self.bytes_received += len(event.data)
                 self.last_active = ep.loop.time()
                 # The owner records taking the bytes (log_delivery): it knows whether they
                 # completed a message, and so which event says it best.
                 owner.stream_data(self, sid, event.data, event.end_stream)
+                if self._unread is not None:
+                    self.quic.application_read(sid, len(event.data), event.end_stream)
             elif (
                 isinstance(event, (events.StreamReset, events.StopSendingReceived))
                 and ep.faults.no_accept
@@ -352,6 +348,7 @@ class Conn:
             ):
                 continue  # a stream the application never learned of: nothing of it reaches it
             elif isinstance(event, events.StreamReset):
+                self._drop_unread(event.stream_id)
                 self.log(
                     "quic:stream_state_updated",
                     {
@@ -362,6 +359,7 @@ class Conn:
                 )
                 owner.stream_reset(self, event.stream_id, event.error_code)
             elif isinstance(event, events.StopSendingReceived):
+                self._drop_unread(event.stream_id)  # the requester gave up: the slow reader need not take it
                 owner.stop_sending(self, event.stream_id, event.error_code)
             elif isinstance(event, events.HandshakeCompleted):
                 self.alpn = event.alpn_protocol
@@ -387,7 +385,8 @@ class Conn:
         self.closed = True
         self.close_code = event.error_code
         self.close_reason = event.reason_phrase
-        self.close_trigger = classify_close(event.error_code, event.reason_phrase)
+        # A trigger set when we chose to close (connect's handshake timeout) says more than the code.
+        self.close_trigger = self.close_trigger or classify_close(event.error_code, event.reason_phrase)
         owner_side = "local" if self.close_trigger == "idle_timeout" else (self.quic.close_owner or "remote")
         # aioquic ended its trace already; write our close event to the same file. An
         # abandoned connection's trace was never ended: it is still pending.
@@ -410,6 +409,9 @@ class Conn:
             if not waiter.done():
                 waiter.set_result(None)
         self._credit_waiters.clear()
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -418,6 +420,35 @@ class Conn:
             self._handshake_timer = None
         self.endpoint.forget(self)
         self.endpoint.owner.connection_lost(self)
+
+    def _hold(self, stream_id: int, data: bytes, fin: bool) -> None:
+        """Keep bytes from the transport until the slow application takes them (flow-control fault)."""
+        assert self._unread is not None
+        loop = self.endpoint.loop
+        self._unread.append((loop.time() + FLOW_CONTROL_READ_DELAY_S, stream_id, data, fin))
+        if self._reader is None:
+            self._reader = loop.call_at(self._unread[0][0], self._read_due)
+
+    def _drop_unread(self, stream_id: int) -> None:
+        if self._unread:
+            self._unread = deque(u for u in self._unread if u[1] != stream_id)
+
+    def _read_due(self) -> None:
+        """The slow application takes what has waited long enough; its credit grows by as much."""
+        self._reader = None
+        unread = self._unread
+        if unread is None or self.closed:
+            return
+        now = self.endpoint.loop.time()
+        while unread and unread[0][0] <= now and not self.closed:
+            _, sid, data, fin = unread.popleft()
+            self._received_offsets[sid] = self._received_offsets.get(sid, 0) + len(data)
+            self.bytes_received += len(data)
+            self.endpoint.owner.stream_data(self, sid, data, fin)
+            self.quic.application_read(sid, len(data), fin)
+        if unread and not self.closed:
+            self._reader = self.endpoint.loop.call_at(unread[0][0], self._read_due)
+        self.endpoint.schedule(self)
 
 
 def classify_close(code: int, reason: str) -> str:
@@ -492,13 +523,15 @@ class Endpoint(asyncio.DatagramProtocol):
         self._quic_logger = _EndingLogger(quic_logger, self) if quic_logger is not None else None
         # Line-buffered: each secret is on disk before the packets it opens are worth reading.
         self._secrets = open(secrets_log, "a", buffering=1) if secrets_log else None  # noqa: SIM115
-        cert = make_certificate(identity)
+        # Ours, and those the bad-certificate fault presents, made once each.
+        self._certificates: dict[str | None, tuple[x509.Certificate, PrivateKey]] = {}
+        self._blackhole_at: float | None = None  # when the blackhole fault starts dropping
         self._config_args: dict[str, Any] = dict(
-            certificate=cert,
-            private_key=identity.private_key,
             idle_timeout=idle_timeout_s,
             max_datagram_size=max_datagram_bytes,
-            verify_mode=0,  # ssl.CERT_NONE: peers are self-signed; their key is checked against their id
+            # ssl.CERT_NONE: aioquic's check wants a CA; NodeQuicConnection checks the
+            # self-signed certificate itself, in the handshake (certificates.py).
+            verify_mode=0,
             secrets_log_file=self._secrets,
         )
         self.local_addr: Address = ("0.0.0.0", 0)
@@ -516,10 +549,58 @@ class Endpoint(asyncio.DatagramProtocol):
 
     def _configuration(self, is_client: bool) -> QuicConfiguration:
         # Read the ALPN fault on each new connection, so it can be switched live.
-        config = QuicConfiguration(is_client=is_client, alpn_protocols=[self.alpn], **self._config_args)
+        cert, key = self._certificate(self.faults.certificate)
+        config = QuicConfiguration(
+            is_client=is_client, alpn_protocols=[self.alpn], certificate=cert, private_key=key, **self._config_args
+        )
+        if self.faults.flow_control:
+            config.max_data = FLOW_CONTROL_CONNECTION_WINDOW_BYTES
+            config.max_stream_data = FLOW_CONTROL_STREAM_WINDOW_BYTES
         # _EndingLogger has every method aioquic calls on a QuicLogger (start_trace, end_trace).
         config.quic_logger = cast(QuicLogger | None, self._quic_logger)
         return config
+
+    def _certificate(self, fault: str | None) -> tuple[x509.Certificate, PrivateKey]:
+        made = self._certificates.get(fault)
+        if made is None:
+            made = self._certificates[fault] = make_certificate(self.identity, time.time(), fault)
+        return made
+
+    def _connection(
+        self, config: QuicConfiguration, expected: NodeId | None = None, **kwargs: Any
+    ) -> NodeQuicConnection:
+        """A new connection with this node's checks and the faults that apply per connection."""
+
+        def check(cert: x509.Certificate) -> NodeId:
+            # Wall time: certificate dates are calendar dates, whatever clock the node runs on.
+            return check_peer_certificate(cert, time.time(), expected)
+
+        window = (
+            ReadWindow(FLOW_CONTROL_STREAM_WINDOW_BYTES, FLOW_CONTROL_CONNECTION_WINDOW_BYTES)
+            if self.faults.flow_control
+            else None
+        )
+        return NodeQuicConnection(
+            configuration=config,
+            max_streams=self._stream_credit(),
+            check_certificate=check,
+            read_window=window,
+            **kwargs,
+        )
+
+    def _fault_drops(self, sending: bool) -> bool:
+        """Whether the node's faults drop this datagram: a blackhole, or loss."""
+        faults = self.faults
+        if faults.blackhole:
+            now = self.loop.time()
+            if self._blackhole_at is None:
+                self._blackhole_at = now + faults.blackhole_after_s
+            if now >= self._blackhole_at:
+                return True
+        elif self._blackhole_at is not None:
+            self._blackhole_at = None
+        loss = max(faults.loss, faults.send_loss) if sending else faults.loss
+        return bool(loss) and self._rng.random() < loss
 
     # -- asyncio.DatagramProtocol ---------------------------------------------
 
@@ -548,7 +629,8 @@ class Endpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.capture is not None:
             self.capture.received(data, addr)  # it arrived, whatever the loss fault makes of it
-        if self.faults.loss and self._rng.random() < self.faults.loss:
+        faults = self.faults
+        if (faults.loss or faults.blackhole or self._blackhole_at is not None) and self._fault_drops(sending=False):
             return
         addr = (addr[0], addr[1])
         try:
@@ -612,12 +694,7 @@ class Endpoint(asyncio.DatagramProtocol):
         if decision.verdict is not Verdict.ADMIT:
             self._refuse(header, addr, now, REFUSED_ERROR, decision.reason, decision.verdict.value)
             return None
-        quic = NodeQuicConnection(
-            configuration=config,
-            original_destination_connection_id=odcid,
-            retry_source_connection_id=retry_cid,
-            max_streams=self._stream_credit(),
-        )
+        quic = self._connection(config, original_destination_connection_id=odcid, retry_source_connection_id=retry_cid)
         conn = self._register(quic, "server", addr)
         self.connections[header.destination_cid] = conn
         admission.opened(conn, addr[0])
@@ -714,14 +791,19 @@ class Endpoint(asyncio.DatagramProtocol):
 
     # -- connections ----------------------------------------------------------
 
-    async def connect(self, addr: Address, timeout_s: float = CONNECT_TIMEOUT_S) -> Conn:
-        """A new client connection to `addr`, handshake complete; TransportError if it fails."""
+    async def connect(
+        self, addr: Address, timeout_s: float = CONNECT_TIMEOUT_S, expected: NodeId | None = None
+    ) -> Conn:
+        """A new client connection to `addr`, handshake complete; TransportError if it fails.
+
+        With `expected`, the handshake refuses a certificate whose key is not that node's.
+        """
         host = _resolve(addr[0])
         addr = (host, addr[1])
         if not self.admission.has_room() and not self.evict_idle(self.loop.time()):
             limit = self.admission.limits.max_connections
             raise TransportError(f"cannot connect to {host}:{addr[1]}: all {limit} connection slots are in use")
-        quic = NodeQuicConnection(configuration=self._configuration(is_client=True), max_streams=self._stream_credit())
+        quic = self._connection(self._configuration(is_client=True), expected)
         conn = self._register(quic, "client", addr)
         self.admission.opened(conn, host, inbound=False)
         self._started(conn, addr)
@@ -731,8 +813,8 @@ class Endpoint(asyncio.DatagramProtocol):
         try:
             await asyncio.wait_for(asyncio.shield(conn.ready), timeout_s)
         except TimeoutError:
-            conn.close(reason="handshake timeout")
             conn.close_trigger = "handshake_timeout"
+            conn.close(reason="handshake timeout")
             raise TransportError(f"no QUIC handshake with {conn.addr_text} within {timeout_s:g} s") from None
         except TransportError:
             raise
@@ -763,9 +845,10 @@ class Endpoint(asyncio.DatagramProtocol):
     def _transmit(self, conn: Conn, now: float) -> None:
         if self._transport is None:
             return
-        loss = self.faults.loss
+        faults = self.faults
+        faulty = faults.loss or faults.send_loss or faults.blackhole or self._blackhole_at is not None
         for data, addr in conn.quic.datagrams_to_send(now=now):
-            if loss and self._rng.random() < loss:
+            if faulty and self._fault_drops(sending=True):
                 continue
             self._transport.sendto(data, addr)
         timer_at = conn.quic.get_timer()

@@ -131,6 +131,7 @@ def test_loss_in_one_direction_only_says_so() -> None:
     assert f.node == "registry"
     assert "only packets sent by registry were lost (one direction)" in f.summary
     assert "sent by registry: 10/30" in f.summary
+    assert f.direction == "sent" and f.to_json()["direction"] == "sent"
 
 
 def test_a_healthy_cluster_with_spurious_pto_retransmissions_has_nothing_above_info() -> None:

@@ -39,9 +39,9 @@ def count_dials(node: Node) -> list[tuple[tuple[str, int], float]]:
     endpoint = node.rpc.endpoint
     inner = endpoint.connect
 
-    async def connect(addr: tuple[str, int], timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
+    async def connect(addr: tuple[str, int], timeout_s: float = CONNECT_TIMEOUT_S, expected: Any = None) -> Any:
         dials.append((addr, timeout_s))
-        return await inner(addr, timeout_s)
+        return await inner(addr, timeout_s, expected)
 
     endpoint.connect = connect  # type: ignore[method-assign]
     return dials

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from helpers.traces import MANIFEST, recording, seed_bug_with_node_logs
+from helpers.traces import MANIFEST, End, deliver, recording, rpc, seed_bug_with_node_logs, start
 from helpers.tui import table_text
 from textual.app import App, ComposeResult
 
 from dhtscope.tracing.analysis import Analysis, analyse
 from dhtscope.tui.widgets.finding_detail import FindingDetail
 from dhtscope.tui.widgets.findings_table import FindingsTable
+from dhtscope.tui.widgets.timeline_table import Gap, timeline_items
 
 
 class _Findings(App[None]):
@@ -51,3 +52,18 @@ async def test_the_detail_names_what_caused_a_consequence_and_the_fix() -> None:
         detail.finding = table.findings[1]
         await pilot.pause()
         assert "caused by stream_not_delivered/registry" in str(detail.render())
+
+
+def test_a_missing_fin_of_the_peer_is_drawn_after_the_last_event() -> None:
+    c, s = End("client", "client", "tf01"), End("registry", "server", "tf01")
+    start(c, s)
+    rpc(c, s, 10, 0, fin_back=False)  # answered, never finished
+    deliver(c, s, 3000, {"frame_type": "ping"})  # the connection lived on
+    a = analyse(recording(c, s))
+    view = a.stream("tf01", 0)
+    assert view is not None and view.missing == "fin_peer"
+    entries = a.timeline(view)
+    items = timeline_items(view, entries)
+    gaps = [i for i, item in enumerate(items) if isinstance(item, Gap)]
+    assert gaps == [len(items) - 1] and len(entries) > 1
+    assert items[-1].step == "fin_peer"

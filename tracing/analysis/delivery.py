@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from .context import Context, counts_text, ctx_ends, group_streams, per_opener, plural
-from .facts import EMPTY_SIDE, Ref, TraceFacts, as_float, as_int
+from .facts import EMPTY_SIDE, Ref, StreamSide, TraceFacts, as_float, as_int
 from .join import Joined
 from .values import DONE, ERROR, MISSING, WARNING, Evidence, StreamView
 
@@ -15,8 +15,17 @@ from .values import DONE, ERROR, MISSING, WARNING, Evidence, StreamView
 NO_RESPONSE_GRACE_MS = 1000.0
 
 
+def _slowest_delivery_ms(f: TraceFacts) -> float:
+    """The longest an application took to take a stream's first bytes after its transport received them."""
+    return max(
+        (s.delivered[1] - s.first_recv[1] for s in f.streams.values() if s.delivered and s.first_recv),
+        default=0.0,
+    )
+
+
 def find_not_delivered(ctx: Context) -> None:
     by_node: dict[str, list[StreamView]] = defaultdict(list)
+    slowest: dict[int, float] = {}
     for v in ctx.streams.values():
         if v.one_ended or v.peer is None:
             continue
@@ -26,8 +35,16 @@ def find_not_delivered(ctx: Context) -> None:
             continue  # MISSING already implies the peer's trace shows application events
         _, PF = ctx_ends(ctx, v)
         rcv = v.step("received")
-        if PF is None or PF.last_ms is None or rcv.time_ms is None or PF.last_ms <= rcv.time_ms:
-            continue  # the peer's trace stops at the receipt: too soon to say
+        if PF is None or PF.last_ms is None or rcv.time_ms is None:
+            continue
+        # A slow application (as slow as it was with the streams it did take) may yet take it:
+        # not if its trace stops sooner, nor if the requester abandoned the stream sooner.
+        if id(PF) not in slowest:
+            slowest[id(PF)] = _slowest_delivery_ms(PF)
+        may_take = rcv.time_ms + slowest[id(PF)]
+        gave_up = _gave_up_ms(ctx, v)
+        if PF.last_ms <= may_take or (gave_up is not None and gave_up <= may_take):
+            continue
         by_node[v.peer].append(v)
     for node, views in by_node.items():
         sids, conns, refs = group_streams(views)
@@ -64,6 +81,7 @@ def find_not_delivered(ctx: Context) -> None:
 
 def find_no_response(ctx: Context) -> None:
     by_node: dict[str, list[StreamView]] = defaultdict(list)
+    late: dict[str, list[tuple[StreamView, float]]] = defaultdict(list)
     for v in ctx.streams.values():
         OF, PF = ctx_ends(ctx, v)
         if PF is None or v.peer is None:
@@ -71,14 +89,17 @@ def find_no_response(ctx: Context) -> None:
         p = PF.streams.get(v.stream_id)
         if p is None:
             continue
+        if p.delivered is not None and _partly_taken(ctx, v):
+            slow = _taken_late(v, OF, p)
+            if slow is not None:
+                late[v.peer].append((v, slow))
+            continue  # the rest of the request never reached the application in time: not its handler's fault
+        took = p.taken_whole()
         delivered = v.step("delivered")
-        took = p.rpc_received[0] if p.rpc_received else None
-        took_ms = took[1] if took else (delivered.time_ms if delivered.status == DONE else None)
+        took_ms = took[1] if took is not None else (delivered.time_ms if delivered.status == DONE else None)
         if took_ms is None or v.step("answered").status != MISSING:
             continue
-        gave_up = v.timed_out is not None or (
-            OF is not None and bool(OF.streams.get(v.stream_id, EMPTY_SIDE).resets_sent)
-        )
+        gave_up = _gave_up_ms(ctx, v) is not None
         ran_on = PF.last_ms is not None and PF.last_ms - took_ms >= NO_RESPONSE_GRACE_MS
         if gave_up or ran_on:
             by_node[v.peer].append(v)
@@ -118,6 +139,79 @@ def find_no_response(ctx: Context) -> None:
             fix=f"make {node} answer every request (or reset the stream with an error code) without blocking",
             evidence=evidence,
         )
+    for node, items in late.items():
+        _late(ctx, node, items)
+
+
+def _taken_late(v: StreamView, OF: TraceFacts | None, p: StreamSide) -> float | None:
+    """How long the application let a whole request wait at its transport before taking it, when the
+    requester timed out meanwhile and no flow-control wait held the request back; else None."""
+    took = p.taken_whole()
+    if took is None or p.fin_recv is None or v.timed_out is None or v.timed_out.time_ms is None:
+        return None
+    if not p.fin_recv[1] <= v.timed_out.time_ms < took[1]:
+        return None
+    if OF is not None and any(
+        w.scope in (None, v.stream_id) and w.start <= v.timed_out.time_ms for w in OF.credit_waits
+    ):
+        return None  # the request waited for credit: flow_control_blocked tells it
+    return took[1] - p.fin_recv[1]
+
+
+def _late(ctx: Context, node: str, items: list[tuple[StreamView, float]]) -> None:
+    views = [v for v, _ in items]
+    sids, conns, refs = group_streams(views)
+    waits = sorted(w for _, w in items)
+    kinds = counts_text(v.request_type or "" for v in views)
+    evidence: list[Evidence] = []
+    for v in views[:4]:
+        for e in (v.step("received").evidence, v.timed_out, v.step("delivered").evidence):
+            if e is not None:
+                evidence.append(e)
+    ctx.add(
+        kind="no_response",
+        severity=ERROR,
+        node=node,
+        connection=conns[0] if len(conns) == 1 else None,
+        streams=sids,
+        connections=conns,
+        stream_refs=refs,
+        peer=", ".join(sorted({v.opener for v in views if v.opener})) or None,
+        summary=(
+            f"{node} took {plural(len(views), 'request')}{f' ({kinds})' if kinds else ''} from its peers "
+            f"({per_opener(views)}) only after the requesters had timed out: its application left each whole "
+            f"request at its transport {waits[len(waits) // 2]:.0f} ms (median) before taking it."
+        ),
+        cause=(
+            f"{node}'s application reads its streams too slowly (a busy or blocked event loop, or a reader that "
+            "takes one stream at a time), so requests wait at its transport longer than their requesters do."
+        ),
+        fix=f"make {node}'s application take each request as it arrives",
+        evidence=evidence,
+    )
+
+
+def _gave_up_ms(ctx: Context, v: StreamView) -> float | None:
+    """When the requester gave up on the stream (timed out or reset its side), if it did."""
+    OF, _ = ctx_ends(ctx, v)
+    o = OF.streams.get(v.stream_id, EMPTY_SIDE) if OF is not None else EMPTY_SIDE
+    times = [r[1] for r in o.resets_sent]
+    if v.timed_out is not None and v.timed_out.time_ms is not None:
+        times.append(v.timed_out.time_ms)
+    return min(times) if times else None
+
+
+def _partly_taken(ctx: Context, v: StreamView) -> bool:
+    """The peer's application took some of the request, but not all of it before the requester gave up."""
+    _, PF = ctx_ends(ctx, v)
+    p = PF.streams.get(v.stream_id) if PF is not None else None
+    if p is None or p.delivered is None:
+        return False
+    whole = p.taken_whole()
+    if whole is None:
+        return True
+    gave_up = _gave_up_ms(ctx, v)
+    return gave_up is not None and whole[1] > gave_up
 
 
 def find_rpc_timeouts(ctx: Context) -> None:
@@ -141,6 +235,8 @@ def find_rpc_timeouts(ctx: Context) -> None:
         wait = f" after {waits[0]:.0f} ms" if len(waits) == 1 else ""
         stuck = Counter(v.missing for v in views if v.missing)
         where = stuck.most_common(1)[0][0] if stuck else None
+        if where == "answered" and all(_partly_taken(ctx, v) for v in views if v.missing == "answered"):
+            where = "partly delivered"
         cause = {
             "sent": (
                 "The requests never left the requester (no stream credit or flow control); see stream_limit_exhausted"
@@ -152,6 +248,10 @@ def find_rpc_timeouts(ctx: Context) -> None:
                 "(see stream_not_delivered)"
             ),
             "answered": f"{peer} took the requests and never answered (see no_response)",
+            "partly delivered": (
+                f"{peer}'s application had taken only part of each request when the requester gave up; the rest "
+                "came too late or not at all, held back by flow control or lost (see flow_control_blocked, packet_loss)"
+            ),
         }.get(
             where or "",
             f"{peer} did not answer in time: a slow or blocked peer, or loss on the path; "

@@ -177,6 +177,9 @@ class StreamSide:
         "fin_recv",
         "delivered",
         "delivered_http",
+        "taken_bytes",
+        "taken_fin",
+        "last_taken",
         "ack_received",
         "ack_sent",
         "resets_sent",
@@ -203,6 +206,9 @@ class StreamSide:
         self.fin_recv: Ref | None = None
         self.delivered: Ref | None = None
         self.delivered_http: Ref | None = None
+        self.taken_bytes = 0  # bytes the application took, in all
+        self.taken_fin: Ref | None = None  # the application took the FIN
+        self.last_taken: Ref | None = None
         self.ack_received: Ref | None = None
         self.ack_sent: Ref | None = None
         self.resets_sent: list[Ref] = []
@@ -219,6 +225,16 @@ class StreamSide:
     @property
     def has_data(self) -> bool:
         return bool(self.first_sent or self.first_recv or self.app_write or self.delivered)
+
+    def taken_whole(self) -> Ref | None:
+        """When the application had taken all the peer sent on the stream, through its FIN; None if not (yet)."""
+        if self.rpc_received is not None:
+            return self.rpc_received[0]
+        if self.taken_fin is not None:
+            return self.taken_fin
+        if self.fin_recv is not None and self.last_taken is not None and self.taken_bytes >= self.recv_end:
+            return self.last_taken
+        return None
 
 
 EMPTY_SIDE = StreamSide()
@@ -705,9 +721,9 @@ class TraceFacts:
                 ref = (rec, t, name, f"pn {pn} CONNECTION_CLOSE")
                 self._closing(t)
                 if received:
-                    if self.close_recv is None:
+                    if _first_close(self.close_recv, fr, t):
                         self.close_recv = (ref, fr)
-                elif self.close_sent is None:
+                elif _first_close(self.close_sent, fr, t):
                     self.close_sent = (ref, fr)
         if not received:
             if pn is not None:
@@ -906,6 +922,25 @@ class TraceFacts:
         s.refs.append(ref)
 
 
+# RFC 9000 §10.2.3: an application's close sent in Initial or Handshake packets is masked as the
+# transport's APPLICATION_ERROR; the 1-RTT copy sent with it carries the real code.
+APPLICATION_ERROR = 0x0C
+MASKED_CLOSE_WINDOW_MS = 10.0  # the copies go out in one flight
+
+
+def _masked(frame: dict[str, Any]) -> bool:
+    code = frame.get("error_code", frame.get("raw_error_code"))
+    named = isinstance(code, str) and code.lower() == "application_error"
+    return frame.get("error_space") != "application" and (named or as_int(code) == APPLICATION_ERROR)
+
+
+def _first_close(current: tuple[Ref, dict[str, Any]] | None, frame: dict[str, Any], t: float) -> bool:
+    """Does `frame` name the close better than the one kept: the first, or the real code beside its masked copy?"""
+    if current is None:
+        return True
+    return _masked(current[1]) and not _masked(frame) and t - current[0][1] <= MASKED_CLOSE_WINDOW_MS
+
+
 def move_text(wrote: bool, length: int, fin: bool) -> str:
     return f"app {'wrote' if wrote else 'took'} {length} bytes{' FIN' if fin else ''}"
 
@@ -918,5 +953,10 @@ def app_moved(s: StreamSide, ref: Ref, wrote: bool, length: int, fin: bool) -> N
         s.app_bytes += length
         if fin and s.app_fin is None:
             s.app_fin = ref
-    elif s.delivered is None:
-        s.delivered = ref
+    else:
+        if s.delivered is None:
+            s.delivered = ref
+        s.taken_bytes += length
+        s.last_taken = ref
+        if fin and s.taken_fin is None:
+            s.taken_fin = ref

@@ -146,13 +146,17 @@ def close_of(conn: Joined) -> CloseInfo | None:
         if code is None:
             code = _code(d.get("application_code"))
             space = "application" if code is not None else None
-        if frame is not None and fcode is not None:
-            code, space = fcode, fspace  # the wire says which space the code belongs to
-        reason = str(d.get("reason") or (frame[4].get("reason") if frame else "") or "")
-        trigger = str(d.get("trigger") or "") or close_trigger(code, reason)
-        owner = d.get("owner")
-        by_local = True if owner == "local" else False if owner == "remote" else None
-        return CloseInfo(trigger, reason, code, space, by_local, ref, f, frame is not None)
+        crossed = frame is not None and fcode is not None and code is not None and code != fcode
+        if not crossed:
+            if frame is not None and fcode is not None:
+                code, space = fcode, fspace  # the wire says which space the code belongs to
+            reason = str(d.get("reason") or (frame[4].get("reason") if frame else "") or "")
+            trigger = str(d.get("trigger") or "") or close_trigger(code, reason)
+            owner = d.get("owner")
+            by_local = True if owner == "local" else False if owner == "remote" else None
+            return CloseInfo(trigger, reason, code, space, by_local, ref, f, frame is not None)
+        # Both ends closed at once, each with its own code: the close that went out first is how
+        # the connection ended; the logged one answered a close already on its way.
     if frame is None:
         return None
     _, _, f, ref, fr, sent = frame

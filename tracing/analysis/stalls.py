@@ -40,7 +40,9 @@ class _Silence:
     end: float
     resumed: bool
     sends: list[tuple[float, int, tuple[str, int] | None]]
-    verdict: str  # "frozen", "unreachable", "mute" (the peer stopped), "lost" (its packets were), "one end", "wire"
+    # "frozen", "unreachable", "mute" (the peer stopped), "lost" (its packets were), "one end",
+    # "wire" (both ends seen from a capture point), "not started" (the peer's process began after the silence did)
+    verdict: str
     died: str | None = None  # the close trigger, when the connection ended of it
     failed: list[StreamView] = field(default_factory=list)
 
@@ -110,7 +112,11 @@ def _silences_of(ctx: Context, conn: Joined, f: TraceFacts) -> list[_Silence]:
             continue
         if died is not None and "handshake" in died:
             continue  # a handshake that never completed is named by its timeout
-        if other is not None and other.on_wire and f.on_wire:
+        silent = other.node if other is not None else ctx.peer_of(conn, f)
+        began = _started_ms(ctx, silent)
+        if resumed and began is not None and start < began <= end:
+            verdict = "not started"  # dialled before its process ran; the handshake waited for it
+        elif other is not None and other.on_wire and f.on_wire:
             if other.packets_sent == 0:
                 continue  # a server that never answered at all: the handshake's finding names it
             verdict = "wire"  # every packet of both ends is seen, and nothing came from it
@@ -125,13 +131,29 @@ def _silences_of(ctx: Context, conn: Joined, f: TraceFacts) -> list[_Silence]:
             verdict = "frozen"  # its trace ends where the silence begins
         else:
             verdict = _verdict(ctx, other, sends, end)
-        silent = other.node if other is not None else ctx.peer_of(conn, f)
         s = _Silence(f, conn, silent, start, end, resumed, sends, verdict, died)
         for (cid, _sid), v in ctx.streams.items():
-            if cid == conn.id and v.timed_out is not None and start <= (v.timed_out.time_ms or 0.0) <= end:
+            if cid == conn.id and _gave_up_within(conn, v, start, end):
                 s.failed.append(v)
         out.append(s)
     return out
+
+
+def _started_ms(ctx: Context, node: str) -> float | None:
+    """When `node`'s process started, as its own node trace says (dht:node_started); None if no trace says."""
+    times = [t for f in ctx.facts if f.node == node for t, name, _, _ in f.node_events if name == "dht:node_started"]
+    return min(times) if times else None
+
+
+def _gave_up_within(conn: Joined, v: StreamView, start: float, end: float) -> bool:
+    """The requester gave up on the stream during the silence: it timed out, or it abandoned it unanswered."""
+    if v.timed_out is not None:
+        return start <= (v.timed_out.time_ms or 0.0) <= end
+    if v.missing is None:
+        return False
+    opener = conn.end(v.opener_role)
+    side = opener.streams.get(v.stream_id) if opener is not None else None
+    return side is not None and any(start <= r[1] <= end for r in side.resets_sent)
 
 
 def _backoff(sends: list[tuple[float, int, tuple[str, int] | None]]) -> str:
@@ -157,10 +179,13 @@ def find_stalls(ctx: Context) -> None:
         for f in (conn.client, conn.server):
             if f is not None:
                 silences.extend(_silences_of(ctx, conn, f))
+    early = [s for s in silences if s.verdict == "not started"]
+    for node in dict.fromkeys(s.silent for s in early):
+        _emit_not_started(ctx, node, [s for s in early if s.silent == node])
     # Attribute to the node common to most silences: a frozen node leaves all its peers waiting,
     # and in its own trace (if it wrote one) every peer looks silent too.
     lossy = {f.node for f in ctx.findings if f.kind == "packet_loss" and f.severity != INFO and f.node}
-    remaining = list(silences)
+    remaining = [s for s in silences if s.verdict != "not started"]
     while remaining:
         count: Counter[str] = Counter()
         for s in remaining:
@@ -177,6 +202,40 @@ def find_stalls(ctx: Context) -> None:
             if group:
                 _emit(ctx, node, kind, group, lossy, own)
                 own = []
+
+
+def _emit_not_started(ctx: Context, node: str, group: list[_Silence]) -> None:
+    """Peers that dialled `node` before its process ran: their handshakes waited for it, nothing broke."""
+    base = ctx.first_ms or 0.0
+    began = _started_ms(ctx, node) or 0.0
+    longest = max(group, key=lambda s: s.duration)
+    waiters = sorted({s.waiter.node for s in group})
+    backoff = next((b for b in (_backoff(s.sends) for s in group) if b), "")
+    conns = tuple(dict.fromkeys(s.conn.id for s in group))
+    sent = plural(sum(len(s.sends) for s in group), "packet")
+    ctx.add(
+        kind="connection_stalled",
+        severity=INFO,
+        node=node,
+        peer=", ".join(waiters),
+        connection=conns[0] if len(conns) == 1 else None,
+        connections=conns,
+        streams=(),
+        first_ms=min(s.start for s in group),
+        last_ms=max(s.end for s in group),
+        summary=(
+            f"{', '.join(waiters)} dialled {node} before it was running (it started at +{(began - base) / 1000:.1f} s) "
+            f"and waited up to {longest.duration / 1000:.1f} s, sending {sent}"
+            f"{f', gaps growing {backoff} (PTO backoff)' if backoff else ''}; then the connection went on."
+        ),
+        cause=f"{node}'s process started after its peers' did; the handshake's retransmissions bridged the gap.",
+        fix=f"nothing to fix; start {node} first to spare its peers the wait",
+        evidence=[
+            Evidence(s.waiter.path, rec, "quic:packet_sent", t, s.waiter.index)
+            for s in group[:3]
+            for t, rec, _ in s.sends[:2]
+        ],
+    )
 
 
 def _kind(s: _Silence, lossy: set[str]) -> str:
@@ -224,7 +283,14 @@ def _emit(ctx: Context, node: str, kind: str, group: list[_Silence], lossy: set[
     if died or died_own:
         effects.append(f"{plural(len(died) + len(died_own), 'connection')} ended by {(died or died_own)[0].died}")
     if failed:
-        effects.append(f"{plural(len(failed), 'request')} timed out")
+        timed_out = sum(1 for v in failed if v.timed_out is not None)
+        if timed_out == len(failed):
+            how = "timed out"
+        elif timed_out:
+            how = f"went unanswered ({timed_out} timed out, the rest abandoned)"
+        else:
+            how = "went unanswered (abandoned by the requester)"
+        effects.append(f"{plural(len(failed), 'request')} {how}")
     effect = f"; {', '.join(effects)}" if effects else ""
     where = f"on {plural(len(conns), 'connection')}"
     if kind == "peer_unresponsive":

@@ -94,7 +94,10 @@ def stream_view(conn: Joined, sid: int) -> StreamView:
     if PF is None:
         delivered = _step("delivered", UNKNOWN, note="no trace of the peer")
     elif p.delivered is not None:
-        delivered = _step("delivered", DONE, p.delivered, PF)
+        part = ""
+        if p.taken_whole() is None and o.app_bytes > p.taken_bytes:
+            part = f"the application took {p.taken_bytes} of the {o.app_bytes} bytes written; the rest never reached it"
+        delivered = _step("delivered", DONE, p.delivered, PF, part)
     elif p.delivered_http is not None:
         delivered = _step("delivered", DONE, p.delivered_http, PF, "HTTP/3 layer parsed a frame")
     elif PF.on_wire:

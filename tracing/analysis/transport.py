@@ -121,11 +121,16 @@ def _attribute(directions: list[_Direction], weight_of: str) -> list[tuple[str, 
     groups: list[tuple[str, list[_Direction]]] = []
     while remaining:
         weight: Counter[str] = Counter()
+        sent: Counter[str] = Counter()
         for d in remaining:
             n = count(d)
             weight[d.sender.node] += n
             weight[d.receiver] += n
-        node = weight.most_common(1)[0][0]
+            sent[d.sender.node] += n
+        # A tie (one lossy direction, say) goes to the node that sent the lost packets, then by
+        # name: never to whichever happened to be counted first.
+        top = max(weight.values())
+        node = min((n for n, w in weight.items() if w == top), key=lambda n: (-sent[n], n))
         mine = [d for d in remaining if node in (d.sender.node, d.receiver)]
         remaining = [d for d in remaining if d not in mine]
         groups.append((node, mine))
@@ -188,10 +193,13 @@ def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
     if in_sent:
         parts.append(f"sent to {node}: {in_lost}/{in_sent}")
     one_way = ""
+    direction = None
     if out_lost and not in_lost and in_sent >= LOSS_NOISE_MIN_PACKETS:
         one_way = f"; only packets sent by {node} were lost (one direction)"
+        direction = "sent"
     elif in_lost and not out_lost and out_sent >= LOSS_NOISE_MIN_PACKETS:
         one_way = f"; only packets sent to {node} were lost (one direction)"
+        direction = "received"
 
     views = _streams_of(ctx, dirs)
     failed = [v for v in views if _failed(ctx, v)]
@@ -242,6 +250,7 @@ def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
         ),
         fix=f"check the link and socket buffers of {node} (or its loss setting)",
         evidence=evidence,
+        direction=direction,
     )
 
 

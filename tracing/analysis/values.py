@@ -318,6 +318,8 @@ class Finding:
     fix: str = ""  # the one thing to do, in a line
     id: str = ""
     caused_by: str | None = None
+    # For a finding about packets of one direction only: "sent" (what `node` sent) or "received".
+    direction: str | None = None
 
     @property
     def stream_count(self) -> int:
@@ -343,6 +345,7 @@ class Finding:
             "summary": self.summary,
             "cause": self.cause,
             "fix": self.fix,
+            "direction": self.direction,
         }
 
 

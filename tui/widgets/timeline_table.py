@@ -22,7 +22,7 @@ Item = TimelineEntry | Gap
 
 
 def timeline_items(stream: StreamView, entries: list[TimelineEntry], cause: str = "") -> list[Item]:
-    """The entries with a Gap after the last step that did happen before the missing one."""
+    """The entries with a Gap after the last step that did happen before the missing one (a FIN: at the end)."""
     items: list[Item] = list(entries)
     if not stream.missing:
         return items
@@ -32,7 +32,11 @@ def timeline_items(stream: StreamView, entries: list[TimelineEntry], cause: str 
     if cause:
         explanation += f" {cause}"
     gap = Gap(stream.missing, missing.node, explanation)
-    before = STEPS[: STEPS.index(stream.missing)] if stream.missing in STEPS else ()
+    if stream.missing not in STEPS:
+        # A FIN that never came (fin_peer) is missing after everything that did happen.
+        items.append(gap)
+        return items
+    before = STEPS[: STEPS.index(stream.missing)]
     at = 0
     for i, item in enumerate(items):
         if isinstance(item, TimelineEntry) and item.step in before:
