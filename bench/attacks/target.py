@@ -7,9 +7,12 @@ after a change.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,9 +43,14 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+@functools.cache
 def _source_path(node_src: str) -> str:
-    """A directory that imports as dhtscope.* from `node_src` (sources at its root, as in this repository)."""
+    """A directory that imports as dhtscope.* from `node_src` (sources at its root, as in this repository).
+
+    One per run, removed when the runner exits.
+    """
     root = tempfile.mkdtemp(prefix="dhtscope-src-")
+    atexit.register(shutil.rmtree, root, True)
     os.mkdir(os.path.join(root, "dhtscope"))
     for part in ("node", "tracing", "tui"):
         os.symlink(os.path.join(os.path.abspath(node_src), part), os.path.join(root, "dhtscope", part))
