@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck bench accuracy recordings clean
+.PHONY: demo test lint typecheck bench attacks accuracy recordings clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ $(STAMP_BENCH): pyproject.toml | $(BIN)/python
 # make bench: quick mode (under 10 minutes on 2 cores); make bench FULL=1: everything.
 bench: $(STAMP_BENCH)
 	$(BIN)/python bench/run.py $(if $(FULL),--full,)
+
+# make attacks: issue 13's attacks against a real node (about 7 minutes); rewrites BENCHMARKS.md.
+attacks: $(STAMP_TEST)
+	$(BIN)/python bench/attacks/run.py
 
 # make accuracy: every scenario recorded 5 times and diagnosed; the table goes into BENCHMARKS.md (about 10 minutes).
 accuracy: $(STAMP_RUN)

@@ -19,6 +19,10 @@ LOOKUP_VS_LIBP2P = 1 / 100  # ... and at most this times py-libp2p's
 RSS_LIMIT_MIB = 33.0
 SIM_100K_LIMIT_BYTES = 2 * 10**9
 RECORDING_RATIO = 0.85
+# Issue 13's targets for every attack (bench/attacks/run.py measures them).
+ATTACK_PING_SUCCESS = 1.0
+ATTACK_P99_MS = 100.0
+ATTACK_RSS_MIB = 256.0
 CAPTURE_VS_TSHARK = 1.0  # packets decoded per second, at least tshark's on the same capture and keys
 
 
@@ -432,6 +436,79 @@ def _tui_section(doc: dict[str, Any], t: Targets) -> list[str]:
     return out
 
 
+def _attack_rows(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| attack | size | honest PING ok | p99 ms: all (build / hold) | node RSS MiB: before → peak "
+        "| records lost | tracebacks | targets | what happened |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("status") != "measured":
+            out.append(
+                f"| {r.get('label', r['attack'])} | {r.get('size', '')} | – | – | – | – | – | "
+                f"{r.get('status')} | {r.get('detail') or ''} |"
+            )
+            continue
+        phases = r.get("phases") or []
+        p99 = _num(r.get("ping_p99_ms"))
+        if len(phases) > 1:
+            p99 += f" ({_num(phases[0].get('p99_ms'))} / {_num(phases[1].get('p99_ms'))})"
+        ok = "**met**" if r.get("targets_met") else "**missed**"
+        out.append(
+            f"| {r['label']} | {r['size']} | {r['ping_ok']}/{r['pings']} | {p99} | "
+            f"{_num(r.get('rss_before_mib'))} → {_num(r.get('rss_peak_mib'))} | {r.get('records_lost', 0)} | "
+            f"{r.get('tracebacks', 0)} | {ok} | {r.get('detail') or ''} (load {r.get('loadavg_before', '?')}) |"
+        )
+    return out
+
+
+def _attacks_section(doc: dict[str, Any], t: Targets) -> list[str]:
+    runs = doc.get("runs", {})
+    current = runs.get("current")
+    out = [
+        "## Attacks (issue 13): a node under hostile peers",
+        "",
+        "`make attacks` (`bench/attacks/run.py`): each attack of issue 13 against a `dhtscope node` "
+        "process on 127.0.0.1 at the issue's sizes, while an honest peer opens a fresh connection and "
+        "PINGs every 100 ms (handshake and any Retry round trip included in its time). Targets: every "
+        f"PING answered, p99 ≤ {ATTACK_P99_MS:g} ms, node RSS ≤ {ATTACK_RSS_MIB:g} MiB, no record lost, "
+        "no traceback. Where the attack first builds its load (connections, streams, requests) and then "
+        "holds it, the p99 is also given for each phase. The first row is the honest peer alone, for "
+        "scale: this machine is shared, and its load shows in every latency.",
+        "",
+    ]
+    if current:
+        facts = current.get("machine") or {}
+        out += [
+            f"Each row is the last run of its attack (the latest {facts.get('date_utc', '?')}); the load "
+            "average (1 min) when it began is given with it.",
+            "",
+        ]
+        out += _attack_rows(current["rows"])
+        for r in current["rows"]:
+            if r["attack"] == "baseline" or r.get("status") not in ("measured",):
+                if r.get("status") == "not yet merged":
+                    t.add(f"attack: {r['label']} ({r['size']})", "not yet merged", None)
+                continue
+            fig = (
+                f"PING {r['ping_ok']}/{r['pings']}, p99 {_num(r.get('ping_p99_ms'))} ms, "
+                f"RSS {_num(r.get('rss_peak_mib'))} MiB, lost {r.get('records_lost', 0)}, "
+                f"tracebacks {r.get('tracebacks', 0)}"
+            )
+            t.add(f"attack: {r['label']} ({r['size']})", fig, bool(r.get("targets_met")))
+    before = runs.get("before")
+    if before:
+        out += [
+            "",
+            f"Before the defences (the node of {before.get('note') or '`' + str(before.get('node_src')) + '`'}, "
+            "attacked the same way, "
+            f"{(before.get('machine') or {}).get('date_utc', '?')}):",
+            "",
+        ]
+        out += _attack_rows(before["rows"])
+    return out
+
+
 def _capture_section(doc: dict[str, Any], t: Targets) -> list[str]:
     res = doc["result"]
     out = [
@@ -603,6 +680,9 @@ def write_report(results_dir: str, path: str, run_s: float | None, sections_run:
         body += _recording_section(docs["recording"], t) + [""]
     if docs["tui"]:
         body += _tui_section(docs["tui"], t) + [""]
+    attacks = _load(results_dir, "attacks")
+    if attacks:
+        body += _attacks_section(attacks, t) + [""]
     if docs["capture"]:
         body += _capture_section(docs["capture"], t) + [""]
     accuracy = _load(results_dir, "accuracy")  # its own run (`make accuracy`): not in the timing above

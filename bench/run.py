@@ -7,6 +7,9 @@ bench/results/<section>.json (with machine facts) and regenerates BENCHMARKS.md.
     python bench/run.py --full          longer runs, 100,000-node simulation
     python bench/run.py --only rpc,sim  some sections; BENCHMARKS.md is rebuilt from all results on disk
     python bench/run.py --report-only   rebuild BENCHMARKS.md from bench/results/*.json
+
+The attack suite (bench/attacks/, about 7 minutes) runs with --full or --only attacks;
+`make attacks` runs it alone.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ sys.path.insert(0, BENCH_DIR)
 from benchlib import load_average, machine_facts  # noqa: E402
 from procs import BenchError, Proc  # noqa: E402
 
-SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture", "accuracy")
+SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture", "accuracy", "attacks")
+# The attacks would double a quick run: they run with --full or --only attacks.
+QUICK_SECTIONS = tuple(s for s in SECTIONS if s != "attacks")
 LEVELS = (1, 16, 128)
 LIBP2P_RAISED_CAP = 4096
 
@@ -306,6 +311,12 @@ def bench_capture(full: bool) -> dict[str, Any]:
     return result
 
 
+def bench_attacks(full: bool) -> None:
+    """bench/attacks/run.py in its own process; it writes bench/results/attacks.json itself."""
+    log("attacks: issue 13's attacks against a node on 127.0.0.1, an honest peer PINGing throughout")
+    subprocess.run([sys.executable, os.path.join(BENCH_DIR, "attacks", "run.py"), "--no-report"], timeout=3600)
+
+
 def bench_accuracy(full: bool) -> dict[str, Any] | None:
     """The diagnosis accuracy table (bench/accuracy.py): 5 runs of every scenario take about 10 minutes,
     more than quick mode's budget, so only full mode runs it; quick mode keeps the last accuracy.json."""
@@ -325,6 +336,7 @@ RUNNERS = {
     "lookup": bench_lookup,
     "sim": bench_sim,
     "tui": bench_tui,
+    "attacks": bench_attacks,
     "capture": bench_capture,
     "accuracy": bench_accuracy,
 }
@@ -333,10 +345,11 @@ RUNNERS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description="dhtscope benchmarks against kademlia and py-libp2p")
     parser.add_argument("--full", action="store_true", help="longer runs and the 100,000-node simulation")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    parser.add_argument("--only", default=None, help=f"comma list of {', '.join(SECTIONS)}")
     parser.add_argument("--report-only", action="store_true", help="only rebuild BENCHMARKS.md from results")
     args = parser.parse_args()
-    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    only = args.only if args.only is not None else ",".join(SECTIONS if args.full else QUICK_SECTIONS)
+    sections = [s.strip() for s in only.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
@@ -354,7 +367,7 @@ def main() -> int:
             load_before = load_average()
             result = RUNNERS[section](args.full)
             if result is None:
-                continue  # not run in this mode: the results on disk stand
+                continue  # the section wrote its own results, or was not run in this mode: the results on disk stand
             doc = {
                 "section": section,
                 "mode": mode,

@@ -147,10 +147,11 @@ def node_errors() -> Iterator[None]:
     from .keys import KeyFileError
     from .node import NodeError
     from .probes import ProbeError
+    from .recording import RecordingError
 
     try:
         yield
-    except (NodeError, KeyFileError, ControlError, ProbeError, EndpointError) as exc:
+    except (NodeError, KeyFileError, ControlError, ProbeError, EndpointError, RecordingError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -223,7 +224,12 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help="keep this node's records and routing table in DIR (SQLite), and its key unless --key is given, "
         "so a restart loses nothing",
     )
-    p.add_argument("--control", metavar="PATH", help="control endpoint: unix socket path or tcp:HOST:PORT")
+    p.add_argument(
+        "--control",
+        metavar="PATH",
+        help="control endpoint: unix socket path, tcp:HOST:PORT (TLS with the node's key; its fingerprint "
+        "is printed at start), or tcp+plain:HOST:PORT (no TLS: loopback only)",
+    )
     add_control_token_options(p, "token a client must give on a tcp control endpoint")
     p.add_argument("--json-lines", action="store_true", help="report as JSON lines (for supervisors)")
     p.add_argument(

@@ -67,7 +67,7 @@ MAX_RECORDS_PER_MESSAGE = MAX_RECORDS_PER_KEY
 REQUEST_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
 STREAM_CREDIT_WAIT_S = 30.0  # a request waits this long for the peer's stream credit
-MAX_CONNECTIONS = 1024  # open QUIC connections, both directions together
+MAX_CONNECTIONS = 1024  # open QUIC connections, both directions together (about 75 KiB each)
 IDLE_TIMEOUT_S = 60.0
 # Concurrent request streams a peer may open on one connection. aioquic grants 128 and
 # returns a slot only once both FINs are acknowledged and its batched MAX_STREAMS frame
@@ -83,3 +83,38 @@ ACK_DELAY_S = 0.020
 MIN_DATAGRAM_BYTES = 1200
 MAX_DATAGRAM_BYTES = MIN_DATAGRAM_BYTES
 MAX_UDP_PAYLOAD_BYTES = 65527  # QUIC's largest max_udp_payload_size
+
+# Admission: who gets a connection slot (node/admission.py). Loopback peers are exempt from the
+# per-address and per-subnet limits: every node of a local cluster shares 127.0.0.1.
+MAX_HALF_OPEN_CONNECTIONS = 256  # inbound connections still in their handshake; more are refused
+# Above this many half-open connections an Initial without our token gets a Retry first, so
+# a flood of Initials from addresses that never answer costs one small packet each, no state.
+RETRY_ABOVE_HALF_OPEN = 32
+RETRY_TOKEN_LIFETIME_S = 10.0  # a Retry token comes back one round trip later (RFC 9000 8.1.4)
+HANDSHAKE_TIMEOUT_S = 5.0  # an inbound handshake not done by then is dropped (as long as our dials wait)
+MAX_HALF_OPEN_PER_ADDRESS = 8  # handshakes one address may have in progress
+MAX_CONNECTIONS_PER_ADDRESS = 32  # one host, or many behind one NAT
+MAX_CONNECTIONS_PER_SUBNET = 128  # one /24 (IPv4) or /48 (IPv6): what one operator usually holds
+IDLE_EVICTION_MIN_S = 1.0  # a connection idle this long may be closed, least recently used first, for a newcomer
+REFUSALS_PER_S = 50.0  # CONNECTION_CLOSE answers to refused Initials; beyond, refusals go unanswered
+REFUSAL_BURST = 50
+RETRIES_PER_S = 5000.0  # Retry packets: smaller than the Initial they answer, but each costs a MAC
+RETRY_BURST = 2000
+LOG_INTERVAL_S = 10.0  # one log line per kind of refusal per interval, with the count since the last
+
+# Memory: per connection and per node (node/rpc.py). Per-connection figures leave room for
+# one largest message; the node-wide budget sheds new work before RSS reaches 256 MiB.
+MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION = 2 * MAX_MESSAGE_BYTES + 64 * 1024  # unfinished requests' bytes
+REQUEST_ARRIVAL_DEADLINE_S = 10.0  # a request must arrive whole this long after its first byte (slowloris)
+# Answers written and not yet acknowledged by the peer: 25 full FIND_VALUE answers. A peer
+# that never reads has its oldest unread answers reset once this is reached.
+MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION = 2 * 1024 * 1024
+# Requests one connection may have refused for the limits above (bytes, deadline, unread
+# answers) before it is closed: each refusal costs frames both ways, and a peer that keeps
+# earning them (a slowloris, a reader of nothing) would otherwise cost one per stream it opens.
+MAX_REFUSALS_PER_CONNECTION = 64
+CONNECTION_COST_BYTES = 80 * 1024  # what one connection holds in aioquic and TLS state (measured: 75 KiB)
+# Everything above, summed over the node: past it new requests are answered OVERLOADED (a PING,
+# whose answer is smaller than the error, is still answered) and new connections refused.
+NODE_MEMORY_BUDGET_BYTES = 160 * 1024 * 1024
+SLOW_REQUEST_SWEEP_S = 1.0  # how often unfinished requests are checked against their deadline

@@ -2,8 +2,18 @@
 
 Newline-delimited JSON both ways over a unix socket (mode 0600, the default) or
 over TCP (`tcp:HOST:PORT`, which needs a shared token because anyone who can
-reach the port could otherwise drive the node; TCP is not encrypted, so keep
-it on loopback or a trusted network).
+reach the port could otherwise drive the node). TCP is wrapped in TLS 1.3 with the
+node's own Ed25519 key, in a self-signed certificate like its QUIC one; its fingerprint
+(`SHA256:` and SHA-256 of the raw public key: the node's id) is printed at start, and
+clients pin it (`fingerprints=`) or trust it on first use, remembering it in
+`known_controls_path()` and warning once. `tcp+plain:HOST:PORT` serves TCP without TLS,
+on loopback addresses only.
+
+Slots: a unix-socket client (authenticated by the socket's mode) or a TCP client that
+sent the right token takes one of MAX_CONTROL_CLIENTS. TCP clients that have not yet
+done so wait in a pool of their own, MAX_UNAUTHENTICATED_CONTROL_CLIENTS at most (a
+newcomer pushes out the oldest) for HELLO_TIMEOUT_S at most: idle sockets cannot keep
+the rightful client out.
 
 Requests:  {"id": ID, "op": OP, ...fields}
 Replies:   {"id": ID, "ok": true, "result": {...}}  or  {"id": ID, "ok": false, "error": "..."}
@@ -27,21 +37,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import hmac
+import ipaddress
 import itertools
 import json
 import logging
 import os
+import re
 import socket
+import ssl
 import stat
+import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from dhtscope.tracing.version import dhtscope_version
 
+from .certificates import make_certificate
 from .endpoints import parse_address
 from .ids import Contact, NodeId
 from .node import Node, NodeError, record_view
@@ -55,22 +72,30 @@ log = logging.getLogger("dhtscope.control")
 CONTROL_PROTOCOL_VERSION = 1
 MAX_CONTROL_LINE_BYTES = 64 * 1024  # one request line; longer: error reply, connection closed
 MAX_CONTROL_REPLY_BYTES = 64 * 1024 * 1024  # one reply line the client accepts (snapshots can be big)
-MAX_CONTROL_CLIENTS = 16  # connections served at once; more are told so and closed
+MAX_CONTROL_CLIENTS = 16  # authenticated connections served at once; more are told so and closed
+MAX_UNAUTHENTICATED_CONTROL_CLIENTS = 4  # TCP connections yet to say hello; a newcomer pushes out the oldest
+MAX_CONTROL_JSON_DEPTH = 32  # nesting of one request (or reply) line; deeper is refused before decoding
 MAX_PROBES_PER_CLIENT = 8  # probes running at once on one connection
 SUBSCRIPTION_QUEUE_EVENTS = 10_000  # events buffered per subscriber; the oldest go first
 CLIENT_EVENT_BUFFER = 10_000  # events a ControlClient holds for a slow reader
-HELLO_TIMEOUT_S = 10.0  # a TCP client must authenticate within this
+HELLO_TIMEOUT_S = 1.0  # a TCP client must finish TLS and authenticate within this
 SEND_TIMEOUT_S = 10.0  # a client that does not read for this long is dropped
 CONNECT_TIMEOUT_S = 5.0
 UNIX_PATH_MAX_BYTES = 107  # sun_path is 108 bytes on Linux, with the NUL
 
 REFUSED = "refused: wrong control token"
+FINGERPRINT_PREFIX = "SHA256:"
+KNOWN_CONTROLS_ENV = "DHTSCOPE_KNOWN_CONTROLS"  # where trusted-on-first-use fingerprints are kept
 
 T = TypeVar("T")
 
 
 class ControlError(Exception):
     """The control endpoint cannot be set up, reached, or refused a request; the message says why."""
+
+
+class FingerprintMismatch(ControlError):
+    """The endpoint's TLS key is not the one pinned or trusted before: nothing is sent to it."""
 
 
 class _BadRequest(Exception):
@@ -88,24 +113,32 @@ class ControlTarget:
     path: str | None = None
     host: str | None = None
     port: int | None = None
+    tls: bool = True  # TCP only: False for tcp+plain (loopback only)
 
     @property
     def description(self) -> str:
         if self.kind == "unix":
             return f"unix:{self.path}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"tcp:{host}:{self.port}"
+        return f"{'tcp' if self.tls else 'tcp+plain'}:{host}:{self.port}"
+
+    @property
+    def hostport(self) -> str:
+        """HOST:PORT, as fingerprints are remembered."""
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 def parse_control_target(text: str) -> ControlTarget:
-    """`tcp:HOST:PORT`, `unix:PATH`, or a bare PATH (a unix socket)."""
+    """`tcp:HOST:PORT` (TLS), `tcp+plain:HOST:PORT` (loopback only), `unix:PATH`, or a bare PATH (a unix socket)."""
     text = text.strip()
-    if text.startswith("tcp:"):
-        try:
-            host, port = parse_address(text[4:])
-        except ValueError as exc:
-            raise ControlError(f"control endpoint {text!r}: {exc}") from None
-        return ControlTarget("tcp", host=host, port=port)
+    for prefix, tls in (("tcp:", True), ("tcp+plain:", False)):
+        if text.startswith(prefix):
+            try:
+                host, port = parse_address(text[len(prefix) :])
+            except ValueError as exc:
+                raise ControlError(f"control endpoint {text!r}: {exc}") from None
+            return ControlTarget("tcp", host=host, port=port, tls=tls)
     path = text[5:] if text.startswith("unix:") else text
     if not path:
         raise ControlError("control endpoint is empty: give a unix socket path or tcp:HOST:PORT")
@@ -128,6 +161,135 @@ def _jsonable(value: Any) -> Any:
 
 def _line(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, separators=(",", ":"), default=_jsonable) + "\n").encode("utf-8")
+
+
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+class JsonTooDeep(ValueError):
+    pass
+
+
+def loads_line(line: bytes, max_depth: int = MAX_CONTROL_JSON_DEPTH) -> Any:
+    """One JSON line, refused (JsonTooDeep) if it nests deeper than `max_depth`, before it is decoded.
+
+    json's decoder recurses once per level: a 30,000-deep line would raise RecursionError
+    from deep inside it. Brackets inside strings do not count.
+    """
+    depth = 0
+    for token in _JSON_TOKENS.finditer(line):
+        ch = token.group()
+        if ch in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                raise JsonTooDeep(f"nests deeper than {max_depth} levels")
+        elif ch in (b"]", b"}"):
+            depth -= 1
+    return json.loads(line)
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+def fingerprint_of_der(der: bytes) -> str:
+    """`SHA256:` and the hex SHA-256 of a certificate's raw Ed25519 key (its SubjectPublicKeyInfo otherwise)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key = x509.load_der_x509_certificate(der).public_key()
+    if isinstance(key, Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        raw = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return FINGERPRINT_PREFIX + hashlib.sha256(raw).hexdigest()
+
+
+def normalize_fingerprint(text: str) -> str:
+    """`SHA256:<64 hex>` from what a user typed (the prefix optional, any case, colons allowed)."""
+    bare = text.strip()
+    if bare.upper().startswith(FINGERPRINT_PREFIX):
+        bare = bare[len(FINGERPRINT_PREFIX) :]
+    bare = bare.replace(":", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", bare):
+        raise ControlError(f"fingerprint {text!r} is not SHA256: and 64 hex digits")
+    return FINGERPRINT_PREFIX + bare
+
+
+def node_fingerprint(node: Node) -> str:
+    """The fingerprint clients pin for this node's control endpoint: its id, as SHA256:hex."""
+    return FINGERPRINT_PREFIX + node.id.hex()
+
+
+def _server_tls(node: Node) -> ssl.SSLContext:
+    """TLS 1.3 with the node's own Ed25519 key in a self-signed certificate (as its QUIC side makes)."""
+    from cryptography.hazmat.primitives import serialization
+
+    identity = node.identity
+    certificate, _ = make_certificate(identity, time.time())  # the node's own key, never a fault's
+    cert = certificate.public_bytes(serialization.Encoding.PEM)
+    key = identity.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    # ssl reads keys only from files: a private directory that lives for the load alone.
+    with tempfile.TemporaryDirectory(prefix="dhtscope-tls-") as tmp:
+        cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        for path, data in ((cert_path, cert), (key_path, key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def _client_tls() -> ssl.SSLContext:
+    # The certificate is self-signed: the key is checked against a pinned fingerprint instead.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def known_controls_path() -> Path:
+    """Where fingerprints trusted on first use are kept: $DHTSCOPE_KNOWN_CONTROLS, else the user's config dir."""
+    explicit = os.environ.get(KNOWN_CONTROLS_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "dhtscope" / "known_controls"
+
+
+def _known_fingerprint(path: Path, hostport: str) -> str | None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == hostport:
+            return parts[1]
+    return None
+
+
+def _remember_fingerprint(path: Path, hostport: str, fingerprint: str) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{hostport} {fingerprint}\n")
+    except OSError as exc:
+        log.warning("cannot remember the fingerprint of %s in %s: %s", hostport, path, exc.strerror or exc)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 class _DropOldest(Generic[T]):
@@ -312,6 +474,11 @@ class ControlServer:
                 f"control endpoint {self.target.description} is TCP and needs a token (--control-token-file, "
                 "or DHTSCOPE_CONTROL_TOKEN); without one anyone who reaches the port controls the node"
             )
+        if self.target.kind == "tcp" and not self.target.tls and not _is_loopback(self.target.host):
+            raise ControlError(
+                f"control endpoint {self.target.description} would carry the token in clear text beyond this "
+                "machine: plain TCP is for loopback addresses only; use tcp:HOST:PORT (TLS)"
+            )
         if self.target.kind == "unix" and len(os.fsencode(self.target.path or "")) > UNIX_PATH_MAX_BYTES:
             raise ControlError(
                 f"control socket path {self.target.path!r} is longer than "
@@ -320,24 +487,32 @@ class ControlServer:
         self.token = token
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[_Session] = set()
+        self._waiting: dict[_Session, None] = {}  # unauthenticated, oldest first
+        self.fingerprint: str | None = None  # set for a TLS endpoint
+        self.refused = 0  # clients turned away: slots full, or pushed out before saying hello
         self._socket_identity: tuple[int, int] | None = None  # (dev, inode) of the socket file we made
         self._path: str | None = None
         self.description = self.target.description
 
     @property
     def clients(self) -> int:
-        return len(self._sessions)
+        """Authenticated clients being served."""
+        return sum(1 for s in self._sessions if s.authenticated)
 
     async def start(self) -> None:
         if self.target.kind == "tcp":
+            tls: dict[str, Any] = {}
+            if self.target.tls:
+                tls = {"ssl": _server_tls(self.node), "ssl_handshake_timeout": HELLO_TIMEOUT_S}
+                self.fingerprint = node_fingerprint(self.node)
             try:
                 self._server = await asyncio.start_server(
-                    self._on_client, self.target.host, self.target.port, limit=MAX_CONTROL_LINE_BYTES
+                    self._on_client, self.target.host, self.target.port, limit=MAX_CONTROL_LINE_BYTES, **tls
                 )
             except OSError as exc:
                 raise ControlError(f"cannot listen for control on {self.description}: {exc.strerror or exc}") from None
             host, port = self._server.sockets[0].getsockname()[:2]
-            self.description = ControlTarget("tcp", host=host, port=port).description
+            self.description = ControlTarget("tcp", host=host, port=port, tls=self.target.tls).description
             return
         path = self.target.path
         assert path is not None
@@ -375,6 +550,7 @@ class ControlServer:
             self._server.close()
         for session in list(self._sessions):
             session.cancel()
+        # Each session's task returns quietly once cancelled by us (see _on_client).
         await asyncio.gather(*(s.task for s in list(self._sessions) if s.task), return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
@@ -396,29 +572,54 @@ class ControlServer:
         await self.close()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._sessions) >= MAX_CONTROL_CLIENTS:
-            with contextlib.suppress(Exception):
-                writer.write(
-                    _line(
-                        {"id": None, "ok": False, "error": f"too many control clients (at most {MAX_CONTROL_CLIENTS})"}
-                    )
-                )
-                await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
-            writer.close()
+        needs_token = self.target.kind == "tcp"
+        if not needs_token and self.clients >= MAX_CONTROL_CLIENTS:
+            await _turn_away(writer, f"too many control clients (at most {MAX_CONTROL_CLIENTS})")
+            self.refused += 1
             return
-        session = _Session(self, reader, writer, needs_token=self.target.kind == "tcp")
+        session = _Session(self, reader, writer, needs_token=needs_token)
         session.task = asyncio.current_task()
         self._sessions.add(session)
+        if needs_token:
+            if len(self._waiting) >= MAX_UNAUTHENTICATED_CONTROL_CLIENTS:
+                # Whoever waits longest without a hello goes: idle sockets cannot crowd out a client.
+                oldest = next(iter(self._waiting))
+                del self._waiting[oldest]
+                self.refused += 1
+                oldest.push_out()
+            self._waiting[session] = None
         try:
             await session.run()
+        except asyncio.CancelledError:
+            if not session.cancelled_by_server:
+                raise
+            # Ours: the server is closing. Returning quietly keeps asyncio from logging the
+            # cancellation as an error of the connection callback.
         finally:
             self._sessions.discard(session)
+            self._waiting.pop(session, None)
+
+    def authenticate(self, session: _Session) -> str | None:
+        """A TCP client sent the right token: give it a slot, or say why there is none."""
+        self._waiting.pop(session, None)
+        if self.clients >= MAX_CONTROL_CLIENTS:
+            self.refused += 1
+            return f"too many control clients (at most {MAX_CONTROL_CLIENTS})"
+        session.authenticated = True
+        return None
 
     def check_token(self, offered: Any) -> bool:
         if not isinstance(offered, str) or self.token is None:
             return False
         # Constant time, on bytes: compare_digest refuses non-ASCII str.
         return hmac.compare_digest(offered.encode("utf-8"), self.token.encode("utf-8"))
+
+
+async def _turn_away(writer: asyncio.StreamWriter, error: str) -> None:
+    with contextlib.suppress(Exception):
+        writer.write(_line({"id": None, "ok": False, "error": error}))
+        await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
+    writer.close()
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -461,6 +662,7 @@ class _Session:
         self.reader = reader
         self.writer = writer
         self.authenticated = not needs_token
+        self.cancelled_by_server = False
         self.task: asyncio.Task[Any] | None = None
         self._write_lock = asyncio.Lock()
         self._closing = False
@@ -469,8 +671,15 @@ class _Session:
         self._pump: asyncio.Task[None] | None = None
 
     def cancel(self) -> None:
+        self.cancelled_by_server = True
         if self.task is not None:
             self.task.cancel()
+
+    def push_out(self) -> None:
+        """Drop a client that has not said hello, to make room for a newer one."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self.writer.transport.abort()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -495,7 +704,13 @@ class _Session:
                     )
                     return
                 except TimeoutError:
-                    await self.send({"id": None, "ok": False, "error": "no hello with a token in time; closing"})
+                    await self.send(
+                        {
+                            "id": None,
+                            "ok": False,
+                            "error": f"no hello with a token within {HELLO_TIMEOUT_S:g} s; closing",
+                        }
+                    )
                     return
                 except (ConnectionError, OSError):
                     return
@@ -508,8 +723,11 @@ class _Session:
         if not text and self.authenticated:
             return
         request: Any = None
+        too_deep: str | None = None
         try:
-            request = json.loads(text)
+            request = loads_line(text)
+        except JsonTooDeep as exc:
+            too_deep = str(exc)
         except (ValueError, UnicodeDecodeError):
             pass
         rid = request.get("id") if isinstance(request, dict) else None
@@ -520,11 +738,18 @@ class _Session:
                 and request.get("op") == "hello"
                 and self.server.check_token(request.get("token"))
             ):
-                self.authenticated = True
+                no_slot = self.server.authenticate(self)
+                if no_slot is not None:
+                    await self.send({"id": rid, "ok": False, "error": no_slot})
+                    self._closing = True
+                    return
                 await self.send({"id": rid, "ok": True, "result": self._hello()})
             else:
                 await self.send({"id": rid, "ok": False, "error": REFUSED})
                 self._closing = True
+            return
+        if too_deep is not None:
+            await self.send({"id": None, "ok": False, "error": f"request {too_deep}; send one flat JSON object"})
             return
         if not isinstance(request, dict):
             what = "not JSON" if request is None else f"a JSON {type(request).__name__}, not an object"
@@ -694,6 +919,7 @@ class ControlClient:
     def __init__(self, target: ControlTarget, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.target = target
         self.hello: dict[str, Any] = {}
+        self.fingerprint: str | None = None  # the TLS key's, once checked
         self._reader = reader
         self._writer = writer
         self._ids = itertools.count(1)
@@ -705,23 +931,50 @@ class ControlClient:
 
     @classmethod
     async def connect(
-        cls, target: str, token: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S
+        cls,
+        target: str,
+        token: str | None = None,
+        timeout_s: float = CONNECT_TIMEOUT_S,
+        fingerprints: Sequence[str] | None = None,
     ) -> ControlClient:
-        """Connect and say hello (with the token, if given); `client.hello` then names the node."""
+        """Connect and say hello (with the token, if given); `client.hello` then names the node.
+
+        Over TLS the node's key must match one of `fingerprints`; without any, the fingerprint
+        is trusted on first use (remembered in `known_controls_path()`, with a warning) and
+        must match on every later connection.
+        """
         where = parse_control_target(target)
+        pinned = {normalize_fingerprint(f) for f in fingerprints or ()}
         try:
             if where.kind == "unix":
                 opening = asyncio.open_unix_connection(where.path, limit=MAX_CONTROL_REPLY_BYTES)
             else:
-                opening = asyncio.open_connection(where.host, where.port, limit=MAX_CONTROL_REPLY_BYTES)
+                opening = asyncio.open_connection(
+                    where.host,
+                    where.port,
+                    limit=MAX_CONTROL_REPLY_BYTES,
+                    ssl=_client_tls() if where.tls else None,
+                    server_hostname="" if where.tls else None,
+                )
             reader, writer = await asyncio.wait_for(opening, timeout_s)
         except TimeoutError:
             raise ControlError(
                 f"cannot reach control endpoint {where.description}: no answer within {timeout_s:g} s"
             ) from None
+        except ssl.SSLError as exc:
+            raise ControlError(
+                f"cannot reach control endpoint {where.description}: TLS failed ({exc.reason or exc}); "
+                "a tcp+plain endpoint is reached as tcp+plain:HOST:PORT"
+            ) from None
         except OSError as exc:
             raise ControlError(f"cannot reach control endpoint {where.description}: {exc.strerror or exc}") from None
         client = cls(where, reader, writer)
+        if where.kind == "tcp" and where.tls:
+            try:
+                client.fingerprint = _check_fingerprint(where, writer, pinned)
+            except ControlError:
+                await client.close()
+                raise
         fields: dict[str, Any] = {"token": token} if token is not None else {}
         try:
             client.hello = await asyncio.wait_for(client.request("hello", **fields), timeout_s)
@@ -811,7 +1064,7 @@ class ControlClient:
                     reason = f"control connection lost: {exc}"
                     break
                 try:
-                    message = json.loads(line)
+                    message = loads_line(line)
                 except ValueError:
                     continue  # not ours to fix; the server only writes JSON
                 if not isinstance(message, dict):
@@ -845,3 +1098,36 @@ class ControlClient:
                 future.set_exception(ControlError(self._closed_reason))
         self._pending.clear()
         self._events.close()
+
+
+def _check_fingerprint(where: ControlTarget, writer: asyncio.StreamWriter, pinned: set[str]) -> str:
+    """The endpoint's key fingerprint, if it is pinned or trusted; ControlError otherwise."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise ControlError(f"control endpoint {where.description} showed no certificate")
+    seen = fingerprint_of_der(der)
+    if pinned:
+        if seen not in pinned:
+            raise FingerprintMismatch(
+                f"control endpoint {where.description} has key {seen}, not the pinned "
+                f"{' or '.join(sorted(pinned))}; refusing to send it the token"
+            )
+        return seen
+    path = known_controls_path()
+    known = _known_fingerprint(path, where.hostport)
+    if known is None:
+        log.warning(
+            "trusting control endpoint %s on first use: its key is %s (remembered in %s; "
+            "compare it with the fingerprint the node printed, or pin it with --fingerprint)",
+            where.description,
+            seen,
+            path,
+        )
+        _remember_fingerprint(path, where.hostport, seen)
+    elif known != seen:
+        raise FingerprintMismatch(
+            f"control endpoint {where.description} has key {seen}, but {known} was trusted there before "
+            f"(in {path}); if the node's key changed on purpose, remove that line"
+        )
+    return seen

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .admission import AdmissionLimits
 from .constants import (
     ALPHA,
     BUCKET_REFRESH_S,
@@ -41,7 +42,7 @@ from .lookup import Hop, Lookup, LookupResult
 from .persistence import NodeState, PersistenceError
 from .records import Advertisements, Record, RecordError, verify
 from .routing import REFUSED, RoutingChange, RoutingTable
-from .rpc import PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of
+from .rpc import MemoryLimits, PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of
 from .scenarios import DEFAULT_LOSS, Faults, apply_scenario
 from .store import RecordStore
 from .transport import Address, Conn, Endpoint, TransportError
@@ -132,6 +133,8 @@ class Node:
         store_burst_records: int = STORE_BURST_RECORDS,
         store: RecordStore | None = None,
         data_dir: str | os.PathLike[str] | None = None,
+        admission_limits: AdmissionLimits | None = None,
+        memory_limits: MemoryLimits | None = None,
         pcap: str | None = None,
         keylog: str | None = None,
     ) -> None:
@@ -156,6 +159,8 @@ class Node:
                 f"max_datagram_bytes must be {MIN_DATAGRAM_BYTES}..{MAX_UDP_PAYLOAD_BYTES}, got {max_datagram_bytes}"
             )
         self.max_datagram_bytes = max_datagram_bytes
+        self.admission_limits = admission_limits
+        self.memory_limits = memory_limits
         self.request_timeout_s = request_timeout_s
         self.maintenance_interval_s = maintenance_interval_s
         self.bucket_refresh_s = bucket_refresh_s
@@ -210,6 +215,8 @@ class Node:
 
     async def _start(self) -> None:
         quic_logger = self.recorder.quic_logger() if self.recorder is not None else None
+        if self.recorder is not None and hasattr(self.recorder, "on_stopped"):
+            self.recorder.on_stopped = self._recording_stopped
         if self.keylog is not None:
             try:
                 with open(self.keylog, "a"):
@@ -234,11 +241,12 @@ class Node:
                 faults=self.faults,
                 quic_logger=quic_logger,
                 max_datagram_bytes=self.max_datagram_bytes,
+                limits=self.admission_limits,
                 secrets_log=self.keylog,
                 capture=capture,
             )
 
-        self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults)
+        self.rpc = RpcEndpoint(make_endpoint, self._sender, self._handle, self.faults, self.memory_limits)
         self.rpc.endpoint.event_sink = self._connection_event
         self.rpc.endpoint.listeners = self.listeners  # the same list: listeners added later count too
         try:
@@ -345,6 +353,10 @@ class Node:
             self.recorder.log(name, data)
         for listener in self.listeners:
             listener(name, data, None)
+
+    def _recording_stopped(self, info: dict[str, Any]) -> None:
+        """The recorder gave up (a read-only or removed directory, a full disk): say so; keep serving."""
+        self.emit("dht:recording_stopped", {"reason": info.get("reason"), "errno": info.get("errno")})
 
     def _connection_event(self, conn: Conn, name: str, data: dict[str, Any]) -> None:
         for listener in self.listeners:
@@ -746,6 +758,9 @@ class Node:
                     else FindNode(rpc.next_request_id(), target=target)
                 )
                 task = asyncio.create_task(self._call(contact, message, dial_timeout_s=self.dial_timeout_s))
+                # A lookup cancelled mid-flight (the node stopping) never reads its tasks' outcomes:
+                # read them here, or asyncio logs each failed one with a traceback.
+                task.add_done_callback(_outcome_read)
                 pending[task] = contact
 
     def _lookup_answer(self, lookup: Lookup, contact: Contact, task: asyncio.Task[Any]) -> None:
@@ -908,6 +923,7 @@ class Node:
                 "started_at": self.started_at,
                 "contacts": len(self.routing),
                 "records": len(self.store_),
+                "recording": self.recorder.view() if hasattr(self.recorder, "view") else None,
             },
             "connections": [connection_view(c) for c in conns],
             "routing": [
@@ -940,6 +956,27 @@ class Node:
                 "lookup_skips": self.stats.lookup_skips,
                 "stores_overloaded": self.stats.stores_overloaded,
             },
+            "limits": self.limits_view(),
+        }
+
+    def limits_view(self) -> dict[str, Any]:
+        """Every admission and memory limit, what is in use now, and how often each refused or shed work."""
+        rpc = self.rpc
+        if rpc is None:
+            return {}
+        admission = rpc.endpoint.admission.view()
+        memory = rpc.memory_view()
+        return {
+            "admission": admission["admission"],
+            "memory": memory["limits"],
+            "in_use": {
+                **admission["connections"],
+                "memory_bytes": memory["used_bytes"],
+                "inbound_request_bytes": memory["inbound_request_bytes"],
+                "unread_answer_bytes": memory["unread_answer_bytes"],
+            },
+            "counters": dict(sorted({**admission["counters"], **memory["counters"]}.items())),
+            "log_lines_suppressed": admission["log_lines_suppressed"],
         }
 
 
@@ -977,6 +1014,11 @@ def record_view(record: Record, now: float) -> dict[str, Any]:
         "expires_in_s": round(record.expires_at - now, 1),
         "signature": signature,
     }
+
+
+def _outcome_read(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _latest_per_publisher(records: list[Record]) -> list[Record]:

@@ -2,7 +2,8 @@
 
 aioquic has no public API for a few things a DHT node needs: granting more than 128
 streams, letting ACKs wait for an answer to ride on, asking the client for its
-certificate, reading the smoothed RTT or the peer's stream credit. `NodeQuicConnection`
+certificate, reading the smoothed RTT, the peer's stream credit or how many bytes a stream
+still holds for a peer that does not read. `NodeQuicConnection`
 does all of them here and nowhere else. `CONTRACT` lists each private name and overridden
 signature; `check_contract()` compares it with the installed aioquic, and a test runs it,
 so an upgrade fails one clear test instead of slowing or breaking silently.
@@ -208,6 +209,26 @@ class NodeQuicConnection(QuicConnection):
         stream = self._streams.get(stream_id)
         return stream is not None and bool(stream.is_blocked)
 
+    def unacked_send_bytes(self, stream_id: int) -> int:
+        """Bytes written on a stream and not yet acknowledged by the peer (sent or not): what it holds for the peer.
+
+        aioquic keeps them in the stream's send buffer until the peer acknowledges them, with
+        no limit: a peer that never reads (or never acknowledges) makes it grow.
+        """
+        stream = self._streams.get(stream_id)
+        return len(stream.sender._buffer) if stream is not None else 0
+
+    def release_send_buffer(self, stream_id: int) -> None:
+        """Free a reset stream's send buffer now, rather than when the peer acknowledges the reset.
+
+        After `reset_stream` aioquic never reads the buffer again (no frames, no retransmission:
+        `get_frame` is not called and `on_data_delivery` returns early), yet keeps it until the
+        stream is discarded, which a peer that acknowledges nothing postpones forever.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.sender._reset_error_code is not None:
+            stream.sender._buffer = bytearray()
+
     def peer_certificate(self) -> Any:
         """The certificate the peer proved in the handshake (cryptography x509), or None."""
         return getattr(self.tls, "_peer_certificate", None) if hasattr(self, "tls") else None
@@ -254,13 +275,16 @@ CONTRACT: tuple[Clause, ...] = (
     Clause("connection.tls", "_peer_certificate"),
     Clause("one_rtt_space", "ack_at"),
     Clause("QuicStream", "is_blocked"),
+    Clause("QuicStream", "sender"),
+    Clause("QuicStreamSender", "_buffer"),
+    Clause("QuicStreamSender", "_reset_error_code"),
 )
 
 
 def _owners() -> dict[str, Any]:
     """A connected-enough client connection and the classes, to look the contract's names up on."""
     from aioquic.quic.packet_builder import QuicPacketBuilder
-    from aioquic.quic.stream import QuicStream
+    from aioquic.quic.stream import QuicStream, QuicStreamSender
 
     conn = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["contract"]))
     conn.connect(("127.0.0.1", 9), now=0.0)  # creates the TLS context and packet spaces; sends nothing
@@ -268,6 +292,7 @@ def _owners() -> dict[str, Any]:
         "QuicConnection": QuicConnection,
         "QuicPacketBuilder": QuicPacketBuilder,
         "QuicStream": QuicStream(stream_id=0, max_stream_data_local=0, max_stream_data_remote=0),
+        "QuicStreamSender": QuicStreamSender(stream_id=0, writable=True),
         "connection": conn,
         "connection._loss": getattr(conn, "_loss", None),
         "connection.tls": getattr(conn, "tls", None),

@@ -4,6 +4,10 @@ Requests go out on pooled connections (one per peer, whichever side dialled);
 requests from peers are decoded, handed to the node's handler, and answered
 on the same stream. Bad input is answered with an ERROR message or a stream
 reset carrying an ErrorCode, logged, and never disturbs other streams.
+
+Memory is bounded per connection and per node (`MemoryLimits`): bytes of unfinished
+requests, how long a request may take to arrive, answers the peer has not acknowledged,
+and a node-wide budget past which new work is answered OVERLOADED.
 """
 
 from __future__ import annotations
@@ -12,10 +16,25 @@ import asyncio
 import itertools
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from .constants import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, STREAM_CREDIT_WAIT_S
+from .admission import LogLimiter
+from .constants import (
+    CONNECT_TIMEOUT_S,
+    CONNECTION_COST_BYTES,
+    MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION,
+    MAX_MESSAGE_BYTES,
+    MAX_REFUSALS_PER_CONNECTION,
+    MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION,
+    NODE_MEMORY_BUDGET_BYTES,
+    REQUEST_ARRIVAL_DEADLINE_S,
+    REQUEST_TIMEOUT_S,
+    SLOW_REQUEST_SWEEP_S,
+    STREAM_CREDIT_WAIT_S,
+)
 from .ids import Contact, NodeId
 from .scenarios import Faults
 from .transport import Address, Conn, Endpoint, TransportError, close_text
@@ -74,14 +93,44 @@ class _Outgoing:
 class _Incoming:
     reader: FrameReader = field(default_factory=FrameReader)
     done: bool = False
+    started_at: float = 0.0  # when the first bytes of a request that did not arrive at once came
+    counted: int = 0  # of its bytes, how many are in the connection's and the node's totals
 
 
 class _ConnState:
-    __slots__ = ("outgoing", "incoming")
+    __slots__ = ("outgoing", "incoming", "partial", "inbound_bytes", "answers", "answer_bytes", "refusals")
 
     def __init__(self) -> None:
         self.outgoing: dict[int, _Outgoing] = {}
         self.incoming: dict[int, _Incoming] = {}
+        self.partial: set[int] = set()  # peer streams whose request is still arriving
+        self.inbound_bytes = 0  # buffered in those
+        self.answers: dict[int, int] = {}  # our answers the peer has not acknowledged yet: bytes held, oldest first
+        self.answer_bytes = 0
+        self.refusals = 0  # requests refused for a memory limit or the deadline
+
+
+@dataclass(frozen=True)
+class MemoryLimits:
+    """What requests and answers may hold, per connection and in all; tests shrink them."""
+
+    inbound_bytes_per_connection: int = MAX_INBOUND_BUFFERED_BYTES_PER_CONNECTION
+    arrival_deadline_s: float = REQUEST_ARRIVAL_DEADLINE_S
+    unread_answer_bytes_per_connection: int = MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION
+    refusals_per_connection: int = MAX_REFUSALS_PER_CONNECTION
+    connection_cost_bytes: int = CONNECTION_COST_BYTES
+    node_budget_bytes: int = NODE_MEMORY_BUDGET_BYTES
+    sweep_s: float = SLOW_REQUEST_SWEEP_S
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "inbound_bytes_per_connection": self.inbound_bytes_per_connection,
+            "arrival_deadline_s": self.arrival_deadline_s,
+            "unread_answer_bytes_per_connection": self.unread_answer_bytes_per_connection,
+            "refusals_per_connection": self.refusals_per_connection,
+            "connection_cost_bytes": self.connection_cost_bytes,
+            "node_budget_bytes": self.node_budget_bytes,
+        }
 
 
 _TYPE_NAMES = {t: t.name for t in MsgType}  # Enum.name is a descriptor call: slow on every event
@@ -100,9 +149,19 @@ class RpcEndpoint:
         sender: Callable[[], Sender | None],
         handler: Handler,
         faults: Faults,
+        memory: MemoryLimits | None = None,
     ) -> None:
         self.endpoint = endpoint_factory(self)
+        self.endpoint.overloaded = self._refuse_connections
         self.loop = asyncio.get_running_loop()
+        self.memory = memory or MemoryLimits()
+        self.counters: Counter[str] = Counter()
+        self._logs = LogLimiter(log)
+        self._inbound_total = 0
+        self._answer_total = 0
+        self._slow: set[Conn] = set()  # connections with requests still arriving
+        self._answering: set[Conn] = set()  # connections holding answers not yet acknowledged
+        self._sweep: asyncio.TimerHandle | None = None
         self._sender = sender
         self._handler = handler
         self._faults = faults
@@ -261,6 +320,13 @@ class RpcEndpoint:
                     out.future.exception()
             state.outgoing.clear()
             state.incoming.clear()
+            state.partial.clear()
+            self._inbound_total -= state.inbound_bytes
+            self._answer_total -= state.answer_bytes
+            state.inbound_bytes = state.answer_bytes = 0
+            state.answers.clear()
+        self._slow.discard(conn)
+        self._answering.discard(conn)
 
     def stream_data(self, conn: Conn, stream_id: int, data: bytes, fin: bool) -> None:
         state = self._state(conn)
@@ -341,17 +407,226 @@ class RpcEndpoint:
         except WireError as exc:
             conn.log_delivery(stream_id, len(data), fin)
             inc.done = True
+            self._forget_partial(state, stream_id, inc)
             self._protocol_error(conn, stream_id, exc, reply=exc.code != ErrorCode.MESSAGE_TOO_LARGE)
             if fin:
                 state.incoming.pop(stream_id, None)
             return
         if request is None:
             conn.log_delivery(stream_id, len(data), fin)
+            self._still_arriving(conn, state, stream_id, inc)
             return
         inc.done = True
+        if inc.counted:
+            self._forget_partial(state, stream_id, inc)
         if fin:
             state.incoming.pop(stream_id, None)
         self._dispatch(conn, stream_id, request, len(data), fin)
+
+    # -- memory: unfinished requests --------------------------------------------------
+
+    def _still_arriving(self, conn: Conn, state: _ConnState, stream_id: int, inc: _Incoming) -> None:
+        """A request not yet whole: count its bytes, and refuse it if it holds too much."""
+        grew = inc.reader.buffered - inc.counted
+        inc.counted += grew
+        state.inbound_bytes += grew
+        self._inbound_total += grew
+        if not inc.started_at:
+            inc.started_at = self.loop.time()
+            state.partial.add(stream_id)
+            self._slow.add(conn)
+            self._arm_sweep()
+        limits = self.memory
+        if state.inbound_bytes > limits.inbound_bytes_per_connection:
+            self._drop_partial(
+                conn,
+                state,
+                stream_id,
+                inc,
+                "request_bytes_cap_resets",
+                f"unfinished requests on this connection hold over {limits.inbound_bytes_per_connection} bytes",
+                ErrorCode.OVERLOADED,
+            )
+        elif self.memory_used() > limits.node_budget_bytes:
+            self._drop_partial(
+                conn,
+                state,
+                stream_id,
+                inc,
+                "shed_request_bytes",
+                "node is over its memory budget",
+                ErrorCode.OVERLOADED,
+            )
+
+    def _forget_partial(self, state: _ConnState, stream_id: int, inc: _Incoming) -> None:
+        state.inbound_bytes -= inc.counted
+        self._inbound_total -= inc.counted
+        inc.counted = 0
+        state.partial.discard(stream_id)
+
+    def _drop_partial(
+        self, conn: Conn, state: _ConnState, stream_id: int, inc: _Incoming, counter: str, reason: str, code: ErrorCode
+    ) -> None:
+        self.counters[counter] += 1
+        inc.done = True
+        inc.reader = FrameReader()  # frees what it held
+        self._forget_partial(state, stream_id, inc)
+        if self._strike(conn, state):
+            return
+        self._logs.warning(counter, self.loop.time(), f"resetting a request stream of {conn.addr_text}: {reason}")
+        self._protocol_error(conn, stream_id, WireError(reason, code), reply=False, quiet=True)
+
+    def _strike(self, conn: Conn, state: _ConnState) -> bool:
+        """One more request refused on this connection; True once it has had too many and is closed."""
+        state.refusals += 1
+        limit = self.memory.refusals_per_connection
+        if state.refusals <= limit:
+            return False
+        if state.refusals == limit + 1:
+            self.counters["connections_closed_for_refusals"] += 1
+            self._logs.warning(
+                "connections_closed_for_refusals",
+                self.loop.time(),
+                f"closing the connection of {conn.addr_text}: {limit} of its requests were refused for "
+                "holding too much, arriving too slowly or leaving answers unread",
+            )
+            conn.close(error_code=ErrorCode.OVERLOADED, reason="too many requests refused")
+        return True
+
+    def _arm_sweep(self) -> None:
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(self.memory.sweep_s, self._sweep_now)
+
+    def _sweep_now(self) -> None:
+        """Reset requests that did not arrive whole in time; bring unread-answer counts up to date."""
+        self._sweep = None
+        now = self.loop.time()
+        deadline = self.memory.arrival_deadline_s
+        for conn in list(self._slow):
+            state: _ConnState | None = conn.state
+            if state is not None and not conn.closed:
+                for sid in list(state.partial):
+                    inc = state.incoming.get(sid)
+                    if inc is None:
+                        state.partial.discard(sid)
+                    elif now - inc.started_at > deadline:
+                        self._drop_partial(
+                            conn,
+                            state,
+                            sid,
+                            inc,
+                            "slow_request_resets",
+                            f"request did not arrive whole within {deadline:g} s",
+                            ErrorCode.REQUEST_TIMEOUT,
+                        )
+            if state is None or conn.closed or not state.partial:
+                self._slow.discard(conn)
+        for conn in list(self._answering):
+            state = conn.state
+            if state is not None and not conn.closed:
+                self._prune_answers(conn, state)
+            if state is None or conn.closed or not state.answers:
+                self._answering.discard(conn)
+        if self._slow or self._answering:
+            self._arm_sweep()
+
+    # -- memory: answers the peer does not read ---------------------------------------------
+
+    def _track_answer(self, conn: Conn, state: _ConnState, stream_id: int, size: int) -> None:
+        if state.answers:
+            self._prune_answers(conn, state, oldest_only=True)
+        state.answers[stream_id] = size
+        state.answer_bytes += size
+        self._answer_total += size
+        if conn not in self._answering:
+            self._answering.add(conn)
+            self._arm_sweep()
+        cap = self.memory.unread_answer_bytes_per_connection
+        if state.answer_bytes <= cap:
+            return
+        self._prune_answers(conn, state)
+        while state.answer_bytes > cap and state.answers:
+            oldest = next(iter(state.answers))
+            self._forget_answer(state, oldest)
+            self.counters["unread_answer_resets"] += 1
+            self._logs.warning(
+                "unread_answer_resets",
+                self.loop.time(),
+                f"resetting an answer to {conn.addr_text}: its unread answers hold over {cap} bytes",
+            )
+            conn.reset(oldest, ErrorCode.OVERLOADED)
+            conn.quic.release_send_buffer(oldest)
+
+    def _answer_headroom(self) -> int:
+        """Held answer bytes past which a new request is refused: room is kept for one largest answer."""
+        cap = self.memory.unread_answer_bytes_per_connection
+        return max(cap - MAX_MESSAGE_BYTES, cap // 2)
+
+    def _still_unread(self, conn: Conn, state: _ConnState) -> bool:
+        self._prune_answers(conn, state)
+        return state.answer_bytes > self._answer_headroom()
+
+    def _refuse_unread(self, conn: Conn, state: _ConnState, stream_id: int) -> None:
+        cap = self.memory.unread_answer_bytes_per_connection
+        self.counters["unread_answer_resets"] += 1
+        if self._strike(conn, state):
+            return
+        self._logs.warning(
+            "unread_answer_resets",
+            self.loop.time(),
+            f"resetting a request of {conn.addr_text}: its unread answers leave no room under {cap} bytes",
+        )
+        conn.reset(stream_id, ErrorCode.OVERLOADED)
+
+    def _prune_answers(self, conn: Conn, state: _ConnState, oldest_only: bool = False) -> None:
+        """Drop answers the peer has acknowledged; refresh what the others hold (the oldest only, on the hot path)."""
+        for sid in list(state.answers):
+            held = conn.quic.unacked_send_bytes(sid)
+            if held == 0:
+                self._forget_answer(state, sid)
+                continue
+            delta = held - state.answers[sid]
+            state.answers[sid] = held
+            state.answer_bytes += delta
+            self._answer_total += delta
+            if oldest_only:
+                return
+
+    def _forget_answer(self, state: _ConnState, stream_id: int) -> None:
+        held = state.answers.pop(stream_id, 0)
+        state.answer_bytes -= held
+        self._answer_total -= held
+
+    # -- memory: the node's budget ----------------------------------------------------------
+
+    def memory_used(self) -> int:
+        """What the node's connections and buffers hold, by its own accounting (bytes)."""
+        return len(self.endpoint.all) * self.memory.connection_cost_bytes + self._inbound_total + self._answer_total
+
+    def over_budget(self) -> bool:
+        return self.memory_used() > self.memory.node_budget_bytes
+
+    def _refuse_connections(self) -> str | None:
+        """The transport asks before it admits a connection: a reason to refuse, or None."""
+        if self.memory_used() + self.memory.connection_cost_bytes > self.memory.node_budget_bytes:
+            self.counters["shed_connections"] += 1
+            return f"node is over its memory budget ({self.memory.node_budget_bytes // 2**20} MiB)"
+        return None
+
+    def busy(self, conn: Conn) -> bool:
+        """Requests in flight either way: the connection is not idle, whatever its last activity."""
+        state: _ConnState | None = conn.state
+        return state is not None and bool(state.outgoing or state.partial)
+
+    def memory_view(self) -> dict[str, Any]:
+        """Limits, what is held now, and the counters of what was reset or shed, for snapshots."""
+        return {
+            "limits": self.memory.view(),
+            "used_bytes": self.memory_used(),
+            "inbound_request_bytes": self._inbound_total,
+            "unread_answer_bytes": self._answer_total,
+            "counters": dict(sorted(self.counters.items())),
+        }
 
     def _dispatch(self, conn: Conn, stream_id: int, request: Message, length: int, fin: bool) -> None:
         """A whole request, whose last `length` bytes (and `fin`) the application just took."""
@@ -381,6 +656,26 @@ class RpcEndpoint:
             )
         if self._faults.stall:
             return  # the stall fault: read the request, never answer
+        state = self._state(conn)
+        if state.answer_bytes > self._answer_headroom() and self._still_unread(conn, state):
+            # The peer has not taken the answers it has: refuse more work now, before it is done.
+            self._refuse_unread(conn, state, stream_id)
+            return
+        if request.TYPE is not MsgType.PING and self.over_budget():
+            # A PING's answer is smaller than this error, so it is answered; anything else waits.
+            self.counters["shed_requests"] += 1
+            self._logs.warning(
+                "shed_requests", self.loop.time(), "answering OVERLOADED: node is over its memory budget"
+            )
+            self._respond(
+                conn,
+                stream_id,
+                request,
+                Error(
+                    request.request_id, code=ErrorCode.OVERLOADED, reason="node is over its memory budget; retry later"
+                ),
+            )
+            return
         try:
             response = self._handler(conn, request)
         except Exception as exc:  # a handler bug must cost one request, not the node
@@ -412,11 +707,13 @@ class RpcEndpoint:
                 },
             )
         conn.send(stream_id, data, fin=True, event=event)
+        self._track_answer(conn, self._state(conn), stream_id, len(data))
 
-    def _protocol_error(self, conn: Conn, stream_id: int, exc: WireError, reply: bool) -> None:
+    def _protocol_error(self, conn: Conn, stream_id: int, exc: WireError, reply: bool, quiet: bool = False) -> None:
         """Bad bytes on one stream: log them, then answer with ERROR or reset that stream alone."""
         self.errors_sent += 1
-        log.info("bad input from %s on stream %d: %s", conn.addr_text, stream_id, exc)
+        if not quiet:
+            log.info("bad input from %s on stream %d: %s", conn.addr_text, stream_id, exc)
         conn.log(
             "dht:rpc_error",
             {
@@ -436,7 +733,9 @@ class RpcEndpoint:
 
     def stream_reset(self, conn: Conn, stream_id: int, error_code: int) -> None:
         state = self._state(conn)
-        state.incoming.pop(stream_id, None)
+        inc = state.incoming.pop(stream_id, None)
+        if inc is not None and inc.counted:
+            self._forget_partial(state, stream_id, inc)
         out = state.outgoing.pop(stream_id, None)
         if out is not None and not out.future.done():
             out.future.set_exception(RpcError(f"{conn.addr_text} reset the stream (code 0x{error_code:x})"))
@@ -452,6 +751,9 @@ class RpcEndpoint:
             inc.done = True
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         await self.endpoint.close()
 
 

@@ -131,15 +131,21 @@ async def run_service(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    await node.start()
-    if recorder is not None:
-        recorder.set_address(node.address)
     control = None
     if opts.control:
         from .control import ControlServer
 
+        # Built before the node starts: a mistaken --control is one line, and nothing to undo.
         control = ControlServer(node, opts.control, token=opts.control_token)
-        await control.start()
+    await node.start()
+    if recorder is not None:
+        recorder.set_address(node.address)
+    if control is not None:
+        try:
+            await control.start()
+        except BaseException:
+            await node.stop()
+            raise
     faults = f" faults: {', '.join(opts.faults.names())}" if opts.faults.names() else ""
     report(
         "started",
@@ -148,7 +154,16 @@ async def run_service(
         id=node.id.hex(),
         role=opts.role,
         control=control.description if control else None,
+        fingerprint=control.fingerprint if control else None,
     )
+    if control is not None and control.fingerprint is not None:
+        report(
+            "control",
+            f"control endpoint {control.description} (TLS); its key fingerprint is {control.fingerprint}: "
+            f"attach with --fingerprint {control.fingerprint}",
+            control=control.description,
+            fingerprint=control.fingerprint,
+        )
     if node.state_loaded is not None:
         loaded = node.state_loaded
         report(

@@ -22,15 +22,31 @@ from aioquic.quic import events
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.logger import QuicLogger
-from aioquic.quic.packet import QuicFrameType, QuicPacketType, encode_quic_version_negotiation, pull_quic_header
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
 from cryptography import x509
 
+from .admission import (
+    INVALID_TOKEN_ERROR,
+    REFUSED_ERROR,
+    Admission,
+    AdmissionLimits,
+    Decision,
+    InvalidToken,
+    Verdict,
+    close_datagram,
+    retry_datagram,
+)
 from .certificates import PrivateKey, check_peer_certificate, make_certificate, peer_id_from_certificate
 from .constants import (
     ALPN,
     CONNECT_TIMEOUT_S,
     IDLE_TIMEOUT_S,
-    MAX_CONNECTIONS,
     MAX_DATAGRAM_BYTES,
     MAX_STREAMS_PER_CONNECTION,
 )
@@ -54,6 +70,8 @@ Event = tuple[str, dict[str, Any]]  # an event's name and data, for a write or d
 
 # QUIC CRYPTO_ERROR for TLS alert 120 (no_application_protocol), RFC 9001 section 4.8
 ALPN_MISMATCH_ERROR = 0x100 + 120
+HANDSHAKE_TIMEOUT_REASON = "handshake timeout"
+EVICTED_REASON = "idle connection closed: every connection slot is taken"
 
 
 class TransportError(Exception):
@@ -87,6 +105,9 @@ class Conn:
         self.close_reason: str = ""
         self.close_trigger: str | None = None
         self.created_at = endpoint.loop.time()
+        self.last_active = self.created_at  # the last stream data in or out: idle eviction goes by it
+        self.evicted = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
         self.streams_opened = 0
@@ -211,6 +232,7 @@ class Conn:
             return
         self._sent_offsets[stream_id] = offset + len(data)
         self.bytes_sent += len(data)
+        self.last_active = self.endpoint.loop.time()
         if self.traced:
             self._log_move(stream_id, offset, len(data), fin, event, "application", "transport")
         self.endpoint.schedule(self)
@@ -276,6 +298,22 @@ class Conn:
                 self.quic.close(error_code=error_code, reason_phrase=reason)
             self.endpoint.schedule(self)
 
+    def abandon(self, reason: str) -> None:
+        """Tell the peer, then forget the connection at once, without waiting out the closing period.
+
+        For a handshake that never finished: its peer may never answer, and its slot and state
+        are what a flood would hold on to.
+        """
+        if self.closed:
+            return
+        self.quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase=reason)
+        self.endpoint._transmit(self, self.endpoint.loop.time())
+        self._terminated(
+            events.ConnectionTerminated(
+                error_code=QuicErrorCode.CONNECTION_REFUSED, frame_type=None, reason_phrase=reason
+            )
+        )
+
     @property
     def addr_text(self) -> str:
         return f"{self.addr[0]}:{self.addr[1]}"
@@ -297,6 +335,7 @@ class Conn:
                     continue
                 self._received_offsets[sid] = self._received_offsets.get(sid, 0) + len(event.data)
                 self.bytes_received += len(event.data)
+                self.last_active = ep.loop.time()
                 # The owner records taking the bytes (log_delivery): it knows whether they
                 # completed a message, and so which event says it best.
                 owner.stream_data(self, sid, event.data, event.end_stream)
@@ -326,6 +365,7 @@ class Conn:
                 self.alpn = event.alpn_protocol
                 self.peer_id = peer_id_from_certificate(self.quic.peer_certificate())
                 self.quic.handshake_done()
+                ep.established(self)
                 if not self.ready.done():
                     self.ready.set_result(None)
                 owner.connection_ready(self)
@@ -348,8 +388,9 @@ class Conn:
         # A trigger set when we chose to close (connect's handshake timeout) says more than the code.
         self.close_trigger = self.close_trigger or classify_close(event.error_code, event.reason_phrase)
         owner_side = "local" if self.close_trigger == "idle_timeout" else (self.quic.close_owner or "remote")
-        # aioquic ended its trace already; write our close event to the same file.
-        trace = self.endpoint.ended_traces.pop(self.quic, None)
+        # aioquic ended its trace already; write our close event to the same file. An
+        # abandoned connection's trace was never ended: it is still pending.
+        trace = self.endpoint.ended_traces.pop(self.quic, None) or self.endpoint.pending_traces.pop(self.quic, None)
         if trace is not None:
             trace.log(
                 "quic:connection_closed",
@@ -374,6 +415,9 @@ class Conn:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self.endpoint.forget(self)
         self.endpoint.owner.connection_lost(self)
 
@@ -412,6 +456,10 @@ def classify_close(code: int, reason: str) -> str:
         return "alpn_mismatch"
     if reason == "Idle timeout":
         return "idle_timeout"
+    if reason == HANDSHAKE_TIMEOUT_REASON:
+        return "handshake_timeout"
+    if reason == EVICTED_REASON:
+        return "evicted"
     if code == 0:
         return "clean"
     return "error"
@@ -456,6 +504,7 @@ class Endpoint(asyncio.DatagramProtocol):
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         secrets_log: str | None = None,
         max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
+        limits: AdmissionLimits | None = None,
         capture: PacketCapture | None = None,
     ) -> None:
         self.identity = identity
@@ -487,6 +536,9 @@ class Endpoint(asyncio.DatagramProtocol):
         )
         self.local_addr: Address = ("0.0.0.0", 0)
         self.event_sink: Any = None  # callable(conn, name, data), for live subscribers
+        self.admission = Admission(limits or AdmissionLimits())
+        # Set by the owner: a reason to refuse new connections (its memory budget), or None.
+        self.overloaded: Any = None
         self.listeners: list[Any] = []  # the owner's live listeners: events are built only if any
 
     async def listen(self, host: str, port: int) -> Address:
@@ -613,14 +665,103 @@ class Endpoint(asyncio.DatagramProtocol):
                 addr,
             )
             return None
-        if len(self.all) >= MAX_CONNECTIONS:
-            log.warning("refusing connection from %s: %d connections open", addr, len(self.all))
+        admission = self.admission
+        now = self.loop.time()
+        odcid, retry_cid = header.destination_cid, None
+        if header.token:
+            try:
+                odcid = admission.tokens.validate(addr, header.destination_cid, header.token, now)
+            except InvalidToken as exc:
+                admission.counters["invalid_tokens"] += 1
+                self._refuse(header, addr, now, INVALID_TOKEN_ERROR, f"invalid token: {exc}", "invalid_token")
+                return None
+            retry_cid = header.destination_cid
+            admission.counters["retries_validated"] += 1
+        decision = admission.check(addr[0], validated=retry_cid is not None)
+        if decision.verdict is Verdict.FULL and self.evict_idle(now):
+            decision = admission.check(addr[0], validated=retry_cid is not None)
+        if decision.verdict is Verdict.ADMIT and self.overloaded is not None:
+            reason = self.overloaded()
+            if reason:
+                decision = Decision(Verdict.REFUSE, reason)
+        if decision.verdict is Verdict.RETRY:
+            if admission.may_send_retry(now):
+                assert self._transport is not None
+                self._transport.sendto(
+                    retry_datagram(admission.tokens, header.version, addr, header.source_cid, odcid, now), addr
+                )
             return None
-        quic = self._connection(config, original_destination_connection_id=header.destination_cid)
+        if decision.verdict is not Verdict.ADMIT:
+            self._refuse(header, addr, now, REFUSED_ERROR, decision.reason, decision.verdict.value)
+            return None
+        quic = self._connection(config, original_destination_connection_id=odcid, retry_source_connection_id=retry_cid)
         conn = self._register(quic, "server", addr)
         self.connections[header.destination_cid] = conn
+        admission.opened(conn, addr[0])
+        admission.counters["admitted"] += 1
+        conn._handshake_timer = self.loop.call_later(
+            admission.limits.handshake_timeout_s, self._handshake_expired, conn
+        )
         self._started(conn, addr)
         return conn
+
+    def _refuse(self, header: Any, addr: Address, now: float, code: int, reason: str, kind: str) -> None:
+        """Tell a refused peer so (rate-limited), count it, and log it once per interval."""
+        admission = self.admission
+        admission.counters[f"refused_{kind}"] += 1
+        admission.logs.warning(kind, now, f"refusing a connection from {addr[0]}:{addr[1]}: {reason}")
+        if self._transport is not None and admission.may_send_refusal(now):
+            self._transport.sendto(
+                close_datagram(header.version, header.destination_cid, header.source_cid, code, reason), addr
+            )
+
+    def _handshake_expired(self, conn: Conn) -> None:
+        conn._handshake_timer = None
+        if conn.ready.done() or conn.closed:
+            return
+        self.admission.counters["handshake_timeouts"] += 1
+        self.admission.logs.warning(
+            "handshake_timeout",
+            self.loop.time(),
+            f"dropping a connection from {conn.addr_text}: no handshake within "
+            f"{self.admission.limits.handshake_timeout_s:g} s",
+        )
+        conn.abandon(HANDSHAKE_TIMEOUT_REASON)
+
+    def established(self, conn: Conn) -> None:
+        """A handshake completed: the connection moves from the half-open count to the established one."""
+        self.admission.established(conn)
+        if conn._handshake_timer is not None:
+            conn._handshake_timer.cancel()
+            conn._handshake_timer = None
+
+    def evict_idle(self, now: float) -> bool:
+        """Close the least recently used idle connection to free its slot; False if none is idle."""
+        busy = getattr(self.owner, "busy", None)
+        oldest: Conn | None = None
+        threshold = now - self.admission.limits.idle_eviction_min_s
+        for conn in self.all:
+            if (
+                conn.evicted
+                or conn.closed
+                or not conn.ready.done()
+                or conn.last_active > threshold
+                or not conn.quic.is_usable()
+                or (busy is not None and busy(conn))
+            ):
+                continue
+            if oldest is None or conn.last_active < oldest.last_active:
+                oldest = conn
+        if oldest is None:
+            return False
+        oldest.evicted = True
+        self.admission.gone(oldest)
+        self.admission.counters["evicted_idle"] += 1
+        self.admission.logs.warning(
+            "evicted", now, f"closing the idle connection with {oldest.addr_text} to make room for a newcomer"
+        )
+        oldest.close(reason=EVICTED_REASON)
+        return True
 
     def _stream_credit(self) -> int:
         # Read on each new connection, like the ALPN fault, so it can be switched live.
@@ -659,8 +800,12 @@ class Endpoint(asyncio.DatagramProtocol):
         """
         host = _resolve(addr[0])
         addr = (host, addr[1])
+        if not self.admission.has_room() and not self.evict_idle(self.loop.time()):
+            limit = self.admission.limits.max_connections
+            raise TransportError(f"cannot connect to {host}:{addr[1]}: all {limit} connection slots are in use")
         quic = self._connection(self._configuration(is_client=True), expected)
         conn = self._register(quic, "client", addr)
+        self.admission.opened(conn, host, inbound=False)
         self._started(conn, addr)
         quic.connect(addr, now=self.loop.time())
         conn.process_events()
@@ -680,6 +825,7 @@ class Endpoint(asyncio.DatagramProtocol):
             del self.connections[cid]
         self.all.discard(conn)
         self._dirty.discard(conn)
+        self.admission.gone(conn)
 
     # -- sending and timers --------------------------------------------------------
 

@@ -15,6 +15,13 @@ from dhtscope.node.transport import Conn, Endpoint
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qlog-samples"
 
 
+@pytest.fixture(autouse=True)
+def _known_controls(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control fingerprints trusted on first use go to a file of the test's, never the user's."""
+    path = tmp_path_factory.mktemp("known") / "known_controls"
+    monkeypatch.setenv("DHTSCOPE_KNOWN_CONTROLS", str(path))
+
+
 @pytest.fixture
 async def make_nodes():
     """make_nodes(n, **kwargs): n started nodes, all but the first bootstrapped through the first."""

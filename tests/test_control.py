@@ -22,6 +22,7 @@ from dhtscope.node.control import (
     ControlClient,
     ControlError,
     ControlServer,
+    _client_tls,
     _DropOldest,
     parse_control_target,
 )
@@ -196,7 +197,7 @@ async def test_tcp_wrong_or_missing_token_is_refused_and_served_nothing(nodes: A
         assert str(info.value) == REFUSED
     target = parse_control_target(server.description)
     for first in ({"id": 1, "op": "hello", "token": "nope"}, {"id": 1, "op": "snapshot"}, b"garbage\n"):
-        reader, writer = await asyncio.open_connection(target.host, target.port)
+        reader, writer = await asyncio.open_connection(target.host, target.port, ssl=_client_tls(), server_hostname="")
         await send_line(writer, first)
         await send_line(writer, {"id": 2, "op": "snapshot"})
         reply = await read_reply(reader)

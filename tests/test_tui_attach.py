@@ -137,7 +137,9 @@ def test_attach_with_a_wrong_token_prints_one_refusal_line_and_exits_non_zero(tm
     )
     try:
         line = node.stdout.readline()  # type: ignore[union-attr]
-        assert json.loads(line)["event"] == "started"
+        started_line = json.loads(line)
+        assert started_line["event"] == "started"
+        pin = ["--fingerprint", started_line["fingerprint"]]  # pinned: no trust-on-first-use warning
         assert b"right-token" not in Path(f"/proc/{node.pid}/cmdline").read_bytes()
         token_file = tmp_path / "token"
         token_file.write_text("wrong-token\n")
@@ -148,7 +150,7 @@ def test_attach_with_a_wrong_token_prints_one_refusal_line_and_exits_non_zero(tm
         ):
             started = time.monotonic()
             done = subprocess.run(
-                [sys.executable, "-c", ATTACH, "attach", f"tcp:127.0.0.1:{port}", *how],
+                [sys.executable, "-c", ATTACH, "attach", f"tcp:127.0.0.1:{port}", *how, *pin],
                 capture_output=True,
                 text=True,
                 timeout=30,

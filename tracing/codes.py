@@ -26,6 +26,7 @@ class ErrorCode(IntEnum):
     IDENTITY_MISMATCH = 0x07  # sender id is not SHA-256 of its TLS public key
     NOT_A_REQUEST = 0x08  # a response type arrived as a request
     CANCELLED = 0x09  # the requester gave up (timeout) or shut down
+    REQUEST_TIMEOUT = 0x0A  # a request did not arrive whole in time (stream reset)
 
 
 DHTSCOPE_ALPN_PREFIX = "dhtscope/"  # every wire version's ALPN starts so
@@ -182,6 +183,7 @@ DHTSCOPE_WORDS: dict[ErrorCode, str] = {
     ErrorCode.IDENTITY_MISMATCH: "the sender's id is not SHA-256 of its TLS key",
     ErrorCode.NOT_A_REQUEST: "a response type arrived as a request",
     ErrorCode.CANCELLED: "the requester gave up on the stream",
+    ErrorCode.REQUEST_TIMEOUT: "the request did not arrive whole in time (a slow or stalled sender)",
 }
 
 

@@ -4,14 +4,24 @@ aioquic's own loggers keep every event in memory and write at connection close (
 leaves nothing; both ends of a connection overwrite each other). `LiveQuicLogger` is a
 drop-in `QuicConfiguration.quic_logger` whose traces append to their own file instead,
 flushed at least every `flush_interval_s`. Layout and header: docs/trace-events.md.
+
+A recording's files share one `TraceFiles`: it keeps at most `max_open` of them open
+(closing the least recently written, reopening it in append mode on its next write), so
+a node's file descriptor limit does not cap its connections; and the first failure to
+open or write any of them (EACCES, EROFS, ENOENT, ENOSPC, EMFILE that closing files did
+not cure) stops the whole recording with one log line and one `on_stopped` call, instead
+of an exception in the code that logged the event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from itertools import chain, count
 from pathlib import Path
 from typing import Any
@@ -48,6 +58,13 @@ NOT_RECORDED = frozenset({"transport:datagrams_sent", "transport:datagrams_recei
 _MAX_HELD = 256
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+_REOPEN_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)  # never O_CREAT: a removed file stays removed
+
+# Trace files one recording keeps open at once; the rest are reopened in append mode when
+# next written. A node with 1,024 connections would otherwise need 1,024 descriptors.
+MAX_OPEN_TRACE_FILES = 128
+MIN_OPEN_TRACE_FILES = 4  # the least it shrinks to when the process runs out of descriptors
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 
 
 def _header(node_name: str, vantage: str, reference_ms: float, odcid: str | None) -> dict[str, Any]:
@@ -72,20 +89,119 @@ def _header(node_name: str, vantage: str, reference_ms: float, odcid: str | None
     }
 
 
-def _create_unique(directory: Path, stem: str, first: str | None = None) -> tuple[int, Path]:
-    """Create a new file that did not exist before (O_EXCL), so no two writers share one.
+class RecordingStopped(OSError):
+    """The recording has stopped (an earlier failure); nothing more is written."""
 
-    `first` is tried as-is before numbered names `<stem>-<n>.sqlog`.
+
+class TraceFiles:
+    """The files of one recording: at most `max_open` open at once, and one verdict when any fails.
+
+    `on_stopped(info)` is called once, with {"reason", "errno", "path"}, when recording stops.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    names = chain([first] if first else [], (f"{stem}-{n}.sqlog" for n in count()))
-    for name in names:
-        path = directory / name
+
+    def __init__(
+        self, max_open: int = MAX_OPEN_TRACE_FILES, on_stopped: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.max_open = max(MIN_OPEN_TRACE_FILES, max_open)
+        self.on_stopped = on_stopped
+        self.stopped: dict[str, Any] | None = None
+        self.reopened = 0  # files closed to stay under max_open and opened again later
+        self._open: OrderedDict[int, _SeqWriter] = OrderedDict()  # by id(writer), least recently written first
+
+    @property
+    def open_files(self) -> int:
+        return len(self._open)
+
+    def create(self, directory: Path, stem: str, first: str | None = None) -> tuple[int, Path]:
+        """Create a new file that did not exist before (O_EXCL), so no two writers share one.
+
+        `first` is tried as-is before numbered names `<stem>-<n>.sqlog`. RecordingStopped if
+        recording has stopped or stops now.
+        """
+        self._check()
+        names = chain([first] if first else [], (f"{stem}-{n}.sqlog" for n in count()))
+        for name in names:
+            path = directory / name
+            try:
+                return self._os_open(path, _OPEN_FLAGS), path
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise self.fail(exc, "create", path) from None
+        raise AssertionError("unreachable")
+
+    def fd(self, writer: _SeqWriter) -> int:
+        """The writer's descriptor, reopened if it was closed to make room; RecordingStopped on failure."""
+        self._check()
+        key = id(writer)
+        fd = writer._fd
+        if fd is None:
+            try:
+                fd = self._os_open(writer.path, _REOPEN_FLAGS)
+            except OSError as exc:
+                raise self.fail(exc, "reopen", writer.path) from None
+            writer._fd = fd
+            self.reopened += 1
+        self.adopt(writer)
+        if key in self._open:
+            self._open.move_to_end(key)
+        return fd
+
+    def adopt(self, writer: _SeqWriter) -> None:
+        """Count a writer's open descriptor; close others, least recently written first, to stay under max_open."""
+        key = id(writer)
+        if key in self._open:
+            return
+        self._open[key] = writer
+        self._trim(keep=writer)
+
+    def release(self, writer: _SeqWriter) -> None:
+        """The writer is done: close its descriptor."""
+        self._open.pop(id(writer), None)
+        writer._close_fd()
+
+    def _trim(self, keep: _SeqWriter | None = None) -> None:
+        while len(self._open) > self.max_open:
+            key, oldest = next(iter(self._open.items()))
+            if oldest is keep:
+                self._open.move_to_end(key)
+                continue
+            del self._open[key]
+            oldest._park()
+
+    def _os_open(self, path: Path, flags: int) -> int:
         try:
-            return os.open(path, _OPEN_FLAGS, 0o644), path
-        except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_DESCRIPTORS or len(self._open) <= MIN_OPEN_TRACE_FILES:
+                raise
+        # The process is out of descriptors: keep fewer of ours open from now on, and try once more.
+        self.max_open = max(MIN_OPEN_TRACE_FILES, len(self._open) // 2)
+        log.warning("out of file descriptors: keeping at most %d trace files open", self.max_open)
+        self._trim()
+        return os.open(path, flags, 0o644)
+
+    def _check(self) -> None:
+        if self.stopped is not None:
+            raise RecordingStopped(self.stopped["reason"])
+
+    def fail(self, exc: OSError, doing: str, path: Path) -> RecordingStopped:
+        """Stop the recording (once): close every file, log one line, tell `on_stopped`."""
+        if self.stopped is None:
+            code = errno.errorcode.get(exc.errno or 0, "error") if exc.errno else type(exc).__name__
+            reason = f"cannot {doing} {path}: {exc.strerror or exc} ({code})"
+            self.stopped = {"reason": reason, "errno": code, "path": str(path)}
+            log.error("recording stopped: %s; the node keeps serving without it", reason)
+            for writer in list(self._open.values()):
+                writer._close_fd()
+                writer._closed = True
+            self._open.clear()
+            if self.on_stopped is not None:
+                try:
+                    self.on_stopped(dict(self.stopped))
+                except Exception:  # whoever listens must not turn a stopped recording into a crash
+                    log.exception("on_stopped failed")
+        return RecordingStopped(self.stopped["reason"])
 
 
 class _SeqWriter:
@@ -98,22 +214,34 @@ class _SeqWriter:
 
     path: Path
     reference_ms: float
+    _fd: int | None = None
+    _closed: bool = True
 
-    def _open_writer(self, fd: int, path: Path, header: dict[str, Any], flush_interval_s: float) -> None:
+    def _open_writer(
+        self, files: TraceFiles, fd: int, path: Path, header: dict[str, Any], flush_interval_s: float
+    ) -> None:
         self.path = path
-        self._fd: int | None = fd
+        self._files = files
+        self._fd = fd
+        self._closed = False
         self._buf: list[bytes] = []
         self._interval = flush_interval_s
         self._last_write = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
-        self.error: OSError | None = None
+        files.adopt(self)
         self._buf.append(RS + _json.dumps(header) + NL)
         self._write_out()  # the header goes to disk at once: the file is readable from birth
 
     @property
     def closed(self) -> bool:
-        """True once closed (or after a write error made the file unusable)."""
-        return self._fd is None
+        """True once closed (or after a failure stopped the recording)."""
+        return self._closed
+
+    @property
+    def error(self) -> str | None:
+        """Why the recording this file belongs to stopped, if it did."""
+        stopped = self._files.stopped
+        return stopped["reason"] if stopped else None
 
     def _emit(self, t_s: float, name: str, data: Any) -> None:
         """Serialise one event now and buffer it; write out if the last write is old."""
@@ -135,7 +263,7 @@ class _SeqWriter:
     def _arm_timer(self) -> None:
         # When an event loop runs, make sure buffered events reach the file within the
         # interval even if no further event arrives to trigger the write.
-        if self._timer is not None or self._fd is None:
+        if self._timer is not None or self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -150,19 +278,20 @@ class _SeqWriter:
     def _write_out(self) -> None:
         """Hand buffered records to the kernel."""
         self._last_write = time.monotonic()
-        if not self._buf or self._fd is None:
+        if not self._buf or self._closed:
             self._buf.clear()
             return
         data = memoryview(b"".join(self._buf))
         self._buf.clear()
         try:
+            fd = self._files.fd(self)
             while data:
-                data = data[os.write(self._fd, data) :]
+                data = data[os.write(fd, data) :]
+        except RecordingStopped:
+            self._closed = True  # a full disk, a removed directory: the node goes on without us
         except OSError as exc:
-            # A full disk must not take the connection down with it: stop tracing this file.
-            self.error = exc
-            log.warning("trace %s: write failed (%s); tracing stopped for this file", self.path, exc)
-            self._close_fd()
+            self._files.fail(exc, "write", self.path)
+            self._closed = True
 
     def _release(self) -> None:
         """Hook: serialise events held back for completeness (LiveTrace)."""
@@ -172,20 +301,28 @@ class _SeqWriter:
         self._release()
         self._write_out()
 
+    def _park(self) -> None:
+        """Close the descriptor to make room for another file; the next write reopens it."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def _close_fd(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        self._park()
 
     def close(self) -> None:
         """Flush and close; later events are ignored."""
-        if self._fd is None:
+        if self._closed:
             return
         self.flush()
-        self._close_fd()
+        self._closed = True
+        self._files.release(self)
 
 
 class LiveTrace(QuicLoggerTrace, _SeqWriter):
@@ -207,6 +344,7 @@ class LiveTrace(QuicLoggerTrace, _SeqWriter):
         is_client: bool,
         odcid: bytes,
         flush_interval_s: float = 0.1,
+        files: TraceFiles | None = None,
     ) -> None:
         QuicLoggerTrace.__init__(self, is_client=is_client, odcid=odcid)
         role = "client" if is_client else "server"
@@ -215,12 +353,16 @@ class LiveTrace(QuicLoggerTrace, _SeqWriter):
         self.odcid = odcid.hex()
         self.reference_ms = time.time() * 1000.0
         self._held: list[tuple[float, str, Any]] = []
-        fd, path = _create_unique(Path(directory), f"{self.odcid or 'none'}-{role}")
-        self._open_writer(fd, path, _header(node_name, role, self.reference_ms, self.odcid), flush_interval_s)
+        directory = Path(directory)
+        if files is None:  # a trace on its own; a logger's traces find the directory made (or removed)
+            files = TraceFiles()
+            directory.mkdir(parents=True, exist_ok=True)
+        fd, path = files.create(directory, f"{self.odcid or 'none'}-{role}")
+        self._open_writer(files, fd, path, _header(node_name, role, self.reference_ms, self.odcid), flush_interval_s)
 
     def log_event(self, *, category: str, event: str, data: dict[str, Any]) -> None:
         """aioquic's entry point: record one event (possibly held until its packet is done)."""
-        if self._fd is None:
+        if self._closed:
             return
         now = time.time()
         name = f"{category}:{event}"
@@ -243,7 +385,7 @@ class LiveTrace(QuicLoggerTrace, _SeqWriter):
 
         The application only runs between aioquic calls, so any held packet is complete.
         """
-        if self._fd is None:
+        if self._closed:
             return
         self._release()
         self._emit(time.time(), name, data)
@@ -264,22 +406,31 @@ class LiveQuicLogger:
     started it, and ignores traces of other kinds.
     """
 
-    def __init__(self, directory: PathLike, node_name: str, flush_interval_s: float = 0.1) -> None:
+    def __init__(
+        self, directory: PathLike, node_name: str, flush_interval_s: float = 0.1, files: TraceFiles | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.node_name = node_name
         self.flush_interval_s = flush_interval_s
+        self.files = files or TraceFiles()
         self._traces: dict[int, LiveTrace] = {}
 
-    def start_trace(self, is_client: bool, odcid: bytes) -> LiveTrace:
-        """Called by aioquic when a connection starts."""
-        trace = LiveTrace(
-            self.directory,
-            self.node_name,
-            is_client=is_client,
-            odcid=odcid,
-            flush_interval_s=self.flush_interval_s,
-        )
+    def start_trace(self, is_client: bool, odcid: bytes) -> LiveTrace | None:
+        """Called by aioquic when a connection starts; None (nothing recorded) once recording has stopped."""
+        if self.files.stopped is not None:
+            return None
+        try:
+            trace = LiveTrace(
+                self.directory,
+                self.node_name,
+                is_client=is_client,
+                odcid=odcid,
+                flush_interval_s=self.flush_interval_s,
+                files=self.files,
+            )
+        except OSError:  # RecordingStopped: TraceFiles has said why, once
+            return None
         if len(self._traces) >= 64:
             self._prune()
         self._traces[id(trace)] = trace
@@ -327,17 +478,19 @@ class NodeTrace(_SeqWriter):
         node_name: str,
         node_entry: dict[str, Any],
         flush_interval_s: float = 0.1,
+        files: TraceFiles | None = None,
     ) -> None:
         directory = Path(directory)
         self.node_name = node_name
         self.reference_ms = time.time() * 1000.0
         write_node_entry(directory, node_entry)
-        fd, path = _create_unique(directory, "node", first="node.sqlog")
-        self._open_writer(fd, path, _header(node_name, "unknown", self.reference_ms, None), flush_interval_s)
+        files = files or TraceFiles()
+        fd, path = files.create(directory, "node", first="node.sqlog")
+        self._open_writer(files, fd, path, _header(node_name, "unknown", self.reference_ms, None), flush_interval_s)
 
     def log(self, name: str, data: dict[str, Any]) -> None:
         """Record one node-level event."""
-        if self._fd is not None:
+        if not self._closed:
             self._emit(time.time(), name, data)
 
     def __enter__(self) -> NodeTrace:
@@ -387,4 +540,12 @@ def write_manifest(recording_dir: PathLike, nodes: list[dict[str, Any]], version
     return path
 
 
-__all__ = ["LiveQuicLogger", "LiveTrace", "NodeTrace", "write_manifest", "write_node_entry"]
+__all__ = [
+    "LiveQuicLogger",
+    "LiveTrace",
+    "NodeTrace",
+    "RecordingStopped",
+    "TraceFiles",
+    "write_manifest",
+    "write_node_entry",
+]

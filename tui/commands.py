@@ -92,7 +92,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
             control = ControlServer(node, opts.control, token=opts.control_token)
             await control.start()
-            report("control", f"control endpoint {control.description}", control=control.description)
+            fingerprint = f" (TLS key {control.fingerprint})" if control.fingerprint else ""
+            report("control", f"control endpoint {control.description}{fingerprint}", control=control.description)
         try:
             await _work(node, opts, report, stop)
             await stop.wait()
@@ -111,10 +112,25 @@ def _now_ms() -> float:
 # -- attach: control endpoints of running nodes --------------------------------------------------
 
 
-async def check_targets(targets: list[str], token: str | None, wait: bool) -> None:
-    """Refuse to open the app on a target that refuses us (a wrong token is the user's to fix),
+async def check_targets(
+    targets: list[str], token: str | None, wait: bool, fingerprints: list[str] | None = None
+) -> None:
+    """Refuse to open the app on a target that refuses us (a wrong token or key is the user's to fix),
     and, unless told to wait, on one that is not there: no app full of nothing."""
-    from dhtscope.node.control import REFUSED, ControlClient, ControlError, parse_control_target
+    from dhtscope.node.control import (
+        REFUSED,
+        ControlClient,
+        ControlError,
+        FingerprintMismatch,
+        normalize_fingerprint,
+        parse_control_target,
+    )
+
+    try:
+        for fingerprint in fingerprints or []:
+            normalize_fingerprint(fingerprint)
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
 
     for target in targets:
         try:
@@ -136,9 +152,9 @@ async def check_targets(targets: list[str], token: str | None, wait: bool) -> No
             if not stat.S_ISSOCK(mode):
                 raise CommandError(f"{where.path}: not a socket (a node's --control PATH is a unix socket)")
         try:
-            client = await ControlClient.connect(target, token, timeout_s=3.0)
+            client = await ControlClient.connect(target, token, timeout_s=3.0, fingerprints=fingerprints)
         except ControlError as exc:
-            if REFUSED in str(exc) or "token" in str(exc):
+            if REFUSED in str(exc) or "token" in str(exc) or isinstance(exc, FingerprintMismatch):
                 raise CommandError(f"{target}: {exc}") from None
             if wait:
                 continue  # shown as waiting, and tried again until it answers
@@ -153,10 +169,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
     try:
         token = control_token(args.control_token, args.control_token_file)
-        asyncio.run(check_targets(args.targets, token, args.wait))
+        asyncio.run(check_targets(args.targets, token, args.wait, args.fingerprint))
     except (CommandError, UsageError) as exc:
         return _fail("attach", str(exc))
-    source = AttachSource(args.targets, token=token, record_dirs=args.record)
+    source = AttachSource(args.targets, token=token, record_dirs=args.record, fingerprints=args.fingerprint)
     status = _run_app(source)
     if status == 0 and not source.ever_connected:
         return _fail("attach", f"quit before any node answered at {', '.join(args.targets)}")
@@ -348,6 +364,14 @@ def add_commands(subparsers: Any) -> None:
         "--wait",
         action="store_true",
         help="open even if a node is not up yet, and wait for it (exit status 1 if quit before any answered)",
+    )
+    p.add_argument(
+        "--fingerprint",
+        action="append",
+        default=[],
+        metavar="SHA256:HEX",
+        help="the key fingerprint a tcp endpoint must show (printed by the node at start; repeatable). "
+        "Without it the first one seen is trusted and remembered, with a warning",
     )
     p.add_argument(
         "--record",

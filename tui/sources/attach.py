@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dhtscope.node.control import REFUSED, ControlClient, ControlError
+from dhtscope.node.control import REFUSED, ControlClient, ControlError, FingerprintMismatch
 from dhtscope.tracing.analysis import Analysis, analyse
 from dhtscope.tracing.reader import TraceReadError, open_recording
 
@@ -46,9 +46,16 @@ class AttachSource(DataSource):
 
     kind = "attach"
 
-    def __init__(self, targets: list[str], token: str | None = None, record_dirs: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        targets: list[str],
+        token: str | None = None,
+        record_dirs: list[str] | None = None,
+        fingerprints: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.token = token
+        self.fingerprints = list(fingerprints or [])
         self.record_dirs = list(record_dirs or [])
         self.targets: list[Target] = []
         for spec in targets:
@@ -85,9 +92,11 @@ class AttachSource(DataSource):
         delay = RECONNECT_MIN_S
         while not self._closing:
             try:
-                client = await ControlClient.connect(target.spec, self.token, timeout_s=CONNECT_TIMEOUT_S)
+                client = await ControlClient.connect(
+                    target.spec, self.token, timeout_s=CONNECT_TIMEOUT_S, fingerprints=self.fingerprints
+                )
             except ControlError as exc:
-                if REFUSED in str(exc):
+                if REFUSED in str(exc) or isinstance(exc, FingerprintMismatch):
                     target.state, target.detail = "refused", str(exc)
                     return  # a wrong token does not get better by retrying
                 if target.hello:
