@@ -346,3 +346,21 @@ async def test_y_copies_the_highlighted_finding_and_says_how(tmp_path: Path, mon
         assert any("OSC 52" in line for line in said)
         await pilot.press("6", "y")
         assert json.loads(app.clipboard)["node"] in ("registry", "provider1", "client")
+
+
+async def test_the_quit_question_shows_its_whole_note() -> None:
+    from textual.app import App
+
+    note = "This stops the 5 node processes the demo started; their recording is kept in ./dhtscope-demo-x"
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(QuitScreen(note))
+
+    app = Host()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        shown = " ".join(str(app.screen.query_one("#quit-question").render()).split())
+        assert note in shown
+        region = app.screen.query_one("#quit-question").region
+        assert region.height >= 2  # wrapped inside the dialog, not cut at its edge

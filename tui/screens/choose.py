@@ -80,6 +80,7 @@ class QuitScreen(ModalScreen[bool]):
     DEFAULT_CSS = """
     QuitScreen { align: center middle; }
     QuitScreen > Vertical { width: 64; height: auto; border: thick $warning; background: $surface; padding: 0 1; }
+    QuitScreen #quit-question { width: 1fr; }
     QuitScreen #quit-keys { color: $text-muted; }
     """
 
@@ -94,7 +95,8 @@ class QuitScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Quit dhtscope?" + (f" {self.note}" if self.note else ""))
+            # A Static wraps: a Label cut the demo's note off at the dialog's edge.
+            yield Static("Quit dhtscope?" + (f" {self.note}" if self.note else ""), id="quit-question")
             yield Static("q, y or enter: quit    escape or n: stay", id="quit-keys")
 
     def action_answer(self, quit_: bool) -> None:
