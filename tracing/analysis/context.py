@@ -85,18 +85,33 @@ class Context:
         return f"{f.node}'s peer"
 
     def add(self, **kw: Any) -> None:
+        """A finding; `connection` defaults to the only one of `connections`, and times to the evidence's."""
+        conns = kw.get("connections", ())
+        kw.setdefault("connection", conns[0] if len(conns) == 1 else None)
         ev = tuple(sorted(kw.pop("evidence"), key=lambda e: e.time_ms if e.time_ms is not None else 0.0))
         times = [e.time_ms for e in ev if e.time_ms is not None]
         kw.setdefault("first_ms", min(times) if times else None)
         kw.setdefault("last_ms", max(times) if times else None)
         self.findings.append(Finding(evidence=ev[:MAX_EVIDENCE], **kw))
 
+    def add_streams(self, views: list[StreamView], **kw: Any) -> None:
+        """A finding about a group of streams: ids, connections and (connection, id) pairs come from
+        `views`, and the peer defaults to their openers."""
+        sids, conns, refs = group_streams(views)
+        kw.setdefault("peer", ", ".join(sorted({v.opener for v in views if v.opener})) or None)
+        self.add(streams=sids, connections=conns, stream_refs=refs, **kw)
+
 
 def group_streams(views: list[StreamView]) -> tuple[tuple[int, ...], tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """(stream ids, connections, (connection, stream id) pairs) of a group of streams."""
     refs = tuple((v.connection, v.stream_id) for v in views)
-    conns = tuple(dict.fromkeys(v.connection for v in views))
     sids = tuple(sorted({v.stream_id for v in views}))
-    return sids, conns, refs
+    return sids, connections_of(views), refs
+
+
+def connections_of(views: list[StreamView]) -> tuple[str, ...]:
+    """The connections a group of streams rode on, in first-seen order."""
+    return tuple(dict.fromkeys(v.connection for v in views))
 
 
 def per_opener(views: list[StreamView]) -> str:

@@ -240,7 +240,6 @@ def find_flow_control(ctx: Context) -> None:
             severity=severity,
             node=receiver,
             peer=", ".join(senders) or None,
-            connection=conns[0] if len(conns) == 1 else None,
             connections=conns,
             streams=tuple(sids[:64]),
             stream_refs=tuple(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from .context import Context, counts_text, ctx_ends, group_streams, per_opener, plural
+from .context import Context, connections_of, counts_text, ctx_ends, per_opener, plural
 from .facts import EMPTY_SIDE, Ref, StreamSide, TraceFacts, as_float, as_int
 from .join import Joined
 from .values import DONE, ERROR, MISSING, WARNING, Evidence, StreamView
@@ -47,23 +47,18 @@ def find_not_delivered(ctx: Context) -> None:
             continue
         by_node[v.peer].append(v)
     for node, views in by_node.items():
-        sids, conns, refs = group_streams(views)
         evidence: list[Evidence] = []
         for v in views[:4]:
             for name in ("sent", "acked", "received"):
                 e = v.step(name).evidence
                 if e is not None:
                     evidence.append(e)
-        peers = sorted({v.opener for v in views if v.opener})
-        ctx.add(
+        conns = connections_of(views)
+        ctx.add_streams(
+            views,
             kind="stream_not_delivered",
             severity=ERROR,
             node=node,
-            connection=conns[0] if len(conns) == 1 else None,
-            streams=sids,
-            connections=conns,
-            stream_refs=refs,
-            peer=", ".join(peers) or None,
             summary=(
                 f"{node}'s transport received and acknowledged {plural(len(views), 'stream')} "
                 f"on {plural(len(conns), 'connection')} ({per_opener(views)}) but its application "
@@ -104,7 +99,6 @@ def find_no_response(ctx: Context) -> None:
         if gave_up or ran_on:
             by_node[v.peer].append(v)
     for node, views in by_node.items():
-        sids, conns, refs = group_streams(views)
         evidence: list[Evidence] = []
         for v in views[:6]:
             _, PF = ctx_ends(ctx, v)
@@ -117,15 +111,11 @@ def find_no_response(ctx: Context) -> None:
                 evidence.append(v.timed_out)
         timeouts = sum(1 for v in views if v.timed_out)
         kinds = counts_text(v.request_type or "" for v in views)
-        ctx.add(
+        ctx.add_streams(
+            views,
             kind="no_response",
             severity=ERROR,
             node=node,
-            connection=conns[0] if len(conns) == 1 else None,
-            streams=sids,
-            connections=conns,
-            stream_refs=refs,
-            peer=", ".join(sorted({v.opener for v in views if v.opener})) or None,
             summary=(
                 f"{node} took {plural(len(views), 'request')}{f' ({kinds})' if kinds else ''} "
                 f"from its peers ({per_opener(views)}) and never answered"
@@ -160,7 +150,6 @@ def _taken_late(v: StreamView, OF: TraceFacts | None, p: StreamSide) -> float | 
 
 def _late(ctx: Context, node: str, items: list[tuple[StreamView, float]]) -> None:
     views = [v for v, _ in items]
-    sids, conns, refs = group_streams(views)
     waits = sorted(w for _, w in items)
     kinds = counts_text(v.request_type or "" for v in views)
     evidence: list[Evidence] = []
@@ -168,15 +157,11 @@ def _late(ctx: Context, node: str, items: list[tuple[StreamView, float]]) -> Non
         for e in (v.step("received").evidence, v.timed_out, v.step("delivered").evidence):
             if e is not None:
                 evidence.append(e)
-    ctx.add(
+    ctx.add_streams(
+        views,
         kind="no_response",
         severity=ERROR,
         node=node,
-        connection=conns[0] if len(conns) == 1 else None,
-        streams=sids,
-        connections=conns,
-        stream_refs=refs,
-        peer=", ".join(sorted({v.opener for v in views if v.opener})) or None,
         summary=(
             f"{node} took {plural(len(views), 'request')}{f' ({kinds})' if kinds else ''} from its peers "
             f"({per_opener(views)}) only after the requesters had timed out: its application left each whole "
@@ -229,7 +214,6 @@ def find_rpc_timeouts(ctx: Context) -> None:
             sid = as_int(d.get("stream_id"))
             if conn is not None and sid is not None and (conn.id, sid) in ctx.streams:
                 views.append(ctx.streams[(conn.id, sid)])
-        sids, conns, refs = group_streams(views)
         kinds = counts_text(str(d.get("type") or "") for _, _, d, _ in items)
         waits = sorted({w for _, _, d, _ in items if (w := as_float(d.get("timeout_ms"))) is not None})
         wait = f" after {waits[0]:.0f} ms" if len(waits) == 1 else ""
@@ -257,15 +241,12 @@ def find_rpc_timeouts(ctx: Context) -> None:
             f"{peer} did not answer in time: a slow or blocked peer, or loss on the path; "
             "the stream steps show where each request stopped",
         )
-        ctx.add(
+        ctx.add_streams(
+            views,
             kind="rpc_timeout",
             severity=WARNING,
             node=node,
             peer=peer,
-            connection=conns[0] if len(conns) == 1 else None,
-            streams=sids,
-            connections=conns,
-            stream_refs=refs,
             summary=f"{node}: {plural(len(items), 'request')} to {peer} timed out{wait}"
             f"{f' ({kinds})' if kinds else ''}.",
             cause=cause + ".",  # may start with a node name: never re-case identifiers

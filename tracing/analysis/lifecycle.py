@@ -108,7 +108,6 @@ def _add(
         severity=severity,
         node=node,
         peer=_others(node, items),
-        connection=conns[0] if len(conns) == 1 else None,
         connections=conns,
         streams=(),
         summary=summary,
@@ -177,7 +176,6 @@ def find_alpn(ctx: Context) -> None:
             severity=ERROR,
             node=key,
             peer=", ".join(peers) or None,
-            connection=conns[0] if len(conns) == 1 else None,
             connections=conns,
             streams=(),
             summary=(
@@ -371,7 +369,6 @@ def find_zero_rtt_rejected(ctx: Context) -> None:
             severity=WARNING,
             node=server,
             peer=None,
-            connection=conns[0] if len(conns) == 1 else None,
             connections=conns,
             streams=(),
             summary=(

@@ -236,7 +236,6 @@ def _real_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
         severity=severity,
         node=node,
         peer=", ".join(peers) or None,
-        connection=conns[0] if len(conns) == 1 else None,
         connections=conns,
         streams=tuple(sorted({v.stream_id for v in shown})),
         stream_refs=tuple((v.connection, v.stream_id) for v in shown),
@@ -276,7 +275,6 @@ def _unconfirmed_loss(ctx: Context, node: str, dirs: list[_Direction]) -> None:
         severity=INFO,
         node=node,
         peer=", ".join(sorted({d.receiver if d.sender.node == node else d.sender.node for d in dirs})) or None,
-        connection=conns[0] if len(conns) == 1 else None,
         connections=conns,
         streams=(),
         summary=(
@@ -356,7 +354,6 @@ def _spurious(ctx: Context, dirs: list[_Direction]) -> None:
         severity=INFO,
         node=node,
         peer=", ".join(peers) or None,
-        connection=conns[0] if len(conns) == 1 else None,
         connections=conns,
         streams=(),
         summary=(

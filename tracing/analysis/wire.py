@@ -15,7 +15,7 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .context import Context, ctx_ends, group_streams, per_opener, plural
+from .context import Context, connections_of, ctx_ends, per_opener, plural
 from .delivery import NO_RESPONSE_GRACE_MS
 from .facts import EMPTY_SIDE, TraceFacts
 from .join import close_of, closed_by
@@ -71,7 +71,6 @@ def find_not_answered(ctx: Context) -> None:
         if any(t - received >= waited for t in ended) or lived_on:
             by_node[v.peer].append(v)
     for node, views in by_node.items():
-        sids, conns, refs = group_streams(views)
         evidence: list[Evidence] = []
         for v in views[:MAX_WIRE_EVIDENCE_STREAMS]:
             for name in ("sent", "acked"):
@@ -84,16 +83,13 @@ def find_not_answered(ctx: Context) -> None:
                 evidence.append(OF.evidence(stop))
         abandoned = sum(1 for v in views if _gave_up(ctx, v))
         unfinished = sum(1 for v in views if v.fin_peer.status != DONE)
+        conns = connections_of(views)
         credit = _credit_note(ctx, node, conns)
-        ctx.add(
+        ctx.add_streams(
+            views,
             kind="stream_not_answered",
             severity=ERROR,
             node=node,
-            connection=conns[0] if len(conns) == 1 else None,
-            streams=sids,
-            connections=conns,
-            stream_refs=refs,
-            peer=", ".join(sorted({v.opener for v in views if v.opener})) or None,
             summary=(
                 f"{node}'s transport acknowledged {plural(len(views), 'stream')} on "
                 f"{plural(len(conns), 'connection')} ({per_opener(views)}) and {node} never answered: "
