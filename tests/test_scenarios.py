@@ -6,66 +6,26 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from helpers.scenario_run import TIMEOUT_S, play
 
 from dhtscope.node.constants import REQUEST_TIMEOUT_S
 from dhtscope.node.node import Node, NodeError
 from dhtscope.node.recording import NodeRecorder
-from dhtscope.node.scenarios import SCENARIO_HELP, SCENARIOS, STREAM_LIMIT_SCENARIO_STREAMS, Faults, apply_scenario
+from dhtscope.node.scenarios import SCENARIO_HELP, SCENARIOS, Faults, apply_scenario
 from dhtscope.tracing.analysis import ERROR, INFO, Analysis, analyse
 from dhtscope.tracing.reader import open_recording
 
-TIMEOUT_S = 0.5
 
-
-async def run_scenario(
-    tmp_path: Path, scenario: str, pings: int = 0, timeout_s: float = TIMEOUT_S
-) -> list[tuple[str, str, str]]:
+async def run_scenario(tmp_path: Path, scenario: str, timeout_s: float = TIMEOUT_S) -> list[tuple[str, str, str]]:
     """Registry with the fault, two providers and a client; returns (kind, severity, node) findings."""
-    analysis = await record_scenario(tmp_path, scenario, pings, timeout_s)
+    analysis = await record_scenario(tmp_path, scenario, timeout_s)
     return [(f.kind, f.severity, f.node) for f in analysis.findings]
 
 
-async def record_scenario(tmp_path: Path, scenario: str, pings: int = 0, timeout_s: float = TIMEOUT_S) -> Analysis:
+async def record_scenario(tmp_path: Path, scenario: str, timeout_s: float = TIMEOUT_S) -> Analysis:
     """Record the registry with the fault, two providers and a client, and analyse the recording."""
-    names = ["registry", "provider1", "provider2", "client"]
-    nodes = [
-        Node(
-            name=n,
-            role=n.rstrip("12"),
-            request_timeout_s=timeout_s,
-            faults=Faults.for_scenario(scenario) if n == "registry" else None,
-            recorder=NodeRecorder(tmp_path, n, "", n),
-        )
-        for n in names
-    ]
-    for node in nodes:
-        await node.start()
-    registry, *others = nodes
-    try:
-        for node in others:
-            try:
-                await node.bootstrap([("127.0.0.1", registry.port)])
-            except NodeError:
-                pass  # the fault may make joining impossible: that is what is recorded
-        for i, provider in enumerate(others[:2], start=1):
-            try:
-                await provider.advertise("calculator", f"127.0.0.1:{9000 + i}")
-            except NodeError:
-                pass
-        client = others[-1]
-        for _ in range(pings):
-            try:
-                await client.ping(("127.0.0.1", registry.port))
-            except NodeError:
-                break
-        try:
-            await client.discover("calculator")
-        except NodeError:
-            pass
-        await asyncio.sleep(1.2)  # let the recording show what did not happen
-    finally:
-        await asyncio.gather(*(n.stop() for n in nodes))
-    return analyse(open_recording(tmp_path))
+    played = await play(tmp_path, scenario, timeout_s=timeout_s, capture=False)
+    return analyse(open_recording(played.recording))
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -118,7 +78,7 @@ async def test_loss_on_the_registry_is_named(tmp_path):
 
 
 async def test_stream_limit_names_the_blocked_connection(tmp_path):
-    findings = await run_scenario(tmp_path, "stream-limit", pings=STREAM_LIMIT_SCENARIO_STREAMS + 12)
+    findings = await run_scenario(tmp_path, "stream-limit")  # PING bursts past the credit: see play()
     assert ("stream_limit_exhausted", "error", "client") in findings
 
 
