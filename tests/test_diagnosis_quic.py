@@ -8,7 +8,6 @@ faults, made here with plain aioquic and a UDP relay so only the traces speak.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -23,33 +22,13 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicLogger
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from helpers.quicpair import certificate
 
 from dhtscope.tracing.analysis import ERROR, Analysis, analyse
 from dhtscope.tracing.reader import open_recording
 
 ALPN = "dhtscope/1"
 IDLE_TIMEOUT_S = 3.5  # long enough for a silence to count as a stall, short enough for a test
-
-
-def _certificate() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "server")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
 
 
 class _Relay(asyncio.DatagramProtocol):
@@ -110,7 +89,7 @@ class _Pair:
 
 @asynccontextmanager
 async def _pair() -> AsyncIterator[_Pair]:
-    cert, key = _certificate()
+    cert, key = certificate()
     server_log, client_log = QuicLogger(), QuicLogger()
     scfg = QuicConfiguration(
         is_client=False, alpn_protocols=[ALPN], quic_logger=server_log, idle_timeout=IDLE_TIMEOUT_S

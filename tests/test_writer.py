@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import signal
 import ssl
@@ -19,10 +18,7 @@ from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.logger import QuicLoggerTrace
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from helpers.quicpair import certificate
 
 from dhtscope.tracing.reader import open_recording, open_trace_file
 from dhtscope.tracing.writer import (
@@ -212,26 +208,9 @@ SERVER_ADDR = ("10.0.0.2", 4433)
 PACKET_SPACE = {"initial": "initial", "handshake": "handshake", "0RTT": "application", "1RTT": "application"}
 
 
-def _certificate() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dhtscope-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
 def _run_connection(client_logger: object, server_logger: object, flush_each: bool) -> dict[str, bytes]:
     """A client and a server QuicConnection passing datagrams directly, on a fake clock."""
-    cert, key = _certificate()
+    cert, key = certificate()
     client_conf = QuicConfiguration(is_client=True, alpn_protocols=["dht"], quic_logger=client_logger)
     client_conf.verify_mode = ssl.CERT_NONE
     server_conf = QuicConfiguration(is_client=False, alpn_protocols=["dht"], quic_logger=server_logger)
