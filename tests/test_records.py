@@ -6,6 +6,7 @@ import dataclasses
 
 import msgpack
 import pytest
+from helpers.records import ALICE, BOB, KEY, NOW, SERVICE, make
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,26 +30,6 @@ from dhtscope.node.records import (
     verify,
 )
 from dhtscope.node.store import RecordStore
-
-NOW = 1_700_000_000.0
-SERVICE = "calculator"
-KEY = NodeId.for_name(SERVICE)
-
-ALICE = Identity.generate()
-BOB = Identity.generate()
-
-
-def make(
-    identity: Identity = ALICE,
-    *,
-    key: NodeId = KEY,
-    value: bytes = b"10.0.0.5:9000",
-    seq: int = 1,
-    ttl_s: float = RECORD_TTL_S,
-    now: float = NOW,
-    name: str | None = SERVICE,
-) -> Record:
-    return Record.create(identity, key, value, seq, ttl_s, now, name=name)
 
 
 def resigned(record: Record, identity: Identity, **changes: object) -> Record:

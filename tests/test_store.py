@@ -5,33 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from helpers.records import ALICE, BOB, KEY, NOW, SERVICE, make
 
 from dhtscope.node.constants import MAX_KEPT_TTL_S, MAX_RECORDS_PER_NETWORK_PER_KEY, RECORD_TTL_S
 from dhtscope.node.ids import NodeId
 from dhtscope.node.keys import Identity
 from dhtscope.node.records import Record
 from dhtscope.node.store import RecordStore
-
-NOW = 1_700_000_000.0
-SERVICE = "calculator"
-KEY = NodeId.for_name(SERVICE)
-
-ALICE = Identity.generate()
-BOB = Identity.generate()
-
-
-def make(
-    identity: Identity = ALICE,
-    *,
-    key: NodeId = KEY,
-    value: bytes = b"10.0.0.5:9000",
-    seq: int = 1,
-    ttl_s: float = RECORD_TTL_S,
-    now: float = NOW,
-    name: str | None = SERVICE,
-) -> Record:
-    return Record.create(identity, key, value, seq, ttl_s, now, name=name)
-
 
 VALID = make()
 
