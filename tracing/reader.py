@@ -683,6 +683,49 @@ def _doc_format(doc: dict[str, Any]) -> tuple[str | None, str]:
     return version, fmt
 
 
+def _doc_trace_fields(
+    doc: dict[str, Any], trace: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], list[str] | None, str]:
+    """A JSON document trace's common fields, configuration, draft-01 event fields and time field."""
+    common = {**_as_dict(doc.get("common_fields")), **_as_dict(trace.get("common_fields"))}
+    configuration = {**_as_dict(doc.get("configuration")), **_as_dict(trace.get("configuration"))}
+    raw_fields = trace.get("event_fields") or doc.get("event_fields")
+    fields = [str(f) for f in raw_fields] if isinstance(raw_fields, list) else None
+    time_field = next((f for f in fields or () if f in ("relative_time", "delta_time", "time")), "time")
+    return common, configuration, fields, time_field
+
+
+def _doc_trace_info(
+    path: str,
+    index: int,
+    doc: dict[str, Any],
+    trace: dict[str, Any],
+    common: dict[str, Any],
+    first_event: dict[str, Any],
+    node: str | None,
+    fmt: str,
+    version: str | None,
+    ref: float | None,
+    warnings: list[str],
+) -> TraceInfo:
+    """What a JSON document trace says about itself, for the eager and the lazy reader alike."""
+    vantage = _as_dict(trace.get("vantage_point"))
+    title = trace.get("title") or doc.get("title")
+    return TraceInfo(
+        path=path,
+        index=index,
+        vantage=str(vantage.get("type") or "unknown"),
+        odcid=_odcid(common, trace, first_event),
+        node=node or (str(vantage["name"]) if vantage.get("name") else None),
+        format=fmt,
+        qlog_version=version or _version({}, trace),
+        reference_time_ms=ref,
+        title=str(title) if title is not None else None,
+        warnings=tuple(warnings),
+        extra=_extra(doc, trace, common),
+    )
+
+
 def _json_doc_traces(path: str, data: bytes, node: str | None) -> list[ReaderTrace]:
     try:
         doc = _json.loads(data)
@@ -708,11 +751,7 @@ def _json_doc_traces(path: str, data: bytes, node: str | None) -> list[ReaderTra
             continue
         warnings: list[str] = list(skipped)
         skipped.clear()
-        common = {**_as_dict(doc.get("common_fields")), **_as_dict(trace.get("common_fields"))}
-        configuration = {**_as_dict(doc.get("configuration")), **_as_dict(trace.get("configuration"))}
-        fields = trace.get("event_fields") or doc.get("event_fields")
-        fields = [str(f) for f in fields] if isinstance(fields, list) else None
-        time_field = next((f for f in fields or () if f in ("relative_time", "delta_time", "time")), "time")
+        common, configuration, fields, time_field = _doc_trace_fields(doc, trace)
 
         raws: list[dict[str, Any]] = []
         bad = 0
@@ -733,20 +772,8 @@ def _json_doc_traces(path: str, data: bytes, node: str | None) -> list[ReaderTra
             prev = parsed.time_ms
             events.append(parsed)
 
-        vantage = _as_dict(trace.get("vantage_point"))
-        title = trace.get("title") or doc.get("title")
-        info = TraceInfo(
-            path=path,
-            index=index,
-            vantage=str(vantage.get("type") or "unknown"),
-            odcid=_odcid(common, trace, raws[0] if raws else {}),
-            node=node or (str(vantage["name"]) if vantage.get("name") else None),
-            format=fmt,
-            qlog_version=version or _version({}, trace),
-            reference_time_ms=ref,
-            title=str(title) if title is not None else None,
-            warnings=tuple(warnings),
-            extra=_extra(doc, trace, common),
+        info = _doc_trace_info(
+            path, index, doc, trace, common, raws[0] if raws else {}, node, fmt, version, ref, warnings
         )
         traces.append(DocTrace(info, events))
     if not traces:
@@ -964,32 +991,14 @@ def _lazy_doc_traces(name: str, node: str | None) -> list[ReaderTrace] | None:
     traces: list[ReaderTrace] = []
     for index, (trace, spans, first, bad) in enumerate(found):
         warnings: list[str] = []
-        common = {**_as_dict(doc.get("common_fields")), **_as_dict(trace.get("common_fields"))}
-        configuration = {**_as_dict(doc.get("configuration")), **_as_dict(trace.get("configuration"))}
-        fields = trace.get("event_fields") or doc.get("event_fields")
-        fields = [str(f) for f in fields] if isinstance(fields, list) else None
-        time_field = next((f for f in fields or () if f in ("relative_time", "delta_time", "time")), "time")
+        common, configuration, fields, time_field = _doc_trace_fields(doc, trace)
         if bad:
             warnings.append(f"{bad} malformed event(s) skipped")
         sample = _num(first.get("time")) if first else None
         clock, ref = _make_clock(common, configuration, time_field, sample, warnings)
         if clock.delta:
             return None  # running sums need every event in order: the eager reader does that
-        vantage = _as_dict(trace.get("vantage_point"))
-        title = trace.get("title") or doc.get("title")
-        info = TraceInfo(
-            path=name,
-            index=index,
-            vantage=str(vantage.get("type") or "unknown"),
-            odcid=_odcid(common, trace, first or {}),
-            node=node or (str(vantage["name"]) if vantage.get("name") else None),
-            format=fmt,
-            qlog_version=version or _version({}, trace),
-            reference_time_ms=ref,
-            title=str(title) if title is not None else None,
-            warnings=tuple(warnings),
-            extra=_extra(doc, trace, common),
-        )
+        info = _doc_trace_info(name, index, doc, trace, common, first or {}, node, fmt, version, ref, warnings)
         traces.append(LazyDocTrace(info, text, spans, clock, fields, common))
     return traces
 
