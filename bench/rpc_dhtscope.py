@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (
     HOST,
+    CpuMeter,
     LatencyLog,
     add_load_options,
     cpu_seconds,
@@ -110,12 +111,15 @@ async def load(args: argparse.Namespace) -> None:
     for concurrency in args.levels:
         await run_level(concurrency, args.warmup, args.max_requests)
         cpu0 = time.process_time()
+        meter = CpuMeter(args.server_pid)
+        meter.start()
         if profiler is not None:
             profiler.enable()
         log, elapsed = await run_level(concurrency, args.duration, args.max_requests)
         if profiler is not None:
             profiler.disable()
-        emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0)})
+        meter.stop()
+        emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0, meter)})
     if profiler is not None:
         profiler.dump_stats(args.profile)
     rss = rss_bytes()
