@@ -311,14 +311,14 @@ async def test_datagrams_fill_up_to_the_configured_size_and_no_further(make_node
 
 
 async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypatch):
-    # aioquic offers every stream with data waiting to every packet; once a packet is full
-    # the node's override answers at once instead of asking the stream for a frame.
-    from aioquic.quic.connection import QuicConnection
+    # Once a packet is full the node's frame writer answers at once instead of asking the
+    # stream for a frame that cannot fit.
+    from aioquic.quic.stream import QuicStreamSender
 
     a, b = await make_nodes(2, bootstrap=False)
     await meet(a, b)
     offered, asked = [0], [0]
-    original = QuicConnection._write_stream_frame
+    original = QuicStreamSender.get_frame
 
     def counting(self, *args, **kwargs):
         asked[0] += 1
@@ -330,7 +330,7 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
         offered[0] += 1
         return node_version(self, *args, **kwargs)
 
-    monkeypatch.setattr(QuicConnection, "_write_stream_frame", counting)
+    monkeypatch.setattr(QuicStreamSender, "get_frame", counting)
     monkeypatch.setattr(NodeQuicConnection, "_write_stream_frame", offering)
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(200)))
     assert len(results) == 200
