@@ -350,6 +350,16 @@ class NodeQuicConnection(QuicConnection):
             if builder.packet_is_empty:
                 break
             self._loss._pacer.update_after_send(now=now)
+            # aioquic starts one more packet to find out it stays empty; every frame source was
+            # drained into this one (a frame that did not fit stops the whole build), so when no
+            # stream and no crypto or datagram data waits, there is nothing for another.
+            if (
+                not sendable
+                and not limits_due
+                and not self._datagrams_pending
+                and (crypto_stream is None or crypto_stream.sender.buffer_is_empty)
+            ):
+                break
 
     def _write_stream_frame(self, builder: QuicPacketBuilder, space: Any, stream: QuicStream, max_offset: int) -> int:
         # A full packet has no room for a frame header: nothing can be written, skip the work.
