@@ -162,6 +162,9 @@ class Timers:
         "signatures",  # Ed25519 checks of records
         "routing",  # routing table updates and closest-contact queries
         "lookup",  # the lookup's own bookkeeping (shortlist, next queries, result)
+        "transport",  # dhtscope's transport around aioquic: events, flushes, timers, datagram dispatch
+        "rpc",  # request/answer matching, memory accounting, futures set (synchronous parts)
+        "node",  # the node's lookup driver and handler (synchronous parts)
     )
 
     def __init__(self) -> None:
@@ -175,7 +178,7 @@ def install_timers() -> Timers:
     """Time the parts of the request path in this process by wrapping them (perf_counter, nested parts excluded)."""
     import time
 
-    from dhtscope.node import lookup, quic_internals, records, routing, rpc, transport, wire
+    from dhtscope.node import lookup, node, quic_internals, records, routing, rpc, transport, wire
 
     t = Timers()
     clock = time.perf_counter
@@ -206,7 +209,17 @@ def install_timers() -> Timers:
         setattr(routing.RoutingTable, name, timed("routing", getattr(routing.RoutingTable, name)))
     for name in ("__init__", "next_queries", "on_response", "on_failure", "result"):
         setattr(lookup.Lookup, name, timed("lookup", getattr(lookup.Lookup, name)))
-    original_transmit = transport.Endpoint._transmit
+    for cls, names in (
+        (transport.Conn, ("process_events", "send", "start_stream", "log_delivery")),
+        (transport.Endpoint, ("datagram_received", "_flush", "schedule", "_on_timer")),
+    ):
+        for name in names:
+            setattr(cls, name, timed("transport", getattr(cls, name)))
+    for name in ("stream_data", "_dispatch", "_respond", "_track_answer"):
+        setattr(rpc.RpcEndpoint, name, timed("rpc", getattr(rpc.RpcEndpoint, name)))
+    for name in ("_lookup_answer", "_launch_queries", "_learn", "_handle", "_valid"):
+        setattr(node.Node, name, timed("node", getattr(node.Node, name)))
+    original_transmit = timed("transport", transport.Endpoint._transmit)
 
     def _transmit(self: Any, conn: Any, now: float) -> None:
         real = self._transport
