@@ -44,7 +44,7 @@ from .lookup import Hop, Lookup, LookupResult
 from .persistence import NodeState, PersistenceError
 from .records import Advertisements, Record, RecordError, SignatureCache, verify
 from .routing import REFUSED, RoutingChange, RoutingTable
-from .rpc import MemoryLimits, PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of
+from .rpc import MemoryLimits, PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of, message_name
 from .scenarios import DEFAULT_LOSS, Faults, apply_scenario
 from .store import RecordStore
 from .transport import Address, Conn, Endpoint, TransportError
@@ -375,7 +375,7 @@ class Node:
         return None if self.client_mode else Sender(self.id, self.port)
 
     def _handle(self, conn: Conn, request: Message) -> Message | None:
-        kind = request.TYPE.name
+        kind = message_name(request)
         self.stats.requests_handled[kind] = self.stats.requests_handled.get(kind, 0) + 1
         if request.sender is not None:
             contact = contact_of(conn, request.sender)

@@ -289,6 +289,18 @@ class FrameReader:
         return len(self._buf)
 
 
+def decode_whole(data: bytes) -> Message | None:
+    """The message when `data` is exactly one whole frame (how a request or answer usually arrives), else None.
+
+    Saves a FrameReader and two copies per message; anything else goes to a FrameReader.
+    Raises WireError only for a complete frame whose body is bad.
+    """
+    size = len(data) - FRAME_HEADER_BYTES
+    if size <= 0 or int.from_bytes(data[:FRAME_HEADER_BYTES], "big") != size:
+        return None
+    return decode(data[FRAME_HEADER_BYTES:])
+
+
 def decode(data: bytes) -> Message:
     """One message from its msgpack body (without the frame header); WireError for anything else."""
     if len(data) > MAX_MESSAGE_BYTES:

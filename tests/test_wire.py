@@ -193,3 +193,15 @@ def test_decoded_contacts_are_built_only_when_read_and_equal_the_originals(monke
     assert hash(message.contacts) == hash(contacts)
     assert message == Nodes(1, contacts=contacts)
     assert len(built) == 21  # each built once, then kept
+
+
+def test_a_whole_frame_decodes_at_once_and_anything_else_is_left_to_the_reader():
+    from dhtscope.node.wire import decode_whole
+
+    framed = encode(Ping(7, sender=Sender(NodeId.random(), 4000)))
+    assert decode_whole(framed) == Ping(7, sender=decode(framed[FRAME_HEADER_BYTES:]).sender)
+    assert decode_whole(framed[:-1]) is None  # cut short: the reader waits for the rest
+    assert decode_whole(framed + b"x") is None  # trailing bytes: the reader refuses them
+    assert decode_whole(b"") is None and decode_whole(framed[:FRAME_HEADER_BYTES]) is None
+    with pytest.raises(WireError):
+        decode_whole((3).to_bytes(FRAME_HEADER_BYTES, "big") + b"\xc1\xc1\xc1")  # whole, and not msgpack
