@@ -156,7 +156,10 @@ class LatencyLog:
         reason = reason[:120]
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
-    def summary(self, elapsed_s: float, concurrency: int, cpu_s: float | None = None) -> dict[str, Any]:
+    def summary(
+        self, elapsed_s: float, concurrency: int, cpu_s: float | None = None, cpu: CpuMeter | None = None
+    ) -> dict[str, Any]:
+        """The level's figures; with `cpu`, both processes' CPU from /proc and their sum per successful RPC."""
         lat = self.latencies
         n = len(lat)
         p50 = percentile(lat, 50)
@@ -171,6 +174,43 @@ class LatencyLog:
             "p50_ms": round(p50 * 1000, 3) if p50 is not None else None,
             "p99_ms": round(p99 * 1000, 3) if p99 is not None else None,
             "client_cpu_s": round(cpu_s, 3) if cpu_s is not None else None,
+            **(cpu.figures(n) if cpu is not None else {}),
+        }
+
+
+class CpuMeter:
+    """User + system CPU of this (client) process and the server process over one level, from /proc.
+
+    /proc counts in clock ticks (10 ms here); a level of a few seconds and thousands of RPCs
+    makes that a fraction of a percent. The sum per successful RPC is the steady figure:
+    throughput on a shared machine moves with the load, CPU per request much less.
+    """
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self._start: tuple[float | None, float | None] = (None, None)
+        self._stop: tuple[float | None, float | None] = (None, None)
+
+    def _read(self) -> tuple[float | None, float | None]:
+        return cpu_seconds(), cpu_seconds(self.server_pid) if self.server_pid else None
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> None:
+        self._stop = self._read()
+
+    def figures(self, ok: int) -> dict[str, Any]:
+        (c0, s0), (c1, s1) = self._start, self._stop
+        client = c1 - c0 if c0 is not None and c1 is not None else None
+        server = s1 - s0 if s0 is not None and s1 is not None else None
+        both = client + server if client is not None and server is not None else None
+        return {
+            "proc_client_cpu_s": round(client, 3) if client is not None else None,
+            "proc_server_cpu_s": round(server, 3) if server is not None else None,
+            "cpu_ms_per_rpc": round(both * 1000 / ok, 4) if both is not None and ok else None,
+            "client_cpu_ms_per_rpc_proc": round(client * 1000 / ok, 4) if client is not None and ok else None,
+            "server_cpu_ms_per_rpc": round(server * 1000 / ok, 4) if server is not None and ok else None,
         }
 
 
@@ -254,3 +294,4 @@ def add_load_options(parser: Any) -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument("--server-pid", type=int, default=None, help="read the server's CPU from /proc per level")

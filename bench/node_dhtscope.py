@@ -40,6 +40,11 @@ async def main() -> None:
         from patches import install_counters
 
         counters = install_counters()
+    timers = None
+    if os.environ.get("DHTSCOPE_BENCH_TIMERS"):
+        from patches import install_timers
+
+        timers = install_timers()
     node = Node(host=HOST, port=0, name=name)
     await node.start()
     rpc = node.rpc
@@ -68,6 +73,7 @@ async def main() -> None:
             sent = rpc.requests_sent
             dialled = len(rpc.endpoint.all)
             before = counters.as_dict() if counters else {}
+            timed = timers.as_dict() if timers else {}
             cpu0 = time.process_time()
             t0 = time.perf_counter()
             if "quorum" in cmd:
@@ -85,6 +91,8 @@ async def main() -> None:
                 "new_connections": len(rpc.endpoint.all) - dialled,
                 "hop_rtt_ms": [round(h.rtt_s * 1000, 2) for h in found.lookup.hops if h.rtt_s is not None],
             }
+            if timers:
+                reply["parts_ms"] = {k: round((v - timed[k]) * 1000, 4) for k, v in timers.as_dict().items()}
             if counters:
                 after = counters.as_dict()
                 reply["datagrams_sent"] = after["datagrams_sent"] - before["datagrams_sent"]
@@ -108,7 +116,8 @@ async def main() -> None:
             # Diagnostics only: cProfile around repeated lookups, stats written where asked.
             import cProfile
 
-            profiler = cProfile.Profile()
+            # CPU time, not wall time, when asked: a process waiting for its peers costs nothing.
+            profiler = cProfile.Profile(time.process_time) if cmd.get("cpu_timer") else cProfile.Profile()
             times = []
             profiler.enable()
             for _ in range(cmd.get("count", 20)):

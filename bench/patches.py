@@ -148,3 +148,95 @@ def install_counters() -> Counters:
     transport.Endpoint._on_timer = _on_timer
     transport.Conn.wait_for_credit = wait_for_credit
     return c
+
+
+class Timers:
+    """Wall time spent in each part of a node's request path, accumulated (bench only)."""
+
+    PARTS = (
+        "quic_receive",  # aioquic: header, decryption, frames, ACKs and loss recovery of received datagrams
+        "quic_build",  # aioquic: building, encrypting and protecting the datagrams to send
+        "sendto",  # the socket write
+        "wire_decode",  # msgpack and message checks (records parsed, contacts checked)
+        "wire_encode",
+        "signatures",  # Ed25519 checks of records
+        "routing",  # routing table updates and closest-contact queries
+        "lookup",  # the lookup's own bookkeeping (shortlist, next queries, result)
+        "transport",  # dhtscope's transport around aioquic: events, flushes, timers, datagram dispatch
+        "rpc",  # request/answer matching, memory accounting, futures set (synchronous parts)
+        "node",  # the node's lookup driver and handler (synchronous parts)
+    )
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.seconds)
+
+
+def install_timers() -> Timers:
+    """Time the parts of the request path in this process by wrapping them (perf_counter, nested parts excluded)."""
+    import time
+
+    from dhtscope.node import lookup, node, quic_internals, records, routing, rpc, transport, wire
+
+    t = Timers()
+    clock = time.perf_counter
+    stack: list[list[float]] = []  # per active part: [start, time spent in nested parts]
+
+    def timed(part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            frame = [clock(), 0.0]
+            stack.append(frame)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stack.pop()
+                spent = clock() - frame[0]
+                t.seconds[part] += spent - frame[1]
+                if stack:
+                    stack[-1][1] += spent
+
+        return wrapper
+
+    conn_cls = quic_internals.NodeQuicConnection
+    conn_cls.receive_datagram = timed("quic_receive", conn_cls.receive_datagram)
+    conn_cls.datagrams_to_send = timed("quic_build", conn_cls.datagrams_to_send)
+    wire.decode = timed("wire_decode", wire.decode)
+    rpc.encode = timed("wire_encode", rpc.encode)
+    records.verify_signature = timed("signatures", records.verify_signature)
+    for name in ("seen", "closest", "failed"):
+        setattr(routing.RoutingTable, name, timed("routing", getattr(routing.RoutingTable, name)))
+    for name in ("__init__", "next_queries", "on_response", "on_failure", "result"):
+        setattr(lookup.Lookup, name, timed("lookup", getattr(lookup.Lookup, name)))
+    for cls, names in (
+        (transport.Conn, ("process_events", "send", "start_stream", "log_delivery")),
+        (transport.Endpoint, ("datagram_received", "_flush", "schedule", "_on_timer")),
+    ):
+        for name in names:
+            setattr(cls, name, timed("transport", getattr(cls, name)))
+    for name in ("stream_data", "_dispatch", "_respond", "_track_answer"):
+        setattr(rpc.RpcEndpoint, name, timed("rpc", getattr(rpc.RpcEndpoint, name)))
+    for name in ("_lookup_answer", "_launch_queries", "_learn", "_handle", "_valid"):
+        setattr(node.Node, name, timed("node", getattr(node.Node, name)))
+    original_transmit = timed("transport", transport.Endpoint._transmit)
+
+    def _transmit(self: Any, conn: Any, now: float) -> None:
+        real = self._transport
+        if real is None:
+            return original_transmit(self, conn, now)
+
+        class Timing:
+            sendto = staticmethod(timed("sendto", real.sendto))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        self._transport = Timing()
+        try:
+            original_transmit(self, conn, now)
+        finally:
+            self._transport = real
+
+    transport.Endpoint._transmit = _transmit
+    return t

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (
     HOST,
+    CpuMeter,
     LatencyLog,
     add_load_options,
     cpu_seconds,
@@ -39,10 +40,14 @@ from dhtscope.node.wire import FindValue, Value
 
 SERVICE = "bench-service"
 COUNTERS: list = []  # filled by --count (bench/patches.py)
+TIMERS: list = []  # filled by --timers (bench/patches.py)
 
 
 def _counts() -> dict:
-    return {"counters": COUNTERS[0].as_dict()} if COUNTERS else {}
+    out = {"counters": COUNTERS[0].as_dict()} if COUNTERS else {}
+    if TIMERS:
+        out["parts_s"] = TIMERS[0].as_dict()
+    return out
 
 
 async def _started_node(record_dir: str | None, name: str, role: str) -> Node:
@@ -110,12 +115,21 @@ async def load(args: argparse.Namespace) -> None:
     for concurrency in args.levels:
         await run_level(concurrency, args.warmup, args.max_requests)
         cpu0 = time.process_time()
+        meter = CpuMeter(args.server_pid)
+        meter.start()
         if profiler is not None:
             profiler.enable()
+        parts0 = TIMERS[0].as_dict() if TIMERS else {}
         log, elapsed = await run_level(concurrency, args.duration, args.max_requests)
         if profiler is not None:
             profiler.disable()
-        emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0)})
+        meter.stop()
+        summary = log.summary(elapsed, concurrency, time.process_time() - cpu0, meter)
+        if TIMERS and summary["ok"]:
+            summary["client_parts_us_per_rpc"] = {
+                k: round((v - parts0[k]) * 1e6 / summary["ok"], 1) for k, v in TIMERS[0].as_dict().items()
+            }
+        emit({"level": summary})
     if profiler is not None:
         profiler.dump_stats(args.profile)
     rss = rss_bytes()
@@ -140,6 +154,8 @@ def main() -> None:
     ld.add_argument("--profile", default=None, help="write a cProfile of the measured levels here")
     ld.add_argument("--patch", default=None, help="comma list of bench/patches.py prototypes to apply")
     ld.add_argument("--count", action="store_true", help="count datagrams, timer fires and credit waits")
+    for p in (s, ld):
+        p.add_argument("--timers", action="store_true", help="time the parts of the request path (diagnostics)")
     args = parser.parse_args()
     quiet_logging()
     if args.patch:
@@ -150,6 +166,10 @@ def main() -> None:
         from patches import install_counters
 
         COUNTERS.append(install_counters())
+    if args.timers:
+        from patches import install_timers
+
+        TIMERS.append(install_timers())
     if args.mode == "serve" and args.profile:
         profiler = cProfile.Profile()
         profiler.enable()

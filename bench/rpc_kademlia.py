@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (
     HOST,
+    CpuMeter,
     LatencyLog,
     add_load_options,
     cpu_seconds,
@@ -76,8 +77,11 @@ async def load(args: argparse.Namespace) -> None:
     for concurrency in args.levels:
         await run_level(concurrency, args.warmup, args.max_requests)
         cpu0 = time.process_time()
+        meter = CpuMeter(args.server_pid)
+        meter.start()
         log, elapsed = await run_level(concurrency, args.duration, args.max_requests)
-        emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0)})
+        meter.stop()
+        emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0, meter)})
     rss = rss_bytes()
     client.stop()
     emit({"done": True, "rss_bytes": rss})

@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import trio
-from benchlib import HOST, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes
+from benchlib import HOST, CpuMeter, LatencyLog, add_load_options, cpu_seconds, emit, quiet_logging, rss_bytes
 from libp2p import new_host
 from libp2p.crypto.secp256k1 import create_new_key_pair
 from libp2p.kad_dht.common import QUERY_TIMEOUT
@@ -130,8 +130,11 @@ async def load(args: argparse.Namespace) -> None:
         for concurrency in args.levels:
             await run_level(concurrency, args.warmup, args.max_requests)
             cpu0 = time.process_time()
+            meter = CpuMeter(args.server_pid)
+            meter.start()
             log, elapsed = await run_level(concurrency, args.duration, args.max_requests)
-            emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0)})
+            meter.stop()
+            emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0, meter)})
         emit({"done": True, "rss_bytes": rss_bytes()})
         os._exit(0)
 

@@ -77,6 +77,7 @@ def rpc_run(
             str(duration_s),
             "--warmup",
             str(warmup_s),
+            *(["--server-pid", str(ready["pid"])] if ready.get("pid") else []),
             *load_args,
             name=f"{system} client",
         )

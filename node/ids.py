@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from .constants import ID_BITS, ID_BYTES
 
@@ -103,3 +106,67 @@ class Contact:
 
     def __str__(self) -> str:
         return f"{self.node_id.short()}@{self.address}"
+
+
+CONTACT_V4_BYTES = ID_BYTES + 4 + 2  # a packed contact: id, IPv4 address, port
+CONTACT_V6_BYTES = ID_BYTES + 16 + 2
+
+
+def unpack_contact(item: bytes) -> Contact:
+    """A contact from its packed bytes (id, IPv4 or IPv6 address, big-endian port), already size-checked."""
+    if len(item) == CONTACT_V4_BYTES:
+        a, b, c, d = item[ID_BYTES : ID_BYTES + 4]
+        host = f"{a}.{b}.{c}.{d}"
+    else:
+        host = socket.inet_ntop(socket.AF_INET6, item[ID_BYTES : ID_BYTES + 16])
+    return Contact(NodeId.from_bytes(item[:ID_BYTES]), host, int.from_bytes(item[-2:], "big"))
+
+
+class PackedContacts(Sequence[Contact]):
+    """Contacts as a message carried them, checked already, each made a `Contact` only when read.
+
+    A lookup's three answers repeat most of their 20 contacts: `id_values()` lets it skip the
+    ones it knows without building them. Compares equal to a tuple of the same contacts.
+    """
+
+    __slots__ = ("_packed", "_made")
+
+    def __init__(self, packed: Sequence[bytes]) -> None:
+        self._packed = tuple(packed)
+        self._made: list[Contact | None] = [None] * len(self._packed)
+
+    def id_values(self) -> list[int]:
+        """Each contact's node id as an integer, in order, without building the contacts."""
+        return [int.from_bytes(item[:ID_BYTES], "big") for item in self._packed]
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    @overload
+    def __getitem__(self, index: int) -> Contact: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Contact, ...]: ...
+    def __getitem__(self, index: int | slice) -> Contact | tuple[Contact, ...]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self._packed))))
+        made = self._made[index]
+        if made is None:
+            made = self._made[index] = unpack_contact(self._packed[index])
+        return made
+
+    def __iter__(self) -> Iterator[Contact]:
+        for i in range(len(self._packed)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedContacts):
+            return self._packed == other._packed
+        if isinstance(other, (tuple, list)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PackedContacts({list(self)!r})"

@@ -14,12 +14,12 @@ k closest with the alpha cap, as here, does exactly that, alpha at a time.
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .constants import ALPHA, K
-from .ids import Contact, NodeId
+from .ids import Contact, NodeId, PackedContacts
 
 FIND_NODE = "find_node"
 FIND_VALUE = "find_value"
@@ -37,7 +37,7 @@ class Hop:
     contact: Contact
     sent_at: float
     rtt_s: float | None
-    returned: tuple[Contact, ...]
+    returned: Sequence[Contact]
     values: int
     error: str | None
 
@@ -116,6 +116,20 @@ class Lookup:
         order = self._order
         tv = self._tv
         sv = self._self_value
+        if isinstance(contacts, PackedContacts):
+            # Answers repeat most of what the lookup knows: build only the contacts it does not.
+            for i, value in enumerate(contacts.id_values()):
+                if value == sv:
+                    continue
+                distance = value ^ tv
+                entry = entries.get(distance)
+                if entry is None:
+                    entries[distance] = _Entry(contacts[i], round_)
+                    insort(order, distance)
+                    self._scan = None
+                elif entry.state == _NEW and round_ < entry.round:
+                    entry.round = round_
+            return
         for contact in contacts:
             value = contact.node_id.value
             if value == sv:
@@ -194,7 +208,7 @@ class Lookup:
         entry = self._take(contact)
         entry.state = _ANSWERED
         self._scan = None
-        returned = tuple(contacts)
+        returned = contacts if isinstance(contacts, PackedContacts) else tuple(contacts)
         self._learn(returned, entry.round + 1)
         if values:
             self._value_nodes += 1

@@ -24,11 +24,13 @@ from .constants import (
     MAX_DATAGRAM_BYTES,
     MAX_PENDING_VERIFICATIONS,
     MAX_RECORDS_PER_MESSAGE,
+    MAX_SEEN_CONTACTS,
     MAX_UDP_PAYLOAD_BYTES,
     MIN_DATAGRAM_BYTES,
     PERSIST_COMMIT_INTERVAL_S,
     RECORD_TTL_S,
     REQUEST_TIMEOUT_S,
+    ROUTING_SEEN_INTERVAL_S,
     STORE_BURST_RECORDS,
     STORE_RECORDS_PER_S,
     STREAM_CREDIT_WAIT_S,
@@ -40,9 +42,9 @@ from .ids import Contact, NodeId
 from .keys import Identity
 from .lookup import Hop, Lookup, LookupResult
 from .persistence import NodeState, PersistenceError
-from .records import Advertisements, Record, RecordError, verify
+from .records import Advertisements, Record, RecordError, SignatureCache, verify
 from .routing import REFUSED, RoutingChange, RoutingTable
-from .rpc import MemoryLimits, PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of
+from .rpc import MemoryLimits, PeerMismatch, RemoteError, RpcEndpoint, RpcError, contact_of, message_name
 from .scenarios import DEFAULT_LOSS, Faults, apply_scenario
 from .store import RecordStore
 from .transport import Address, Conn, Endpoint, TransportError
@@ -168,6 +170,11 @@ class Node:
         self.routing = RoutingTable(self.id, limits=address_limits)
         self.store_ = store if store is not None else RecordStore()
         self.failures = RecentFailures()
+        # A record met again (every lookup of a service meets the same few) costs no second Ed25519 check.
+        self.signatures = SignatureCache()
+        # Contacts the routing table heard from lately: their next answers within
+        # ROUTING_SEEN_INTERVAL_S cost no table update (when they were last seen, for LRU order).
+        self._seen_at: dict[Contact, float] = {}
         self.store_rate = (store_records_per_s, store_burst_records)
         self.data_dir = os.fspath(data_dir) if data_dir is not None else None
         self.persistence: NodeState | None = None
@@ -368,7 +375,7 @@ class Node:
         return None if self.client_mode else Sender(self.id, self.port)
 
     def _handle(self, conn: Conn, request: Message) -> Message | None:
-        kind = request.TYPE.name
+        kind = message_name(request)
         self.stats.requests_handled[kind] = self.stats.requests_handled.get(kind, 0) + 1
         if request.sender is not None:
             contact = contact_of(conn, request.sender)
@@ -502,7 +509,15 @@ class Node:
     def _saw(self, contact: Contact) -> None:
         if contact.node_id == self.id:
             return
-        change = self.routing.seen(contact, self.clock())
+        now = self.clock()
+        seen = self._seen_at
+        last = seen.get(contact)
+        if last is not None and 0.0 <= now - last < ROUTING_SEEN_INTERVAL_S:
+            return  # the table moved it to the tail of its bucket a moment ago; the same again changes nothing
+        if len(seen) >= MAX_SEEN_CONTACTS:
+            seen.clear()
+        seen[contact] = now
+        change = self.routing.seen(contact, now)
         if change.action == REFUSED:
             self.stats.contacts_refused += 1
         self._log_change(change)
@@ -548,6 +563,7 @@ class Node:
             self._pinging.discard(oldest.node_id)
 
     def _failed(self, contact: Contact) -> None:
+        self._seen_at.pop(contact, None)
         self._log_change(self.routing.failed(contact.node_id, self.clock()))
 
     # -- RPCs -------------------------------------------------------------------
@@ -770,12 +786,11 @@ class Node:
             lookup.on_failure(contact, now, str(exc))
             return
         response = task.result()[0]
+        # The lookup skips this node's own id, and reads the contacts it does not know yet.
         if isinstance(response, Nodes):
-            lookup.on_response(contact, now, [c for c in response.contacts if c.node_id != self.id])
+            lookup.on_response(contact, now, response.contacts)
         elif isinstance(response, Value):
-            lookup.on_response(
-                contact, now, [c for c in response.contacts if c.node_id != self.id], list(response.records)
-            )
+            lookup.on_response(contact, now, response.contacts, list(response.records))
         else:
             lookup.on_failure(contact, now, f"unexpected {response.TYPE.name}")
 
@@ -801,7 +816,7 @@ class Node:
 
     def _valid(self, record: Record) -> bool:
         try:
-            verify(record, self.clock())
+            self.signatures.verify(record, self.clock())
         except RecordError as exc:
             log.info("dropping record from lookup: %s", exc)
             return False

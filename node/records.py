@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from .constants import (
     MAX_RECORD_TTL_S,
     MAX_SERVICE_NAME_BYTES,
     MAX_VALUE_BYTES,
+    MAX_VERIFIED_RECORDS,
     RECORD_TTL_S,
     REPUBLISH_MARGIN_S,
 )
@@ -213,6 +215,50 @@ def verify(record: Record, now: float) -> None:
         raise RecordRejected("publisher id does not match its public key")
     # Time checks come before the signature check: they are cheap, and a flood of stale or
     # far-future records should not cost an Ed25519 verification each.
+    _check_times(record, now)
+    if not verify_signature(record.public_key, record.signature, record.signed_payload()):
+        raise RecordRejected(
+            "signature does not match the record's contents; it was altered or signed with another key"
+        )
+
+
+class SignatureCache:
+    """`verify` that checks each record's signature once, however many answers repeat the record.
+
+    Keyed by (key, publisher, seq), LRU, at most `max_entries`. A hit needs the very record
+    that was checked, every field and the signature equal: a forgery that reuses a checked
+    record's key, publisher and seq is checked in full like any other. Expiry is checked on
+    every call, since it depends on `now`.
+    """
+
+    def __init__(self, max_entries: int = MAX_VERIFIED_RECORDS) -> None:
+        self.max_entries = max_entries
+        self.full_checks = 0  # records checked in full: structure, key, times and Ed25519 signature
+        self.hits = 0  # records accepted without one
+        self._checked: OrderedDict[tuple[int, int, int], Record] = OrderedDict()
+
+    def verify(self, record: Record, now: float) -> None:
+        """Same as the module-level `verify(record, now)`: RecordRejected unless it may be used at `now`."""
+        key = (record.key.value, record.publisher.value, record.seq)
+        checked = self._checked.get(key)
+        if checked is not None and checked == record:
+            _check_times(record, now)
+            self._checked.move_to_end(key)
+            self.hits += 1
+            return
+        self.full_checks += 1
+        verify(record, now)
+        self._checked[key] = record
+        self._checked.move_to_end(key)
+        if len(self._checked) > self.max_entries:
+            self._checked.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._checked)
+
+
+def _check_times(record: Record, now: float) -> None:
+    """RecordRejected if `record` has expired at `now`, or claims to live longer than any record may."""
     if record.expires_at <= now:
         raise RecordRejected(
             f"record expired {now - record.expires_at:.1f} s ago; the publisher must republish (or its clock is behind)"
@@ -223,10 +269,6 @@ def verify(record: Record, now: float) -> None:
             f"record claims to live {record.expires_at - now:.0f} s, more than the "
             f"{MAX_RECORD_TTL_S:.0f} s maximum TTL plus {MAX_CLOCK_SKEW_S:.0f} s clock skew; "
             "lower its TTL or check the publisher's clock"
-        )
-    if not verify_signature(record.public_key, record.signature, record.signed_payload()):
-        raise RecordRejected(
-            "signature does not match the record's contents; it was altered or signed with another key"
         )
 
 

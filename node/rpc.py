@@ -47,6 +47,7 @@ from .wire import (
     MsgType,
     Sender,
     WireError,
+    decode_whole,
     encode,
 )
 
@@ -338,7 +339,11 @@ class RpcEndpoint:
             conn.log_delivery(stream_id, len(data), fin)
             return  # a late answer to a request we gave up on (timed out or cancelled)
         try:
-            response = out.reader.feed(data) if data else None
+            response = None
+            if fin and not out.reader.buffered:
+                response = decode_whole(data)  # the whole answer at once, as it usually comes
+            if response is None:
+                response = out.reader.feed(data) if data else None
             if response is None and fin:
                 out.reader.finish()
         except WireError as exc:
@@ -394,6 +399,15 @@ class RpcEndpoint:
             return
         inc = state.incoming.get(stream_id)
         if inc is None:
+            if fin:
+                # A whole request in one piece, as it usually comes: no reader, nothing to track.
+                try:
+                    request = decode_whole(data)
+                except WireError:
+                    request = None  # the reader below finds it again and answers it
+                if request is not None:
+                    self._dispatch(conn, stream_id, request, len(data), fin)
+                    return
             inc = state.incoming[stream_id] = _Incoming()
         if inc.done:
             conn.log_delivery(stream_id, len(data), fin)

@@ -71,6 +71,7 @@ Event = tuple[str, dict[str, Any]]  # an event's name and data, for a write or d
 # QUIC CRYPTO_ERROR for TLS alert 120 (no_application_protocol), RFC 9001 section 4.8
 ALPN_MISMATCH_ERROR = 0x100 + 120
 HANDSHAKE_TIMEOUT_REASON = "handshake timeout"
+HOST_CID_BYTES = 8  # the connection ids this node issues (aioquic's default length)
 EVICTED_REASON = "idle connection closed: every connection slot is taken"
 
 
@@ -633,15 +634,22 @@ class Endpoint(asyncio.DatagramProtocol):
         if (faults.loss or faults.blackhole or self._blackhole_at is not None) and self._fault_drops(sending=False):
             return
         addr = (addr[0], addr[1])
-        try:
-            header = pull_quic_header(Buffer(data=data), host_cid_length=8)
-        except ValueError:
-            return  # not QUIC: nothing to answer
-        conn = self.connections.get(header.destination_cid)
-        if conn is None:
-            conn = self._accept(data, header, addr)
+        if data and not data[0] & 0x80:
+            # A short header (RFC 9000 section 17.3): our 8-byte connection id follows the first
+            # byte. aioquic parses the header again anyway; only a long header needs it here.
+            conn = self.connections.get(data[1 : 1 + HOST_CID_BYTES])
             if conn is None:
-                return
+                return  # not for a connection of ours, and only an Initial may start one
+        else:
+            try:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=HOST_CID_BYTES)
+            except ValueError:
+                return  # not QUIC: nothing to answer
+            conn = self.connections.get(header.destination_cid)
+            if conn is None:
+                conn = self._accept(data, header, addr)
+                if conn is None:
+                    return
         now = self.loop.time()
         conn.quic.receive_datagram(data, addr, now=now)
         conn.process_events()

@@ -11,6 +11,7 @@ input raises WireError.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -26,11 +27,13 @@ from .constants import (
     MAX_RECORDS_PER_MESSAGE,
     WIRE_VERSION,
 )
-from .ids import Contact, NodeId
+from .ids import CONTACT_V4_BYTES, CONTACT_V6_BYTES, Contact, NodeId, PackedContacts
 from .records import Record, RecordError
 
-CONTACT_V4_BYTES = ID_BYTES + 4 + 2  # a contact on the wire: id, IPv4 address, port
-CONTACT_V6_BYTES = ID_BYTES + 16 + 2
+# Contacts a node packs for its answers, kept packed: a FIND_NODE or FIND_VALUE answer carries
+# up to 20, mostly the same ones answer after answer. The memory starts over when full.
+MAX_PACKED_CONTACTS = 4096
+_packed: dict[Contact, bytes] = {}
 MAX_REASON_CHARS = 512
 MAX_REQUEST_ID = (1 << 64) - 1
 
@@ -106,7 +109,7 @@ class FindNode(Message):
 @dataclass(frozen=True)
 class Nodes(Message):
     TYPE: ClassVar[MsgType] = MsgType.NODES
-    contacts: tuple[Contact, ...] = ()
+    contacts: Sequence[Contact] = ()
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class Value(Message):
 
     TYPE: ClassVar[MsgType] = MsgType.VALUE
     records: tuple[Record, ...] = ()
-    contacts: tuple[Contact, ...] = ()
+    contacts: Sequence[Contact] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,16 @@ def _contact_to_wire(c: Contact) -> bytes:
     Twenty of them and a record fit in one 1,200-byte QUIC packet, so a FIND_VALUE answer
     is one datagram (with host strings it was two, and each datagram wakes the peer).
     """
+    packed = _packed.get(c)
+    if packed is None:
+        packed = _pack_contact(c)
+        if len(_packed) >= MAX_PACKED_CONTACTS:
+            _packed.clear()
+        _packed[c] = packed
+    return packed
+
+
+def _pack_contact(c: Contact) -> bytes:
     try:
         packed = _pack_ip(c.host)
     except OSError:
@@ -174,30 +187,23 @@ def _node_id(value: Any, what: str) -> NodeId:
     return NodeId.from_bytes(value)
 
 
-def _contacts(value: Any) -> tuple[Contact, ...]:
+def _contacts(value: Any) -> PackedContacts:
+    """Every contact checked now (type, size, port); each becomes a Contact only when read."""
     if type(value) is not list:
         raise WireError("contacts must be a list")
     if len(value) > MAX_CONTACTS_PER_MESSAGE:
         raise WireError(f"more than {MAX_CONTACTS_PER_MESSAGE} contacts in one message")
-    out = []
     for item in value:
         if type(item) is not bytes:
             raise WireError("a contact must be bytes: id, IP address, port")
         size = len(item)
-        if size == CONTACT_V4_BYTES:
-            a, b, c, d = item[ID_BYTES : ID_BYTES + 4]
-            host = f"{a}.{b}.{c}.{d}"
-        elif size == CONTACT_V6_BYTES:
-            host = socket.inet_ntop(socket.AF_INET6, item[ID_BYTES : ID_BYTES + 16])
-        else:
+        if size != CONTACT_V4_BYTES and size != CONTACT_V6_BYTES:
             raise WireError(
                 f"a contact must be {CONTACT_V4_BYTES} (IPv4) or {CONTACT_V6_BYTES} (IPv6) bytes, got {size}"
             )
-        port = int.from_bytes(item[-2:], "big")
-        if port == 0:
+        if not (item[-2] or item[-1]):
             raise WireError("a contact port must be 1..65535")
-        out.append(Contact(NodeId.from_bytes(item[:ID_BYTES]), host, port))
-    return tuple(out)
+    return PackedContacts(value)
 
 
 def _records(value: Any) -> tuple[Record, ...]:
@@ -281,6 +287,18 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+
+def decode_whole(data: bytes) -> Message | None:
+    """The message when `data` is exactly one whole frame (how a request or answer usually arrives), else None.
+
+    Saves a FrameReader and two copies per message; anything else goes to a FrameReader.
+    Raises WireError only for a complete frame whose body is bad.
+    """
+    size = len(data) - FRAME_HEADER_BYTES
+    if size <= 0 or int.from_bytes(data[:FRAME_HEADER_BYTES], "big") != size:
+        return None
+    return decode(data[FRAME_HEADER_BYTES:])
 
 
 def decode(data: bytes) -> Message:

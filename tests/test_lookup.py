@@ -306,3 +306,25 @@ def test_rounds_grow_with_the_distance_travelled() -> None:
     assert result.rounds == len(chain)
     assert [h.round for h in result.hops] == list(range(1, len(chain) + 1))
     assert result.closest == (chain[-1],)
+
+
+def test_packed_answers_build_only_the_contacts_the_lookup_does_not_know(monkeypatch):
+    from dhtscope.node import ids
+    from dhtscope.node.wire import FRAME_HEADER_BYTES, Nodes, decode, encode
+
+    built = []
+    real = ids.unpack_contact
+    monkeypatch.setattr(ids, "unpack_contact", lambda item: built.append(1) or real(item))
+    target = NodeId(1 << 200)
+    seeds = [contact(v) for v in range(1, 4)]
+    lookup = Lookup(target, seeds, "find_node", 0.0)
+    asked = lookup.next_queries(0.0)
+    # Each answer repeats the three seeds and brings two new contacts.
+    for i, peer in enumerate(asked):
+        fresh = [contact(100 + 10 * i), contact(101 + 10 * i)]
+        answer = decode(encode(Nodes(1, contacts=tuple(seeds + fresh)))[FRAME_HEADER_BYTES:])
+        lookup.on_response(peer, 0.1, answer.contacts)
+    assert len(built) == 6  # the two new ones of each answer; the repeated seeds never
+    known = {c.node_id.value for c, _ in lookup.shortlist()}
+    assert known == {1, 2, 3, 100, 101, 110, 111, 120, 121}
+    assert lookup.hops[0].returned == tuple(seeds) + (contact(100), contact(101))

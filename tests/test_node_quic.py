@@ -311,14 +311,14 @@ async def test_datagrams_fill_up_to_the_configured_size_and_no_further(make_node
 
 
 async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypatch):
-    # aioquic offers every stream with data waiting to every packet; once a packet is full
-    # the node's override answers at once instead of asking the stream for a frame.
-    from aioquic.quic.connection import QuicConnection
+    # Once a packet is full the node's frame writer answers at once instead of asking the
+    # stream for a frame that cannot fit.
+    from aioquic.quic.stream import QuicStreamSender
 
     a, b = await make_nodes(2, bootstrap=False)
     await meet(a, b)
     offered, asked = [0], [0]
-    original = QuicConnection._write_stream_frame
+    original = QuicStreamSender.get_frame
 
     def counting(self, *args, **kwargs):
         asked[0] += 1
@@ -330,7 +330,7 @@ async def test_full_packets_skip_the_streams_still_waiting(make_nodes, monkeypat
         offered[0] += 1
         return node_version(self, *args, **kwargs)
 
-    monkeypatch.setattr(QuicConnection, "_write_stream_frame", counting)
+    monkeypatch.setattr(QuicStreamSender, "get_frame", counting)
     monkeypatch.setattr(NodeQuicConnection, "_write_stream_frame", offering)
     results = await asyncio.gather(*(b.ping(a.contact()) for _ in range(200)))
     assert len(results) == 200
@@ -387,3 +387,48 @@ async def test_fin_arrives_after_a_burst_of_large_writes(make_nodes):
             *(b._call(a.contact(), Store(i, records=records[i % 60 : i % 60 + 1])) for i in range(150))
         )
         assert all(isinstance(r[0], StoreResult) for r in replies)
+
+
+async def test_a_record_met_again_in_lookups_is_verified_once(make_nodes, monkeypatch):
+    from dhtscope.node import records
+
+    nodes = await make_nodes(6)
+    await nodes[1].advertise("calculator", "127.0.0.1:9001")
+    checks = []
+    real = records.verify_signature
+    monkeypatch.setattr(records, "verify_signature", lambda *a: checks.append(1) or real(*a))
+    seeker = nodes[5]
+    seeker.store_.expire(seeker.clock() + 10**6)  # holds no copy of its own: it must ask
+    for _ in range(3):
+        found = await seeker.discover("calculator", quorum=None)  # every holder answers with the record
+        assert [r.value for r in found.records] == [b"127.0.0.1:9001"]
+    holders = sum(1 for h in found.lookup.hops if h.values)
+    assert holders >= 2
+    assert len(checks) == 1 and seeker.signatures.full_checks == 1
+
+
+async def test_a_contact_heard_from_again_at_once_costs_no_routing_update(make_nodes, monkeypatch):
+    clock = FakeClock(1_700_000_000.0)
+    a, b = await make_nodes(2, bootstrap=False, clock=clock)
+    await b.ping(a.contact())
+    from dhtscope.node.routing import RoutingTable
+
+    updates = []
+    real = RoutingTable.seen
+
+    def seen(table, c, now):
+        if table is b.routing:
+            updates.append(c)
+        return real(table, c, now)
+
+    monkeypatch.setattr(RoutingTable, "seen", seen)
+    for _ in range(5):
+        await b.ping(a.contact())
+    assert updates == []  # within ROUTING_SEEN_INTERVAL_S of the first answer
+    clock.advance(2.0)
+    await b.ping(a.contact())
+    assert len(updates) == 1
+    # A contact that failed is forgotten at once: its next answer counts again.
+    b._failed(a.contact())
+    await b.ping(a.contact())
+    assert len(updates) == 2 and a.id in b.routing

@@ -149,3 +149,101 @@ def test_a_refused_certificate_closes_the_handshake_with_its_tls_alert() -> None
     client.handle_timer(now=60.0)  # the closing period ends
     ended = [e for e in iter(client.next_event, None) if isinstance(e, events.ConnectionTerminated)]
     assert [(e.error_code, e.reason_phrase) for e in ended] == [(0x100 + UNSUPPORTED_CERTIFICATE_ALERT, "not for us")]
+
+
+def _deliver(src: quic_internals.NodeQuicConnection, dst: quic_internals.NodeQuicConnection, now: float) -> int:
+    """Every datagram `src` has to send, received by `dst` (and nothing sent back); how many."""
+    datagrams = src.datagrams_to_send(now=now)
+    addr = ("127.0.0.1", 2 if dst._is_client else 1)  # where each end sees the other (as _pair moves them)
+    for data, _ in datagrams:
+        dst.receive_datagram(data, addr, now=now)
+    return len(datagrams)
+
+
+def test_a_finished_stream_leaves_the_stream_table_as_soon_as_it_finishes() -> None:
+    client, server, _ = _pair(None)
+    sid = client.get_next_available_stream_id()
+    client.send_stream_data(sid, b"request", end_stream=True)
+    _deliver(client, server, 2.0)
+    assert _received(server, sid) == 7
+    credit = server.local_stream_credit()
+    server.ack_with_next_packet()  # the answer carries the request's ACK, as Conn.send arranges
+    server.send_stream_data(sid, b"answer", end_stream=True)
+    _deliver(server, client, 2.01)
+    # Request FIN acknowledged and answer FIN received, in one datagram: gone before the
+    # client builds another packet.
+    assert sid not in client._streams
+    assert sid in server._streams  # the server waits for the ACK of its answer
+    client.ack_with_next_packet()
+    client.send_ping(1)  # something for that ACK to ride on
+    _deliver(client, server, 2.02)
+    assert sid not in server._streams and not server._sendable
+    assert server.local_stream_credit() == credit + 1  # the peer may open one more stream
+
+
+def test_building_a_packet_visits_only_the_streams_with_a_frame_to_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, server, _ = _pair(None)
+    sids = []
+    for _ in range(60):
+        sid = client.get_next_available_stream_id()
+        client.send_stream_data(sid, b"request", end_stream=True)
+        sids.append(sid)
+    _deliver(client, server, 2.0)
+    assert _received(server, sids[0]) == 7
+    _deliver(server, client, 2.01)  # ACKs; the 60 requests stay unanswered
+    visits, limits = [0], [0]
+    has_frame = quic_internals.NodeQuicConnection._has_frame_to_send
+    stream_limits = quic_internals.NodeQuicConnection._write_stream_limits
+
+    def counting_visit(self, stream):  # type: ignore[no-untyped-def]
+        visits[0] += 1
+        return has_frame(self, stream)
+
+    def counting_limits(self, builder, space, stream):  # type: ignore[no-untyped-def]
+        limits[0] += 1
+        return stream_limits(self, builder, space, stream)
+
+    monkeypatch.setattr(quic_internals.NodeQuicConnection, "_has_frame_to_send", counting_visit)
+    monkeypatch.setattr(quic_internals.NodeQuicConnection, "_write_stream_limits", counting_limits)
+    assert len(server._streams) == 60
+    server.send_stream_data(sids[7], b"one answer", end_stream=True)
+    assert _deliver(server, client, 2.02) == 1
+    # aioquic asks all 60 open streams twice in every packet (limits, then frames).
+    assert visits[0] == 1 and limits[0] == 0
+    assert _received(client, sids[7]) == 10
+
+
+def test_answers_to_many_streams_share_one_packet() -> None:
+    client, server, _ = _pair(None)
+    sids = []
+    for _ in range(20):
+        sid = client.get_next_available_stream_id()
+        client.send_stream_data(sid, b"request", end_stream=True)
+        sids.append(sid)
+    _deliver(client, server, 2.0)
+    _received(server, sids[0])
+    for sid in sids:
+        server.send_stream_data(sid, b"answer %d" % sid, end_stream=True)
+    assert _deliver(server, client, 2.01) == 1
+    assert sum(1 for e in iter(client.next_event, None) if getattr(e, "end_stream", False)) == 20
+
+
+def test_a_lost_answer_is_sent_again() -> None:
+    client, server, _ = _pair(None)
+    sid = client.get_next_available_stream_id()
+    client.send_stream_data(sid, b"request", end_stream=True)
+    _deliver(client, server, 2.0)
+    _received(server, sid)
+    server.send_stream_data(sid, b"answer", end_stream=True)
+    assert len(server.datagrams_to_send(now=2.01)) == 1  # lost on the way
+    assert not server._sendable
+    now = 2.01
+    for _ in range(10):  # the loss timer fires; the stream has a frame to send again
+        timer = server.get_timer()
+        assert timer is not None
+        now = max(now, timer)
+        server.handle_timer(now=now)
+        if _deliver(server, client, now) and _received(client, sid):
+            break
+    else:
+        raise AssertionError("the lost answer was never sent again")

@@ -349,3 +349,67 @@ def test_default_advertisements_follow_the_protocol_timing() -> None:
     record = ads.add(KEY, b"v", SERVICE, NOW)
     assert record.expires_at == NOW + RECORD_TTL_S
     assert ads.next_due() == NOW + RECORD_TTL_S - REPUBLISH_MARGIN_S
+
+
+# -- the signature cache ------------------------------------------------------------------------
+
+
+def test_signature_cache_checks_a_record_once_however_often_it_comes_back(monkeypatch):
+    from dhtscope.node import records
+
+    checks = []
+    real = records.verify_signature
+    monkeypatch.setattr(records, "verify_signature", lambda *a: checks.append(1) or real(*a))
+    cache = records.SignatureCache()
+    record = Record.create(ALICE, KEY, b"127.0.0.1:9001", 7, RECORD_TTL_S, NOW, SERVICE)
+    for _ in range(5):
+        cache.verify(record, NOW + 1)
+        cache.verify(dataclasses.replace(record), NOW + 1)  # an equal copy, as the next answer decodes it
+    assert len(checks) == 1 and cache.full_checks == 1 and cache.hits == 9
+    # A newer sequence number is another record: checked once too.
+    newer = Record.create(ALICE, KEY, b"127.0.0.1:9001", 8, RECORD_TTL_S, NOW, SERVICE)
+    cache.verify(newer, NOW + 1)
+    cache.verify(newer, NOW + 1)
+    assert len(checks) == 2
+
+
+def test_signature_cache_never_accepts_a_forgery_of_a_checked_record():
+    from dhtscope.node.records import SignatureCache
+
+    cache = SignatureCache()
+    record = Record.create(ALICE, KEY, b"127.0.0.1:9001", 7, RECORD_TTL_S, NOW, SERVICE)
+    cache.verify(record, NOW)
+    # Same key, publisher and seq, another value under the old signature: checked in full, refused.
+    forged = dataclasses.replace(record, value=b"10.6.6.6:9001")
+    with pytest.raises(RecordRejected, match="signature"):
+        cache.verify(forged, NOW)
+    cache.verify(record, NOW)  # the genuine one is still known
+    assert cache.full_checks == 2
+
+
+def test_signature_cache_still_refuses_a_checked_record_once_it_expired():
+    from dhtscope.node.records import SignatureCache
+
+    cache = SignatureCache()
+    record = Record.create(ALICE, KEY, b"127.0.0.1:9001", 7, RECORD_TTL_S, NOW, SERVICE)
+    cache.verify(record, NOW)
+    with pytest.raises(RecordRejected, match="expired"):
+        cache.verify(record, NOW + RECORD_TTL_S + 1)
+
+
+def test_signature_cache_holds_at_most_its_limit_least_recently_used_out():
+    from dhtscope.node.records import SignatureCache
+
+    cache = SignatureCache(max_entries=2)
+    first, second, third = (
+        Record.create(ALICE, KEY, b"127.0.0.1:9001", seq, RECORD_TTL_S, NOW, SERVICE) for seq in (1, 2, 3)
+    )
+    cache.verify(first, NOW)
+    cache.verify(second, NOW)
+    cache.verify(first, NOW)  # first is now the most recently used
+    cache.verify(third, NOW)  # second goes
+    assert len(cache) == 2
+    cache.verify(first, NOW)
+    assert cache.full_checks == 3
+    cache.verify(second, NOW)
+    assert cache.full_checks == 4

@@ -172,3 +172,36 @@ def test_any_msgpack_map_decodes_to_a_message_or_wire_error(fields):
         assert exc.code in set(ErrorCode)
     else:
         assert decode(encode(message)[FRAME_HEADER_BYTES:]) == message
+
+
+def test_decoded_contacts_are_built_only_when_read_and_equal_the_originals(monkeypatch):
+    from dhtscope.node import ids
+    from dhtscope.node.ids import PackedContacts
+
+    contacts = tuple(Contact(NodeId.random(), f"10.0.0.{i}", 4000 + i) for i in range(20)) + (
+        Contact(NodeId.random(), "2001:db8::1", 4500),
+    )
+    built = []
+    real = ids.unpack_contact
+    monkeypatch.setattr(ids, "unpack_contact", lambda item: built.append(1) or real(item))
+    message = decode(encode(Nodes(1, contacts=contacts))[FRAME_HEADER_BYTES:])
+    assert isinstance(message.contacts, PackedContacts) and len(message.contacts) == 21
+    assert message.contacts.id_values() == [c.node_id.value for c in contacts]
+    assert built == []
+    assert message.contacts[3] == contacts[3] and len(built) == 1
+    assert message.contacts == contacts and contacts == message.contacts
+    assert hash(message.contacts) == hash(contacts)
+    assert message == Nodes(1, contacts=contacts)
+    assert len(built) == 21  # each built once, then kept
+
+
+def test_a_whole_frame_decodes_at_once_and_anything_else_is_left_to_the_reader():
+    from dhtscope.node.wire import decode_whole
+
+    framed = encode(Ping(7, sender=Sender(NodeId.random(), 4000)))
+    assert decode_whole(framed) == Ping(7, sender=decode(framed[FRAME_HEADER_BYTES:]).sender)
+    assert decode_whole(framed[:-1]) is None  # cut short: the reader waits for the rest
+    assert decode_whole(framed + b"x") is None  # trailing bytes: the reader refuses them
+    assert decode_whole(b"") is None and decode_whole(framed[:FRAME_HEADER_BYTES]) is None
+    with pytest.raises(WireError):
+        decode_whole((3).to_bytes(FRAME_HEADER_BYTES, "big") + b"\xc1\xc1\xc1")  # whole, and not msgpack
