@@ -93,6 +93,9 @@ class Conn:
     def __init__(self, endpoint: Endpoint, quic: NodeQuicConnection, role: str, addr: Address) -> None:
         self.endpoint = endpoint
         self.quic = quic
+        # The connection's qlog trace (None when nothing records it): aioquic starts it with the
+        # connection and keeps it to the end, and events are logged often enough to keep it at hand.
+        self.trace: Any = quic.trace
         self.role = role
         self.addr = addr
         self.peer_id: NodeId | None = None
@@ -126,10 +129,6 @@ class Conn:
     # -- facts --------------------------------------------------------------
 
     @property
-    def trace(self) -> Any:
-        return self.quic.trace
-
-    @property
     def odcid(self) -> str:
         return self.quic.original_destination_connection_id.hex()
 
@@ -160,7 +159,7 @@ class Conn:
         Callers on the request path check it before building an event, so a node that
         neither records nor has listeners pays nothing for events.
         """
-        return self.quic.trace is not None or bool(self.endpoint.listeners)
+        return self.trace is not None or bool(self.endpoint.listeners)
 
     def log(self, name: str, data: dict[str, Any]) -> None:
         self.endpoint.emit(self, name, data)
@@ -617,7 +616,7 @@ class Endpoint(asyncio.DatagramProtocol):
         trace = conn.trace
         if trace is not None:
             trace.log(name, data)
-        if self.event_sink is not None:
+        if self.listeners and self.event_sink is not None:
             self.event_sink(conn, name, data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
