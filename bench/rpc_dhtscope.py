@@ -45,6 +45,12 @@ def _counts() -> dict:
     return {"counters": COUNTERS[0].as_dict()} if COUNTERS else {}
 
 
+def _writer_cpu(node: Node) -> float | None:
+    """CPU seconds of the node's recording writer process so far (None when not recording)."""
+    pid = node.recorder.writer_pid if node.recorder is not None else None
+    return cpu_seconds(pid) if pid is not None else None
+
+
 async def _started_node(record_dir: str | None, name: str, role: str) -> Node:
     """A started node on 127.0.0.1, recording into `record_dir` when given."""
     from dhtscope.node.keys import Identity
@@ -72,12 +78,14 @@ async def serve(args: argparse.Namespace) -> None:
     emit({"ready": True, "host": HOST, "port": node.port, "id": node.id.hex(), "key": key.hex(), "pid": os.getpid()})
     await stdin_closed()
     rss = rss_bytes()
+    writer_cpu = _writer_cpu(node)
     await node.stop()
     emit(
         {
             "server_done": True,
             "rss_bytes": rss,
             "cpu_s": cpu_seconds(),
+            "writer_cpu_s": writer_cpu,
             "requests_handled": node.stats.requests_handled,
             **_counts(),
         }
@@ -110,12 +118,17 @@ async def load(args: argparse.Namespace) -> None:
     for concurrency in args.levels:
         await run_level(concurrency, args.warmup, args.max_requests)
         cpu0 = time.process_time()
+        writer0 = _writer_cpu(node)
         if profiler is not None:
             profiler.enable()
         log, elapsed = await run_level(concurrency, args.duration, args.max_requests)
         if profiler is not None:
             profiler.disable()
-        emit({"level": log.summary(elapsed, concurrency, time.process_time() - cpu0)})
+        level = log.summary(elapsed, concurrency, time.process_time() - cpu0)
+        writer1 = _writer_cpu(node)
+        if writer0 is not None and writer1 is not None:
+            level["client_writer_cpu_s"] = round(writer1 - writer0, 3)
+        emit({"level": level})
     if profiler is not None:
         profiler.dump_stats(args.profile)
     rss = rss_bytes()

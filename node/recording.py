@@ -101,6 +101,12 @@ class NodeRecorder:
             "reopened": stats.get("reopened", 0),
         }
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id (None when events are written in this process)."""
+        sink = self._spool.sink if self._spool is not None else None
+        return sink.pid if isinstance(sink, ProcessSink) else None
+
     def quic_logger(self) -> LiveQuicLogger:
         return self._quic
 

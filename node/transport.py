@@ -31,6 +31,8 @@ from aioquic.quic.packet import (
 )
 from cryptography import x509
 
+from dhtscope.tracing.seqfiles import event_schema, schema_event
+
 from .admission import (
     INVALID_TOKEN_ERROR,
     REFUSED_ERROR,
@@ -66,7 +68,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("dhtscope.transport")
 
 Address = tuple[str, int]
-Event = tuple[str, dict[str, Any]]  # an event's name and data, for a write or delivery to fold into
+# An event for a write or delivery to fold into: its schema (`rpc_event`) and its values
+# between the stream id and the write's offset, length and fin.
+Event = tuple[int, tuple[Any, ...]]
+
+
+def rpc_event(name: str, fields: tuple[str, ...]) -> int:
+    """The schema of an event that records a write or delivery: stream_id, `fields`, offset, length, fin."""
+    return event_schema(name, ("stream_id", *fields, "offset", "length", "fin"))
+
+
+# Recorded as tuples of values (tracing/seqfiles.py spells them out): no dict on the request path.
+STREAM_DATA_MOVED = event_schema("quic:stream_data_moved", ("stream_id", "offset", "length", "fin", "from", "to"))
+RPC_SENT = rpc_event("dht:rpc_sent", ("type", "request_id", "peer_id"))
+RPC_RECEIVED = rpc_event("dht:rpc_received", ("type", "request_id", "peer_id"))
+RPC_RESPONSE_SENT = rpc_event("dht:rpc_response", ("type", "request_id", "peer_id", "direction", "status"))
+RPC_RESPONSE_RECEIVED = rpc_event(
+    "dht:rpc_response", ("type", "request_id", "peer_id", "direction", "rtt_ms", "status")
+)
 
 # QUIC CRYPTO_ERROR for TLS alert 120 (no_application_protocol), RFC 9001 section 4.8
 ALPN_MISMATCH_ERROR = 0x100 + 120
@@ -250,20 +269,17 @@ class Conn:
         self, stream_id: int, offset: int, length: int, fin: bool, event: Event | None, src: str, dst: str
     ) -> None:
         if event is None:
-            self.log(
-                "quic:stream_data_moved",
-                {
-                    "stream_id": stream_id,
-                    "offset": offset,
-                    "length": length,
-                    "fin": fin,
-                    "from": src,
-                    "to": dst,
-                },
-            )
+            schema, values = STREAM_DATA_MOVED, (stream_id, offset, length, fin, src, dst)
         else:
-            name, data = event
-            self.log(name, {"stream_id": stream_id, **data, "offset": offset, "length": length, "fin": fin})
+            schema, middle = event
+            values = (stream_id, *middle, offset, length, fin)
+        trace = self.trace
+        if trace is not None:
+            trace.log_values(schema, values)
+        endpoint = self.endpoint
+        if endpoint.listeners and endpoint.event_sink is not None:
+            name, data = schema_event(schema, values)
+            endpoint.event_sink(self, name, data)
 
     def reset(self, stream_id: int, error_code: int) -> None:
         """Abandon our side of a stream and ask the peer to stop sending on theirs."""

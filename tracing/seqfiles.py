@@ -61,10 +61,31 @@ _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 _REOPEN_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)  # never O_CREAT: a removed file stays removed
 
+_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
 # Records of a batch: (key, time_s, name, data) for an event; ("open", key, path, reference_ms)
-# and ("close", key) for a file's life.
+# and ("close", key) for a file's life; ("schema", id, name, fields) for an event schema.
+# An event whose name is a schema id has a tuple of values for data: the schema names them.
 OPEN = "open"
 CLOSE = "close"
+SCHEMA = "schema"
+
+# Event schemas of this process: id -> (name, field names). The request path records an
+# event as a schema id and a tuple of values; the writer makes the dict.
+EVENT_SCHEMAS: list[tuple[str, tuple[str, ...]]] = []
+
+
+def event_schema(name: str, fields: tuple[str, ...]) -> int:
+    """Register the fields of an event recorded as a tuple of values; its schema id."""
+    EVENT_SCHEMAS.append((name, fields))
+    return len(EVENT_SCHEMAS) - 1
+
+
+def schema_event(schema: int, values: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+    """The name and data of an event recorded as a schema id and values (for live listeners)."""
+    name, fields = EVENT_SCHEMAS[schema]
+    return name, dict(zip(fields, values, strict=False))
+
 
 # Compact frames (tuples whose first item is one of these codes) that a trace's aioquic
 # logger builds instead of dicts; BatchWriter spells them out as aioquic's dicts.
@@ -286,13 +307,16 @@ class BatchWriter:
     def __init__(self, files: TraceFiles) -> None:
         self.files = files
         self._by_key: dict[int, SeqFile] = {}
+        self._schemas: dict[int, tuple[str, tuple[str, ...]]] = {}
 
     def write(self, batch: Iterable[tuple[Any, ...]]) -> None:
         files = self.files
         by_key = self._by_key
-        dirty: dict[int, SeqFile] = {}
+        dirty: list[SeqFile] = []
         closing: list[SeqFile] = []
-        dumps = _json.dumps
+        dumps = orjson.dumps
+        default = _json._default
+        option = _DUMPS_OPTIONS
         for record in batch:
             key = record[0]
             if key.__class__ is str:
@@ -302,23 +326,39 @@ class BatchWriter:
                     file = by_key.pop(record[1], None)
                     if file is not None:
                         closing.append(file)
+                elif key == SCHEMA:
+                    self._schemas[record[1]] = (record[2], tuple(record[3]))
                 continue
             file = by_key.get(key)
             if file is None:
                 continue
+            name = record[2]
             data = record[3]
-            if data.__class__ is dict:
-                frames = data.get("frames")
+            if name.__class__ is int:
+                name, fields = self._schemas.get(name, (f"unknown:{name}", ()))
+                data = dict(zip(fields, data, strict=False))
+            else:
+                frames = data.get("frames") if data.__class__ is dict else None
                 if frames:
                     data = dict(data, frames=[_expand_frame(f) for f in frames])
             # Microseconds, truncated: cheaper than round(), and the same 3 decimals.
-            time_ms = int((record[1] * 1000.0 - file.reference_ms) * 1000.0) / 1000.0
-            file.buf.append(RS + dumps({"time": time_ms, "name": record[2], "data": data}) + NL)
-            dirty[id(file)] = file
+            event = {
+                "time": int((record[1] * 1000.0 - file.reference_ms) * 1000.0) / 1000.0,
+                "name": name,
+                "data": data,
+            }
+            try:
+                chunk = dumps(event, default=default, option=option)
+            except (orjson.JSONEncodeError, TypeError):
+                chunk = _json.dumps(event) + NL
+            buf = file.buf
+            if not buf:
+                dirty.append(file)
+            buf.append(chunk)
         if files.stopped is None:
-            for file in dirty.values():
+            for file in dirty:
                 self._write_out(file)
-        for file in dirty.values():
+        for file in dirty:
             file.buf.clear()
         for file in closing:
             files.release(file)
@@ -326,7 +366,7 @@ class BatchWriter:
     def _write_out(self, file: SeqFile) -> None:
         if self.files.stopped is not None:
             return
-        data = b"".join(file.buf)
+        data = RS + RS.join(file.buf)  # each record ends with its newline
         try:
             _write_all(self.files.fd(file), data)
         except RecordingStopped:
@@ -591,6 +631,7 @@ class Spool:
         self.records: list[tuple[Any, ...]] = []
         self.idle = True  # no handover is due: the next event arms one
         self._keys = count(1)
+        self._schemas_sent = 0
         self._timer: asyncio.TimerHandle | None = None
         self._last = clock()
         files.spool = self
@@ -641,6 +682,12 @@ class Spool:
         self.idle = True
         self._last = self.clock()
         records, self.records = self.records, []
+        if records and len(EVENT_SCHEMAS) > self._schemas_sent:
+            new = [
+                (SCHEMA, i, name, fields) for i, (name, fields) in enumerate(EVENT_SCHEMAS) if i >= self._schemas_sent
+            ]
+            self._schemas_sent = len(EVENT_SCHEMAS)
+            records[:0] = new
         if records and self.files.stopped is None:
             self.sink.send(records)
         else:

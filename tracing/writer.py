@@ -112,6 +112,15 @@ class _Trace:
         if spool.idle:
             spool.wake(True)
 
+    def log_values(self, schema: int, values: tuple[Any, ...]) -> None:
+        """Record one event as a schema id (`event_schema`) and its values: no dict on the request path."""
+        if self._closed:
+            return
+        spool = self._spool
+        spool.records.append((self._key, spool.clock(), schema, values))
+        if spool.idle:
+            spool.wake(True)
+
     def flush(self) -> None:
         """Hand every event held so far to the writer (a trace on its own: written at once)."""
         self._spool.handover()
