@@ -47,7 +47,7 @@ def _counts() -> dict:
 
 def _writer_cpu(node: Node) -> float | None:
     """CPU seconds of the node's recording writer process so far (None when not recording)."""
-    pid = node.recorder.writer_pid if node.recorder is not None else None
+    pid = getattr(node.recorder, "writer_pid", None)  # None: not recording, or a tree without a writer process
     return cpu_seconds(pid) if pid is not None else None
 
 

@@ -138,7 +138,7 @@ class Conn:
         self._timer_at: float | None = None
         self._received_offsets: dict[int, int] = {}
         self._sent_offsets: dict[int, int] = {}
-        self._credit_waiters: deque[asyncio.Future[None]] = deque()
+        self._credit_waiters: list[asyncio.Future[None]] = []  # rarely more than a few: a deque's block costs more
         self._blocked_probe_sent = False
         # The flow-control fault's slow application: (due, stream, data, fin) of peer-opened
         # streams, taken FLOW_CONTROL_READ_DELAY_S after they arrived.
@@ -226,7 +226,7 @@ class Conn:
         else:
             free = self.quic.peer_stream_credit() - self.quic.get_next_available_stream_id() // 4
         while self._credit_waiters and free > 0:
-            waiter = self._credit_waiters.popleft()
+            waiter = self._credit_waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
                 free -= 1
@@ -248,7 +248,10 @@ class Conn:
             # aioquic discarded the finished stream (ValueError): nobody will read these bytes.
             log.debug("not sending on stream %d of %s: %s", stream_id, self.addr_text, exc)
             return
-        self._sent_offsets[stream_id] = offset + len(data)
+        if fin:
+            self._sent_offsets.pop(stream_id, None)  # our side is done: an idle connection keeps no entry per stream
+        else:
+            self._sent_offsets[stream_id] = offset + len(data)
         self.bytes_sent += len(data)
         self.last_active = self.endpoint.loop.time()
         if self.traced:
@@ -354,6 +357,8 @@ class Conn:
                 # The owner records taking the bytes (log_delivery): it knows whether they
                 # completed a message, and so which event says it best.
                 owner.stream_data(self, sid, event.data, event.end_stream)
+                if event.end_stream:
+                    self._received_offsets.pop(sid, None)  # the peer's side is done
                 if self._unread is not None:
                     self.quic.application_read(sid, len(event.data), event.end_stream)
             elif (
@@ -460,6 +465,8 @@ class Conn:
             self._received_offsets[sid] = self._received_offsets.get(sid, 0) + len(data)
             self.bytes_received += len(data)
             self.endpoint.owner.stream_data(self, sid, data, fin)
+            if fin:
+                self._received_offsets.pop(sid, None)
             self.quic.application_read(sid, len(data), fin)
         if unread and not self.closed:
             self._reader = self.endpoint.loop.call_at(unread[0][0], self._read_due)

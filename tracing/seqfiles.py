@@ -51,6 +51,9 @@ MAX_UNSENT_BYTES = 64 * 2**20
 PIPE_BYTES = 2**20  # the handover pipe's capacity (Linux's default is 64 KiB): a burst does not wait
 WRITER_EXIT_WAIT_S = 10.0  # at close, how long the writer process may take to write what it holds
 SYNC_WAIT_S = 5.0  # how long `sync()` waits for the writer process to confirm a batch
+# The writer process runs at this much lower priority: on a busy machine the node's requests
+# come first, and the writer catches up while the node waits for the network.
+WRITER_NICENESS = 10
 
 # Trace files one recording keeps open at once; the rest are reopened in append mode when
 # next written. A node with 1,024 connections would otherwise need 1,024 descriptors.
@@ -711,6 +714,10 @@ def writer_main() -> None:
     """
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    try:
+        os.nice(WRITER_NICENESS)
+    except OSError:
+        pass  # not allowed here: the writer runs at the node's priority
     max_open = int(sys.argv[-1]) if len(sys.argv) > 1 and sys.argv[-1].isdigit() else MAX_OPEN_TRACE_FILES
     out = sys.stdout.buffer
     files = TraceFiles(max_open)
