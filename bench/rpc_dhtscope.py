@@ -50,6 +50,12 @@ def _counts() -> dict:
     return out
 
 
+def _writer_cpu(node: Node) -> float | None:
+    """CPU seconds of the node's recording writer process so far (None when not recording)."""
+    pid = getattr(node.recorder, "writer_pid", None)  # None: not recording, or a tree without a writer process
+    return cpu_seconds(pid) if pid is not None else None
+
+
 async def _started_node(record_dir: str | None, name: str, role: str) -> Node:
     """A started node on 127.0.0.1, recording into `record_dir` when given."""
     from dhtscope.node.keys import Identity
@@ -77,12 +83,14 @@ async def serve(args: argparse.Namespace) -> None:
     emit({"ready": True, "host": HOST, "port": node.port, "id": node.id.hex(), "key": key.hex(), "pid": os.getpid()})
     await stdin_closed()
     rss = rss_bytes()
+    writer_cpu = _writer_cpu(node)
     await node.stop()
     emit(
         {
             "server_done": True,
             "rss_bytes": rss,
             "cpu_s": cpu_seconds(),
+            "writer_cpu_s": writer_cpu,
             "requests_handled": node.stats.requests_handled,
             **_counts(),
         }
@@ -117,6 +125,7 @@ async def load(args: argparse.Namespace) -> None:
         cpu0 = time.process_time()
         meter = CpuMeter(args.server_pid)
         meter.start()
+        writer0 = _writer_cpu(node)
         if profiler is not None:
             profiler.enable()
         parts0 = TIMERS[0].as_dict() if TIMERS else {}
@@ -129,6 +138,9 @@ async def load(args: argparse.Namespace) -> None:
             summary["client_parts_us_per_rpc"] = {
                 k: round((v - parts0[k]) * 1e6 / summary["ok"], 1) for k, v in TIMERS[0].as_dict().items()
             }
+        writer1 = _writer_cpu(node)
+        if writer0 is not None and writer1 is not None:
+            summary["client_writer_cpu_s"] = round(writer1 - writer0, 3)
         emit({"level": summary})
     if profiler is not None:
         profiler.dump_stats(args.profile)

@@ -97,6 +97,8 @@ def rpc_run(
             done = server.next(30.0)
             out["server_rss_mib"] = round(done["rss_bytes"] / 2**20, 1) if done.get("rss_bytes") else None
             out["server_cpu_s"] = done.get("cpu_s")
+            if done.get("writer_cpu_s") is not None:
+                out["server_writer_cpu_s"] = done["writer_cpu_s"]
             if "counters" in done:
                 out["server_counters"] = done["counters"]
                 out["server_requests"] = sum((done.get("requests_handled") or {}).values())

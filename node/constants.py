@@ -90,6 +90,9 @@ ACK_DELAY_S = 0.020
 MIN_DATAGRAM_BYTES = 1200
 MAX_DATAGRAM_BYTES = MIN_DATAGRAM_BYTES
 MAX_UDP_PAYLOAD_BYTES = 65527  # QUIC's largest max_udp_payload_size
+# Connection ids a peer may issue us at once (QUIC's active_connection_id_limit): 2, the least
+# QUIC allows, not aioquic's 8. A node never migrates, and each id costs memory at both ends.
+ACTIVE_CONNECTION_IDS = 2
 
 # Admission: who gets a connection slot (node/admission.py). Loopback peers are exempt from the
 # per-address and per-subnet limits: every node of a local cluster shares 127.0.0.1.

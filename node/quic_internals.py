@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aioquic import tls
+from aioquic.buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.logger import QuicLoggerTrace
@@ -30,15 +31,21 @@ from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder, Qu
 from aioquic.quic.stream import QuicStream
 
 if TYPE_CHECKING:
-    from aioquic.buffer import Buffer
     from aioquic.quic.connection import QuicNetworkPath, QuicReceiveContext
 
 from .certificates import CertificateRefused
-from .constants import ACK_DELAY_S, MAX_STREAMS_PER_CONNECTION
+from .constants import ACK_DELAY_S, ACTIVE_CONNECTION_IDS, MAX_STREAMS_PER_CONNECTION
 
 SMALLEST_STREAM_FRAME_BYTES = 4  # type, stream id, 2-byte length: a FIN with no data
 RESET_STREAM_FRAME_BYTES = 1 + 3 * 8  # at most: type, then stream id, error code, final size (8-byte varints)
 STOP_SENDING_FRAME_BYTES = 1 + 2 * 8  # at most: type, then stream id, error code
+# After the handshake TLS writes nothing more (QUIC has no TLS KeyUpdate, a node issues no
+# session tickets): every connection's three 16 KiB handshake output buffers become this
+# one empty buffer, which nothing can write into.
+_NO_CRYPTO_OUTPUT = Buffer(capacity=0)
+# aioquic builds each connection's frame-handler table with a new frozenset of epochs per
+# frame type (about 6 KiB a connection); connections share these instead.
+_EPOCH_SETS: dict[frozenset[Any], frozenset[Any]] = {}
 CHECKED_SERIES = "1.7"  # the aioquic release series CONTRACT was checked against
 
 # The peer's certificate (cryptography x509) in, nothing out; CertificateRefused refuses it.
@@ -82,7 +89,9 @@ class NodeQuicConnection(QuicConnection):
     next packet built); a server asks the client for its certificate (mutual TLS);
     `check_certificate` judges the peer's certificate as the handshake receives it, and a
     refusal closes with its TLS alert; with a `read_window`, flow-control credit grows only
-    as the application reads (`application_read`); who began the close is remembered.
+    as the application reads (`application_read`); who began the close is remembered; the peer may issue us
+    ACTIVE_CONNECTION_IDS connection ids, not 8; after the handshake its 48 KiB of handshake
+    output buffers are let go.
     """
 
     close_owner: str | None = None
@@ -108,6 +117,10 @@ class NodeQuicConnection(QuicConnection):
         # Before the handshake, so our transport parameters carry it.
         limit = self._local_max_streams_bidi
         limit.value = limit.sent = max_streams
+        self._local_active_connection_id_limit = ACTIVE_CONNECTION_IDS
+        handlers: dict[int, Any] = getattr(self, "_QuicConnection__frame_handlers")  # noqa: B009 (name-mangled)
+        for frame_type, (handler, epochs) in handlers.items():
+            handlers[frame_type] = (handler, _EPOCH_SETS.setdefault(epochs, epochs))
 
     # -- behaviour changes ---------------------------------------------------------------
 
@@ -431,8 +444,13 @@ class NodeQuicConnection(QuicConnection):
             )
 
     def handshake_done(self) -> None:
-        """Called once the handshake completed: from now on, ACKs may wait for our next packet."""
+        """Called once the handshake completed: ACKs may wait for our next packet; handshake buffers go."""
         self._ack_delay = ACK_DELAY_S
+        # TLS has written its last handshake message, and aioquic has moved it to the crypto
+        # streams: the buffers it wrote into are empty and are not written again.
+        buffers = self._crypto_buffers
+        for epoch in buffers:
+            buffers[epoch] = _NO_CRYPTO_OUTPUT
 
     def ack_with_next_packet(self) -> None:
         """Make a pending 1-RTT ACK due now, so it rides in the packet we are about to build.
@@ -682,6 +700,9 @@ CONTRACT: tuple[Clause, ...] = (
     Clause("connection._local_max_data", "value"),
     Clause("connection._local_max_data", "used"),
     Clause("connection", "_ack_delay"),
+    Clause("connection", "_crypto_buffers"),
+    Clause("connection", "_local_active_connection_id_limit"),
+    Clause("connection", "_QuicConnection__frame_handlers"),
     Clause("connection", "_spaces"),
     Clause("connection", "_streams"),
     Clause("connection", "_quic_logger"),

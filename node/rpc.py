@@ -37,7 +37,17 @@ from .constants import (
 )
 from .ids import Contact, NodeId
 from .scenarios import Faults
-from .transport import Address, Conn, Endpoint, TransportError, close_text
+from .transport import (
+    RPC_RECEIVED,
+    RPC_RESPONSE_RECEIVED,
+    RPC_RESPONSE_SENT,
+    RPC_SENT,
+    Address,
+    Conn,
+    Endpoint,
+    TransportError,
+    close_text,
+)
 from .wire import (
     RESPONSE_FOR,
     Error,
@@ -242,10 +252,7 @@ class RpcEndpoint:
                 ) from None
         event = None
         if conn.traced:  # the write is recorded as this event (with its offset, length, fin)
-            event = (
-                "dht:rpc_sent",
-                {"type": message_name(message), "request_id": message.request_id, "peer_id": _peer_hex(conn)},
-            )
+            event = (RPC_SENT, (message_name(message), message.request_id, conn.peer_hex))
         loop = self.loop
         sent_at = loop.time()
         try:
@@ -371,15 +378,15 @@ class RpcEndpoint:
                 len(data),
                 fin,
                 (
-                    "dht:rpc_response",
-                    {
-                        "type": message_name(response),
-                        "request_id": out.request.request_id,
-                        "peer_id": _peer_hex(conn),
-                        "direction": "received",
-                        "rtt_ms": round(out.rtt_s * 1000, 3),
-                        "status": "error" if isinstance(response, Error) else "ok",
-                    },
+                    RPC_RESPONSE_RECEIVED,
+                    (
+                        message_name(response),
+                        out.request.request_id,
+                        conn.peer_hex,
+                        "received",
+                        int(out.rtt_s * 1_000_000) / 1000,  # ms, 3 decimals: round() costs a string conversion
+                        "error" if isinstance(response, Error) else "ok",
+                    ),
                 ),
             )
         out.future.set_result(response)
@@ -659,14 +666,7 @@ class RpcEndpoint:
                 stream_id,
                 length,
                 fin,
-                (
-                    "dht:rpc_received",
-                    {
-                        "type": message_name(request),
-                        "request_id": request.request_id,
-                        "peer_id": _peer_hex(conn),
-                    },
-                ),
+                (RPC_RECEIVED, (message_name(request), request.request_id, conn.peer_hex)),
             )
         if self._faults.stall:
             return  # the stall fault: read the request, never answer
@@ -711,14 +711,14 @@ class RpcEndpoint:
         event = None
         if conn.traced:  # the write is recorded as this event (with its offset, length, fin)
             event = (
-                "dht:rpc_response",
-                {
-                    "type": message_name(response),
-                    "request_id": response.request_id,
-                    "peer_id": _peer_hex(conn),
-                    "direction": "sent",
-                    "status": "error" if isinstance(response, Error) else "ok",
-                },
+                RPC_RESPONSE_SENT,
+                (
+                    message_name(response),
+                    response.request_id,
+                    conn.peer_hex,
+                    "sent",
+                    "error" if isinstance(response, Error) else "ok",
+                ),
             )
         conn.send(stream_id, data, fin=True, event=event)
         self._track_answer(conn, self._state(conn), stream_id, len(data))

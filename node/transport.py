@@ -31,6 +31,8 @@ from aioquic.quic.packet import (
 )
 from cryptography import x509
 
+from dhtscope.tracing.seqfiles import event_schema, schema_event
+
 from .admission import (
     INVALID_TOKEN_ERROR,
     REFUSED_ERROR,
@@ -66,7 +68,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("dhtscope.transport")
 
 Address = tuple[str, int]
-Event = tuple[str, dict[str, Any]]  # an event's name and data, for a write or delivery to fold into
+# An event for a write or delivery to fold into: its schema (`rpc_event`) and its values
+# between the stream id and the write's offset, length and fin.
+Event = tuple[int, tuple[Any, ...]]
+
+
+def rpc_event(name: str, fields: tuple[str, ...]) -> int:
+    """The schema of an event that records a write or delivery: stream_id, `fields`, offset, length, fin."""
+    return event_schema(name, ("stream_id", *fields, "offset", "length", "fin"))
+
+
+# Recorded as tuples of values (tracing/seqfiles.py spells them out): no dict on the request path.
+STREAM_DATA_MOVED = event_schema("quic:stream_data_moved", ("stream_id", "offset", "length", "fin", "from", "to"))
+RPC_SENT = rpc_event("dht:rpc_sent", ("type", "request_id", "peer_id"))
+RPC_RECEIVED = rpc_event("dht:rpc_received", ("type", "request_id", "peer_id"))
+RPC_RESPONSE_SENT = rpc_event("dht:rpc_response", ("type", "request_id", "peer_id", "direction", "status"))
+RPC_RESPONSE_RECEIVED = rpc_event(
+    "dht:rpc_response", ("type", "request_id", "peer_id", "direction", "rtt_ms", "status")
+)
 
 # QUIC CRYPTO_ERROR for TLS alert 120 (no_application_protocol), RFC 9001 section 4.8
 ALPN_MISMATCH_ERROR = 0x100 + 120
@@ -94,6 +113,9 @@ class Conn:
     def __init__(self, endpoint: Endpoint, quic: NodeQuicConnection, role: str, addr: Address) -> None:
         self.endpoint = endpoint
         self.quic = quic
+        # The connection's qlog trace (None when nothing records it): aioquic starts it with the
+        # connection and keeps it to the end, and events are logged often enough to keep it at hand.
+        self.trace: Any = quic.trace
         self.role = role
         self.addr = addr
         self.peer_id: NodeId | None = None
@@ -117,7 +139,7 @@ class Conn:
         self._timer_at: float | None = None
         self._received_offsets: dict[int, int] = {}
         self._sent_offsets: dict[int, int] = {}
-        self._credit_waiters: deque[asyncio.Future[None]] = deque()
+        self._credit_waiters: list[asyncio.Future[None]] = []  # rarely more than a few: a deque's block costs more
         self._blocked_probe_sent = False
         # The flow-control fault's slow application: (due, stream, data, fin) of peer-opened
         # streams, taken FLOW_CONTROL_READ_DELAY_S after they arrived.
@@ -125,10 +147,6 @@ class Conn:
         self._reader: asyncio.TimerHandle | None = None
 
     # -- facts --------------------------------------------------------------
-
-    @property
-    def trace(self) -> Any:
-        return self.quic.trace
 
     @property
     def odcid(self) -> str:
@@ -161,7 +179,7 @@ class Conn:
         Callers on the request path check it before building an event, so a node that
         neither records nor has listeners pays nothing for events.
         """
-        return self.quic.trace is not None or bool(self.endpoint.listeners)
+        return self.trace is not None or bool(self.endpoint.listeners)
 
     def log(self, name: str, data: dict[str, Any]) -> None:
         self.endpoint.emit(self, name, data)
@@ -209,7 +227,7 @@ class Conn:
         else:
             free = self.quic.peer_stream_credit() - self.quic.get_next_available_stream_id() // 4
         while self._credit_waiters and free > 0:
-            waiter = self._credit_waiters.popleft()
+            waiter = self._credit_waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
                 free -= 1
@@ -231,7 +249,10 @@ class Conn:
             # aioquic discarded the finished stream (ValueError): nobody will read these bytes.
             log.debug("not sending on stream %d of %s: %s", stream_id, self.addr_text, exc)
             return
-        self._sent_offsets[stream_id] = offset + len(data)
+        if fin:
+            self._sent_offsets.pop(stream_id, None)  # our side is done: an idle connection keeps no entry per stream
+        else:
+            self._sent_offsets[stream_id] = offset + len(data)
         self.bytes_sent += len(data)
         self.last_active = self.endpoint.loop.time()
         if self.traced:
@@ -252,20 +273,17 @@ class Conn:
         self, stream_id: int, offset: int, length: int, fin: bool, event: Event | None, src: str, dst: str
     ) -> None:
         if event is None:
-            self.log(
-                "quic:stream_data_moved",
-                {
-                    "stream_id": stream_id,
-                    "offset": offset,
-                    "length": length,
-                    "fin": fin,
-                    "from": src,
-                    "to": dst,
-                },
-            )
+            schema, values = STREAM_DATA_MOVED, (stream_id, offset, length, fin, src, dst)
         else:
-            name, data = event
-            self.log(name, {"stream_id": stream_id, **data, "offset": offset, "length": length, "fin": fin})
+            schema, middle = event
+            values = (stream_id, *middle, offset, length, fin)
+        trace = self.trace
+        if trace is not None:
+            trace.log_values(schema, values)
+        endpoint = self.endpoint
+        if endpoint.listeners and endpoint.event_sink is not None:
+            name, data = schema_event(schema, values)
+            endpoint.event_sink(self, name, data)
 
     def reset(self, stream_id: int, error_code: int) -> None:
         """Abandon our side of a stream and ask the peer to stop sending on theirs."""
@@ -340,6 +358,8 @@ class Conn:
                 # The owner records taking the bytes (log_delivery): it knows whether they
                 # completed a message, and so which event says it best.
                 owner.stream_data(self, sid, event.data, event.end_stream)
+                if event.end_stream:
+                    self._received_offsets.pop(sid, None)  # the peer's side is done
                 if self._unread is not None:
                     self.quic.application_read(sid, len(event.data), event.end_stream)
             elif (
@@ -446,6 +466,8 @@ class Conn:
             self._received_offsets[sid] = self._received_offsets.get(sid, 0) + len(data)
             self.bytes_received += len(data)
             self.endpoint.owner.stream_data(self, sid, data, fin)
+            if fin:
+                self._received_offsets.pop(sid, None)
             self.quic.application_read(sid, len(data), fin)
         if unread and not self.closed:
             self._reader = self.endpoint.loop.call_at(unread[0][0], self._read_due)
@@ -618,7 +640,7 @@ class Endpoint(asyncio.DatagramProtocol):
         trace = conn.trace
         if trace is not None:
             trace.log(name, data)
-        if self.event_sink is not None:
+        if self.listeners and self.event_sink is not None:
             self.event_sink(conn, name, data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -131,3 +131,25 @@ def test_node_killed_with_sigkill_leaves_a_readable_recording(tmp_path):
     assert "dht:node_started" in names
     assert names.count("dht:rpc_received") >= 20
     assert all(e.time_ms > 0 for t in victim for e in t)
+
+
+async def test_rpc_events_recorded_as_tuples_read_back_with_their_fields_as_listeners_see_them(tmp_path):
+    a, b = await recorded_pair(tmp_path)
+    heard: list[tuple[str, dict]] = []
+    b.listeners.append(lambda name, data, conn: conn is not None and heard.append((name, data)))
+    assert await b.ping(("127.0.0.1", a.port)) > 0
+    await asyncio.gather(a.stop(), b.stop())
+    live = [(n, d) for n, d in heard if n in ("dht:rpc_sent", "dht:rpc_response")]
+    assert [n for n, _ in live] == ["dht:rpc_sent", "dht:rpc_response"]
+    sent, answered = live[0][1], live[1][1]
+    assert list(sent) == ["stream_id", "type", "request_id", "peer_id", "offset", "length", "fin"]
+    assert sent["type"] == "PING" and sent["peer_id"] == a.id.hex() and sent["fin"] is True
+    assert answered["direction"] == "received" and answered["status"] == "ok" and answered["rtt_ms"] > 0
+    recorded = [
+        e.data
+        for t in open_recording(tmp_path).traces
+        if t.info.node == "b"
+        for e in t
+        if e.name in ("dht:rpc_sent", "dht:rpc_response") and e.data.get("stream_id") == sent["stream_id"]
+    ]
+    assert recorded == [sent, answered]  # the file says what the listener heard, field for field

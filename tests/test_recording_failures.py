@@ -18,7 +18,7 @@ from helpers.waiting import eventually
 
 from dhtscope.node.node import Node
 from dhtscope.node.recording import NodeRecorder, RecordingError
-from dhtscope.tracing import writer
+from dhtscope.tracing import seqfiles, writer
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ async def recorded(tmp_path: Path):
     started: list[Node] = []
     events: list[tuple[str, dict[str, Any]]] = []
 
-    async def make() -> tuple[Node, NodeRecorder]:
-        recorder = NodeRecorder(tmp_path / "rec", "server", "aa" * 32, "registry")
+    async def make(**options: Any) -> tuple[Node, NodeRecorder]:
+        recorder = NodeRecorder(tmp_path / "rec", "server", "aa" * 32, "registry", **options)
         node = Node(name="server", recorder=recorder)
         node.listeners.append(lambda name, data, conn: events.append((name, data)))
         await node.start()
@@ -86,7 +86,7 @@ async def test_a_directory_that_refuses_files_stops_recording_and_the_node_serve
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
             return real_open(path, flags, mode)
 
-        monkeypatch.setattr(writer.os, "open", refusing_open)
+        monkeypatch.setattr(seqfiles.os, "open", refusing_open)
     else:
         recorder.dir.chmod(0o500)
     try:
@@ -97,24 +97,42 @@ async def test_a_directory_that_refuses_files_stops_recording_and_the_node_serve
     assert stopped["errno"] == "EACCES"
 
 
-async def test_a_full_disk_stops_recording_once_and_the_node_serves_on(
-    recorded: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    make, client, events = recorded
-    node, recorder = await make()
+# The writer process with every write to a trace file failing as on a full disk.
+_FULL_DISK_WRITER = textwrap.dedent(
+    """
+    import errno, os
+    from dhtscope.tracing import seqfiles
+
     real_write = os.write
 
-    def full_disk(fd: int, data: Any) -> int:
-        if any(w._fd == fd for w in recorder.files._open.values()):
+    def full_disk(fd, data):
+        if fd > 2:  # not the status pipe: a trace file
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(writer.os, "write", full_disk)
-    await serve_new_clients(node, client, 5)
-    recorder.flush()
+    os.write = full_disk
+    seqfiles.writer_main()
+    """
+)
+
+
+async def test_a_full_disk_stops_recording_once_and_the_node_serves_on(
+    recorded: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    make, client, events = recorded
+    node, recorder = await make(
+        sink=lambda files: seqfiles.ProcessSink(files, command=[sys.executable, "-c", _FULL_DISK_WRITER])
+    )
+    with caplog.at_level(logging.WARNING):
+        await serve_new_clients(node, client, 5)
+        recorder.sync()  # the writer process has said how its writes went
+        await serve_new_clients(node, client, 2)
+        recorder.sync()
     [stopped] = stopped_events(events)
-    assert stopped["errno"] == "ENOSPC"
-    assert recorder.files.open_files == 0  # every trace file closed
+    assert stopped["errno"] == "ENOSPC" and "cannot write" in stopped["reason"]
+    assert [r.levelname for r in caplog.records if "recording stopped" in r.getMessage()] == ["ERROR"]
+    assert recorder.view()["open_files"] == 0  # every trace file closed
+    assert node.snapshot()["node"]["recording"]["active"] is False
 
 
 def test_a_recording_directory_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
@@ -128,7 +146,7 @@ def test_open_trace_files_are_bounded_and_reopened_in_append_mode(tmp_path: Path
     files = writer.TraceFiles(max_open=4)
     logger = writer.LiveQuicLogger(tmp_path, "n", flush_interval_s=0, files=files)
     traces = [logger.start_trace(True, bytes([i])) for i in range(10)]
-    assert files.open_files == 4
+    assert files.open_files == 0  # created with their headers, then closed: the writer opens what it writes
     for round_ in range(3):
         for trace in traces:
             assert trace is not None
@@ -156,7 +174,8 @@ _FD_LIMITED_NODE = textwrap.dedent(
         await node.start()
         print(node.port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        print(len(node.rpc.connections()), len(stopped), node.recorder.files.max_open, flush=True)
+        node.recorder.sync()
+        print(len(node.rpc.connections()), len(stopped), node.recorder.view()["max_open_files"], flush=True)
         await node.stop()
 
     asyncio.run(main())

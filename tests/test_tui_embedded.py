@@ -87,6 +87,13 @@ async def _embedded(tmp_path: Path, registry: Node, provider: Node) -> None:
 
         await pilot.press("2")
         await wait_until(lambda: main.query_one("#connections-table").row_count() >= 1, pilot, what="connections")
+        # The node's connection limit and its use, from Node.snapshot()["limits"].
+        limits = main.query_one("#connection-limits")
+        await wait_until(lambda: "slots" in str(limits.render()), pilot, what="connection limits")
+        line = str(limits.render())
+        view = app.source.node.limits_view()
+        assert f"/{view['admission']['max_connections']} " in line, line
+        assert "least recently used" in line and "refused 0" in line
 
         await pilot.press("4")
         await wait_until(lambda: main.query_one("#routing-table").row_count() >= 2, pilot, what="routing rows")

@@ -21,10 +21,12 @@ from aioquic.quic.logger import QuicLoggerTrace
 from helpers.quicpair import certificate
 
 from dhtscope.tracing.reader import open_recording, open_trace_file
+from dhtscope.tracing.seqfiles import MAX_HELD_RECORDS, InlineSink, ProcessSink, Spool
 from dhtscope.tracing.writer import (
     LiveQuicLogger,
     LiveTrace,
     NodeTrace,
+    TraceFiles,
     write_manifest,
     write_node_entry,
 )
@@ -105,26 +107,50 @@ def test_file_names_never_collide(tmp_path: Path) -> None:
     assert logger.traces == []
 
 
-def test_encode_helpers_still_work(tmp_path: Path) -> None:
-    trace = LiveTrace(tmp_path, "alpha", is_client=False, odcid=b"\x01")
-    assert trace.encode_ack_frame([range(0, 3)], 0.002) == {
-        "ack_delay": 2.0,
-        "acked_ranges": [[0, 2]],
-        "frame_type": "ack",
-    }
-    assert trace.to_dict()["vantage_point"] == {"name": "alpha", "type": "server"}
+def test_compact_frames_are_written_as_aioquics_dicts(tmp_path: Path) -> None:
+    from aioquic.quic.packet import QuicFrameType, QuicStreamFrame
+
+    trace = LiveTrace(tmp_path, "alpha", is_client=False, odcid=b"\x01", flush_interval_s=10)
+    plain = QuicLoggerTrace(is_client=False, odcid=b"\x01")  # aioquic's own dicts, to compare with
+    stream = QuicStreamFrame(data=b"abc", fin=True, offset=7)
+    calls = [
+        ("encode_stream_frame", (stream, 4)),
+        ("encode_ack_frame", ([range(0, 3), range(5, 6)], 0.002)),
+        ("encode_padding_frame", ()),
+        ("encode_ping_frame", ()),
+        ("encode_connection_limit_frame", (QuicFrameType.MAX_DATA, 1000)),
+        ("encode_connection_limit_frame", (QuicFrameType.MAX_STREAMS_BIDI, 512)),
+        ("encode_connection_limit_frame", (QuicFrameType.MAX_STREAMS_UNI, 3)),
+        ("encode_max_stream_data_frame", (4096, 8)),
+        ("encode_stop_sending_frame", (9, 12)),  # not made compact: aioquic's dict as it is
+    ]
+    frames = [getattr(trace, name)(*args) for name, args in calls]
+    assert all(isinstance(f, tuple) for f in frames[:-1])  # nothing built on the request path but a tuple
+    trace.log_event(category="transport", event="packet_sent", data={"frames": frames, "header": {"packet_number": 1}})
     trace.close()
+    [event] = _records(trace.path)[1:]
+    assert event["data"]["frames"] == [getattr(plain, name)(*args) for name, args in calls]
+    assert event["data"]["header"] == {"packet_number": 1}
 
 
 # --------------------------------------------------------------------------- flushing
 
 
-def test_buffered_until_interval_then_flushed_on_write(tmp_path: Path) -> None:
-    trace = LiveTrace(tmp_path, "alpha", is_client=True, odcid=b"\x01", flush_interval_s=0.2)
+def _clocked(interval_s: float) -> tuple[TraceFiles, list[float]]:
+    """Files whose spool hands over by a clock the test moves (no event loop runs)."""
+    now = [1_000_000.0]
+    files = TraceFiles()
+    Spool(files, InlineSink(files), interval_s, clock=lambda: now[0])
+    return files, now
+
+
+def test_held_until_the_interval_then_handed_over_on_the_next_event(tmp_path: Path) -> None:
+    files, now = _clocked(0.2)
+    trace = LiveTrace(tmp_path, "alpha", is_client=True, odcid=b"\x01", files=files)
     trace.log("dht:rpc_sent", {"n": 1})
-    assert len(_records(trace.path)) == 1  # header only: the event is buffered
-    time.sleep(0.25)
-    trace.log("dht:rpc_sent", {"n": 2})  # the last write is old: this write goes out
+    assert len(_records(trace.path)) == 1  # header only: the event is held
+    now[0] += 0.25
+    trace.log("dht:rpc_sent", {"n": 2})  # the last handover is old: this one hands both over
     assert [r["data"]["n"] for r in _records(trace.path)[1:]] == [1, 2]
     trace.log("dht:rpc_sent", {"n": 3})
     assert len(_records(trace.path)) == 3
@@ -133,6 +159,21 @@ def test_buffered_until_interval_then_flushed_on_write(tmp_path: Path) -> None:
     trace.close()
     trace.log("dht:rpc_sent", {"n": 4})  # after close: ignored, no error
     assert len(_records(trace.path)) == 4
+    # Event times are the injected clock's, relative to the header's reference time.
+    times = [r["time"] for r in _records(trace.path)[1:]]
+    expected = [1_000_000_000.0 - trace.reference_ms] + [1_000_000_250.0 - trace.reference_ms] * 2
+    assert times == pytest.approx(expected, abs=0.002)
+
+
+def test_a_burst_without_an_event_loop_is_handed_over_in_bounded_batches(tmp_path: Path) -> None:
+    files, _ = _clocked(3600)
+    trace = LiveTrace(tmp_path, "alpha", is_client=True, odcid=b"\x06", files=files)
+    for n in range(MAX_HELD_RECORDS + 10):
+        trace.log("dht:rpc_sent", {"n": n})
+    # One batch went out (the file's opening and the events before it); the rest is held.
+    assert len(_records(trace.path)) - 1 == MAX_HELD_RECORDS - 1
+    trace.close()
+    assert len(_records(trace.path)) - 1 == MAX_HELD_RECORDS + 10
 
 
 def test_reader_follows_a_file_being_written(tmp_path: Path) -> None:
@@ -150,12 +191,14 @@ def test_reader_follows_a_file_being_written(tmp_path: Path) -> None:
     assert [e.name for e in live.iter_range(9, None)] == ["dht:rpc_sent", "quic:packet_received"]
 
 
-def test_event_loop_timer_flushes_without_further_events(tmp_path: Path) -> None:
+def test_event_loop_timer_hands_over_without_further_events(tmp_path: Path) -> None:
     async def scenario() -> int:
-        trace = LiveTrace(tmp_path, "alpha", is_client=True, odcid=b"\x02", flush_interval_s=0.05)
+        trace = LiveTrace(tmp_path, "alpha", is_client=True, odcid=b"\x02", flush_interval_s=0.01)
         trace.log("dht:rpc_sent", {"n": 1})
         assert len(_records(trace.path)) == 1
-        await asyncio.sleep(0.2)
+        timer = trace._spool._timer
+        assert timer is not None and timer.when() - asyncio.get_running_loop().time() <= 0.01
+        await asyncio.sleep(0.05)
         count = len(_records(trace.path))
         trace.close()
         return count
@@ -163,7 +206,7 @@ def test_event_loop_timer_flushes_without_further_events(tmp_path: Path) -> None
     assert asyncio.run(scenario()) == 2
 
 
-def test_packet_received_waits_for_its_frames(tmp_path: Path) -> None:
+def test_packet_received_is_written_with_the_frames_aioquic_adds_after_logging_it(tmp_path: Path) -> None:
     trace = LiveTrace(tmp_path, "alpha", is_client=False, odcid=b"\x03", flush_interval_s=0)
     frames: list[dict] = []
     trace.log_event(
@@ -173,16 +216,12 @@ def test_packet_received_waits_for_its_frames(tmp_path: Path) -> None:
     # aioquic logs this while still handling the packet's frames.
     trace.log_event(category="recovery", event="metrics_updated", data={"cwnd": 1})
     frames.append({"frame_type": "stream", "stream_id": 0})
-    assert len(_records(trace.path)) == 1  # nothing written while the packet is in flight
     trace.log_event(category="transport", event="packet_sent", data={"frames": []})
+    # aioquic's own events never hand over (it may be inside a packet), even with the interval passed.
+    assert len(_records(trace.path)) == 1
+    trace.flush()  # what the caller does between aioquic's calls
     names = [(r["name"], len(r["data"].get("frames", []))) for r in _records(trace.path)[1:]]
     assert names == [("transport:packet_received", 2), ("recovery:metrics_updated", 0), ("transport:packet_sent", 0)]
-
-    late: list[dict] = []
-    trace.log_event(category="transport", event="packet_received", data={"frames": late})
-    late.append({"frame_type": "ping"})
-    trace.flush()  # what the caller does after each datagram
-    assert _records(trace.path)[-1]["data"]["frames"] == [{"frame_type": "ping"}]
     trace.close()
 
 
@@ -416,3 +455,118 @@ def test_sigkill_leaves_a_readable_file(tmp_path: Path) -> None:
     # What was lost is at most what the last flush interval held (plus scheduling slack).
     assert killed_ms - trace[-1].time_ms < interval * 1000 + 1000
     assert all("truncated" in w for w in trace.info.warnings)
+
+
+# --------------------------------------------------------------------------- the writer process
+
+_PROCESS_VICTIM = textwrap.dedent(
+    """
+    import sys, time
+    from dhtscope.tracing.seqfiles import ProcessSink, Spool, TraceFiles
+    from dhtscope.tracing.writer import LiveQuicLogger
+
+    directory, interval, mode = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    files = TraceFiles()
+    spool = Spool(files, ProcessSink(files), interval)
+    trace = LiveQuicLogger(directory, "victim", files=files).start_trace(True, bytes.fromhex("0badc0de"))
+    print(spool.sink.pid, flush=True)
+    seq = 0
+    if mode == "handed":
+        for seq in range(int(sys.argv[4])):
+            trace.log("dht:rpc_sent", {"seq": seq, "peer_id": b"\\x01\\x02", "pad": "x" * 100})
+        spool.handover()  # every byte is in the pipe, or already taken by the writer
+        print("handed", flush=True)
+        time.sleep(120)
+    while True:
+        trace.log("dht:rpc_sent", {"seq": seq, "peer_id": b"\\x01\\x02", "pad": "x" * 300})
+        seq += 1
+        if seq % 200 == 0:
+            time.sleep(0.001)
+    """
+)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie no one reaped has exited
+    except OSError:
+        return True
+
+
+def _start_victim(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PROCESS_VICTIM, str(tmp_path), *args], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _gone(pid):
+        assert time.monotonic() < deadline, "the writer process did not finish"
+        time.sleep(0.02)
+
+
+def test_a_killed_node_s_writer_still_writes_everything_it_was_handed(tmp_path: Path) -> None:
+    events = 100_000  # about 15 MB of JSON: far more than the pipe holds when the node dies
+    proc, writer_pid = _start_victim(tmp_path, "3600", "handed", str(events))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "handed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        _wait_gone(writer_pid)  # it writes what it holds, then ends at the end of its input
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    [trace] = open_recording(tmp_path).traces
+    assert [e.data["seq"] for e in trace] == list(range(events))
+    assert not trace.info.warnings
+
+
+def test_killing_node_and_writer_together_loses_at_most_the_last_handover_interval(tmp_path: Path) -> None:
+    interval = 0.05
+    proc, writer_pid = _start_victim(tmp_path, str(interval), "stream")
+    try:
+        target = tmp_path / "0badc0de-client-0.sqlog"
+        deadline = time.monotonic() + 20
+        while not (target.exists() and target.stat().st_size > 2_000_000):
+            assert proc.poll() is None and time.monotonic() < deadline, "the node wrote too little"
+            time.sleep(0.02)
+        killed_ms = time.time() * 1000
+        os.kill(writer_pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        _wait_gone(writer_pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    [trace] = open_recording(tmp_path).traces
+    seqs = [e.data["seq"] for e in trace]
+    assert len(seqs) > 1000 and seqs == list(range(len(seqs)))  # whole events, in order: only a tail is missing
+    # Lost: what the node held since its last handover, plus the batch in flight (and scheduling slack).
+    assert killed_ms - trace[-1].time_ms < interval * 1000 + 1000
+    assert all("truncated" in w for w in trace.info.warnings)
+
+
+def test_values_marshal_cannot_carry_still_reach_the_file(tmp_path: Path) -> None:
+    import enum
+
+    class Code(enum.IntEnum):
+        NO_ERROR = 0
+
+    files = TraceFiles()
+    spool = Spool(files, ProcessSink(files), 3600)
+    trace = LiveQuicLogger(tmp_path, "odd", files=files).start_trace(False, b"\x07")
+    assert trace is not None
+    trace.log("quic:connection_closed", {"connection_code": Code.NO_ERROR, "reason": "bye", "id": object()})
+    trace.log("dht:rpc_sent", {"peer_id": b"\xab"})
+    assert spool.sync()
+    spool.close()
+    [closed, sent] = open_recording(tmp_path).traces[0]
+    assert closed.data["connection_code"] == 0 and closed.data["reason"] == "bye"
+    assert sent.data["peer_id"] == "ab"

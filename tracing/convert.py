@@ -29,10 +29,10 @@ class ConvertError(Exception):
 
 def network_header(trace: Trace, reference_ms: float) -> dict[str, Any]:
     """The first record of a converted file: the writer's header, as a network observer's."""
-    from .writer import _header
+    from .seqfiles import header_record
 
     info = trace.info
-    header = _header(info.node or "network", "network", reference_ms, info.odcid)
+    header = header_record(info.node or "network", "network", reference_ms, info.odcid)
     header["title"] = info.title or f"capture: {info.node or 'network'}"  # never "dhtscope …": no app events here
     body = header["trace"]
     body["vantage_point"]["flow"] = "client"  # the client's packets are the ones "sent"

@@ -32,7 +32,7 @@ from ..export import (
 )
 from ..messages import EventChosen, NodeChosen, ProbeFinished, ScenarioChosen, StreamChosen
 from ..source import SCENARIOS, DataSource, NodeInfo, ReplayState
-from ..widgets.connections_table import ConnectionsTable
+from ..widgets.connections_table import ConnectionLimits, ConnectionsTable
 from ..widgets.event_log import EventLog
 from ..widgets.finding_detail import FindingDetail
 from ..widgets.findings_table import FindingsTable
@@ -147,6 +147,7 @@ class MainScreen(Screen[None]):
                 yield NodesTable(id="nodes-table").data_bind(nodes=MainScreen.nodes, selected=MainScreen.node)
                 yield RowDetail(id="nodes-table-detail")
             with TabPane("Conns", id="connections"):
+                yield ConnectionLimits(id="connection-limits").data_bind(snapshot=MainScreen.snapshot)
                 yield ConnectionsTable(id="connections-table").data_bind(snapshot=MainScreen.snapshot)
                 yield RowDetail(id="connections-table-detail")
                 yield Static("RTT of the highlighted connection", id="rtt-label")

@@ -36,9 +36,11 @@ class EmbeddedSource(DataSource):
         self.node: Node | None = None
         self._stop = asyncio.Event()
         self._work: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.error: str | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.node = self._factory(self.record_dir)
         self.title = "tui"
         self.node.listeners.append(self._listener)
@@ -101,8 +103,13 @@ class EmbeddedSource(DataSource):
 
     def analyse(self) -> Analysis | None:
         recorder = self.node.recorder if self.node else None
-        if recorder is not None:
-            recorder.flush()
+        if recorder is not None and hasattr(recorder, "written") and self._loop is not None:
+            # The recording's writer runs beside the node: wait (on the node's loop) until it
+            # has written every event so far, so the analysis is current.
+            try:
+                asyncio.run_coroutine_threadsafe(recorder.written(), self._loop).result(timeout=10)
+            except Exception:  # a stopped loop or a slow writer: analyse what is on disk
+                pass
         try:
             return analyse(open_recording(self.record_dir))
         except TraceReadError:

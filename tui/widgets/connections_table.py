@@ -6,6 +6,7 @@ from collections import deque
 from typing import Any
 
 from textual.reactive import reactive
+from textual.widgets import Static
 
 from ..format import ms, short, size
 from .vtable import Column, Row, VirtualTable
@@ -90,3 +91,35 @@ class ConnectionsTable(VirtualTable):
         if c.get("rtt_series"):
             return [float(v) for v in c["rtt_series"]]
         return list(self._history.get(str(c.get("odcid")), ()))
+
+
+def limits_text(limits: dict[str, Any] | None) -> str:
+    """One line: connection slots in use of the node's limit, and what the limits have refused or closed."""
+    if not limits:
+        return ""
+    admission = limits.get("admission") or {}
+    in_use = limits.get("in_use") or {}
+    counters = limits.get("counters") or {}
+    refused = sum(v for k, v in counters.items() if k.startswith("refused_") and isinstance(v, int))
+    return (
+        f"slots {in_use.get('slots_used', 0)}/{admission.get('max_connections', '?')} "
+        f"(established {in_use.get('established', 0)}, half-open {in_use.get('half_open', 0)}"
+        f"/{admission.get('max_half_open', '?')}, dialing {in_use.get('dialing', 0)}) · "
+        f"idle after {admission.get('idle_eviction_min_s', '?')} s closed least recently used first: "
+        f"{counters.get('evicted_idle', 0)} · refused {refused}"
+    )
+
+
+class ConnectionLimits(Static):
+    """The node's connection limit and its use, from `Node.snapshot()["limits"]` (live nodes only)."""
+
+    DEFAULT_CSS = """
+    ConnectionLimits { height: 1; color: $text-muted; }
+    """
+
+    snapshot: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
+
+    def watch_snapshot(self, snapshot: dict[str, Any] | None) -> None:
+        text = limits_text((snapshot or {}).get("limits"))
+        self.display = bool(text)  # a replay has no limits to show: the table keeps the room
+        self.update(text)
