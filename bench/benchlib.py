@@ -63,6 +63,18 @@ def pss_bytes(pid: int | str = "self") -> int | None:
     return _proc_kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
+def uss_bytes(pid: int | str = "self") -> int | None:
+    """Unique set size: the pages only this process maps (Private_Clean + Private_Dirty), what ending it frees."""
+    clean = _proc_kib_field(f"/proc/{pid}/smaps_rollup", "Private_Clean:")
+    dirty = _proc_kib_field(f"/proc/{pid}/smaps_rollup", "Private_Dirty:")
+    return None if clean is None or dirty is None else clean + dirty
+
+
+def memory_bytes(pid: int | str = "self") -> dict[str, int | None]:
+    """RSS, PSS and USS of a process, by the keys every driver reports them under."""
+    return {"rss_bytes": rss_bytes(pid), "pss_bytes": pss_bytes(pid), "uss_bytes": uss_bytes(pid)}
+
+
 def cpu_seconds(pid: int | str = "self") -> float | None:
     """User + system CPU time of a process from /proc/PID/stat."""
     try:

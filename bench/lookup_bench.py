@@ -126,6 +126,7 @@ def run_cluster(
         stats = call_all(procs, lambda i: {"op": "stats"}, 30.0)
         rss = [r["rss_bytes"] for r in stats if r.get("rss_bytes")]
         pss = [r["pss_bytes"] for r in stats if r.get("pss_bytes")]
+        uss = [r["uss_bytes"] for r in stats if r.get("uss_bytes")]
         done = len(results)
         ok = [r for r in results if r.get("found")]
         times = [r["ms"] for r in results if "ms" in r and r.get("found")]
@@ -150,6 +151,7 @@ def run_cluster(
             else None,
             "rss_median_mib": round(statistics.median(rss) / 2**20, 1) if rss else None,
             "pss_median_mib": round(statistics.median(pss) / 2**20, 1) if pss else None,
+            "uss_median_mib": round(statistics.median(uss) / 2**20, 1) if uss else None,
             "rss_max_mib": round(max(rss) / 2**20, 1) if rss else None,
             "contacts_median": statistics.median(contacts),
             "new_connections": sum(r.get("new_connections", 0) for r in results)

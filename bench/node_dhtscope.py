@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import HOST, asyncio_command_loop, emit, pss_bytes, quiet_logging, rss_bytes
+from benchlib import HOST, asyncio_command_loop, emit, memory_bytes, quiet_logging
 
 from dhtscope.node import runtime
 from dhtscope.node.ids import NodeId
@@ -129,8 +129,7 @@ async def main() -> None:
             return {"ms": sorted(times)[len(times) // 2]}
         if op == "stats":
             return {
-                "rss_bytes": rss_bytes(),
-                "pss_bytes": pss_bytes(),
+                **memory_bytes(),
                 "contacts": len(node.routing),
                 "connections": len(rpc.endpoint.all),
             }

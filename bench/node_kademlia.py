@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import HOST, asyncio_command_loop, emit, pss_bytes, quiet_logging, rss_bytes
+from benchlib import HOST, asyncio_command_loop, emit, memory_bytes, quiet_logging
 from kademlia.crawling import NodeSpiderCrawl
 from kademlia.network import Server
 from kademlia.node import Node
@@ -74,8 +74,7 @@ async def main() -> None:
             return {"found": value is not None, "ms": elapsed * 1000, "messages": sent[0] - before}
         if op == "stats":
             return {
-                "rss_bytes": rss_bytes(),
-                "pss_bytes": pss_bytes(),
+                **memory_bytes(),
                 "contacts": sum(len(b) for b in protocol.router.buckets),
             }
         return {"error": f"unknown op {op}"}

@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import trio
-from benchlib import HOST, emit, pss_bytes, quiet_logging, rss_bytes, trio_command_loop
+from benchlib import HOST, emit, memory_bytes, quiet_logging, trio_command_loop
 from libp2p import new_host
 from libp2p.crypto.secp256k1 import create_new_key_pair
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
@@ -93,8 +93,7 @@ async def main() -> None:
                     return {"found": value is not None, "ms": elapsed * 1000, "messages": opened[0] - before}
                 if op == "stats":
                     return {
-                        "rss_bytes": rss_bytes(),
-                        "pss_bytes": pss_bytes(),
+                        **memory_bytes(),
                         "contacts": dht.get_routing_table_size(),
                     }
                 return {"error": f"unknown op {op}"}

@@ -19,6 +19,8 @@ LOOKUP_VS_LIBP2P = 1 / 100  # ... and at most this times py-libp2p's
 LOOKUP_CPU_MS = 1.5  # CPU time of the looking-up process per lookup, median
 SINGLE_RTT_P50_MS = 0.5  # one request in flight (c=1): p50 round trip
 RSS_LIMIT_MIB = 33.0
+USS_VS_KADEMLIA = 1.2  # private memory per node process at rest, at most this times kademlia's
+IDLE_CONNECTION_KIB = 24.0  # what one more idle connection costs the server process (USS)
 SIM_100K_LIMIT_BYTES = 2 * 10**9
 RECORDING_RATIO = 0.85
 # Issue 13's targets for every attack (bench/attacks/run.py measures them).
@@ -212,15 +214,15 @@ def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
         "Messages are the RPCs (py-libp2p: streams) the looking-up node sent during the lookup.",
         "",
         "| system | success | median ms | p95 ms | messages (median) | RSS per node MiB (median / max) | "
-        "PSS per node MiB | nodes holding a copy | build s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "PSS per node MiB | USS per node MiB | nodes holding a copy | build s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("dhtscope", "kademlia", "libp2p"):
         s = systems.get(name)
         if s is None:
             continue
         if "error" in s:
-            out.append(f"| {name} | failed: {s['error']} | | | | | | | |")
+            out.append(f"| {name} | failed: {s['error']} | | | | | | | | |")
             continue
         stopped = (
             f", stopped after {s['lookups']} of {s['lookups_planned']} lookups by the time budget"
@@ -231,7 +233,7 @@ def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
             f"| {name} | {s['success_rate']:.0%} ({s['failures']} failed{stopped}) | {_num(s['median_ms'], 2)} | "
             f"{_num(s['p95_ms'], 2)} | {_num(s['median_messages'])} | "
             f"{_num(s['rss_median_mib'])} / {_num(s['rss_max_mib'])} | {_num(s.get('pss_median_mib'))} | "
-            f"{s['holders']} | {_num(s['build_s'])} |"
+            f"{_num(s.get('uss_median_mib'))} | {s['holders']} | {_num(s['build_s'])} |"
         )
     q1 = systems.get("dhtscope", {}).get("quorum1")
     if q1:
@@ -246,7 +248,9 @@ def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
         "",
         "RSS counts every page a process has resident, including shared-library pages (libcrypto, "
         "the interpreter) that all node processes share; PSS divides those among the processes that "
-        "share them. The target is on RSS.",
+        "share them; USS counts only the pages no other process maps (Private_Clean + Private_Dirty "
+        "of /proc/PID/smaps_rollup), what ending the process would free. The RSS target is on RSS; the "
+        f"at-rest target compares USS with kademlia's (≤ {USS_VS_KADEMLIA:g}x).",
     ]
     d, k, p = systems.get("dhtscope", {}), systems.get("kademlia", {}), systems.get("libp2p", {})
     if d.get("new_connections") is not None:
@@ -286,6 +290,13 @@ def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
         f"median {_num(d.get('rss_median_mib'))} MiB, max {_num(d.get('rss_max_mib'))} MiB "
         f"(kademlia {_num(k.get('rss_median_mib'))}, py-libp2p {_num(p.get('rss_median_mib'))})",
         None if d.get("rss_max_mib") is None else d["rss_max_mib"] <= RSS_LIMIT_MIB,
+    )
+    ru = _ratio(d.get("uss_median_mib"), k.get("uss_median_mib"))
+    t.add(
+        f"USS per node at rest ≤ {USS_VS_KADEMLIA:g}x kademlia's (32-process cluster, after the lookups)",
+        f"{_num(d.get('uss_median_mib'))} MiB vs {_num(k.get('uss_median_mib'))} MiB = {_x(ru)}"
+        f" (py-libp2p {_num(p.get('uss_median_mib'))} MiB)",
+        None if ru is None else ru <= USS_VS_KADEMLIA,
     )
     t.add(
         "lookup success 100%",
