@@ -21,6 +21,8 @@ SINGLE_RTT_P50_MS = 0.5  # one request in flight (c=1): p50 round trip
 RSS_LIMIT_MIB = 33.0
 USS_VS_KADEMLIA = 1.2  # private memory per node process at rest, at most this times kademlia's
 IDLE_CONNECTION_KIB = 24.0  # what one more idle connection costs the server process (USS)
+IDLE_CONNECTION_KIB_BEFORE = 78.0  # the issue's figure before this work
+HELD_CONNECTIONS = 10_000  # one node holding this many client connections, each PINGing now and then
 SIM_100K_LIMIT_BYTES = 2 * 10**9
 RECORDING_RATIO = 0.85
 # Issue 13's targets for every attack (bench/attacks/run.py measures them).
@@ -303,6 +305,86 @@ def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
         f"{d.get('success_rate', 0):.0%}" if d else "–",
         None if not d or "success_rate" not in d else d["success_rate"] == 1.0,
     )
+    return out
+
+
+def _mib(b: int | None) -> float | None:
+    return b / 2**20 if b is not None else None
+
+
+def _conns_section(doc: dict[str, Any], t: Targets) -> list[str]:
+    res = doc["result"]
+    out = [
+        "## 2b. Connections held by one node",
+        "",
+        "`bench/conns_bench.py`: one dhtscope node process (a full node, its admission and memory limits raised "
+        "through `AdmissionLimits` and `MemoryLimits`, the node's own settings; loopback is exempt from the "
+        "per-address limits and they are raised anyway) and "
+        f"{res.get('clients', '?')} client processes, each a client-mode node holding its share of the "
+        "connections: every connection its own QUIC handshake (TLS 1.3, mutual certificates), then one PING "
+        f"every {res.get('ping_period_s', '?'):g} s at a random phase, so none idles out. Connections open level "
+        "by level, a few dozen handshakes in flight per client; 2 s after each level the server's memory is "
+        "read from /proc (after a `gc.collect()`). Per connection = growth over the figure at rest (read "
+        "with the clients already running) / connections; marginal = growth from the previous level. "
+        "USS = Private_Clean + Private_Dirty of /proc/PID/smaps_rollup.",
+        "",
+    ]
+    if "error" in res:
+        t.add(f"≤ {IDLE_CONNECTION_KIB:g} KiB per idle connection (server, USS)", f"failed: {res['error']}", False)
+        return out + [f"The run failed: {res['error']}"]
+    rest = res["server_rest"]
+    out += [
+        f"At rest: RSS {_num(_mib(rest['rss_bytes']))} MiB, PSS {_num(_mib(rest['pss_bytes']))} MiB, "
+        f"USS {_num(_mib(rest['uss_bytes']))} MiB.",
+        "",
+        "| connections | failed to open | ramp s | server CPU ms per handshake | RSS / PSS / USS MiB | "
+        "per connection RSS / PSS / USS KiB | USS KiB marginal | client end USS KiB | load (1 min) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for lv in res["levels"]:
+        out.append(
+            f"| {lv['connections']:,} | {lv['open_failed']} | {_num(lv['ramp_s'])} | "
+            f"{_num(lv.get('server_cpu_ms_per_handshake'), 2)} | {_num(_mib(lv['rss_bytes']))} / "
+            f"{_num(_mib(lv['pss_bytes']))} / {_num(_mib(lv['uss_bytes']))} | {_num(lv['rss_kib_per_conn'])} / "
+            f"{_num(lv['pss_kib_per_conn'])} / {_num(lv['uss_kib_per_conn'])} | "
+            f"{_num(lv.get('uss_kib_per_conn_marginal'))} | {_num(lv.get('client_uss_kib_per_conn'))} | "
+            f"{(lv.get('loadavg') or ['?'])[0]} |"
+        )
+    h = res.get("hold") or {}
+    if h:
+        out += [
+            "",
+            f"Held at {h['connections']:,} connections for {h['seconds']:g} s: {h['pings_ok']:,} PINGs answered, "
+            f"{h['pings_failed']} failed (over the whole run: {h.get('failures_all_phases', 0)}); p50 "
+            f"{_num(h['ping_p50_ms'], 2)} ms, p99 {_num(h['ping_p99_ms'], 2)} ms, max {_num(h['ping_max_ms'], 1)} ms; "
+            f"server CPU {_num(h['cpu_percent_mean'])}% of one core on average, {_num(h['cpu_percent_max'])}% in "
+            f"its busiest second; RSS {_num(_mib(h['rss_bytes']))} MiB, USS {_num(_mib(h['uss_bytes']))} MiB; "
+            f"load {h.get('loadavg')}.",
+        ]
+        if h.get("failure_reasons"):
+            out.append("Failures: " + "; ".join(f"{k} ×{v}" for k, v in h["failure_reasons"].items()) + ".")
+    largest = max(res["levels"], key=lambda lv: lv["connections"])
+    per = largest["uss_kib_per_conn"]
+    t.add(
+        f"≤ {IDLE_CONNECTION_KIB:g} KiB per idle connection (server, USS; {IDLE_CONNECTION_KIB_BEFORE:g} KiB before)",
+        f"{_num(per)} KiB at {largest['connections']:,} connections (RSS {_num(largest['rss_kib_per_conn'])}, "
+        f"PSS {_num(largest['pss_kib_per_conn'])} KiB; "
+        f"client end USS {_num(largest.get('client_uss_kib_per_conn'))} KiB)",
+        None if per is None else per <= IDLE_CONNECTION_KIB,
+    )
+    if h:
+        full = h["connections"] >= HELD_CONNECTIONS
+        answered = h["pings_failed"] == 0 and h["pings_ok"] > 0
+        note = (
+            "" if full else f" (quick mode held {h['connections']:,}; `make bench FULL=1` holds {HELD_CONNECTIONS:,})"
+        )
+        t.add(
+            f"{HELD_CONNECTIONS:,} connections held: memory, CPU, PING p99 (every PING answered)",
+            f"{h['connections']:,} held: RSS {_num(_mib(h['rss_bytes']))} MiB, USS {_num(_mib(h['uss_bytes']))} MiB, "
+            f"CPU {_num(h['cpu_percent_mean'])}%, PING p99 {_num(h['ping_p99_ms'], 2)} ms, "
+            f"{h['pings_ok']:,} answered / {h['pings_failed']} failed{note}",
+            answered if full else None,
+        )
     return out
 
 
@@ -703,7 +785,7 @@ def _experiments_section(results_dir: str) -> list[str]:
 
 
 def write_report(results_dir: str, path: str, run_s: float | None, sections_run: list[str]) -> str:
-    docs = {s: _load(results_dir, s) for s in ("rpc", "lookup", "sim", "recording", "tui", "capture")}
+    docs = {s: _load(results_dir, s) for s in ("rpc", "lookup", "conns", "sim", "recording", "tui", "capture")}
     t = Targets()
     body: list[str] = []
     chart = ""
@@ -711,6 +793,8 @@ def write_report(results_dir: str, path: str, run_s: float | None, sections_run:
         body += _rpc_section(docs["rpc"], t) + [""]
     if docs["lookup"]:
         body += _lookup_section(docs["lookup"], t) + [""]
+    if docs["conns"]:
+        body += _conns_section(docs["conns"], t) + [""]
     if docs["sim"]:
         lines, chart = _sim_section(docs["sim"], t, results_dir)
         body += lines + [""]

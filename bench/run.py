@@ -34,7 +34,7 @@ sys.path.insert(0, BENCH_DIR)
 from benchlib import load_average, machine_facts  # noqa: E402
 from procs import BenchError, Proc  # noqa: E402
 
-SECTIONS = ("rpc", "recording", "lookup", "sim", "tui", "capture", "accuracy", "attacks")
+SECTIONS = ("rpc", "recording", "lookup", "conns", "sim", "tui", "capture", "accuracy", "attacks")
 # The attacks would double a quick run: they run with --full or --only attacks.
 QUICK_SECTIONS = tuple(s for s in SECTIONS if s != "attacks")
 LEVELS = (1, 16, 128)
@@ -229,6 +229,24 @@ def bench_lookup(full: bool) -> dict[str, Any]:
     return out
 
 
+# -- connections held by one node ------------------------------------------------------------------
+
+
+def bench_conns(full: bool) -> dict[str, Any]:
+    """bench/conns_bench.py: memory per idle connection, then one node holding many, each PINGing now and then."""
+    from conns_bench import run
+
+    levels, hold_s = ([500, 2_000, 10_000], 30.0) if full else ([500, 2_000], 20.0)
+    log(f"conns: one dhtscope node, {', '.join(f'{n:,}' for n in levels)} client connections, held {hold_s:g} s")
+    try:
+        result = run(levels, clients=4, hold_s=hold_s, log=log)
+    except BenchError as exc:
+        log(f"  failed: {exc}")
+        return {"levels_planned": levels, "error": str(exc)}
+    result["levels_planned"] = levels
+    return result
+
+
 # -- simulation --------------------------------------------------------------------------------------
 
 
@@ -337,6 +355,7 @@ RUNNERS = {
     "rpc": bench_rpc,
     "recording": bench_recording,
     "lookup": bench_lookup,
+    "conns": bench_conns,
     "sim": bench_sim,
     "tui": bench_tui,
     "attacks": bench_attacks,
