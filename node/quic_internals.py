@@ -91,7 +91,7 @@ class NodeQuicConnection(QuicConnection):
     refusal closes with its TLS alert; with a `read_window`, flow-control credit grows only
     as the application reads (`application_read`); who began the close is remembered; the peer may issue us
     ACTIVE_CONNECTION_IDS connection ids, not 8; after the handshake its 48 KiB of handshake
-    output buffers are let go.
+    output buffers and the handshake's ephemeral key shares are let go.
     """
 
     close_owner: str | None = None
@@ -451,6 +451,14 @@ class NodeQuicConnection(QuicConnection):
         buffers = self._crypto_buffers
         for epoch in buffers:
             buffers[epoch] = _NO_CRYPTO_OUTPUT
+        # The handshake's ephemeral key shares made its shared secret and are never used again
+        # (after the handshake TLS only takes a NewSessionTicket, which needs the key schedule):
+        # a client holds one per group it offers (P-256, P-384, X25519, X448: about 5 KiB in OpenSSL,
+        # which tracemalloc does not see), a server the one it answered with.
+        context = self.tls
+        context._ec_private_keys = []
+        context._x25519_private_key = None
+        context._x448_private_key = None
 
     def ack_with_next_packet(self) -> None:
         """Make a pending 1-RTT ACK due now, so it rides in the packet we are about to build.
@@ -712,6 +720,9 @@ CONTRACT: tuple[Clause, ...] = (
     Clause("connection._loss", "_rtt_initialized"),
     Clause("connection.tls", "_request_client_certificate"),
     Clause("connection.tls", "_peer_certificate"),
+    Clause("connection.tls", "_ec_private_keys"),
+    Clause("connection.tls", "_x25519_private_key"),
+    Clause("connection.tls", "_x448_private_key"),
     Clause("one_rtt_space", "ack_at"),
     Clause("QuicStream", "is_blocked"),
     Clause("QuicStream", "sender"),

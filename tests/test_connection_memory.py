@@ -33,6 +33,10 @@ async def test_an_idle_connection_keeps_no_handshake_buffers_and_no_per_stream_e
             # aioquic allocates 3 x 16 KiB of handshake output per connection; after it, one shared empty buffer.
             assert set(map(id, conn.quic._crypto_buffers.values())) == {id(_NO_CRYPTO_OUTPUT)}
             assert conn._sent_offsets == {} and conn._received_offsets == {}  # 120 requests, nothing kept per stream
+            # The handshake's ephemeral key shares (a client makes three) are gone.
+            context = conn.quic.tls
+            assert context._ec_private_keys == [] and context._x25519_private_key is None
+            assert context._x448_private_key is None
         # Still serving after the handshake buffers went (both directions write and read).
         assert await client.ping(("127.0.0.1", server.port)) > 0
     finally:
