@@ -19,6 +19,7 @@ import hashlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 from aioquic import tls
@@ -46,6 +47,9 @@ _NO_CRYPTO_OUTPUT = Buffer(capacity=0)
 # aioquic builds each connection's frame-handler table with a new frozenset of epochs per
 # frame type (about 6 KiB a connection); connections share these instead.
 _EPOCH_SETS: dict[frozenset[Any], frozenset[Any]] = {}
+# ... and the table itself, a dict of 31 (bound method, epochs) tuples, is another 7 KiB a
+# connection: connections of one class share one table of plain functions (FrameHandlers).
+_HANDLER_TABLES: dict[type, dict[int, tuple[Callable[..., None], frozenset[Any]]]] = {}
 CHECKED_SERIES = "1.7"  # the aioquic release series CONTRACT was checked against
 
 # The peer's certificate (cryptography x509) in, nothing out; CertificateRefused refuses it.
@@ -78,6 +82,30 @@ class _Enqueue:
         self._sendable[stream] = None
 
 
+class FrameHandlers:
+    """A connection's view of its class's shared frame-handler table: what aioquic looks up per frame.
+
+    aioquic keeps a dict of bound methods per connection; this holds one reference and binds
+    the handler to the connection when a frame asks for it.
+    """
+
+    __slots__ = ("_conn", "_table")
+
+    def __init__(self, conn: QuicConnection, table: dict[int, tuple[Callable[..., None], frozenset[Any]]]) -> None:
+        self._conn = conn
+        self._table = table
+
+    def __getitem__(self, frame_type: int) -> tuple[Callable[..., None], frozenset[Any]]:
+        function, epochs = self._table[frame_type]  # KeyError: aioquic's "Unknown frame type"
+        return MethodType(function, self._conn), epochs
+
+    def keys(self) -> Any:
+        return self._table.keys()
+
+    def __iter__(self) -> Any:
+        return iter(self._table)
+
+
 class NodeQuicConnection(QuicConnection):
     """aioquic's connection with dhtscope's changes to its behaviour, and read access to its state.
 
@@ -91,7 +119,8 @@ class NodeQuicConnection(QuicConnection):
     refusal closes with its TLS alert; with a `read_window`, flow-control credit grows only
     as the application reads (`application_read`); who began the close is remembered; the peer may issue us
     ACTIVE_CONNECTION_IDS connection ids, not 8; after the handshake its 48 KiB of handshake
-    output buffers and the handshake's ephemeral key shares are let go.
+    output buffers and the handshake's ephemeral key shares are let go; connections of one class
+    share one frame-handler table (aioquic builds a dict of bound methods per connection).
     """
 
     close_owner: str | None = None
@@ -118,9 +147,12 @@ class NodeQuicConnection(QuicConnection):
         limit = self._local_max_streams_bidi
         limit.value = limit.sent = max_streams
         self._local_active_connection_id_limit = ACTIVE_CONNECTION_IDS
-        handlers: dict[int, Any] = getattr(self, "_QuicConnection__frame_handlers")  # noqa: B009 (name-mangled)
-        for frame_type, (handler, epochs) in handlers.items():
-            handlers[frame_type] = (handler, _EPOCH_SETS.setdefault(epochs, epochs))
+        table = _HANDLER_TABLES.get(type(self))
+        if table is None:
+            handlers: dict[int, Any] = getattr(self, "_QuicConnection__frame_handlers")  # noqa: B009 (name-mangled)
+            table = {t: (h.__func__, _EPOCH_SETS.setdefault(e, e)) for t, (h, e) in handlers.items()}
+            _HANDLER_TABLES[type(self)] = table
+        setattr(self, "_QuicConnection__frame_handlers", FrameHandlers(self, table))  # noqa: B010 (name-mangled)
 
     # -- behaviour changes ---------------------------------------------------------------
 

@@ -57,7 +57,7 @@ async def test_each_end_issues_its_peer_only_the_fewest_connection_ids() -> None
         await asyncio.gather(client.stop(), server.stop())
 
 
-async def test_connections_share_their_frame_handlers_epoch_sets() -> None:
+async def test_connections_share_one_frame_handler_table_bound_to_each_connection() -> None:
     server, client = await _pair()
     other = Node(name="other", client_mode=True)
     await other.start()
@@ -69,5 +69,9 @@ async def test_connections_share_their_frame_handlers_epoch_sets() -> None:
         table_b = getattr(b.quic, "_QuicConnection__frame_handlers")  # noqa: B009
         assert table_a.keys() == table_b.keys()
         assert all(table_a[k][1] is table_b[k][1] for k in table_a)  # one frozenset per kind, not per connection
+        assert table_a._table is table_b._table  # one table of functions per class, not a dict per connection
+        handler, _ = table_a[0x08]  # a STREAM frame is handled by the connection it arrived on
+        assert handler.__self__ is a.quic and handler.__func__ is type(a.quic)._handle_stream_frame
+        assert await client.ping(("127.0.0.1", server.port)) > 0
     finally:
         await asyncio.gather(client.stop(), other.stop(), server.stop())
