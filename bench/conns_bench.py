@@ -124,14 +124,15 @@ async def client(port: int, connections: int) -> None:
         await asyncio.sleep(random.uniform(0, PING_PERIOD_S))
         while True:
             t0 = time.perf_counter()
+            held_from_start = recording  # the hold's figures count the PINGs sent while holding
             try:
                 await rpc.request(conn, Ping(rpc.next_request_id()), PING_TIMEOUT_S)
                 counts["ok"] += 1
-                if recording:
+                if held_from_start and recording:
                     latencies.append((time.perf_counter() - t0) * 1000)
             except Exception as exc:  # counted, the connection keeps trying
                 counts["failed"] += 1
-                counts["failed_while_holding"] += recording
+                counts["failed_while_holding"] += held_from_start
                 reason = f"{type(exc).__name__}: {exc}"[:100]
                 reasons[reason] = reasons.get(reason, 0) + 1
             await asyncio.sleep(max(0.0, PING_PERIOD_S - (time.perf_counter() - t0)))
@@ -183,6 +184,20 @@ async def client(port: int, connections: int) -> None:
 
 
 # -- the runner ----------------------------------------------------------------------------------
+
+
+def udp_receive_errors() -> int | None:
+    """Datagrams this machine dropped because a UDP socket's receive buffer was full (all sockets)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _delta(after: int | None, before: int | None) -> int | None:
+    return after - before if after is not None and before is not None else None
 
 
 def _mib(b: int | None) -> float | None:
@@ -237,6 +252,7 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print) -> dic
         for n in sorted(levels):
             t0 = time.monotonic()
             cpu0 = cpu_seconds(pid)
+            drops0 = udp_receive_errors()
             shares = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
             before = [s["held"] for s in call_all(procs, lambda i: {"op": "stats"}, 60.0)] if held else [0] * clients
             counts = [want - had for want, had in zip(shares, before, strict=True)]
@@ -256,6 +272,7 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print) -> dic
                 "connections_asked": n,
                 "connections": held,
                 "open_failed": sum(o.get("open_failed", 0) for o in opened),
+                "udp_receive_buffer_drops": _delta(udp_receive_errors(), drops0),
                 "ramp_s": round(ramp_s, 1),
                 "server_cpu_ms_per_handshake": round(ramp_cpu * 1000 / new, 2) if new > 0 else None,
                 "loadavg": load_average(),
@@ -278,10 +295,11 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print) -> dic
                 f"RSS {_mib(stats['rss_bytes'])} MiB, USS {_mib(stats['uss_bytes'])} MiB; per connection "
                 f"RSS {level['rss_kib_per_conn']} KiB, PSS {level['pss_kib_per_conn']} KiB, "
                 f"USS {level['uss_kib_per_conn']} KiB (client end USS {level['client_uss_kib_per_conn']} KiB); "
-                f"load {level['loadavg']}"
+                f"UDP receive-buffer drops {level['udp_receive_buffer_drops']}; load {level['loadavg']}"
             )
         # Hold the last level: CPU once a second, every PING's round trip.
         call_all(procs, lambda i: {"op": "hold_start"}, 30.0)
+        drops0 = udp_receive_errors()
         samples: list[float] = []
         last = cpu_seconds(pid)
         t_last = time.monotonic()
@@ -308,6 +326,7 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print) -> dic
             "pings_failed": failed,
             "failures_all_phases": sum(s["failed"] for s in stopped),
             "failure_reasons": reasons,
+            "udp_receive_buffer_drops": _delta(udp_receive_errors(), drops0),
             "ping_p50_ms": p50,
             "ping_p99_ms": p99,
             "ping_max_ms": max(lat) if lat else None,
@@ -321,8 +340,11 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print) -> dic
         log(
             f"  held {h['connections']:,} for {hold_s:g} s: {h['pings_ok']} PINGs answered, {failed} failed, "
             f"p50 {p50} ms, p99 {p99} ms; server CPU {h['cpu_percent_mean']}% (max {h['cpu_percent_max']}%), "
-            f"RSS {_mib(h['rss_bytes'])} MiB, USS {_mib(h['uss_bytes'])} MiB; load {h['loadavg']}"
+            f"RSS {_mib(h['rss_bytes'])} MiB, USS {_mib(h['uss_bytes'])} MiB; UDP receive-buffer drops "
+            f"{h['udp_receive_buffer_drops']}; load {h['loadavg']}"
         )
+        if reasons:
+            log("  failures: " + "; ".join(f"{k} x{v}" for k, v in reasons.items()))
         return out
     except BenchError:
         raise
