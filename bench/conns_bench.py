@@ -51,6 +51,18 @@ HANDSHAKE_WAIT_S = 30.0  # a client waits this long for one handshake during a r
 SETTLE_S = 2.0  # after a ramp, before memory is read: handshakes' last packets and ACKs are done
 
 
+def _set_receive_buffer(node: Any, size: int) -> int | None:
+    """Experiment only (`--receive-buffer`): the node's UDP socket receive buffer, as the kernel granted it."""
+    import socket
+
+    if not size:
+        return None
+    sock = node.rpc.endpoint._transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted
+
+
 def _limits(connections: int) -> tuple[Any, Any]:
     """The node's own settings raised for `connections`: every admission and memory limit that would refuse them."""
     from dhtscope.node.admission import AdmissionLimits
@@ -74,13 +86,14 @@ def _limits(connections: int) -> tuple[Any, Any]:
 # -- child processes ---------------------------------------------------------------------------
 
 
-async def serve(connections: int) -> None:
+async def serve(connections: int, receive_buffer: int = 0) -> None:
     """The server: a full dhtscope node (not client mode) that answers what its clients send."""
     from dhtscope.node.node import Node
 
     admission, memory = _limits(connections)
     node = Node(host=HOST, port=0, name="conns-server", admission_limits=admission, memory_limits=memory)
     await node.start()
+    granted = _set_receive_buffer(node, receive_buffer)
     rpc = node.rpc
     assert rpc is not None
 
@@ -95,12 +108,12 @@ async def serve(connections: int) -> None:
             }
         return {"error": f"unknown op {cmd['op']}"}
 
-    emit({"ready": True, "port": node.port, "pid": os.getpid()})
+    emit({"ready": True, "port": node.port, "pid": os.getpid(), "receive_buffer_bytes": granted})
     await asyncio_command_loop(handle)
     await node.stop()
 
 
-async def client(port: int, connections: int) -> None:
+async def client(port: int, connections: int, receive_buffer: int = 0) -> None:
     """A client-mode node holding many connections to the server, each PINGing once per period."""
     from dhtscope.node.node import Node
     from dhtscope.node.wire import Ping
@@ -110,6 +123,7 @@ async def client(port: int, connections: int) -> None:
         host=HOST, port=0, name="conns-client", client_mode=True, admission_limits=admission, memory_limits=memory
     )
     await node.start()
+    _set_receive_buffer(node, receive_buffer)
     rpc = node.rpc
     assert rpc is not None
     addr = (HOST, port)
@@ -210,12 +224,13 @@ def _per_conn_kib(after: int | None, before: int | None, n: int) -> float | None
     return round((after - before) / n / 1024, 1)
 
 
-def run(levels: list[int], clients: int, hold_s: float, log: Any = print) -> dict[str, Any]:
+def run(levels: list[int], clients: int, hold_s: float, log: Any = print, receive_buffer: int = 0) -> dict[str, Any]:
     """Ramp one server to each level of connections (split over `clients` processes), hold the last one."""
     from procs import BenchError, Proc, call_all
 
     top = max(levels)
-    server = Proc("conns_bench.py", "serve", "--connections", str(top), name="conns server")
+    extra = ("--receive-buffer", str(receive_buffer)) if receive_buffer else ()
+    server = Proc("conns_bench.py", "serve", "--connections", str(top), *extra, name="conns server")
     procs: list[Proc] = []
     try:
         ready = server.next(60.0)
@@ -229,6 +244,7 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print) -> dic
                 str(ready["port"]),
                 "--connections",
                 str(share),
+                *extra,
                 name=f"client {i}",
             )
             for i in range(clients)
@@ -245,6 +261,7 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print) -> dic
         out: dict[str, Any] = {
             "clients": clients,
             "ping_period_s": PING_PERIOD_S,
+            "receive_buffer_bytes": ready.get("receive_buffer_bytes"),
             "server_rest": {k: rest[k] for k in ("rss_bytes", "pss_bytes", "uss_bytes")},
             "levels": [],
         }
@@ -362,25 +379,36 @@ def main() -> int:
     sub = parser.add_subparsers(dest="mode")
     s = sub.add_parser("serve")
     s.add_argument("--connections", type=int, required=True)
+    s.add_argument("--receive-buffer", type=int, default=0)
     c = sub.add_parser("client")
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--connections", type=int, required=True)
+    c.add_argument("--receive-buffer", type=int, default=0)
     parser.add_argument("--levels", type=lambda v: [int(x) for x in v.split(",")], default=[500, 2000])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--hold", type=float, default=20.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--receive-buffer", type=int, default=0, help="experiment: SO_RCVBUF bytes for every process's UDP socket"
+    )
     args = parser.parse_args()
     from dhtscope.node import runtime
 
     if args.mode == "serve":
         quiet_logging()
-        runtime.run(serve(args.connections))
+        runtime.run(serve(args.connections, args.receive_buffer))
         return 0
     if args.mode == "client":
         quiet_logging()
-        runtime.run(client(args.port, args.connections))
+        runtime.run(client(args.port, args.connections, args.receive_buffer))
         return 0
-    result = run(args.levels, args.clients, args.hold, log=(lambda _: None) if args.json else print)
+    result = run(
+        args.levels,
+        args.clients,
+        args.hold,
+        log=(lambda _: None) if args.json else print,
+        receive_buffer=args.receive_buffer,
+    )
     if args.json:
         import json
 
