@@ -97,10 +97,27 @@ async def serve(connections: int, receive_buffer: int = 0) -> None:
     rpc = node.rpc
     assert rpc is not None
 
+    # The collector's pauses since the last stats: with thousands of connections a full
+    # collection walks millions of objects while no datagram is read.
+    pauses: list[tuple[int, float]] = []
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], time.perf_counter() - started[0]))
+
+    gc.callbacks.append(on_gc)
+
     async def handle(cmd: dict[str, Any]) -> dict[str, Any]:
         if cmd["op"] == "stats":
+            seen = list(pauses)
             gc.collect()  # garbage from the handshakes is not what a connection holds
+            pauses.clear()
             return {
+                "gc_pause_max_ms": round(max((p for _, p in seen), default=0.0) * 1000, 1),
+                "gc_full_collections": sum(1 for g, _ in seen if g == 2),
                 **memory_bytes(),
                 "connections": len(rpc.endpoint.all),
                 "requests_received": rpc.requests_received,
@@ -315,6 +332,7 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print, receiv
                 f"UDP receive-buffer drops {level['udp_receive_buffer_drops']}; load {level['loadavg']}"
             )
         # Hold the last level: CPU once a second, every PING's round trip.
+        server.call({"op": "stats"}, 60.0)  # the collector's pauses count from here
         call_all(procs, lambda i: {"op": "hold_start"}, 30.0)
         drops0 = udp_receive_errors()
         samples: list[float] = []
@@ -344,6 +362,8 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print, receiv
             "failures_all_phases": sum(s["failed"] for s in stopped),
             "failure_reasons": reasons,
             "udp_receive_buffer_drops": _delta(udp_receive_errors(), drops0),
+            "gc_pause_max_ms": stats.get("gc_pause_max_ms"),
+            "gc_full_collections": stats.get("gc_full_collections"),
             "ping_p50_ms": p50,
             "ping_p99_ms": p99,
             "ping_max_ms": max(lat) if lat else None,
@@ -358,7 +378,8 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print, receiv
             f"  held {h['connections']:,} for {hold_s:g} s: {h['pings_ok']} PINGs answered, {failed} failed, "
             f"p50 {p50} ms, p99 {p99} ms; server CPU {h['cpu_percent_mean']}% (max {h['cpu_percent_max']}%), "
             f"RSS {_mib(h['rss_bytes'])} MiB, USS {_mib(h['uss_bytes'])} MiB; UDP receive-buffer drops "
-            f"{h['udp_receive_buffer_drops']}; load {h['loadavg']}"
+            f"{h['udp_receive_buffer_drops']}; longest GC pause {h['gc_pause_max_ms']} ms "
+            f"({h['gc_full_collections']} full collections); load {h['loadavg']}"
         )
         if reasons:
             log("  failures: " + "; ".join(f"{k} x{v}" for k, v in reasons.items()))
