@@ -338,8 +338,8 @@ def _conns_section(doc: dict[str, Any], t: Targets) -> list[str]:
         f"USS {_num(_mib(rest['uss_bytes']))} MiB.",
         "",
         "| connections | failed to open | ramp s | server CPU ms per handshake | RSS / PSS / USS MiB | "
-        "per connection RSS / PSS / USS KiB | USS KiB marginal | client end USS KiB | load (1 min) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "per connection RSS / PSS / USS KiB | USS KiB marginal | client end USS KiB | UDP drops | load (1 min) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in res["levels"]:
         out.append(
@@ -348,7 +348,7 @@ def _conns_section(doc: dict[str, Any], t: Targets) -> list[str]:
             f"{_num(_mib(lv['pss_bytes']))} / {_num(_mib(lv['uss_bytes']))} | {_num(lv['rss_kib_per_conn'])} / "
             f"{_num(lv['pss_kib_per_conn'])} / {_num(lv['uss_kib_per_conn'])} | "
             f"{_num(lv.get('uss_kib_per_conn_marginal'))} | {_num(lv.get('client_uss_kib_per_conn'))} | "
-            f"{(lv.get('loadavg') or ['?'])[0]} |"
+            f"{_num(lv.get('udp_receive_buffer_drops'))} | {(lv.get('loadavg') or ['?'])[0]} |"
         )
     h = res.get("hold") or {}
     if h:
@@ -359,6 +359,9 @@ def _conns_section(doc: dict[str, Any], t: Targets) -> list[str]:
             f"{_num(h['ping_p50_ms'], 2)} ms, p99 {_num(h['ping_p99_ms'], 2)} ms, max {_num(h['ping_max_ms'], 1)} ms; "
             f"server CPU {_num(h['cpu_percent_mean'])}% of one core on average, {_num(h['cpu_percent_max'])}% in "
             f"its busiest second; RSS {_num(_mib(h['rss_bytes']))} MiB, USS {_num(_mib(h['uss_bytes']))} MiB; "
+            "datagrams dropped by full UDP receive buffers (the whole machine) "
+            f"{_num(h.get('udp_receive_buffer_drops'))}, "
+            f"the server's longest garbage-collector pause {_num(h.get('gc_pause_max_ms'))} ms; "
             f"load {h.get('loadavg')}.",
         ]
         if h.get("failure_reasons"):
