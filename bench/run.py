@@ -181,6 +181,24 @@ def bench_recording(full: bool) -> dict[str, Any]:
         off = [lv["rps"] for r in runs if not r["record"] for lv in r.get("levels", []) if lv["concurrency"] == c]
         on = [lv["rps"] for r in runs if r["record"] for lv in r.get("levels", []) if lv["concurrency"] == c]
         fails = sum(lv["failures"] for r in runs for lv in r.get("levels", []) if lv["concurrency"] == c)
+
+        def cpu(record: bool, key: str, level: int = c) -> float | None:
+            values = [
+                lv[key]
+                for r in runs
+                if r["record"] == record
+                for lv in r.get("levels", [])
+                if lv["concurrency"] == level and lv.get(key) is not None
+            ]
+            return round(statistics.fmean(values), 4) if values else None
+
+        writer = [
+            lv["client_writer_cpu_s"] * 1000 / lv["ok"]
+            for r in runs
+            if r["record"]
+            for lv in r.get("levels", [])
+            if lv["concurrency"] == c and lv.get("client_writer_cpu_s") is not None and lv.get("ok")
+        ]
         summary.append(
             {
                 "concurrency": c,
@@ -188,6 +206,10 @@ def bench_recording(full: bool) -> dict[str, Any]:
                 "rps_on": round(statistics.fmean(on), 1) if on else None,
                 "ratio": round(statistics.fmean(on) / statistics.fmean(off), 3) if off and on else None,
                 "failures": fails,
+                # CPU per successful RPC of both node processes (the writer processes apart)
+                "cpu_ms_per_rpc_off": cpu(False, "cpu_ms_per_rpc"),
+                "cpu_ms_per_rpc_on": cpu(True, "cpu_ms_per_rpc"),
+                "client_writer_cpu_ms_per_rpc": round(statistics.fmean(writer), 4) if writer else None,
             }
         )
     return {"duration_s": duration, "warmup_s": warmup, "repeats": repeats, "runs": runs, "summary": summary}
