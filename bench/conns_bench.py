@@ -52,11 +52,11 @@ SETTLE_S = 2.0  # after a ramp, before memory is read: handshakes' last packets 
 
 
 def _set_receive_buffer(node: Any, size: int) -> int | None:
-    """Experiment only (`--receive-buffer`): the node's UDP socket receive buffer, as the kernel granted it."""
+    """The node's UDP socket receive buffer as the kernel granted it: the node's own, or `size` (an experiment)."""
     import socket
 
     if not size:
-        return None
+        return node.rpc.endpoint.receive_buffer_bytes  # type: ignore[no-any-return]
     sock = node.rpc.endpoint._transport.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)

@@ -74,7 +74,7 @@ MAX_RECORDS_PER_MESSAGE = MAX_RECORDS_PER_KEY
 REQUEST_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
 STREAM_CREDIT_WAIT_S = 30.0  # a request waits this long for the peer's stream credit
-MAX_CONNECTIONS = 1024  # open QUIC connections, both directions together (about 75 KiB each)
+MAX_CONNECTIONS = 1024  # open QUIC connections, both directions together (about 45 KiB each when idle)
 IDLE_TIMEOUT_S = 60.0
 # Concurrent request streams a peer may open on one connection. aioquic grants 128 and
 # returns a slot only once both FINs are acknowledged and its batched MAX_STREAMS frame
@@ -90,6 +90,10 @@ ACK_DELAY_S = 0.020
 MIN_DATAGRAM_BYTES = 1200
 MAX_DATAGRAM_BYTES = MIN_DATAGRAM_BYTES
 MAX_UDP_PAYLOAD_BYTES = 65527  # QUIC's largest max_udp_payload_size
+# The node's UDP socket receive buffer. Linux's default (208 KiB) overflows while thousands of
+# handshakes or PINGs arrive at once: one node holding 10,000 connections lost about 1% of its
+# PINGs with it and none with 4 MiB. The kernel caps the request at net.core.rmem_max.
+UDP_RECEIVE_BUFFER_BYTES = 4 * 2**20
 # Connection ids a peer may issue us at once (QUIC's active_connection_id_limit): 2, the least
 # QUIC allows, not aioquic's 8. A node never migrates, and each id costs memory at both ends.
 ACTIVE_CONNECTION_IDS = 2
@@ -123,7 +127,9 @@ MAX_UNREAD_ANSWER_BYTES_PER_CONNECTION = 2 * 1024 * 1024
 # answers) before it is closed: each refusal costs frames both ways, and a peer that keeps
 # earning them (a slowloris, a reader of nothing) would otherwise cost one per stream it opens.
 MAX_REFUSALS_PER_CONNECTION = 64
-CONNECTION_COST_BYTES = 80 * 1024  # what one connection holds in aioquic and TLS state (measured: 75 KiB)
+# What one connection is counted as against the node's memory budget: 43-45 KiB of aioquic and
+# TLS state when idle (bench/conns_bench.py), with room for the streams it carries.
+CONNECTION_COST_BYTES = 80 * 1024
 # Everything above, summed over the node: past it new requests are answered OVERLOADED (a PING,
 # whose answer is smaller than the error, is still answered) and new connections refused.
 NODE_MEMORY_BUDGET_BYTES = 160 * 1024 * 1024

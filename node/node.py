@@ -992,6 +992,7 @@ class Node:
             },
             "counters": dict(sorted({**admission["counters"], **memory["counters"]}.items())),
             "log_lines_suppressed": admission["log_lines_suppressed"],
+            "udp_receive_buffer_bytes": rpc.endpoint.receive_buffer_bytes,
         }
 
 

@@ -13,6 +13,8 @@ import asyncio
 import ipaddress
 import logging
 import random
+import socket
+import sys
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -51,6 +53,7 @@ from .constants import (
     IDLE_TIMEOUT_S,
     MAX_DATAGRAM_BYTES,
     MAX_STREAMS_PER_CONNECTION,
+    UDP_RECEIVE_BUFFER_BYTES,
 )
 from .ids import NodeId
 from .keys import Identity
@@ -558,6 +561,7 @@ class Endpoint(asyncio.DatagramProtocol):
             secrets_log_file=self._secrets,
         )
         self.local_addr: Address = ("0.0.0.0", 0)
+        self.receive_buffer_bytes: int | None = None  # the UDP socket's, as the kernel granted it
         self.event_sink: Any = None  # callable(conn, name, data), for live subscribers
         self.admission = Admission(limits or AdmissionLimits())
         # Set by the owner: a reason to refuse new connections (its memory budget), or None.
@@ -566,6 +570,7 @@ class Endpoint(asyncio.DatagramProtocol):
 
     async def listen(self, host: str, port: int) -> Address:
         transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        self.receive_buffer_bytes = _enlarge_receive_buffer(transport.get_extra_info("socket"))
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
         return self.local_addr
@@ -935,3 +940,25 @@ def _resolve(host: str) -> str:
     import socket
 
     return socket.gethostbyname(host)
+
+
+def _enlarge_receive_buffer(sock: Any) -> int | None:
+    """Ask for UDP_RECEIVE_BUFFER_BYTES of socket receive buffer; the bytes the kernel granted (None: unknown)."""
+    if sock is None:
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
+        granted = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    except OSError as exc:
+        log.info("could not enlarge the UDP receive buffer: %s", exc)
+        return None
+    if sys.platform.startswith("linux"):
+        granted //= 2  # Linux reports twice what it grants (the rest is its bookkeeping)
+    if granted < UDP_RECEIVE_BUFFER_BYTES:
+        log.info(
+            "UDP receive buffer %d KiB, not the %d KiB asked for (capped by net.core.rmem_max): "
+            "a node holding thousands of connections may drop datagrams",
+            granted // 1024,
+            UDP_RECEIVE_BUFFER_BYTES // 1024,
+        )
+    return granted

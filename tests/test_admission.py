@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import pytest
 from helpers.hostile import Flooder, initials
@@ -19,6 +20,7 @@ from dhtscope.node.admission import (
     Verdict,
     address_groups,
 )
+from dhtscope.node.constants import UDP_RECEIVE_BUFFER_BYTES
 from dhtscope.node.node import Node, NodeError
 
 ADDR = ("192.0.2.7", 4433)
@@ -228,3 +230,12 @@ async def test_snapshot_shows_every_limit_and_counter(nodes) -> None:
     assert limits["memory"]["node_budget_bytes"] == 160 * 2**20
     assert set(limits["in_use"]) >= {"half_open", "established", "memory_bytes", "unread_answer_bytes"}
     assert isinstance(limits["counters"], dict)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the kernel's cap from /proc (Linux)")
+async def test_the_udp_receive_buffer_is_enlarged_as_far_as_the_kernel_allows(nodes) -> None:
+    node = await nodes()
+    with open("/proc/sys/net/core/rmem_max") as f:
+        cap = int(f.read())
+    granted = node.snapshot()["limits"]["udp_receive_buffer_bytes"]
+    assert granted == min(UDP_RECEIVE_BUFFER_BYTES, cap)

@@ -107,6 +107,7 @@ def limits_text(limits: dict[str, Any] | None) -> str:
         f"/{admission.get('max_half_open', '?')}, dialing {in_use.get('dialing', 0)}) · "
         f"idle after {admission.get('idle_eviction_min_s', '?')} s closed least recently used first: "
         f"{counters.get('evicted_idle', 0)} · refused {refused}"
+        + (f" · UDP receive buffer {size(buffer)}" if (buffer := limits.get("udp_receive_buffer_bytes")) else "")
     )
 
 
