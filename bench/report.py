@@ -267,7 +267,7 @@ def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
     rp = _ratio(d.get("median_ms"), p.get("median_ms"))
     out += [
         "",
-        f"dhtscope's median lookup time is {_x(rk)} kademlia's and {_x(rp)} py-libp2p's (1/{1 / rp:.0f})."
+        f"dhtscope's median lookup time is {_x(rk)} kademlia's and 1/{1 / rp:.0f} of py-libp2p's."
         if rp
         else "",
     ]

@@ -181,13 +181,19 @@ def test_a_finished_stream_leaves_the_stream_table_as_soon_as_it_finishes() -> N
     assert server.local_stream_credit() == credit + 1  # the peer may open one more stream
 
 
-def test_building_a_packet_visits_only_the_streams_with_a_frame_to_send(monkeypatch: pytest.MonkeyPatch) -> None:
-    client, server, _ = _pair(None)
+def _requests(client: quic_internals.NodeQuicConnection, count: int) -> list[int]:
+    """`count` one-message request streams opened by `client`, each finished; their stream ids."""
     sids = []
-    for _ in range(60):
+    for _ in range(count):
         sid = client.get_next_available_stream_id()
         client.send_stream_data(sid, b"request", end_stream=True)
         sids.append(sid)
+    return sids
+
+
+def test_building_a_packet_visits_only_the_streams_with_a_frame_to_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, server, _ = _pair(None)
+    sids = _requests(client, 60)
     _deliver(client, server, 2.0)
     assert _received(server, sids[0]) == 7
     _deliver(server, client, 2.01)  # ACKs; the 60 requests stay unanswered
@@ -215,11 +221,7 @@ def test_building_a_packet_visits_only_the_streams_with_a_frame_to_send(monkeypa
 
 def test_answers_to_many_streams_share_one_packet() -> None:
     client, server, _ = _pair(None)
-    sids = []
-    for _ in range(20):
-        sid = client.get_next_available_stream_id()
-        client.send_stream_data(sid, b"request", end_stream=True)
-        sids.append(sid)
+    sids = _requests(client, 20)
     _deliver(client, server, 2.0)
     _received(server, sids[0])
     for sid in sids:
