@@ -267,9 +267,7 @@ def _lookup_section(doc: dict[str, Any], t: Targets) -> list[str]:
     rp = _ratio(d.get("median_ms"), p.get("median_ms"))
     out += [
         "",
-        f"dhtscope's median lookup time is {_x(rk)} kademlia's and 1/{1 / rp:.0f} of py-libp2p's."
-        if rp
-        else "",
+        f"dhtscope's median lookup time is {_x(rk)} kademlia's and 1/{1 / rp:.0f} of py-libp2p's." if rp else "",
     ]
     t.add(
         f"lookup median ≤ {LOOKUP_VS_KADEMLIA:g}x kademlia's",
