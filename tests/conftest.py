@@ -1,18 +1,16 @@
-"""Shared fixtures: real nodes over QUIC on 127.0.0.1 with ephemeral ports, and a raw QUIC peer."""
+"""Shared fixtures: real nodes over QUIC on 127.0.0.1 (ephemeral ports), a raw QUIC peer, and the sample paths."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.traces import ONE_QLOG_FILE, SAMPLES, needs_samples  # noqa: F401 (test files import them from here)
 
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node
 from dhtscope.node.transport import Conn, Endpoint
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qlog-samples"
 
 
 @pytest.fixture(autouse=True)

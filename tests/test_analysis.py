@@ -17,6 +17,7 @@ from helpers.traces import (
     deliver,
     healthy_cluster,
     kinds,
+    needs_samples,
     no_accept_cluster,
     node_started,
     only,
@@ -737,7 +738,6 @@ def test_summary_keys_and_evidence_address() -> None:
 # ----------------------------------------------------------------------------- real foreign traces
 
 reader = pytest.importorskip("dhtscope.tracing.reader")
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared qlog samples not present")
 
 
 @needs_samples

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
-from conftest import SAMPLES
+from conftest import ONE_QLOG_FILE
 from helpers.tui import table_text, wait_until
 from quicpair import V1, Plan, write_capture, write_datagrams
 
@@ -72,7 +72,7 @@ def test_several_captures_and_qlog_files_diagnose_together(tmp_path, capsys):
     one, two = tmp_path / "one.pcapng", tmp_path / "two.pcapng"
     write_capture(one, plan=Plan(streams=1))
     write_capture(two, plan=Plan(streams=2), client_port=50001)
-    qlog = SAMPLES / "aioquic_client_success.qlog"
+    qlog = ONE_QLOG_FILE
     code, out, _ = run(capsys, "diagnose", str(one), str(two), str(qlog), "--json")
     doc = json.loads(out)
     assert code == 0 and doc["summary"]["connections"] == 3
@@ -115,7 +115,7 @@ def test_bad_inputs_are_one_line_and_a_nonzero_exit(tmp_path, unanswered, capsys
         (["diagnose", str(garbage)], "not a pcap or pcapng capture (starts with 0x6e6f7420)"),
         (["diagnose", str(text)], "neither a qlog trace nor a pcap/pcapng capture"),
         (["diagnose", str(cap), "--keylog", str(other_keys)], "the key log matches no connection in server.pcapng"),
-        (["diagnose", str(SAMPLES / "aioquic_client_success.qlog"), "--keylog", str(keys)], "no packet capture"),
+        (["diagnose", str(ONE_QLOG_FILE), "--keylog", str(keys)], "no packet capture"),
         (["diagnose", str(cap), "--keylog", str(tmp_path / "nope.keys")], "no such file or directory"),
         (["replay", str(garbage)], "not a pcap or pcapng capture"),
         (["convert", str(text), "-o", str(tmp_path / "out")], "neither a qlog trace nor a pcap/pcapng capture"),
@@ -194,7 +194,7 @@ def test_convert_writes_one_qlog_per_connection_that_the_reader_reads_back_uncha
 
 
 def test_convert_refuses_inputs_without_a_capture(tmp_path, capsys):
-    code, _, err = run(capsys, "convert", str(SAMPLES / "aioquic_client_success.qlog"), "-o", str(tmp_path / "o"))
+    code, _, err = run(capsys, "convert", str(ONE_QLOG_FILE), "-o", str(tmp_path / "o"))
     assert code == 1 and "no pcap or pcapng capture" in err
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.traces import SAMPLES, End, healthy_cluster, no_accept_cluster, write_sqlog
+from helpers.traces import SAMPLES, End, healthy_cluster, needs_samples, no_accept_cluster, write_sqlog
 
 from dhtscope.tracing import cli as tracing_cli
 from dhtscope.tracing import report
@@ -60,7 +60,7 @@ def test_fail_on_refuses_other_severities_in_one_line(broken: Path, capsys: pyte
     assert tracing_cli.FAIL_ON == report.FAIL_ON
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared qlog samples not present")
+@needs_samples
 def test_a_failed_handshake_sample_is_named_as_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     sample = str(SAMPLES / "aioquic_server_failed.qlog")
     assert main(["diagnose", sample, "--fail-on", "error"]) == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import SAMPLES, needs_samples
 
 from dhtscope.tracing.model import Recording
 from dhtscope.tracing.reader import (
@@ -19,10 +20,6 @@ from dhtscope.tracing.reader import (
     open_trace_file,
     read_nodes,
 )
-
-# The shared samples sit beside the repository (../shared/qlog-samples); never copied in.
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qlog-samples"
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"shared qlog samples not found at {SAMPLES}")
 
 RS = b"\x1e"
 REF_MS = 1_700_000_000_000.0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
-from conftest import SAMPLES
+from conftest import ONE_QLOG_FILE
 from quicpair import Plan, write_capture
 
 from dhtscope.tracing.analysis import DONE, MISSING, NOT_VISIBLE, analyse
@@ -105,7 +105,7 @@ def test_a_foreign_network_trace_with_server_flow_is_split_the_other_way():
 
 
 def test_a_recording_without_network_traces_is_returned_as_is(tmp_path):
-    rec = open_recording(SAMPLES / "aioquic_client_success.qlog")
+    rec = open_recording(ONE_QLOG_FILE)
     assert split_network_traces(rec) is rec
 
 

@@ -6,10 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dhtscope.tracing.analysis import Analysis, Finding
 from dhtscope.tracing.model import Event, NodeEntry, Recording, Trace, TraceInfo
 
+# The shared samples sit beside the repository (../shared/qlog-samples); never copied in.
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "qlog-samples"
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"shared qlog samples not found at {SAMPLES}")
+# Any one qlog file, for tests that need a file whatever wrote it: a client end of the committed recording.
+ONE_QLOG_FILE = min(
+    (Path(__file__).resolve().parents[2] / "recordings" / "healthy" / "client").glob("*-client-*.sqlog")
+)
 
 
 T0 = 1_700_000_000_000.0  # epoch ms, as the reader gives absolute times
