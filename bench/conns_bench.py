@@ -86,6 +86,29 @@ def _limits(connections: int) -> tuple[Any, Any]:
 # -- child processes ---------------------------------------------------------------------------
 
 
+class GcPauses:
+    """The collector's pauses in this process since the last `take()`: with thousands of
+    connections a full collection walks millions of objects while no datagram is read."""
+
+    def __init__(self) -> None:
+        self._pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def take(self) -> dict[str, Any]:
+        seen, self._pauses = self._pauses, []
+        return {
+            "gc_pause_max_ms": round(max((p for _, p in seen), default=0.0) * 1000, 1),
+            "gc_full_collections": sum(1 for g, _ in seen if g == 2),
+        }
+
+
 async def serve(connections: int, receive_buffer: int = 0) -> None:
     """The server: a full dhtscope node (not client mode) that answers what its clients send."""
     from dhtscope.node.node import Node
@@ -97,27 +120,15 @@ async def serve(connections: int, receive_buffer: int = 0) -> None:
     rpc = node.rpc
     assert rpc is not None
 
-    # The collector's pauses since the last stats: with thousands of connections a full
-    # collection walks millions of objects while no datagram is read.
-    pauses: list[tuple[int, float]] = []
-    started = [0.0]
-
-    def on_gc(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-        else:
-            pauses.append((info["generation"], time.perf_counter() - started[0]))
-
-    gc.callbacks.append(on_gc)
+    pauses = GcPauses()
 
     async def handle(cmd: dict[str, Any]) -> dict[str, Any]:
         if cmd["op"] == "stats":
-            seen = list(pauses)
+            seen = pauses.take()
             gc.collect()  # garbage from the handshakes is not what a connection holds
-            pauses.clear()
+            pauses.take()
             return {
-                "gc_pause_max_ms": round(max((p for _, p in seen), default=0.0) * 1000, 1),
-                "gc_full_collections": sum(1 for g, _ in seen if g == 2),
+                **seen,
                 **memory_bytes(),
                 "connections": len(rpc.endpoint.all),
                 "requests_received": rpc.requests_received,
@@ -150,6 +161,7 @@ async def client(port: int, connections: int, receive_buffer: int = 0) -> None:
     latencies: list[float] = []
     counts = {"ok": 0, "failed": 0, "failed_while_holding": 0, "open_failed": 0}
     reasons: dict[str, int] = {}
+    pauses = GcPauses()  # a client's own pauses delay its PINGs' answers too
 
     async def pinger(conn: Any) -> None:
         await asyncio.sleep(random.uniform(0, PING_PERIOD_S))
@@ -199,12 +211,22 @@ async def client(port: int, connections: int, receive_buffer: int = 0) -> None:
             return {**memory_bytes(), "held": len(held), "open": open_now, **counts}
         if op == "hold_start":
             latencies.clear()
+            pauses.take()
             recording = True
             return {"recording": True}
         if op == "hold_stop":
             recording = False
             top = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
-            return {"latencies_ms": [round(x, 3) for x in latencies], **counts, "reasons": top}
+            # Diagnostics: each connection's probe timeout now (aioquic's, without backoff): a
+            # request or answer that needs a probe to be delivered waits about this long.
+            ptos = sorted(c.quic._loss.get_probe_timeout() * 1000 for c in held if c.quic is not None)
+            return {
+                "latencies_ms": [round(x, 3) for x in latencies],
+                **counts,
+                "reasons": top,
+                **pauses.take(),
+                "pto_ms": [round(ptos[len(ptos) // 2], 1), round(ptos[-1], 1)] if ptos else None,
+            }
         return {"error": f"unknown op {op}"}
 
     emit({"ready": True, "pid": os.getpid(), **memory_bytes()})
@@ -364,6 +386,9 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print, receiv
             "udp_receive_buffer_drops": _delta(udp_receive_errors(), drops0),
             "gc_pause_max_ms": stats.get("gc_pause_max_ms"),
             "gc_full_collections": stats.get("gc_full_collections"),
+            "client_gc_pause_max_ms": max((s.get("gc_pause_max_ms") or 0.0 for s in stopped), default=None),
+            "client_gc_full_collections": sum(s.get("gc_full_collections") or 0 for s in stopped),
+            "client_pto_ms": [s.get("pto_ms") for s in stopped],  # per client: median and largest
             "ping_p50_ms": p50,
             "ping_p99_ms": p99,
             "ping_max_ms": max(lat) if lat else None,
@@ -379,7 +404,8 @@ def run(levels: list[int], clients: int, hold_s: float, log: Any = print, receiv
             f"p50 {p50} ms, p99 {p99} ms; server CPU {h['cpu_percent_mean']}% (max {h['cpu_percent_max']}%), "
             f"RSS {_mib(h['rss_bytes'])} MiB, USS {_mib(h['uss_bytes'])} MiB; UDP receive-buffer drops "
             f"{h['udp_receive_buffer_drops']}; longest GC pause {h['gc_pause_max_ms']} ms "
-            f"({h['gc_full_collections']} full collections); load {h['loadavg']}"
+            f"({h['gc_full_collections']} full collections), clients' {h['client_gc_pause_max_ms']} ms "
+            f"({h['client_gc_full_collections']} full); load {h['loadavg']}"
         )
         if reasons:
             log("  failures: " + "; ".join(f"{k} x{v}" for k, v in reasons.items()))

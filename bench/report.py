@@ -359,7 +359,9 @@ def _conns_section(doc: dict[str, Any], t: Targets) -> list[str]:
             f"its busiest second; RSS {_num(_mib(h['rss_bytes']))} MiB, USS {_num(_mib(h['uss_bytes']))} MiB; "
             "datagrams dropped by full UDP receive buffers (the whole machine) "
             f"{_num(h.get('udp_receive_buffer_drops'))}, "
-            f"the server's longest garbage-collector pause {_num(h.get('gc_pause_max_ms'))} ms; "
+            f"the server's longest garbage-collector pause {_num(h.get('gc_pause_max_ms'))} ms, the clients' "
+            f"{_num(h.get('client_gc_pause_max_ms'))} ms "
+            f"({h.get('client_gc_full_collections', '?')} full collections); "
             f"load {h.get('loadavg')}.",
         ]
         if h.get("failure_reasons"):
