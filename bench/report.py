@@ -613,8 +613,8 @@ def _attacks_section(doc: dict[str, Any], t: Targets) -> list[str]:
         out += _attack_rows(current["rows"])
         for r in current["rows"]:
             if r["attack"] == "baseline" or r.get("status") not in ("measured",):
-                if r.get("status") == "not yet merged":
-                    t.add(f"attack: {r['label']} ({r['size']})", "not yet merged", None)
+                if r.get("status") == "not available":
+                    t.add(f"attack: {r['label']} ({r['size']})", r.get("detail", "not available"), None)
                 continue
             fig = (
                 f"PING {r['ping_ok']}/{r['pings']}, p99 {_num(r.get('ping_p99_ms'))} ms, "

@@ -277,7 +277,7 @@ class RpcEndpoint:
                     "stream_id": stream_id,
                     "type": message_name(message),
                     "request_id": message.request_id,
-                    "peer_id": _peer_hex(conn),
+                    "peer_id": conn.peer_hex,
                     "timeout_ms": timeout_s * 1000,
                 },
             )
@@ -778,10 +778,6 @@ class _Expired(Exception):
 def _expire(future: asyncio.Future[Message]) -> None:
     if not future.done():
         future.set_exception(_Expired())
-
-
-def _peer_hex(conn: Conn) -> str | None:
-    return conn.peer_hex
 
 
 def contact_of(conn: Conn, sender: Sender | None) -> Contact | None:

@@ -937,8 +937,6 @@ def _resolve(host: str) -> str:
         pass
     if host == "localhost":
         return "127.0.0.1"
-    import socket
-
     return socket.gethostbyname(host)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +14,14 @@ from helpers.traces import ONE_QLOG_FILE, SAMPLES, needs_samples  # noqa: F401 (
 from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node
 from dhtscope.node.transport import Conn, Endpoint
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    """A short directory for unix sockets: tmp_path can exceed a socket path's 107-byte limit."""
+    path = tempfile.mkdtemp(dir="/tmp", prefix="dhts-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.waiting import process_running
 
 from dhtscope.tui.cli import build_parser, main
 
@@ -177,7 +178,7 @@ def test_cluster_members_go_when_the_cluster_is_killed(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         alive = members
         while alive and time.monotonic() < deadline:
-            alive = [pid for pid in alive if _running(pid)]
+            alive = [pid for pid in alive if process_running(pid)]
             time.sleep(0.1)
         assert alive == []
     finally:
@@ -186,11 +187,3 @@ def test_cluster_members_go_when_the_cluster_is_killed(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

@@ -6,10 +6,8 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import socket
 import stat
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,14 +27,6 @@ from dhtscope.node.control import (
 from dhtscope.node.node import Node, NodeError
 
 TOKEN = "s3cret-token"
-
-
-@pytest.fixture
-def sock_dir() -> Any:
-    # tmp_path can exceed the 107-byte limit of a unix socket path.
-    path = tempfile.mkdtemp(dir="/tmp", prefix="dhtc-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

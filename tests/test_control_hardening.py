@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,6 @@ from dhtscope.node.keys import Identity
 from dhtscope.node.node import Node
 
 TOKEN = "s3cret-token"
-
-
-@pytest.fixture
-def sock_dir() -> Any:
-    path = tempfile.mkdtemp(dir="/tmp", prefix="dhth-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +25,6 @@ from dhtscope.tui.screens.choose import ChooseScreen
 from dhtscope.tui.sources.attach import AttachSource
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(dir="/tmp", prefix="dhtt-")  # unix socket paths must stay short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_attach_every_screen_reconnect_probe_and_scenario(sock_dir: str) -> None:

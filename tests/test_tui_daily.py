@@ -283,6 +283,14 @@ async def test_the_scenario_picker_marks_the_active_one_and_says_what_each_does(
         await wait_until(lambda: ("registry", "scenario", ["stream-limit"]) in source.asked, pilot, what="switch")
 
 
+def _notices(app: DhtscopeApp, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every notification the app shows from now on, as text, in order (they still show)."""
+    said: list[str] = []
+    notify = app.notify
+    monkeypatch.setattr(app, "notify", lambda message, **kw: (said.append(str(message)), notify(message, **kw)))
+    return said
+
+
 async def _export(app: DhtscopeApp, pilot: Any, key: str = "e") -> Path:
     app.last_export = None
     await pilot.press(key)
@@ -298,9 +306,7 @@ async def test_every_view_exports_what_it_shows_to_a_file_named_on_screen(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     app = _app(tmp_path)
-    said: list[str] = []
-    notify = app.notify
-    monkeypatch.setattr(app, "notify", lambda message, **kw: (said.append(str(message)), notify(message, **kw)))
+    said = _notices(app, monkeypatch)
     async with app.run_test(size=(120, 40)) as pilot:
         await replay_ready(app, pilot)
         expected = {
@@ -335,9 +341,7 @@ async def test_every_view_exports_what_it_shows_to_a_file_named_on_screen(
 
 async def test_y_copies_the_highlighted_finding_and_says_how(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = _app(tmp_path)
-    said: list[str] = []
-    notify = app.notify
-    monkeypatch.setattr(app, "notify", lambda message, **kw: (said.append(str(message)), notify(message, **kw)))
+    said = _notices(app, monkeypatch)
     async with app.run_test(size=(120, 40)) as pilot:
         await replay_ready(app, pilot)
         await pilot.press("7", "y")

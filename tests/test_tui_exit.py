@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from helpers.tui import write_fixed_recording
+from helpers.waiting import process_running
 
 GONE_WITHIN_S = 3.0
 START_TIMEOUT_S = 30.0
@@ -116,20 +117,11 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie has ended; only its parent's wait remains)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _wait_all_gone(term: Terminal, pids: list[int]) -> float:
     started = time.monotonic()
     while True:
         term.proc.poll()
-        alive = [pid for pid in pids if _running(pid)]
+        alive = [pid for pid in pids if process_running(pid)]
         if not alive:
             return time.monotonic() - started
         if time.monotonic() - started > GONE_WITHIN_S:

@@ -47,8 +47,7 @@ class Attack:
     size: str
     hostile_args: tuple[str, ...]
     node_args: Callable[[str], tuple[str, ...]] = lambda work: ()
-    needs: tuple[str, ...] = ()  # node options that must exist (from another branch), else "not yet merged"
-    owner: str = "harden-b"
+    needs: tuple[str, ...] = ()  # node options the attack needs; a node without them (an older one) skips it
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,7 +96,6 @@ ATTACKS = [
         "routing poisoning, one address",
         "30 identities",
         ("--size", "30"),
-        owner="harden-a",
         extra={"hostile": "routing_poisoning"},
     ),
     Attack(
@@ -105,16 +103,14 @@ ATTACKS = [
         "routing poisoning, one address",
         "200 identities",
         ("--size", "200"),
-        owner="harden-a",
         extra={"hostile": "routing_poisoning"},
     ),
-    Attack("service_squatting", "service squatting", "64 identities, TTL 3,600 s", ("--size", "64"), owner="harden-a"),
+    Attack("service_squatting", "service squatting", "64 identities, TTL 3,600 s", ("--size", "64")),
     Attack(
         "store_filling",
         "store filling, one connection",
         "100,000 records",
         ("--size", "100000", "--seconds", "90"),
-        owner="harden-a",
     ),
     Attack(
         "control_exhaustion",
@@ -137,7 +133,6 @@ ATTACKS = [
         (),
         node_args=_data_dir,
         needs=("--data-dir",),
-        owner="harden-a",
     ),
 ]
 
@@ -220,11 +215,11 @@ class Honest:
 
 
 def run_attack(attack: Attack, node_src: str | None, help_text: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"attack": attack.name, "label": attack.label, "size": attack.size, "owner": attack.owner}
+    row: dict[str, Any] = {"attack": attack.name, "label": attack.label, "size": attack.size}
     missing = [opt for opt in attack.needs if opt not in help_text]
     if missing:
-        row["status"] = "not yet merged"
-        row["detail"] = f"the node has no {', '.join(missing)} yet ({attack.owner}'s branch)"
+        row["status"] = "not available"
+        row["detail"] = f"this node has no {', '.join(missing)}"
         return row
     row["loadavg_before"] = round(os.getloadavg()[0], 2)
     work = tempfile.mkdtemp(prefix="dhtscope-attack-", dir="/tmp")

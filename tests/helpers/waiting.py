@@ -28,3 +28,12 @@ async def eventually(predicate: Callable[[], Any], what: str, timeout_s: float =
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def process_running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has ended; only its parent's wait remains). Linux /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -234,33 +234,34 @@ class CaptureFile:
                     self.notes.append(f"decryption secrets block at byte {pos} of type 0x{stype:08x} ignored")
             pos = end
 
-    def _section_comments(self, order: str, pos: int, end: int) -> None:
+    def _options(self, order: str, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """A pcapng block's options from `pos` to `end`: (code, where its value starts, its length)."""
         mm = self._mm
         while pos + 4 <= end:
             code, length = struct.unpack_from(order + "HH", mm, pos)
             if code == OPT_END:
-                break
+                return
             value = pos + 4
+            yield code, value, length
+            pos = value + ((length + 3) & ~3)
+
+    def _section_comments(self, order: str, pos: int, end: int) -> None:
+        mm = self._mm
+        for code, value, length in self._options(order, pos, end):
             if code == OPT_COMMENT and value + length <= end:
                 self.comments.append(bytes(mm[value : value + length]).decode("utf-8", errors="replace"))
-            pos = value + ((length + 3) & ~3)
 
     def _interface(self, order: str, linktype: int, snaplen: int, pos: int, end: int) -> _Interface:
         ms_per_unit = 1e-3  # default resolution: microseconds
         offset_ms = 0.0
         mm = self._mm
-        while pos + 4 <= end:
-            code, length = struct.unpack_from(order + "HH", mm, pos)
-            if code == OPT_END:
-                break
-            value = pos + 4
+        for code, value, length in self._options(order, pos, end):
             if code == OPT_IF_TSRESOL and length >= 1:
                 res = mm[value]
                 exponent = res & 0x7F
                 ms_per_unit = 1000.0 / (2**exponent if res & 0x80 else 10**exponent)
             elif code == OPT_IF_TSOFFSET and length >= 8:
                 offset_ms = struct.unpack_from(order + "q", mm, value)[0] * 1000.0
-            pos = value + ((length + 3) & ~3)
         return _Interface(linktype, snaplen, ms_per_unit, offset_ms)
 
     def _truncate(self, number: int, offset: int) -> None:
